@@ -1,0 +1,323 @@
+//! A Parquet file read whole into one Arrow batch, with typed column access whose errors name the
+//! file and the column.
+//!
+//! Stage inputs here are tables of at most tens of millions of narrow rows, so reading them whole
+//! is simpler and faster than streaming; projection keeps unused columns off the heap.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, RecordBatchReader, StringArray};
+use arrow_schema::{DataType, Schema, SchemaRef};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::ids::RawIds;
+use crate::{Error, Result};
+
+/// A whole table in memory, remembering the file it came from for error messages.
+#[derive(Debug, Clone)]
+pub struct Table {
+    path: PathBuf,
+    /// The file's full schema, kept to list what is there when a column is missing.
+    file_schema: SchemaRef,
+    batch: RecordBatch,
+}
+
+impl Table {
+    /// Reads every column of a Parquet file.
+    pub fn read(path: &Path) -> Result<Table> {
+        Self::read_columns(path, None)
+    }
+
+    /// Reads a Parquet file, only the named top-level columns when `columns` is given. Columns
+    /// that the file lacks are reported by the accessor that asks for them, not here, so optional
+    /// columns can be listed too.
+    pub fn read_columns(path: &Path, columns: Option<&[&str]>) -> Result<Table> {
+        let file = std::fs::File::open(path).map_err(|e| {
+            let action = if e.kind() == std::io::ErrorKind::NotFound {
+                "input file not found (check the path in the pipeline config):"
+            } else {
+                "cannot open"
+            };
+            Error::io(action, path, e)
+        })?;
+        let parquet_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Parquet {
+            path: path.to_owned(),
+            source: e,
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| parquet_err(Box::new(e)))?
+            .with_batch_size(64 * 1024);
+        let file_schema = builder.schema().clone();
+        let builder = match columns {
+            Some(names) => {
+                let indices: Vec<usize> = file_schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| names.contains(&f.name().as_str()))
+                    .map(|(i, _)| i)
+                    .collect();
+                let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+                builder.with_projection(mask)
+            }
+            None => builder,
+        };
+        let reader = builder.build().map_err(|e| parquet_err(Box::new(e)))?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| parquet_err(Box::new(e)))?;
+        let batch = arrow_select::concat::concat_batches(&schema, &batches)
+            .map_err(|e| Error::arrow("concatenating record batches", e))?;
+        Ok(Table {
+            path: path.to_owned(),
+            file_schema,
+            batch,
+        })
+    }
+
+    /// Wraps a batch built in memory; `origin` stands in for the file name in errors.
+    pub fn from_batch(origin: impl Into<PathBuf>, batch: RecordBatch) -> Table {
+        Table {
+            path: origin.into(),
+            file_schema: batch.schema(),
+            batch,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    pub fn schema(&self) -> Arc<Schema> {
+        self.batch.schema()
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Fails with [`Error::EmptyTable`] when the table has no rows.
+    pub fn require_rows(&self) -> Result<()> {
+        if self.num_rows() == 0 {
+            return Err(Error::EmptyTable {
+                path: self.path.clone(),
+                detail: String::from(": the stage needs at least one row"),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn has_column(&self, name: &str) -> bool {
+        self.batch.column_by_name(name).is_some()
+    }
+
+    /// The named column, or [`Error::MissingColumn`] listing the columns the file does have.
+    pub fn column(&self, name: &str) -> Result<&ArrayRef> {
+        self.batch.column_by_name(name).ok_or_else(|| {
+            let available = self
+                .file_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Error::MissingColumn {
+                path: self.path.clone(),
+                column: name.to_owned(),
+                available,
+                hint: String::from(
+                    "rename the column in the file, or set the column name in the pipeline config",
+                ),
+            }
+        })
+    }
+
+    fn type_error(&self, name: &str, found: &DataType, expected: &'static str) -> Error {
+        Error::ColumnType {
+            path: self.path.clone(),
+            column: name.to_owned(),
+            found: found.clone(),
+            expected,
+        }
+    }
+
+    fn null_error(&self, name: &str, array: &dyn Array) -> Error {
+        let first_row = (0..array.len()).find(|&i| array.is_null(i)).unwrap_or(0);
+        Error::NullValues {
+            path: self.path.clone(),
+            column: name.to_owned(),
+            count: array.null_count(),
+            first_row,
+        }
+    }
+
+    /// Raw ids (integers of any width, or strings); nulls are an error.
+    pub fn ids(&self, name: &str) -> Result<RawIds> {
+        let array = self.column(name)?;
+        if array.null_count() > 0 {
+            return Err(self.null_error(name, array.as_ref()));
+        }
+        match array.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Ok(RawIds::Str(to_string_array(array)))
+            }
+            _ => self.ints(name).map(RawIds::Int),
+        }
+    }
+
+    /// A complete integer column of any integer width, widened to i64.
+    pub fn ints(&self, name: &str) -> Result<Vec<i64>> {
+        let array = self.column(name)?;
+        if array.null_count() > 0 {
+            return Err(self.null_error(name, array.as_ref()));
+        }
+        let values = self.nullable_ints(name)?;
+        Ok(values.into_iter().map(|v| v.unwrap_or(0)).collect())
+    }
+
+    /// An integer column of any width that may have nulls.
+    pub fn nullable_ints(&self, name: &str) -> Result<Vec<Option<i64>>> {
+        let array = self.column(name)?;
+        macro_rules! widen {
+            ($t:ty) => {
+                array
+                    .as_primitive::<$t>()
+                    .iter()
+                    .map(|v| v.map(|x| x as i64))
+                    .collect()
+            };
+        }
+        use arrow_array::types::*;
+        Ok(match array.data_type() {
+            DataType::Int8 => widen!(Int8Type),
+            DataType::Int16 => widen!(Int16Type),
+            DataType::Int32 => widen!(Int32Type),
+            DataType::Int64 => widen!(Int64Type),
+            DataType::UInt8 => widen!(UInt8Type),
+            DataType::UInt16 => widen!(UInt16Type),
+            DataType::UInt32 => widen!(UInt32Type),
+            DataType::UInt64 => {
+                let a = array.as_primitive::<UInt64Type>();
+                let mut out = Vec::with_capacity(a.len());
+                for (row, v) in a.iter().enumerate() {
+                    out.push(match v {
+                        Some(x) => Some(i64::try_from(x).map_err(|_| {
+                            Error::invalid(
+                                format!("{}, column `{name}`, row {row}", self.path.display()),
+                                format!("value {x} does not fit in a signed 64-bit integer"),
+                            )
+                        })?),
+                        None => None,
+                    });
+                }
+                out
+            }
+            other => return Err(self.type_error(name, other, "an integer type")),
+        })
+    }
+
+    /// A numeric column (float or integer) as f32, nulls kept. NaN is reported as invalid data
+    /// because no stage has a meaning for it.
+    pub fn nullable_floats(&self, name: &str) -> Result<Vec<Option<f32>>> {
+        let array = self.column(name)?;
+        let values: Vec<Option<f32>> = match array.data_type() {
+            DataType::Float32 => array.as_primitive::<Float32Type>().iter().collect(),
+            DataType::Float64 => array
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(|x| x as f32))
+                .collect(),
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => self
+                .nullable_ints(name)?
+                .into_iter()
+                .map(|v| v.map(|x| x as f32))
+                .collect(),
+            other => return Err(self.type_error(name, other, "a numeric type")),
+        };
+        if let Some(row) = values.iter().position(|v| v.is_some_and(f32::is_nan)) {
+            return Err(Error::invalid(
+                format!("{}, column `{name}`, row {row}", self.path.display()),
+                "NaN is not a valid value: drop the row or fill it with a number",
+            ));
+        }
+        Ok(values)
+    }
+
+    /// A string column, nulls kept.
+    pub fn nullable_strings(&self, name: &str) -> Result<StringArray> {
+        let array = self.column(name)?;
+        match array.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Ok(to_string_array(array))
+            }
+            other => Err(self.type_error(name, other, "a string type (Utf8)")),
+        }
+    }
+
+    /// A column of string lists (List<Utf8>, e.g. genres), nulls read as empty lists.
+    pub fn string_lists(&self, name: &str) -> Result<Vec<Vec<String>>> {
+        let array = self.column(name)?;
+        let DataType::List(field) = array.data_type() else {
+            return Err(self.type_error(name, array.data_type(), "List<Utf8>"));
+        };
+        if !matches!(field.data_type(), DataType::Utf8) {
+            return Err(self.type_error(name, array.data_type(), "List<Utf8>"));
+        }
+        let list = array.as_list::<i32>();
+        Ok((0..list.len())
+            .map(|i| {
+                if list.is_null(i) {
+                    return Vec::new();
+                }
+                let values = list.value(i);
+                let strings = values.as_string::<i32>();
+                strings.iter().flatten().map(str::to_owned).collect()
+            })
+            .collect())
+    }
+
+    /// A List<Int32> column as (offsets, values): row `i` is `values[offsets[i]..offsets[i+1]]`.
+    pub fn int_lists(&self, name: &str) -> Result<(Vec<usize>, Vec<i32>)> {
+        let array = self.column(name)?;
+        let list: &ListArray = match array.data_type() {
+            DataType::List(f) if f.data_type() == &DataType::Int32 => array.as_list::<i32>(),
+            other => return Err(self.type_error(name, other, "List<Int32>")),
+        };
+        if list.null_count() > 0 {
+            return Err(self.null_error(name, list));
+        }
+        let base = list.value_offsets()[0] as usize;
+        let offsets = list
+            .value_offsets()
+            .iter()
+            .map(|&o| o as usize - base)
+            .collect();
+        let end = list.value_offsets()[list.len()] as usize;
+        let values = list.values().as_primitive::<Int32Type>().values()[base..end].to_vec();
+        Ok((offsets, values))
+    }
+}
+
+fn to_string_array(array: &ArrayRef) -> StringArray {
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().clone(),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().collect(),
+        _ => array.as_string_view().iter().collect(),
+    }
+}

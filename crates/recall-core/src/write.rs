@@ -1,0 +1,150 @@
+//! Atomic output. Every file a stage writes goes to a temporary name beside its destination,
+//! is flushed and synced, and only then renamed over the destination: a killed process leaves
+//! either the old file or the new one, never half of one.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::{Error, Result};
+
+/// The temporary path used while `path` is being written.
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `path` atomically through `fill`, creating its parent directory if needed.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io("cannot create output directory", parent, e))?;
+    }
+    let tmp = temporary_path(path);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+        let mut writer = BufWriter::new(file);
+        fill(&mut writer)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io("cannot write", &tmp, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| Error::io("cannot sync", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes bytes atomically (JSON manifests, configs).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| {
+        w.write_all(bytes)
+            .map_err(|e| Error::io("cannot write", path, e))
+    })
+}
+
+/// Writes one batch as a zstd-compressed Parquet file, atomically, with string key-value
+/// metadata in the footer (readable as `schema.metadata` in pyarrow).
+pub fn write_parquet(path: &Path, batch: &RecordBatch, metadata: &[(&str, String)]) -> Result<()> {
+    let kv = metadata
+        .iter()
+        .map(|(k, v)| KeyValue::new((*k).to_owned(), v.clone()))
+        .collect::<Vec<_>>();
+    let level = ZstdLevel::try_new(3).map_err(|e| Error::Internal(e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_key_value_metadata((!kv.is_empty()).then_some(kv))
+        .build();
+    write_atomic(path, |w| {
+        let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(props)).map_err(|e| {
+            Error::Internal(format!("parquet writer for {}: {e}", path.display()))
+        })?;
+        writer.write(batch).map_err(|e| Error::Parquet {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        writer.close().map_err(|e| Error::Parquet {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Table;
+    use arrow_array::{Int32Array, RecordBatch};
+    use std::sync::Arc;
+
+    #[test]
+    fn parquet_round_trips_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/t.parquet");
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int32Array::from(vec![3, 1, 2])) as _,
+        )])
+        .unwrap();
+        write_parquet(&path, &batch, &[("k", "v".into())]).unwrap();
+        let table = Table::read(&path).unwrap();
+        assert_eq!(table.ints("x").unwrap(), vec![3, 1, 2]);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["t.parquet"]);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        write_bytes(&path, b"old").unwrap();
+        let err = write_atomic(&path, |_| Err(Error::Internal("boom".into()))).unwrap_err();
+        assert!(err.to_string().contains("boom"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_truncated_parquet_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int32Array::from((0..1000).collect::<Vec<_>>())) as _,
+        )])
+        .unwrap();
+        write_parquet(&path, &batch, &[]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let msg = Table::read(&path).unwrap_err().to_string();
+        assert!(msg.contains("t.parquet"), "{msg}");
+        assert!(msg.contains("truncated or corrupt"), "{msg}");
+    }
+
+    #[test]
+    fn a_missing_file_says_so_with_its_path() {
+        let msg = Table::read(Path::new("/nonexistent/x.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("not found") && msg.contains("/nonexistent/x.parquet"), "{msg}");
+    }
+}

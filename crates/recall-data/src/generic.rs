@@ -1,0 +1,412 @@
+//! A generic interactions table (Parquet or CSV) with configurable column names, and optional
+//! user and item side tables (Parquet, CSV, or the ml-1m `users.dat` / `movies.dat` layouts).
+//!
+//! The shared ML-1M copy loads through this path:
+//!
+//! ```toml
+//! source = "generic"
+//! interactions = "data/ml-1m/interactions.parquet"
+//! item_column = "movie_id"
+//! order_column = "seq"
+//! rating_column = "rating"
+//! timestamp_column = "timestamp"
+//! users = { path = "data/ml-1m/users.dat" }
+//! items = { path = "data/ml-1m/movies.dat" }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use recall_core::{Error, RawIds, Result, Table, columns as col};
+use serde::{Deserialize, Serialize};
+
+use crate::Dataset;
+use crate::dataset::{Events, Interactions, batch, check_unique_ids, string_list_array};
+use crate::movielens::{csv_error, read_ml_1m_movies, read_ml_1m_users};
+
+fn default_user() -> String {
+    col::USER_ID.to_owned()
+}
+fn default_item() -> String {
+    col::ITEM_ID.to_owned()
+}
+fn default_order() -> String {
+    col::TIMESTAMP.to_owned()
+}
+fn default_delimiter() -> char {
+    ','
+}
+
+/// A generic interactions source. Only `interactions` is required.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenericSource {
+    /// The interactions file, `.parquet` or `.csv` (`.csv.gz` too).
+    pub interactions: PathBuf,
+    /// Name written into the outputs' metadata and the report (default: the file's stem).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Column of user ids (integers or strings). Default `user_id`.
+    #[serde(default = "default_user")]
+    pub user_column: String,
+    /// Column of item ids (integers or strings). Default `item_id`.
+    #[serde(default = "default_item")]
+    pub item_column: String,
+    /// Integer column that orders a user's events in time: a timestamp or a sequence number.
+    /// Ties keep file order. Default `timestamp`.
+    #[serde(default = "default_order")]
+    pub order_column: String,
+    /// Optional explicit rating column.
+    #[serde(default)]
+    pub rating_column: Option<String>,
+    /// Optional column of real timestamps in seconds (nulls allowed) when `order_column` is a
+    /// sequence number; when `order_column` is itself the timestamp, leave this unset.
+    #[serde(default)]
+    pub timestamp_column: Option<String>,
+    /// CSV field delimiter. Default `,`.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    #[serde(default)]
+    pub users: Option<SideTable>,
+    #[serde(default)]
+    pub items: Option<SideTable>,
+}
+
+/// A user or item side table.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SideTable {
+    pub path: PathBuf,
+    /// Layout; by default guessed from the name: `users.dat` / `movies.dat` are the ml-1m
+    /// layouts, otherwise the extension decides between Parquet and CSV.
+    #[serde(default)]
+    pub format: SideFormat,
+    /// Id column for Parquet and CSV tables (default: `user_id` / `item_id`).
+    #[serde(default)]
+    pub id_column: Option<String>,
+    /// A Utf8 column of `|`-separated genres (or tags) to turn into a `genres` list column.
+    #[serde(default)]
+    pub genres_column: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SideFormat {
+    #[default]
+    Auto,
+    Parquet,
+    Csv,
+    Ml1mUsers,
+    Ml1mMovies,
+}
+
+/// The interactions columns to read from a CSV file.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnNames {
+    pub user: String,
+    pub item: String,
+    pub order: String,
+    pub rating: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+fn is_csv(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    name.ends_with(".csv") || name.ends_with(".csv.gz") || name.ends_with(".tsv")
+}
+
+/// Reads a generic source into the canonical dataset.
+pub fn read(source: &GenericSource) -> Result<Dataset> {
+    let path = &source.interactions;
+    let names = ColumnNames {
+        user: source.user_column.clone(),
+        item: source.item_column.clone(),
+        order: source.order_column.clone(),
+        rating: source.rating_column.clone(),
+        timestamp: source.timestamp_column.clone(),
+    };
+    let delimiter = u8::try_from(source.delimiter)
+        .map_err(|_| Error::config("ingest.delimiter", "must be a single ASCII character"))?;
+    let events = if is_csv(path) {
+        read_csv_events(path, delimiter, &names)?
+    } else {
+        read_parquet_events(path, &names)?
+    };
+    let (interactions, stats) = Interactions::from_events(path, events)?;
+    let users = source
+        .users
+        .as_ref()
+        .map(|t| read_side_table(t, col::USER_ID))
+        .transpose()?;
+    let items = source
+        .items
+        .as_ref()
+        .map(|t| read_side_table(t, col::ITEM_ID))
+        .transpose()?;
+    let name = source.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().trim_end_matches(".csv").to_owned())
+            .unwrap_or_default()
+    });
+    Ok(Dataset {
+        name,
+        interactions,
+        users,
+        items,
+        stats,
+    })
+}
+
+fn read_parquet_events(path: &Path, names: &ColumnNames) -> Result<Events> {
+    let mut wanted = vec![names.user.as_str(), names.item.as_str(), names.order.as_str()];
+    wanted.extend(names.rating.as_deref());
+    wanted.extend(names.timestamp.as_deref());
+    let table = Table::read_columns(path, Some(&wanted))?;
+    table.require_rows()?;
+    let order = table.ints(&names.order)?;
+    let timestamp = match &names.timestamp {
+        Some(c) => table.nullable_ints(c)?,
+        // The order column is the timestamp unless a separate one is named.
+        None => order.iter().map(|&t| Some(t)).collect(),
+    };
+    let rating = match &names.rating {
+        Some(c) => table.nullable_floats(c)?,
+        None => vec![None; table.num_rows()],
+    };
+    Ok(Events {
+        user_id: table.ids(&names.user)?,
+        item_id: table.ids(&names.item)?,
+        rating,
+        timestamp,
+        order,
+    })
+}
+
+/// Strings of one CSV column, or integers when every value parses as one.
+fn ids_from_strings(values: Vec<String>) -> RawIds {
+    match values.iter().map(|v| v.trim().parse::<i64>()).collect() {
+        Ok(ints) => RawIds::Int(ints),
+        Err(_) => RawIds::Str(StringArray::from(values)),
+    }
+}
+
+fn header_index(path: &Path, header: &csv::StringRecord, name: &str) -> Result<usize> {
+    header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+        let available = header.iter().collect::<Vec<_>>().join(", ");
+        let hint = if header.len() == 1 {
+            "the header has a single field: check the `delimiter` setting".to_owned()
+        } else {
+            "set the column name in the pipeline config".to_owned()
+        };
+        Error::MissingColumn {
+            path: path.to_owned(),
+            column: name.to_owned(),
+            available,
+            hint,
+        }
+    })
+}
+
+pub(crate) fn read_csv_events(path: &Path, delimiter: u8, names: &ColumnNames) -> Result<Events> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .from_reader(crate::text::open(path)?);
+    let header = reader.headers().map_err(|e| csv_error(path, 1, e))?.clone();
+    let ui = header_index(path, &header, &names.user)?;
+    let ii = header_index(path, &header, &names.item)?;
+    let oi = header_index(path, &header, &names.order)?;
+    let ri = names
+        .rating
+        .as_ref()
+        .map(|n| header_index(path, &header, n))
+        .transpose()?;
+    let ti = names
+        .timestamp
+        .as_ref()
+        .map(|n| header_index(path, &header, n))
+        .transpose()?;
+    let (mut users, mut items, mut order, mut rating, mut timestamp) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut record = csv::StringRecord::new();
+    let mut line = 1u64;
+    loop {
+        line += 1;
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_error(path, line, e)),
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        let field = |i: usize, name: &str| -> Result<&str> {
+            let v = record[i].trim();
+            if v.is_empty() {
+                return Err(Error::Parse {
+                    path: path.to_owned(),
+                    line,
+                    message: format!("column `{name}` is empty; every row needs a value"),
+                });
+            }
+            Ok(v)
+        };
+        users.push(field(ui, &names.user)?.to_owned());
+        items.push(field(ii, &names.item)?.to_owned());
+        order.push(crate::text::parse::<i64>(path, line, &names.order, field(oi, &names.order)?)?);
+        rating.push(match ri {
+            Some(i) if !record[i].trim().is_empty() => Some(crate::text::parse::<f32>(
+                path,
+                line,
+                names.rating.as_deref().unwrap_or_default(),
+                &record[i],
+            )?),
+            _ => None,
+        });
+        timestamp.push(match ti {
+            Some(i) if !record[i].trim().is_empty() => Some(crate::text::parse::<i64>(
+                path,
+                line,
+                names.timestamp.as_deref().unwrap_or_default(),
+                &record[i],
+            )?),
+            Some(_) => None,
+            None => order.last().copied(),
+        });
+    }
+    if let Some(row) = rating.iter().position(|r| r.is_some_and(f32::is_nan)) {
+        return Err(Error::invalid(
+            format!("{}, data row {}", path.display(), row + 1),
+            "rating is NaN",
+        ));
+    }
+    Ok(Events {
+        user_id: ids_from_strings(users),
+        item_id: ids_from_strings(items),
+        rating,
+        timestamp,
+        order,
+    })
+}
+
+fn read_side_table(table: &SideTable, id_name: &str) -> Result<RecordBatch> {
+    let path = &table.path;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let format = match table.format {
+        SideFormat::Auto if file_name == "users.dat" => SideFormat::Ml1mUsers,
+        SideFormat::Auto if file_name == "movies.dat" => SideFormat::Ml1mMovies,
+        SideFormat::Auto if is_csv(path) => SideFormat::Csv,
+        SideFormat::Auto => SideFormat::Parquet,
+        f => f,
+    };
+    let id_column = table.id_column.clone().unwrap_or_else(|| id_name.to_owned());
+    let batch = match format {
+        SideFormat::Ml1mUsers => read_ml_1m_users(path)?,
+        SideFormat::Ml1mMovies => read_ml_1m_movies(path)?,
+        SideFormat::Parquet | SideFormat::Auto => {
+            let t = Table::read(path)?;
+            t.require_rows()?;
+            let ids = t.ids(&id_column)?;
+            check_unique_ids(path, &id_column, &ids)?;
+            let mut columns: Vec<(String, ArrayRef)> = vec![(id_name.to_owned(), ids.to_array())];
+            for (field, array) in t.schema().fields().iter().zip(t.batch().columns()) {
+                if field.name() != &id_column {
+                    columns.push((field.name().clone(), array.clone()));
+                }
+            }
+            to_batch(columns)?
+        }
+        SideFormat::Csv => read_csv_side_table(path, &id_column, id_name)?,
+    };
+    match &table.genres_column {
+        Some(g) => split_genres_column(path, batch, g),
+        None => Ok(batch),
+    }
+}
+
+fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
+    batch(
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, (n, a))| (n.as_str(), a.clone(), i > 0))
+            .collect(),
+    )
+}
+
+fn read_csv_side_table(path: &Path, id_column: &str, id_name: &str) -> Result<RecordBatch> {
+    let mut reader = crate::movielens::csv_reader(path)?;
+    let header = reader.headers().map_err(|e| csv_error(path, 1, e))?.clone();
+    let id_index = header_index(path, &header, id_column)?;
+    let mut columns: Vec<Vec<String>> = vec![Vec::new(); header.len()];
+    for (k, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| csv_error(path, k as u64 + 2, e))?;
+        for (c, value) in record.iter().enumerate() {
+            columns[c].push(value.to_owned());
+        }
+    }
+    if columns[id_index].is_empty() {
+        return Err(Error::EmptyTable {
+            path: path.to_owned(),
+            detail: String::from(": a side table needs one row per id"),
+        });
+    }
+    let ids = ids_from_strings(std::mem::take(&mut columns[id_index]));
+    check_unique_ids(path, id_column, &ids)?;
+    let mut out: Vec<(String, ArrayRef)> = vec![(id_name.to_owned(), ids.to_array())];
+    for (c, values) in columns.into_iter().enumerate() {
+        if c == id_index {
+            continue;
+        }
+        // A column whose every present value is an integer becomes Int64, else Utf8.
+        let ints: Option<Vec<Option<i64>>> = values
+            .iter()
+            .map(|v| match v.trim() {
+                "" => Some(None),
+                s => s.parse().ok().map(Some),
+            })
+            .collect();
+        let array: ArrayRef = match ints {
+            Some(ints) => Arc::new(Int64Array::from(ints)),
+            None => Arc::new(StringArray::from(values)),
+        };
+        out.push((header[c].trim().to_owned(), array));
+    }
+    to_batch(out)
+}
+
+fn split_genres_column(path: &Path, batch: RecordBatch, column: &str) -> Result<RecordBatch> {
+    let table = Table::from_batch(path, batch);
+    let schema = table.schema();
+    let mut out: Vec<(String, ArrayRef)> = Vec::new();
+    let lists = match table.column(column)?.data_type() {
+        arrow_schema::DataType::List(_) => table.column(column)?.clone(),
+        _ => {
+            let strings = table.nullable_strings(column)?;
+            let rows: Vec<Vec<String>> = strings
+                .iter()
+                .map(|s| {
+                    s.map(|s| {
+                        s.split('|')
+                            .map(str::trim)
+                            .filter(|g| !g.is_empty() && *g != "(no genres listed)")
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+                })
+                .collect();
+            string_list_array(&rows)
+        }
+    };
+    for (field, array) in schema.fields().iter().zip(table.batch().columns()) {
+        if field.name() == column {
+            out.push((col::GENRES.to_owned(), lists.clone()));
+        } else if field.name() != col::GENRES {
+            out.push((field.name().clone(), array.clone()));
+        }
+    }
+    to_batch(out)
+}
