@@ -263,9 +263,7 @@ impl Table {
     pub fn nullable_strings(&self, name: &str) -> Result<StringArray> {
         let array = self.column(name)?;
         match array.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                Ok(to_string_array(array))
-            }
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(to_string_array(array)),
             other => Err(self.type_error(name, other, "a string type (Utf8)")),
         }
     }

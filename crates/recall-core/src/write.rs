@@ -71,9 +71,8 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch, metadata: &[(&str, String
         .set_key_value_metadata((!kv.is_empty()).then_some(kv))
         .build();
     write_atomic(path, |w| {
-        let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(props)).map_err(|e| {
-            Error::Internal(format!("parquet writer for {}: {e}", path.display()))
-        })?;
+        let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(props))
+            .map_err(|e| Error::Internal(format!("parquet writer for {}: {e}", path.display())))?;
         writer.write(batch).map_err(|e| Error::Parquet {
             path: path.to_owned(),
             source: Box::new(e),
@@ -97,11 +96,9 @@ mod tests {
     fn parquet_round_trips_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/t.parquet");
-        let batch = RecordBatch::try_from_iter([(
-            "x",
-            Arc::new(Int32Array::from(vec![3, 1, 2])) as _,
-        )])
-        .unwrap();
+        let batch =
+            RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(vec![3, 1, 2])) as _)])
+                .unwrap();
         write_parquet(&path, &batch, &[("k", "v".into())]).unwrap();
         let table = Table::read(&path).unwrap();
         assert_eq!(table.ints("x").unwrap(), vec![3, 1, 2]);
@@ -145,6 +142,9 @@ mod tests {
         let msg = Table::read(Path::new("/nonexistent/x.parquet"))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("not found") && msg.contains("/nonexistent/x.parquet"), "{msg}");
+        assert!(
+            msg.contains("not found") && msg.contains("/nonexistent/x.parquet"),
+            "{msg}"
+        );
     }
 }

@@ -189,7 +189,11 @@ impl Interactions {
                 Arc::new(Int64Array::from(self.timestamp.clone())),
                 true,
             ),
-            (col::SEQ, Arc::new(Int32Array::from(self.seq.clone())), false),
+            (
+                col::SEQ,
+                Arc::new(Int32Array::from(self.seq.clone())),
+                false,
+            ),
         ];
         batch(columns)
     }
@@ -219,7 +223,11 @@ pub fn string_list_array(rows: &[Vec<String>]) -> ArrayRef {
 }
 
 /// The canonical item side table: `item_id`, `title`, `genres` (List<Utf8>).
-pub fn items_batch(ids: RawIds, titles: Vec<Option<String>>, genres: &[Vec<String>]) -> Result<RecordBatch> {
+pub fn items_batch(
+    ids: RawIds,
+    titles: Vec<Option<String>>,
+    genres: &[Vec<String>],
+) -> Result<RecordBatch> {
     batch(vec![
         (col::ITEM_ID, ids.to_array(), false),
         (col::TITLE, Arc::new(StringArray::from(titles)), true),
@@ -295,9 +303,15 @@ mod tests {
 
     #[test]
     fn orders_by_user_then_time_keeping_source_order_on_ties() {
-        let e = events(vec![2, 1, 2, 1, 2], vec![10, 11, 12, 13, 14], vec![5, 9, 5, 1, 3]);
+        let e = events(
+            vec![2, 1, 2, 1, 2],
+            vec![10, 11, 12, 13, 14],
+            vec![5, 9, 5, 1, 3],
+        );
         let (i, stats) = Interactions::from_events(Path::new("t"), e).unwrap();
-        let RawIds::Int(items) = &i.item_id else { panic!() };
+        let RawIds::Int(items) = &i.item_id else {
+            panic!()
+        };
         // user 1: item 13 (t=1), item 11 (t=9); user 2: 14 (t=3), 10 (t=5), 12 (t=5, later row).
         assert_eq!(items, &vec![13, 11, 14, 10, 12]);
         assert_eq!(i.seq, vec![0, 1, 0, 1, 2]);
@@ -307,9 +321,15 @@ mod tests {
 
     #[test]
     fn exact_duplicates_are_dropped_and_counted_but_rewatches_are_kept() {
-        let e = events(vec![1, 1, 1, 1, 2], vec![7, 8, 7, 7, 7], vec![1, 1, 1, 2, 1]);
+        let e = events(
+            vec![1, 1, 1, 1, 2],
+            vec![7, 8, 7, 7, 7],
+            vec![1, 1, 1, 2, 1],
+        );
         let (i, stats) = Interactions::from_events(Path::new("t"), e).unwrap();
-        let RawIds::Int(items) = &i.item_id else { panic!() };
+        let RawIds::Int(items) = &i.item_id else {
+            panic!()
+        };
         assert_eq!(items, &vec![7, 8, 7, 7]);
         assert_eq!(stats.duplicates_dropped, 1);
         assert_eq!(stats.users_with_one_interaction, 1);
@@ -326,9 +346,16 @@ mod tests {
 
     #[test]
     fn duplicate_side_table_ids_are_rejected_with_the_id() {
-        let msg = check_unique_ids(Path::new("users.dat"), "user_id", &RawIds::Int(vec![1, 2, 1]))
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("id 1 appears more than once") && msg.contains("row 2"), "{msg}");
+        let msg = check_unique_ids(
+            Path::new("users.dat"),
+            "user_id",
+            &RawIds::Int(vec![1, 2, 1]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("id 1 appears more than once") && msg.contains("row 2"),
+            "{msg}"
+        );
     }
 }

@@ -159,7 +159,11 @@ pub fn read(source: &GenericSource) -> Result<Dataset> {
 }
 
 fn read_parquet_events(path: &Path, names: &ColumnNames) -> Result<Events> {
-    let mut wanted = vec![names.user.as_str(), names.item.as_str(), names.order.as_str()];
+    let mut wanted = vec![
+        names.user.as_str(),
+        names.item.as_str(),
+        names.order.as_str(),
+    ];
     wanted.extend(names.rating.as_deref());
     wanted.extend(names.timestamp.as_deref());
     let table = Table::read_columns(path, Some(&wanted))?;
@@ -252,7 +256,12 @@ pub(crate) fn read_csv_events(path: &Path, delimiter: u8, names: &ColumnNames) -
         };
         users.push(field(ui, &names.user)?.to_owned());
         items.push(field(ii, &names.item)?.to_owned());
-        order.push(crate::text::parse::<i64>(path, line, &names.order, field(oi, &names.order)?)?);
+        order.push(crate::text::parse::<i64>(
+            path,
+            line,
+            &names.order,
+            field(oi, &names.order)?,
+        )?);
         rating.push(match ri {
             Some(i) if !record[i].trim().is_empty() => Some(crate::text::parse::<f32>(
                 path,
@@ -301,7 +310,10 @@ fn read_side_table(table: &SideTable, id_name: &str) -> Result<RecordBatch> {
         SideFormat::Auto => SideFormat::Parquet,
         f => f,
     };
-    let id_column = table.id_column.clone().unwrap_or_else(|| id_name.to_owned());
+    let id_column = table
+        .id_column
+        .clone()
+        .unwrap_or_else(|| id_name.to_owned());
     let batch = match format {
         SideFormat::Ml1mUsers => read_ml_1m_users(path)?,
         SideFormat::Ml1mMovies => read_ml_1m_movies(path)?,

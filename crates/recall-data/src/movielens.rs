@@ -145,7 +145,13 @@ pub fn read_ml_100k(dir: &Path) -> Result<Dataset> {
     let (mut ids, mut age, mut gender, mut occupation, mut zip) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for_each_line(&user_path, Encoding::Latin1, |n, line| {
-        let [u, a, g, o, z] = fields(&user_path, n, line, "|", "user id|age|gender|occupation|zip")?;
+        let [u, a, g, o, z] = fields(
+            &user_path,
+            n,
+            line,
+            "|",
+            "user id|age|gender|occupation|zip",
+        )?;
         ids.push(parse::<i64>(&user_path, n, "user id", u)?);
         age.push(parse::<i32>(&user_path, n, "age", a)?);
         gender.push(g.to_owned());
@@ -167,7 +173,10 @@ pub fn read_ml_100k(dir: &Path) -> Result<Dataset> {
     let mut genre_names: Vec<(usize, String)> = Vec::new();
     for_each_line(&genre_path, Encoding::Latin1, |n, line| {
         let [name, index] = fields(&genre_path, n, line, "|", "genre|index")?;
-        genre_names.push((parse::<usize>(&genre_path, n, "index", index)?, name.to_owned()));
+        genre_names.push((
+            parse::<usize>(&genre_path, n, "index", index)?,
+            name.to_owned(),
+        ));
         Ok(())
     })?;
     genre_names.sort();
@@ -235,7 +244,10 @@ pub fn read_ml_latest(dir: &Path) -> Result<Dataset> {
             return Err(Error::Parse {
                 path: movies.clone(),
                 line,
-                message: format!("expected 3 fields (movieId,title,genres), found {}", record.len()),
+                message: format!(
+                    "expected 3 fields (movieId,title,genres), found {}",
+                    record.len()
+                ),
             });
         }
         ids.push(parse::<i64>(&movies, line, "movieId", &record[0])?);

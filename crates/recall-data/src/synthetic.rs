@@ -24,9 +24,24 @@ use crate::Dataset;
 use crate::dataset::{Events, Interactions, batch, items_batch};
 
 const GENRE_NAMES: [&str; 18] = [
-    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 /// MovieLens-1M age codes and their shares of users in that release.
 const AGE_CODES: [(i32, f64); 7] = [
@@ -354,10 +369,16 @@ mod tests {
         assert_eq!(d.stats.users, 200);
         assert_eq!(d.stats.duplicates_dropped, 0);
         let i = &d.interactions;
-        let RawIds::Int(users) = &i.user_id else { panic!() };
+        let RawIds::Int(users) = &i.user_id else {
+            panic!()
+        };
         let mut start = 0;
         while start < users.len() {
-            let end = start + users[start..].iter().take_while(|&&u| u == users[start]).count();
+            let end = start
+                + users[start..]
+                    .iter()
+                    .take_while(|&&u| u == users[start])
+                    .count();
             assert!(end - start >= 5);
             let ts: Vec<i64> = i.timestamp[start..end].iter().map(|t| t.unwrap()).collect();
             assert!(ts.windows(2).all(|w| w[0] < w[1]));
@@ -367,7 +388,9 @@ mod tests {
 
     #[test]
     fn impossible_sizes_name_the_key() {
-        let msg = generate(&SyntheticConfig::new(0, 100, 20, 1)).unwrap_err().to_string();
+        let msg = generate(&SyntheticConfig::new(0, 100, 20, 1))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("ingest.users"), "{msg}");
     }
 }

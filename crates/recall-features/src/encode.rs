@@ -1,0 +1,782 @@
+//! The encode stage: canonical interactions (and side tables) in, model-ready Parquet out.
+//!
+//! Vocabularies and bucket boundaries are fitted on training interactions only (every position
+//! that is not a validation or test target), so nothing about held-out targets leaks into the
+//! encoding. Output files and their columns are listed in `ARCHITECTURE.md`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{Int32Builder, ListBuilder};
+use arrow_array::{ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use recall_core::columns::{self as col, OOV_INDEX};
+use recall_core::{Error, RawIds, Result, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::Buckets;
+use crate::split::{self, Examples, Role};
+use crate::vocab::{VocabOf, Vocabulary};
+
+const SECONDS_PER_DAY: f64 = 86_400.0;
+
+fn default_max_len() -> usize {
+    50
+}
+fn default_true() -> bool {
+    true
+}
+fn default_min_count() -> u64 {
+    1
+}
+fn default_age_buckets() -> usize {
+    10
+}
+
+/// Settings of the encode stage (`[encode]` in a pipeline file).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeConfig {
+    /// Longest history kept per example (newest items). Default 50.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    /// Hold out each user's second-to-last interaction for validation. Default true.
+    #[serde(default = "default_true")]
+    pub validation: bool,
+    /// Items seen fewer times in training become out-of-vocabulary. Default 1.
+    #[serde(default = "default_min_count")]
+    pub item_min_count: u64,
+    #[serde(default)]
+    pub example_age: ExampleAgeConfig,
+    /// User side-table columns to encode.
+    #[serde(default)]
+    pub user_features: Vec<FeatureSpec>,
+    /// Item side-table columns to encode.
+    #[serde(default)]
+    pub item_features: Vec<FeatureSpec>,
+}
+
+impl Default for EncodeConfig {
+    fn default() -> Self {
+        EncodeConfig {
+            max_len: default_max_len(),
+            validation: true,
+            item_min_count: 1,
+            example_age: ExampleAgeConfig::default(),
+            user_features: Vec::new(),
+            item_features: Vec::new(),
+        }
+    }
+}
+
+/// Example age: how old a training example is relative to the end of the training window.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleAgeConfig {
+    /// Compute it (needs timestamps; rows without one get a null age and bucket 0). Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Number of quantile buckets fitted on training ages. Default 10.
+    #[serde(default = "default_age_buckets")]
+    pub buckets: usize,
+    /// Explicit boundaries in days instead of quantiles.
+    #[serde(default)]
+    pub boundaries: Option<Vec<f64>>,
+}
+
+impl Default for ExampleAgeConfig {
+    fn default() -> Self {
+        ExampleAgeConfig {
+            enabled: true,
+            buckets: default_age_buckets(),
+            boundaries: None,
+        }
+    }
+}
+
+/// How one side-table column is encoded.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Column in the side table.
+    pub column: String,
+    pub kind: FeatureKind,
+    /// For `categorical` and `bag`: values rarer than this become OOV. Default 1.
+    #[serde(default = "default_min_count")]
+    pub min_count: u64,
+    /// For `quantile`: number of buckets.
+    #[serde(default)]
+    pub buckets: Option<usize>,
+    /// For `boundaries`: the explicit boundaries.
+    #[serde(default)]
+    pub boundaries: Option<Vec<f64>>,
+}
+
+/// Feature encodings.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureKind {
+    /// One value per row (integer or string) through a vocabulary.
+    Categorical,
+    /// A list of values (List<Utf8>, or a `|`-separated string) through one vocabulary.
+    Bag,
+    /// A number into quantile buckets fitted on training data.
+    Quantile,
+    /// A number into explicit buckets.
+    Boundaries,
+}
+
+/// Description of an encoded feature, as the models need it to size embedding tables.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EncodedFeature {
+    pub name: String,
+    /// Column holding the encoded values (`<name>_idx`).
+    pub column: String,
+    pub kind: FeatureKind,
+    /// Rows an embedding table for this feature needs (reserved slots included).
+    pub table_size: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boundaries: Option<Vec<f64>>,
+}
+
+/// Counts for the manifest and the report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EncodeStats {
+    pub interactions: usize,
+    pub users: usize,
+    pub items: usize,
+    pub train_examples: usize,
+    pub valid_rows: usize,
+    pub test_rows: usize,
+    /// Users with a single interaction (no examples, no test row).
+    pub users_without_test: usize,
+    /// Test rows whose target is out of vocabulary (only ever seen as a held-out target).
+    pub test_targets_oov: usize,
+    pub valid_targets_oov: usize,
+    /// Training rows without a timestamp (their example age is null).
+    pub train_rows_without_timestamp: usize,
+}
+
+/// `features.json`: everything a model needs to know about the encoded files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FeatureManifest {
+    pub user_table_size: usize,
+    pub item_table_size: usize,
+    pub max_len: usize,
+    pub validation: bool,
+    /// `None` when example age is off or no timestamps exist.
+    pub example_age: Option<EncodedFeature>,
+    /// End of the training window (seconds) that ages are measured from.
+    pub train_window_end: Option<i64>,
+    pub user_features: Vec<EncodedFeature>,
+    pub item_features: Vec<EncodedFeature>,
+    pub stats: EncodeStats,
+}
+
+/// Everything the stage produces, in memory.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub users: Vocabulary,
+    pub items: Vocabulary,
+    /// Vocabularies of categorical and bag features, by feature name.
+    pub feature_vocabs: Vec<(String, Vocabulary)>,
+    pub train: Examples,
+    pub valid: Examples,
+    pub test: Examples,
+    /// Example age in days per split, `None` when disabled.
+    pub ages: Option<[Vec<Option<f32>>; 3]>,
+    pub age_buckets: Option<Buckets>,
+    /// Encoded user table: `user_idx`, `user_id`, `<feature>_idx`..., one row per known user.
+    pub user_table: RecordBatch,
+    /// Encoded item table: `item_idx`, `item_id`, `<feature>_idx`..., one row per known item.
+    pub item_table: RecordBatch,
+    pub manifest: FeatureManifest,
+}
+
+/// Output file names.
+pub mod files {
+    pub const TRAIN: &str = "train.parquet";
+    pub const VALID: &str = "valid.parquet";
+    pub const TEST: &str = "test.parquet";
+    pub const USERS: &str = "users.parquet";
+    pub const ITEMS: &str = "items.parquet";
+    pub const FEATURES: &str = "features.json";
+    pub fn vocab(name: &str) -> String {
+        format!("vocab_{name}.parquet")
+    }
+}
+
+/// Interactions and optional side tables.
+#[derive(Debug, Clone)]
+pub struct EncodeInput {
+    pub interactions: Table,
+    pub users: Option<Table>,
+    pub items: Option<Table>,
+}
+
+impl EncodeInput {
+    /// Reads `interactions.parquet` and, where present, `users.parquet` and `items.parquet`
+    /// from an ingest output directory.
+    pub fn read_dir(dir: &Path) -> Result<Self> {
+        let interactions = Table::read_columns(
+            &dir.join("interactions.parquet"),
+            Some(&[col::USER_ID, col::ITEM_ID, col::SEQ, col::TIMESTAMP]),
+        )?;
+        let side = |name: &str| -> Result<Option<Table>> {
+            let path = dir.join(name);
+            path.exists().then(|| Table::read(&path)).transpose()
+        };
+        Ok(EncodeInput {
+            interactions,
+            users: side("users.parquet")?,
+            items: side("items.parquet")?,
+        })
+    }
+}
+
+impl EncodeConfig {
+    fn validate(&self) -> Result<()> {
+        if self.max_len == 0 {
+            return Err(Error::config("encode.max_len", "must be at least 1"));
+        }
+        for (side, specs) in [
+            ("user_features", &self.user_features),
+            ("item_features", &self.item_features),
+        ] {
+            for (i, spec) in specs.iter().enumerate() {
+                let key = format!("encode.{side}[{i}] ({})", spec.column);
+                match spec.kind {
+                    FeatureKind::Quantile if spec.buckets.is_none_or(|b| b < 2) => {
+                        return Err(Error::config(
+                            key,
+                            "kind = \"quantile\" needs `buckets` >= 2",
+                        ));
+                    }
+                    FeatureKind::Boundaries if spec.boundaries.is_none() => {
+                        return Err(Error::config(
+                            key,
+                            "kind = \"boundaries\" needs `boundaries`",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Groups rows by user (first-appearance order) and orders each group by `seq`; returns the
+/// row order, the group starts and the row of each group's first row.
+fn group_rows(table: &Table, users: &RawIds, seq: &[i64]) -> Result<(Vec<usize>, Vec<usize>)> {
+    let mut group_of_row = Vec::with_capacity(users.len());
+    match users {
+        RawIds::Int(v) => {
+            let mut map: HashMap<i64, u32> = HashMap::new();
+            for x in v {
+                let next = map.len() as u32;
+                group_of_row.push(*map.entry(*x).or_insert(next));
+            }
+        }
+        RawIds::Str(a) => {
+            let mut map: HashMap<&str, u32> = HashMap::new();
+            for x in a.iter() {
+                let next = map.len() as u32;
+                group_of_row.push(*map.entry(x.unwrap_or_default()).or_insert(next));
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..users.len()).collect();
+    let key = |r: usize| (group_of_row[r], seq[r]);
+    // Canonical ingest output is already grouped and ordered; only sort when it is not.
+    if !order.windows(2).all(|w| key(w[0]) <= key(w[1])) {
+        order.sort_unstable_by_key(|&r| key(r));
+    }
+    let mut starts = vec![0];
+    for i in 1..order.len() {
+        let (a, b) = (key(order[i - 1]), key(order[i]));
+        if a == b {
+            return Err(Error::invalid(
+                format!("{}, column `{}`", table.path().display(), col::SEQ),
+                format!(
+                    "user {} has two rows with seq {} (rows {} and {}); seq must number each \
+                     user's interactions uniquely: re-run ingest",
+                    users.display(order[i]),
+                    a.1,
+                    order[i - 1],
+                    order[i]
+                ),
+            ));
+        }
+        if a.0 != b.0 {
+            starts.push(i);
+        }
+    }
+    starts.push(order.len());
+    Ok((order, starts))
+}
+
+/// Values of a categorical side column, integers or strings, nulls kept.
+enum Categorical {
+    Int(Vec<Option<i64>>),
+    Str(Vec<Option<String>>),
+}
+
+fn categorical(table: &Table, column: &str) -> Result<Categorical> {
+    match table.column(column)?.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(Categorical::Str(
+            table
+                .nullable_strings(column)?
+                .iter()
+                .map(|s| s.map(str::to_owned))
+                .collect(),
+        )),
+        _ => Ok(Categorical::Int(table.nullable_ints(column)?)),
+    }
+}
+
+fn bag(table: &Table, column: &str) -> Result<Vec<Vec<String>>> {
+    match table.column(column)?.data_type() {
+        DataType::List(_) => table.string_lists(column),
+        _ => Ok(table
+            .nullable_strings(column)?
+            .iter()
+            .map(|s| {
+                s.map(|s| {
+                    s.split('|')
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+            })
+            .collect()),
+    }
+}
+
+/// Encodes the configured columns of a side table for the known entities of `vocab`, whose
+/// rows come out in index order. Entities missing from the side table get OOV (categorical),
+/// an empty bag, or bucket 0.
+fn encode_side(
+    table: Option<&Table>,
+    id_column: &str,
+    idx_column: &str,
+    vocab: &Vocabulary,
+    specs: &[FeatureSpec],
+    side: &str,
+    feature_vocabs: &mut Vec<(String, Vocabulary)>,
+) -> Result<(RecordBatch, Vec<EncodedFeature>)> {
+    let known = vocab.raw_ids();
+    let n = known.len();
+    let mut columns: Vec<(String, ArrayRef)> = vec![
+        (
+            idx_column.to_owned(),
+            Arc::new(Int32Array::from_iter_values(
+                col::FIRST_KNOWN_INDEX..n as i32 + col::FIRST_KNOWN_INDEX,
+            )),
+        ),
+        (id_column.to_owned(), known.to_array()),
+    ];
+    let mut described = Vec::new();
+    let Some(table) = table else {
+        if let Some(spec) = specs.first() {
+            return Err(Error::config(
+                format!("encode.{side}_features ({})", spec.column),
+                format!("features are configured but the ingest output has no {side} table"),
+            ));
+        }
+        return Ok((to_batch(columns)?, described));
+    };
+    table.require_rows()?;
+    // Row of each known entity in the side table (None when absent).
+    let side_ids = table.ids(id_column)?;
+    let side_index = Vocabulary::fit(&side_ids, 0..side_ids.len(), 1);
+    let mut row_of_index: HashMap<i32, usize> = HashMap::new();
+    for (row, idx) in side_index.encode(&side_ids).into_iter().enumerate() {
+        row_of_index.entry(idx).or_insert(row);
+    }
+    let rows: Vec<Option<usize>> = side_index
+        .encode(&known)
+        .into_iter()
+        .map(|i| {
+            (i != OOV_INDEX)
+                .then(|| row_of_index.get(&i).copied())
+                .flatten()
+        })
+        .collect();
+
+    for spec in specs {
+        let name = spec.column.clone();
+        let out_col = col::encoded(&name);
+        let key = format!("encode.{side}_features ({name})");
+        let (array, table_size, boundaries): (ArrayRef, usize, Option<Vec<f64>>) = match spec.kind {
+            FeatureKind::Categorical => {
+                let (encoded, v) = match categorical(table, &name)? {
+                    Categorical::Int(values) => {
+                        let v = VocabOf::fit(
+                            rows.iter().flatten().filter_map(|&r| values[r].as_ref()),
+                            spec.min_count,
+                        );
+                        let enc = rows
+                            .iter()
+                            .map(|r| r.and_then(|r| values[r]).map_or(OOV_INDEX, |x| v.get(&x)))
+                            .collect::<Vec<_>>();
+                        (enc, Vocabulary::Int(v))
+                    }
+                    Categorical::Str(values) => {
+                        let v: VocabOf<String> = VocabOf::fit(
+                            rows.iter().flatten().filter_map(|&r| values[r].as_deref()),
+                            spec.min_count,
+                        );
+                        let enc = rows
+                            .iter()
+                            .map(|r| {
+                                r.and_then(|r| values[r].as_deref())
+                                    .map_or(OOV_INDEX, |x| v.get(x))
+                            })
+                            .collect::<Vec<_>>();
+                        (enc, Vocabulary::Str(v))
+                    }
+                };
+                let size = v.table_size();
+                feature_vocabs.push((name.clone(), v));
+                (Arc::new(Int32Array::from(encoded)), size, None)
+            }
+            FeatureKind::Bag => {
+                let values = bag(table, &name)?;
+                let v: VocabOf<String> = VocabOf::fit(
+                    rows.iter()
+                        .flatten()
+                        .flat_map(|&r| values[r].iter().map(String::as_str)),
+                    spec.min_count,
+                );
+                let mut builder = ListBuilder::new(Int32Builder::new());
+                for r in &rows {
+                    for g in r.map(|r| values[r].as_slice()).unwrap_or_default() {
+                        builder.values().append_value(v.get(g.as_str()));
+                    }
+                    builder.append(true);
+                }
+                let v = Vocabulary::Str(v);
+                let size = v.table_size();
+                feature_vocabs.push((name.clone(), v));
+                (Arc::new(builder.finish()), size, None)
+            }
+            FeatureKind::Quantile | FeatureKind::Boundaries => {
+                let values = table.nullable_floats(&name)?;
+                let present = || {
+                    rows.iter()
+                        .map(|r| r.and_then(|r| values[r]).map(f64::from))
+                };
+                let buckets = match spec.kind {
+                    FeatureKind::Quantile => {
+                        Buckets::quantiles(present().flatten(), spec.buckets.unwrap_or(0), &key)?
+                    }
+                    _ => Buckets::fixed(spec.boundaries.clone().unwrap_or_default(), &key)?,
+                };
+                let encoded: Vec<i32> = present().map(|x| buckets.bucket(x)).collect();
+                (
+                    Arc::new(Int32Array::from(encoded)),
+                    buckets.table_size(),
+                    Some(buckets.boundaries().to_vec()),
+                )
+            }
+        };
+        columns.push((out_col.clone(), array));
+        described.push(EncodedFeature {
+            name,
+            column: out_col,
+            kind: spec.kind,
+            table_size,
+            boundaries,
+        });
+    }
+    Ok((to_batch(columns)?, described))
+}
+
+fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(n, a)| Field::new(n, a.data_type().clone(), false))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .map_err(|e| Error::arrow("encoded batch", e))
+}
+
+/// Runs the encode stage in memory.
+pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
+    let _span = tracing::info_span!("encode").entered();
+    config.validate()?;
+    let table = &input.interactions;
+    table.require_rows()?;
+    let users_raw = table.ids(col::USER_ID)?;
+    let items_raw = table.ids(col::ITEM_ID)?;
+    let seq = table.ints(col::SEQ)?;
+    let timestamps = if table.has_column(col::TIMESTAMP) {
+        table.nullable_ints(col::TIMESTAMP)?
+    } else {
+        vec![None; table.num_rows()]
+    };
+
+    let (order, starts) = group_rows(table, &users_raw, &seq)?;
+    let n_users = starts.len() - 1;
+    // Role of every row, in grouped order.
+    let mut train_rows = Vec::with_capacity(order.len());
+    for u in 0..n_users {
+        let n = starts[u + 1] - starts[u];
+        for p in 0..n {
+            if split::role(p, n, config.validation) == Role::Train {
+                train_rows.push(order[starts[u] + p]);
+            }
+        }
+    }
+    let item_vocab = Vocabulary::fit(
+        &items_raw,
+        train_rows.iter().copied(),
+        config.item_min_count,
+    );
+    let user_vocab = Vocabulary::fit(&users_raw, train_rows.iter().copied(), 1);
+    tracing::info!(
+        users = user_vocab.known_len(),
+        items = item_vocab.known_len(),
+        "vocabularies fitted"
+    );
+
+    let items_enc = item_vocab.encode(&items_raw.take(&order));
+    let group_first: Vec<usize> = starts[..n_users].iter().map(|&s| order[s]).collect();
+    let users_enc = user_vocab.encode(&users_raw.take(&group_first));
+    let ts_ordered: Vec<Option<i64>> = order.iter().map(|&r| timestamps[r]).collect();
+    let splits = split::build(
+        &users_enc,
+        &starts,
+        &items_enc,
+        &ts_ordered,
+        config.max_len,
+        config.validation,
+    );
+
+    // Example age: days from the example's time to the end of the training window; 0 for the
+    // validation and test rows, which stand for "now" at serving time.
+    let train_window_end = train_rows.iter().filter_map(|&r| timestamps[r]).max();
+    let (ages, age_buckets, age_feature) = match (config.example_age.enabled, train_window_end) {
+        (true, Some(end)) => {
+            let train_ages: Vec<Option<f32>> = splits
+                .train
+                .timestamp
+                .iter()
+                .map(|t| t.map(|t| ((end - t) as f64 / SECONDS_PER_DAY).max(0.0) as f32))
+                .collect();
+            let key = "encode.example_age";
+            let buckets = match &config.example_age.boundaries {
+                Some(b) => Buckets::fixed(b.clone(), key)?,
+                None => Buckets::quantiles(
+                    train_ages.iter().flatten().map(|&a| f64::from(a)),
+                    config.example_age.buckets,
+                    key,
+                )?,
+            };
+            let zero = |e: &Examples| vec![Some(0f32); e.len()];
+            let feature = EncodedFeature {
+                name: String::from("example_age"),
+                column: col::EXAMPLE_AGE_BUCKET.to_owned(),
+                kind: if config.example_age.boundaries.is_some() {
+                    FeatureKind::Boundaries
+                } else {
+                    FeatureKind::Quantile
+                },
+                table_size: buckets.table_size(),
+                boundaries: Some(buckets.boundaries().to_vec()),
+            };
+            (
+                Some([train_ages, zero(&splits.valid), zero(&splits.test)]),
+                Some(buckets),
+                Some(feature),
+            )
+        }
+        _ => (None, None, None),
+    };
+
+    let mut feature_vocabs = Vec::new();
+    let (user_table, user_features) = encode_side(
+        input.users.as_ref(),
+        col::USER_ID,
+        col::USER_IDX,
+        &user_vocab,
+        &config.user_features,
+        "user",
+        &mut feature_vocabs,
+    )?;
+    let (item_table, item_features) = encode_side(
+        input.items.as_ref(),
+        col::ITEM_ID,
+        col::ITEM_IDX,
+        &item_vocab,
+        &config.item_features,
+        "item",
+        &mut feature_vocabs,
+    )?;
+
+    let oov = |e: &Examples| e.target.iter().filter(|&&t| t == OOV_INDEX).count();
+    let stats = EncodeStats {
+        interactions: table.num_rows(),
+        users: user_vocab.known_len(),
+        items: item_vocab.known_len(),
+        train_examples: splits.train.len(),
+        valid_rows: splits.valid.len(),
+        test_rows: splits.test.len(),
+        users_without_test: (0..n_users)
+            .filter(|&u| starts[u + 1] - starts[u] < 2)
+            .count(),
+        test_targets_oov: oov(&splits.test),
+        valid_targets_oov: oov(&splits.valid),
+        train_rows_without_timestamp: splits
+            .train
+            .timestamp
+            .iter()
+            .filter(|t| t.is_none())
+            .count(),
+    };
+    tracing::info!(?stats, "encoded");
+    let manifest = FeatureManifest {
+        user_table_size: user_vocab.table_size(),
+        item_table_size: item_vocab.table_size(),
+        max_len: config.max_len,
+        validation: config.validation,
+        example_age: age_feature,
+        train_window_end: train_window_end.filter(|_| config.example_age.enabled),
+        user_features,
+        item_features,
+        stats,
+    };
+    Ok(Encoded {
+        users: user_vocab,
+        items: item_vocab,
+        feature_vocabs,
+        train: splits.train,
+        valid: splits.valid,
+        test: splits.test,
+        ages,
+        age_buckets,
+        user_table,
+        item_table,
+        manifest,
+    })
+}
+
+/// The Parquet batch of one split: `user_idx`, `target_idx`, `history` (List<Int32>),
+/// `target_seq`, `timestamp` and, with example age on, `example_age_days` and
+/// `example_age_bucket`.
+pub fn examples_batch(
+    e: &Examples,
+    ages: Option<(&[Option<f32>], &Buckets)>,
+) -> Result<RecordBatch> {
+    let offsets = arrow_buffer::OffsetBuffer::new(
+        e.history_offsets
+            .iter()
+            .map(|&o| o as i32)
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    let item_field = Arc::new(Field::new("item", DataType::Int32, false));
+    let history = arrow_array::ListArray::try_new(
+        item_field,
+        offsets,
+        Arc::new(Int32Array::from(e.history.clone())),
+        None,
+    )
+    .map_err(|err| Error::arrow("history list", err))?;
+    let mut columns: Vec<(&str, ArrayRef, bool)> = vec![
+        (
+            col::USER_IDX,
+            Arc::new(Int32Array::from(e.user.clone())),
+            false,
+        ),
+        (
+            col::TARGET_IDX,
+            Arc::new(Int32Array::from(e.target.clone())),
+            false,
+        ),
+        (col::HISTORY, Arc::new(history), false),
+        (
+            "target_seq",
+            Arc::new(Int32Array::from(e.target_seq.clone())),
+            false,
+        ),
+        (
+            col::TIMESTAMP,
+            Arc::new(Int64Array::from(e.timestamp.clone())),
+            true,
+        ),
+    ];
+    if let Some((ages, buckets)) = ages {
+        let bucketed: Vec<i32> = ages
+            .iter()
+            .map(|a| buckets.bucket(a.map(f64::from)))
+            .collect();
+        columns.push((
+            col::EXAMPLE_AGE_DAYS,
+            Arc::new(Float32Array::from(ages.to_vec())),
+            true,
+        ));
+        columns.push((
+            col::EXAMPLE_AGE_BUCKET,
+            Arc::new(Int32Array::from(bucketed)),
+            false,
+        ));
+    }
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(n, a, nullable)| Field::new(*n, a.data_type().clone(), *nullable))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, a, _)| a).collect(),
+    )
+    .map_err(|err| Error::arrow("examples batch", err))
+}
+
+impl Encoded {
+    /// Writes every output into `dir`, each file atomically; returns the paths written.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let _span = tracing::info_span!("write_encoded").entered();
+        let mut written = Vec::new();
+        let mut put = |name: &str, batch: &RecordBatch| -> Result<()> {
+            let path = dir.join(name);
+            recall_core::write::write_parquet(&path, batch, &[])?;
+            written.push(path);
+            Ok(())
+        };
+        let splits = [
+            (files::TRAIN, &self.train),
+            (files::VALID, &self.valid),
+            (files::TEST, &self.test),
+        ];
+        for (k, (name, examples)) in splits.into_iter().enumerate() {
+            if name == files::VALID && !self.manifest.validation {
+                continue;
+            }
+            let ages = match (&self.ages, &self.age_buckets) {
+                (Some(a), Some(b)) => Some((a[k].as_slice(), b)),
+                _ => None,
+            };
+            put(name, &examples_batch(examples, ages)?)?;
+        }
+        put(files::USERS, &self.user_table)?;
+        put(files::ITEMS, &self.item_table)?;
+        put(&files::vocab(col::USER_ID), &self.users.to_batch()?)?;
+        put(&files::vocab(col::ITEM_ID), &self.items.to_batch()?)?;
+        for (name, vocab) in &self.feature_vocabs {
+            put(&files::vocab(name), &vocab.to_batch()?)?;
+        }
+        let json = serde_json::to_vec_pretty(&self.manifest)
+            .map_err(|e| Error::Internal(format!("features.json: {e}")))?;
+        let path = dir.join(files::FEATURES);
+        recall_core::write::write_bytes(&path, &json)?;
+        written.push(path);
+        Ok(written)
+    }
+}

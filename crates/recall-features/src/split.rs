@@ -1,0 +1,176 @@
+//! Leave-last-out splits and history sequences, as in the YoutubeDNN design.
+//!
+//! Per user, in chronological order (positions `0..n`):
+//! - the last position `n-1` is the test target (users with `n >= 2`);
+//! - with validation on, position `n-2` is the validation target (users with `n >= 3`);
+//! - every other position is training data, and each training position `p >= 1` is a training
+//!   example whose history is the items at positions `p-max_len..p` (oldest first, newest kept).
+//!
+//! A history never contains its target or anything after it: the example at `p` sees only
+//! positions `< p`. So a user with `n` interactions gives `n-2` training examples without
+//! validation (torch-rechub's convention; 988,129 on ML-1M) and `n-3` with it. Validation and
+//! test histories include every earlier position, the validation item too for the test row,
+//! since at test time it is known. A user with one interaction gives nothing but its training
+//! interaction (it still counts towards vocabularies).
+
+/// What an interaction position is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Train,
+    Valid,
+    Test,
+}
+
+/// The role of position `p` in a sequence of `n` interactions.
+pub fn role(p: usize, n: usize, validation: bool) -> Role {
+    if n >= 2 && p == n - 1 {
+        Role::Test
+    } else if validation && n >= 3 && p == n - 2 {
+        Role::Valid
+    } else {
+        Role::Train
+    }
+}
+
+/// Examples of one split. Row `i` has history `history[history_offsets[i]..history_offsets[i+1]]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Examples {
+    pub user: Vec<i32>,
+    pub target: Vec<i32>,
+    /// Position of the target in its user's sequence.
+    pub target_seq: Vec<i32>,
+    pub timestamp: Vec<Option<i64>>,
+    pub history_offsets: Vec<usize>,
+    pub history: Vec<i32>,
+}
+
+impl Examples {
+    fn new() -> Self {
+        Examples {
+            history_offsets: vec![0],
+            ..Default::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.target.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.target.is_empty()
+    }
+
+    pub fn history_of(&self, row: usize) -> &[i32] {
+        &self.history[self.history_offsets[row]..self.history_offsets[row + 1]]
+    }
+
+    fn push(&mut self, user: i32, items: &[i32], ts: &[Option<i64>], p: usize, max_len: usize) {
+        self.user.push(user);
+        self.target.push(items[p]);
+        self.target_seq.push(p as i32);
+        self.timestamp.push(ts[p]);
+        self.history
+            .extend_from_slice(&items[p.saturating_sub(max_len)..p]);
+        self.history_offsets.push(self.history.len());
+    }
+}
+
+/// The three splits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Splits {
+    pub train: Examples,
+    /// Empty when validation is off.
+    pub valid: Examples,
+    pub test: Examples,
+}
+
+/// Builds the splits from sequences grouped by user: user `u` owns positions
+/// `starts[u]..starts[u+1]` of `items` and `timestamps`, in chronological order.
+pub fn build(
+    users: &[i32],
+    starts: &[usize],
+    items: &[i32],
+    timestamps: &[Option<i64>],
+    max_len: usize,
+    validation: bool,
+) -> Splits {
+    let mut train = Examples::new();
+    let mut valid = Examples::new();
+    let mut test = Examples::new();
+    for (u, &user) in users.iter().enumerate() {
+        let (s, e) = (starts[u], starts[u + 1]);
+        let (items, ts) = (&items[s..e], &timestamps[s..e]);
+        let n = items.len();
+        for p in 1..n {
+            match role(p, n, validation) {
+                Role::Train => train.push(user, items, ts, p, max_len),
+                Role::Valid => valid.push(user, items, ts, p, max_len),
+                Role::Test => test.push(user, items, ts, p, max_len),
+            }
+        }
+    }
+    Splits { train, valid, test }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn leave_last_out_with_and_without_validation() {
+        // User 7: items 10..15 (6 interactions); user 8: one interaction; user 9: two.
+        let items = [10, 11, 12, 13, 14, 15, 20, 30, 31];
+        let ts = [None; 9];
+        let starts = [0, 6, 7, 9];
+        let s = build(&[7, 8, 9], &starts, &items, &ts, 3, false);
+        assert_eq!(s.train.target, vec![11, 12, 13, 14]);
+        assert_eq!(s.train.history_of(0), &[10]);
+        assert_eq!(s.train.history_of(3), &[11, 12, 13]);
+        assert_eq!(s.test.target, vec![15, 31]);
+        assert_eq!(s.test.history_of(0), &[12, 13, 14]);
+        assert_eq!(s.test.history_of(1), &[30]);
+        assert!(s.valid.is_empty());
+
+        let s = build(&[7, 8, 9], &starts, &items, &ts, 50, true);
+        assert_eq!(s.train.target, vec![11, 12, 13]);
+        assert_eq!(s.valid.target, vec![14]);
+        assert_eq!(s.valid.history_of(0), &[10, 11, 12, 13]);
+        assert_eq!(s.test.target, vec![15, 31]);
+        assert_eq!(s.test.history_of(0), &[10, 11, 12, 13, 14]);
+    }
+
+    proptest! {
+        /// No future leakage: every history is exactly the `max_len` positions before its target,
+        /// so it holds nothing at or after the target.
+        #[test]
+        fn histories_hold_only_earlier_positions(
+            lengths in proptest::collection::vec(1usize..30, 1..20),
+            max_len in 1usize..10,
+            validation: bool,
+        ) {
+            let mut starts = vec![0];
+            for n in &lengths { starts.push(starts.last().unwrap() + n); }
+            let total = *starts.last().unwrap();
+            // Item = global position, so positions can be read back from items.
+            let items: Vec<i32> = (0..total as i32).collect();
+            let ts = vec![None; total];
+            let users: Vec<i32> = (0..lengths.len() as i32).collect();
+            let s = build(&users, &starts, &items, &ts, max_len, validation);
+            for split in [&s.train, &s.valid, &s.test] {
+                for row in 0..split.len() {
+                    let target = split.target[row];
+                    let h = split.history_of(row);
+                    prop_assert!(!h.is_empty() && h.len() <= max_len);
+                    let user_start = starts[split.user[row] as usize] as i32;
+                    let expected: Vec<i32> = ((target - h.len() as i32)..target).collect();
+                    prop_assert_eq!(h, expected.as_slice());
+                    prop_assert!(h[0] >= user_start);
+                }
+            }
+            let expected_train: usize = lengths.iter().map(|&n| n.saturating_sub(if validation && n >= 3 { 3 } else { 2 })).sum();
+            prop_assert_eq!(s.train.len(), expected_train);
+            prop_assert_eq!(s.test.len(), lengths.iter().filter(|&&n| n >= 2).count());
+        }
+    }
+}

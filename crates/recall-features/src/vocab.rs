@@ -1,0 +1,274 @@
+//! Vocabularies: raw values to dense indices.
+//!
+//! Index 0 is padding and index 1 is out-of-vocabulary in every vocabulary, so an embedding
+//! table of [`Vocabulary::table_size`] rows can be indexed by any encoded value. Known values get
+//! 2, 3, ... in order of decreasing training frequency (ties by ascending raw value), which puts
+//! hot rows together and makes the files diff-able. Values seen fewer than `min_count` times are
+//! left out and so encode to the OOV index.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{Field, Schema};
+use recall_core::columns::{FIRST_KNOWN_INDEX, OOV_INDEX, VOCAB_COUNT, VOCAB_INDEX, VOCAB_RAW};
+use recall_core::{Error, RawIds, Result, Table};
+
+/// A vocabulary over one key type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VocabOf<K: Hash + Eq> {
+    index: HashMap<K, i32>,
+    /// Known values in index order: `raw[i]` has index `i + 2`.
+    raw: Vec<K>,
+    counts: Vec<i64>,
+}
+
+impl<K: Hash + Eq + Ord + Clone> VocabOf<K> {
+    /// Builds from (value, count) pairs; values under `min_count` are dropped.
+    pub fn from_counts(counts: HashMap<K, i64>, min_count: u64) -> Self {
+        let mut entries: Vec<(K, i64)> = counts
+            .into_iter()
+            .filter(|&(_, c)| c >= min_count as i64)
+            .collect();
+        entries.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Self::from_sorted(entries)
+    }
+
+    fn from_sorted(entries: Vec<(K, i64)>) -> Self {
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i as i32 + FIRST_KNOWN_INDEX))
+            .collect();
+        let (raw, counts) = entries.into_iter().unzip();
+        VocabOf { index, raw, counts }
+    }
+
+    /// Counts values and builds the vocabulary.
+    pub fn fit<'a, Q>(values: impl Iterator<Item = &'a Q>, min_count: u64) -> Self
+    where
+        Q: ?Sized + 'a + ToOwned<Owned = K> + Hash + Eq,
+        K: std::borrow::Borrow<Q>,
+    {
+        let mut counts: HashMap<K, i64> = HashMap::new();
+        for v in values {
+            match counts.get_mut(v) {
+                Some(c) => *c += 1,
+                None => {
+                    counts.insert(v.to_owned(), 1);
+                }
+            }
+        }
+        Self::from_counts(counts, min_count)
+    }
+
+    /// The index of `value`, or [`OOV_INDEX`].
+    pub fn get<Q>(&self, value: &Q) -> i32
+    where
+        Q: ?Sized + Hash + Eq,
+        K: std::borrow::Borrow<Q>,
+    {
+        self.index.get(value).copied().unwrap_or(OOV_INDEX)
+    }
+
+    /// The raw value at `index`, `None` for padding, OOV or out of range.
+    pub fn raw(&self, index: i32) -> Option<&K> {
+        usize::try_from(index - FIRST_KNOWN_INDEX)
+            .ok()
+            .and_then(|i| self.raw.get(i))
+    }
+
+    pub fn known(&self) -> &[K] {
+        &self.raw
+    }
+
+    pub fn counts(&self) -> &[i64] {
+        &self.counts
+    }
+}
+
+/// A vocabulary over integer or string values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Vocabulary {
+    Int(VocabOf<i64>),
+    Str(VocabOf<String>),
+}
+
+impl Vocabulary {
+    /// Fits over `ids[rows]` (the training rows only).
+    pub fn fit(ids: &RawIds, rows: impl Iterator<Item = usize>, min_count: u64) -> Self {
+        match ids {
+            RawIds::Int(v) => Vocabulary::Int(VocabOf::fit(rows.map(|r| &v[r]), min_count)),
+            RawIds::Str(a) => Vocabulary::Str(VocabOf::fit(rows.map(|r| a.value(r)), min_count)),
+        }
+    }
+
+    /// Number of known values (excluding the two reserved slots).
+    pub fn known_len(&self) -> usize {
+        match self {
+            Vocabulary::Int(v) => v.raw.len(),
+            Vocabulary::Str(v) => v.raw.len(),
+        }
+    }
+
+    /// Rows an embedding table indexed by this vocabulary needs: known values plus padding and
+    /// OOV.
+    pub fn table_size(&self) -> usize {
+        self.known_len() + FIRST_KNOWN_INDEX as usize
+    }
+
+    /// Encodes every id; unknown ids (and ids of the other type) become [`OOV_INDEX`].
+    pub fn encode(&self, ids: &RawIds) -> Vec<i32> {
+        match (self, ids) {
+            (Vocabulary::Int(v), RawIds::Int(ids)) => ids.iter().map(|x| v.get(x)).collect(),
+            (Vocabulary::Str(v), RawIds::Str(ids)) => {
+                ids.iter().map(|x| v.get(x.unwrap_or_default())).collect()
+            }
+            (Vocabulary::Str(v), RawIds::Int(ids)) => {
+                ids.iter().map(|x| v.get(x.to_string().as_str())).collect()
+            }
+            (Vocabulary::Int(_), RawIds::Str(_)) => vec![OOV_INDEX; ids.len()],
+        }
+    }
+
+    /// Known raw values in index order, as ids (row `i` has index `i + 2`).
+    pub fn raw_ids(&self) -> RawIds {
+        match self {
+            Vocabulary::Int(v) => RawIds::Int(v.raw.clone()),
+            Vocabulary::Str(v) => RawIds::Str(StringArray::from(v.raw.clone())),
+        }
+    }
+
+    fn counts(&self) -> &[i64] {
+        match self {
+            Vocabulary::Int(v) => &v.counts,
+            Vocabulary::Str(v) => &v.counts,
+        }
+    }
+
+    /// The vocabulary as a table with columns `raw` (Int64 or Utf8), `index` (Int32), `count`
+    /// (Int64), one row per known value in index order. Reserved slots are not listed.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        let raw = self.raw_ids().to_array();
+        let n = self.known_len() as i32;
+        let schema = Schema::new(vec![
+            Field::new(VOCAB_RAW, raw.data_type().clone(), false),
+            Field::new(VOCAB_INDEX, arrow_schema::DataType::Int32, false),
+            Field::new(VOCAB_COUNT, arrow_schema::DataType::Int64, false),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                raw,
+                Arc::new(Int32Array::from_iter_values(
+                    FIRST_KNOWN_INDEX..n + FIRST_KNOWN_INDEX,
+                )),
+                Arc::new(Int64Array::from(self.counts().to_vec())),
+            ],
+        )
+        .map_err(|e| Error::arrow("vocabulary batch", e))
+    }
+
+    /// Writes the vocabulary (see [`Vocabulary::to_batch`]) atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        recall_core::write::write_parquet(
+            path,
+            &self.to_batch()?,
+            &[(
+                "recall.vocab.reserved",
+                String::from("0=padding,1=out-of-vocabulary"),
+            )],
+        )
+    }
+
+    /// Reads a vocabulary written by [`Vocabulary::save`] (or by any tool writing the same
+    /// columns), checking that indices are exactly 2, 3, ... in row order.
+    pub fn load(path: &Path) -> Result<Self> {
+        let table = Table::read(path)?;
+        let raw = table.ids(VOCAB_RAW)?;
+        let index = table.ints(VOCAB_INDEX)?;
+        let counts = table.ints(VOCAB_COUNT)?;
+        if let Some(row) = index
+            .iter()
+            .enumerate()
+            .position(|(i, &x)| x != i as i64 + i64::from(FIRST_KNOWN_INDEX))
+        {
+            return Err(Error::invalid(
+                format!("{}, column `{VOCAB_INDEX}`, row {row}", path.display()),
+                format!(
+                    "indices must run 2, 3, ... in row order (found {}); rewrite the file",
+                    index[row]
+                ),
+            ));
+        }
+        Ok(match raw {
+            RawIds::Int(v) => {
+                Vocabulary::Int(VocabOf::from_sorted(v.into_iter().zip(counts).collect()))
+            }
+            RawIds::Str(a) => Vocabulary::Str(VocabOf::from_sorted(
+                a.iter()
+                    .map(|s| s.unwrap_or_default().to_owned())
+                    .zip(counts)
+                    .collect(),
+            )),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn frequency_ordered_with_reserved_slots_and_min_count() {
+        let ids = RawIds::Int(vec![5, 7, 7, 9, 9, 9, 3]);
+        let v = Vocabulary::fit(&ids, 0..ids.len(), 1);
+        // 9 (x3) -> 2, 7 (x2) -> 3, then 3 and 5 (x1) by ascending value -> 4, 5.
+        assert_eq!(
+            v.encode(&RawIds::Int(vec![9, 7, 3, 5, 42])),
+            vec![2, 3, 4, 5, 1]
+        );
+        assert_eq!(v.table_size(), 6);
+        let v2 = Vocabulary::fit(&ids, 0..ids.len(), 2);
+        assert_eq!(v2.encode(&RawIds::Int(vec![9, 7, 3])), vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn fitting_on_a_subset_of_rows_ignores_the_rest() {
+        let ids = RawIds::Int(vec![1, 2, 3]);
+        let v = Vocabulary::fit(&ids, [0, 1].into_iter(), 1);
+        assert_eq!(v.encode(&ids), vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn string_vocabulary_saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = RawIds::Str(StringArray::from(vec!["b", "a", "b"]));
+        let v = Vocabulary::fit(&ids, 0..3, 1);
+        let path = dir.path().join("v.parquet");
+        v.save(&path).unwrap();
+        assert_eq!(Vocabulary::load(&path).unwrap(), v);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_through_parquet_keeps_every_mapping(values in proptest::collection::vec(-50i64..50, 1..200)) {
+            let ids = RawIds::Int(values.clone());
+            let v = Vocabulary::fit(&ids, 0..values.len(), 1);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("v.parquet");
+            v.save(&path).unwrap();
+            let loaded = Vocabulary::load(&path).unwrap();
+            prop_assert_eq!(loaded.encode(&ids), v.encode(&ids));
+            // Decoding an encoded value gives the value back.
+            if let Vocabulary::Int(inner) = &loaded {
+                for (&x, idx) in values.iter().zip(v.encode(&ids)) {
+                    prop_assert_eq!(inner.raw(idx), Some(&x));
+                }
+            }
+        }
+    }
+}
