@@ -1,1 +1,63 @@
-fn main() {}
+//! `cargo xtask`: the orchestrator of the recall workspace.
+//!
+//! - `cargo xtask pipeline [--config pipelines/NAME.toml] [--from STAGE | --only STAGE] [--force]`
+//!   runs the stages of a pipeline file into `runs/<name>/<stage>/`, skipping stages whose
+//!   inputs and config are unchanged.
+//! - `cargo xtask ci` runs what CI runs: format check, the test suite and a small pipeline.
+//!
+//! Only this crate knows the run-directory layout.
+
+mod ci;
+mod config;
+mod manifest;
+mod pipeline;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Run recall pipelines and project checks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline: stages ingest, encode (more as they land), over Parquet files in
+    /// runs/<pipeline>/<stage>/.
+    Pipeline(pipeline::Args),
+    /// Run the project's checks as CI does: rustfmt, tests (nextest when installed), doc tests.
+    Ci,
+}
+
+/// The workspace root, so `pipelines/` and `runs/` resolve the same from any directory.
+fn project_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    std::env::set_current_dir(project_root())?;
+    match cli.command {
+        Command::Pipeline(args) => pipeline::run(&args),
+        Command::Ci => ci::run(),
+    }
+}

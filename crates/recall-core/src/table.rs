@@ -319,3 +319,17 @@ fn to_string_array(array: &ArrayRef) -> StringArray {
         _ => array.as_string_view().iter().collect(),
     }
 }
+
+/// Number of rows of a Parquet file, read from its footer only.
+pub fn parquet_row_count(path: &Path) -> Result<u64> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(|e| {
+            Error::Parquet {
+                path: path.to_owned(),
+                source: Box::new(e),
+            }
+        })?;
+    use parquet::file::reader::FileReader;
+    Ok(reader.metadata().file_metadata().num_rows() as u64)
+}

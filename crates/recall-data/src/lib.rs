@@ -51,6 +51,35 @@ pub enum IngestConfig {
     Synthetic(SyntheticConfig),
 }
 
+impl IngestConfig {
+    /// The raw files this source reads (for change detection); empty for synthetic data, which
+    /// its config alone determines.
+    pub fn input_files(&self) -> Vec<std::path::PathBuf> {
+        let existing = |dir: &std::path::Path, names: &[&str]| {
+            names
+                .iter()
+                .map(|n| dir.join(n))
+                .filter(|p| p.exists())
+                .collect::<Vec<_>>()
+        };
+        match self {
+            IngestConfig::Movielens1m { dir } => existing(
+                dir,
+                &["ratings.dat", "ratings.dat.gz", "users.dat", "movies.dat"],
+            ),
+            IngestConfig::Movielens100k { dir } => {
+                existing(dir, &["u.data", "u.user", "u.item", "u.genre"])
+            }
+            IngestConfig::MovielensLatest { dir } => existing(dir, &["ratings.csv", "movies.csv"]),
+            IngestConfig::Generic(g) => std::iter::once(g.interactions.clone())
+                .chain(g.users.iter().map(|t| t.path.clone()))
+                .chain(g.items.iter().map(|t| t.path.clone()))
+                .collect(),
+            IngestConfig::Synthetic(_) => Vec::new(),
+        }
+    }
+}
+
 /// Reads (or generates) the configured data into its canonical form.
 pub fn ingest(config: &IngestConfig) -> Result<Dataset> {
     let _span = tracing::info_span!("ingest").entered();

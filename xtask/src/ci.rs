@@ -1,0 +1,52 @@
+//! `cargo xtask ci`: the checks CI runs, in one place so a developer runs exactly the same:
+//! rustfmt, the test suite (nextest when installed, else cargo test), doc tests, and the
+//! default pipeline end to end into `target/ci-runs/` (forced, so it really runs).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+fn sh(program: &str, args: &[&str]) -> Result<()> {
+    tracing::info!("running {program} {}", args.join(" "));
+    let status = Command::new(program).args(args).status()?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn run() -> Result<()> {
+    sh("cargo", &["fmt", "--all", "--", "--check"])?;
+    if has_nextest() {
+        sh(
+            "cargo",
+            &["nextest", "run", "--workspace", "--no-fail-fast"],
+        )?;
+    } else {
+        sh(
+            "cargo",
+            &[
+                "test",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ],
+        )?;
+    }
+    sh("cargo", &["test", "--workspace", "--doc"])?;
+    let config = crate::config::load(Path::new("pipelines/default.toml"))?;
+    let run_dir = Path::new("target/ci-runs").join(&config.name);
+    crate::pipeline::execute(&config, &run_dir, None, false, true)?;
+    tracing::info!("all checks passed");
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Pipeline files (`pipelines/*.toml`): typed, with unknown keys rejected, and the data
+//! directory taken from the environment.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use recall_data::IngestConfig;
+use recall_features::EncodeConfig;
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the directory that holds datasets (default `data`).
+pub const DATA_DIR_VAR: &str = "RECALL_DATA_DIR";
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Names the run directory `runs/<name>/`.
+    pub name: String,
+    /// Seed of everything random after ingest (sampling, training). Required.
+    pub seed: u64,
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub encode: EncodeConfig,
+}
+
+/// Replaces `${RECALL_DATA_DIR}` and `$RECALL_DATA_DIR` with the variable's value (or `data`).
+fn expand_data_dir(text: &str) -> String {
+    let dir = std::env::var(DATA_DIR_VAR).unwrap_or_else(|_| String::from("data"));
+    text.replace("${RECALL_DATA_DIR}", &dir)
+        .replace("$RECALL_DATA_DIR", &dir)
+}
+
+/// Parses pipeline text; `origin` names the file in errors.
+pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
+    let config: PipelineConfig = toml::from_str(&expand_data_dir(text))
+        .with_context(|| format!("{} is not a valid pipeline file", origin.display()))?;
+    if config.name.is_empty() || config.name.contains(['/', '\\']) || config.name.starts_with('.') {
+        anyhow::bail!(
+            "{}: key `name` must be a plain directory name, got {:?}",
+            origin.display(),
+            config.name
+        );
+    }
+    Ok(config)
+}
+
+/// Reads and parses a pipeline file.
+pub fn load(path: &Path) -> Result<PipelineConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read pipeline file {}", path.display()))?;
+    parse(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_pipeline_parses() {
+        let dir = crate::project_root().join("pipelines");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 3,
+            "expected the shipped pipelines in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let text = "name = \"x\"\nseed = 1\n[ingest]\nsource = \"synthetic\"\nseed = 1\n[encode]\nmax_lenn = 3\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(err.contains("p.toml") && err.contains("max_lenn"), "{err}");
+        assert!(err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_and_a_missing_seed_are_named() {
+        let text = "name = \"x\"\nseed = 1\n[ingest]\nsource = \"synthetic\"\nseed = 1\nusers = \"many\"\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(err.contains("users") || err.contains("line 6"), "{err}");
+        let text = "name = \"x\"\n[ingest]\nsource = \"synthetic\"\nseed = 1\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(err.contains("seed"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_source_lists_the_known_ones() {
+        let text = "name = \"x\"\nseed = 1\n[ingest]\nsource = \"ml-2m\"\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(err.contains("ml-2m") && err.contains("synthetic"), "{err}");
+    }
+}

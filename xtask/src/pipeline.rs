@@ -1,0 +1,201 @@
+//! `cargo xtask pipeline`: runs the stages of a pipeline file in order, each into
+//! `runs/<name>/<stage>/`, skipping the ones whose manifest is current.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use recall_core::checksum::sha256_bytes;
+use serde::Serialize;
+
+use crate::config::{self, PipelineConfig};
+use crate::manifest::{FileEntry, Manifest};
+
+/// The stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Stage {
+    /// Raw data (or the synthetic generator) to canonical interactions/users/items Parquet.
+    Ingest,
+    /// Vocabularies, leave-last-out splits, histories, example age, encoded side tables.
+    Encode,
+}
+
+impl Stage {
+    const ALL: [Stage; 2] = [Stage::Ingest, Stage::Encode];
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Encode => "encode",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pipeline file.
+    #[arg(long, default_value = "pipelines/default.toml")]
+    config: PathBuf,
+    /// Rerun this stage and every later one; earlier stages must be complete.
+    #[arg(long, value_enum, conflicts_with = "only")]
+    from: Option<Stage>,
+    /// Rerun only this stage; earlier stages must be complete.
+    #[arg(long, value_enum)]
+    only: Option<Stage>,
+    /// Rerun every stage even when its manifest is current.
+    #[arg(long)]
+    force: bool,
+    /// Root of run directories.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+}
+
+fn config_hash<T: Serialize>(section: &T) -> Result<String> {
+    let mut bytes = serde_json::to_vec(section)?;
+    bytes.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    Ok(sha256_bytes(&bytes))
+}
+
+/// Runs one stage unless its manifest is current; returns its manifest.
+fn run_stage(
+    stage: Stage,
+    dir: &Path,
+    hash: String,
+    inputs: &[PathBuf],
+    force: bool,
+    body: impl FnOnce(&Path) -> Result<(Vec<PathBuf>, serde_json::Value)>,
+) -> Result<Manifest> {
+    let _span = tracing::info_span!("stage", stage = stage.name()).entered();
+    let inputs = inputs
+        .iter()
+        .map(|p| FileEntry::of(p))
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("stage {}: reading its inputs", stage.name()))?;
+    if !force {
+        if let Some(m) = Manifest::read(dir).filter(|m| m.is_current(&hash, &inputs)) {
+            tracing::info!("up to date, skipped ({})", dir.display());
+            return Ok(m);
+        }
+    }
+    // The stage is incomplete from here until its new manifest is written.
+    let _ = std::fs::remove_file(dir.join(crate::manifest::MANIFEST_FILE));
+    let start = Instant::now();
+    let (outputs, stats) = body(dir).with_context(|| format!("stage {} failed", stage.name()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let manifest = Manifest {
+        stage: stage.name().to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config_hash: hash,
+        inputs,
+        outputs: outputs
+            .iter()
+            .map(|p| FileEntry::of(p))
+            .collect::<Result<Vec<_>>>()?,
+        seconds,
+        stats,
+    };
+    manifest.write(dir)?;
+    tracing::info!(
+        seconds = format!("{seconds:.2}"),
+        "done ({})",
+        dir.display()
+    );
+    Ok(manifest)
+}
+
+/// Runs a pipeline file with the given options.
+pub fn run(args: &Args) -> Result<()> {
+    let config = config::load(&args.config)?;
+    let run_dir = args.runs.join(&config.name);
+    execute(
+        &config,
+        &run_dir,
+        args.from.or(args.only),
+        args.only.is_some(),
+        args.force,
+    )
+}
+
+/// Runs `config` into `run_dir`. With `start`, stages before it must be complete and `start`
+/// (and, unless `only`, every later stage) is rerun.
+pub fn execute(
+    config: &PipelineConfig,
+    run_dir: &Path,
+    start: Option<Stage>,
+    only: bool,
+    force: bool,
+) -> Result<()> {
+    let resolved = toml::to_string(config)?;
+    recall_core::write::write_bytes(&run_dir.join("config.toml"), resolved.as_bytes())?;
+    let ingest_dir = run_dir.join(Stage::Ingest.name());
+    let encode_dir = run_dir.join(Stage::Encode.name());
+    let mut timings = Vec::new();
+    for stage in Stage::ALL {
+        let selected = match start {
+            None => true,
+            Some(s) if only => stage == s,
+            Some(s) => stage >= s,
+        };
+        let forced = force || start.is_some_and(|s| stage >= s);
+        let manifest = match stage {
+            _ if !selected => {
+                let dir = run_dir.join(stage.name());
+                if stage < start.unwrap_or(stage) && Manifest::read(&dir).is_none() {
+                    bail!(
+                        "stage {} has not completed in {}: run the pipeline without --from/--only first",
+                        stage.name(),
+                        run_dir.display()
+                    );
+                }
+                continue;
+            }
+            Stage::Ingest => run_stage(
+                stage,
+                &ingest_dir,
+                config_hash(&config.ingest)?,
+                &config.ingest.input_files(),
+                forced,
+                |dir| {
+                    let dataset = recall_data::ingest(&config.ingest)?;
+                    let stats = serde_json::to_value(&dataset.stats)?;
+                    tracing::info!(
+                        interactions = dataset.stats.interactions,
+                        users = dataset.stats.users,
+                        items = dataset.stats.items,
+                        duplicates_dropped = dataset.stats.duplicates_dropped,
+                        "ingested {}",
+                        dataset.name
+                    );
+                    Ok((dataset.write(dir)?, stats))
+                },
+            )?,
+            Stage::Encode => {
+                let inputs: Vec<PathBuf> =
+                    ["interactions.parquet", "users.parquet", "items.parquet"]
+                        .iter()
+                        .map(|f| ingest_dir.join(f))
+                        .filter(|p| p.exists())
+                        .collect();
+                run_stage(
+                    stage,
+                    &encode_dir,
+                    config_hash(&config.encode)?,
+                    &inputs,
+                    forced,
+                    |dir| {
+                        let input = recall_features::EncodeInput::read_dir(&ingest_dir)?;
+                        let encoded = recall_features::encode(&input, &config.encode)?;
+                        let stats = serde_json::to_value(&encoded.manifest.stats)?;
+                        Ok((encoded.write(dir)?, stats))
+                    },
+                )?
+            }
+        };
+        timings.push((stage.name(), manifest.seconds, manifest.stats));
+    }
+    for (stage, seconds, stats) in &timings {
+        tracing::info!(stage, seconds = format!("{seconds:.2}"), %stats, "summary");
+    }
+    Ok(())
+}
