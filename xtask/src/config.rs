@@ -76,25 +76,25 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_named_with_its_line() {
-        let text = "name = \"x\"\nseed = 1\n[ingest]\nsource = \"synthetic\"\nseed = 1\n[encode]\nmax_lenn = 3\n";
+        let text = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[encode]\nmax_lenn = 3\n";
         let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
         assert!(err.contains("p.toml") && err.contains("max_lenn"), "{err}");
-        assert!(err.contains("line 7"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
     }
 
     #[test]
     fn a_wrong_type_and_a_missing_seed_are_named() {
-        let text = "name = \"x\"\nseed = 1\n[ingest]\nsource = \"synthetic\"\nseed = 1\nusers = \"many\"\n";
+        let text = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\nusers = \"many\"\n";
         let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
-        assert!(err.contains("users") || err.contains("line 6"), "{err}");
-        let text = "name = \"x\"\n[ingest]\nsource = \"synthetic\"\nseed = 1\n";
+        assert!(err.contains("line 5") && err.contains("\"many\""), "{err}");
+        let text = "name = \"x\"\n[ingest.synthetic]\nseed = 1\n";
         let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
         assert!(err.contains("seed"), "{err}");
     }
 
     #[test]
     fn an_unknown_source_lists_the_known_ones() {
-        let text = "name = \"x\"\nseed = 1\n[ingest]\nsource = \"ml-2m\"\n";
+        let text = "name = \"x\"\nseed = 1\n[ingest.ml-2m]\nseed = 1\n";
         let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
         assert!(err.contains("ml-2m") && err.contains("synthetic"), "{err}");
     }

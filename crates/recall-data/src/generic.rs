@@ -4,7 +4,7 @@
 //! The shared ML-1M copy loads through this path:
 //!
 //! ```toml
-//! source = "generic"
+//! [ingest.generic]
 //! interactions = "data/ml-1m/interactions.parquet"
 //! item_column = "movie_id"
 //! order_column = "seq"

@@ -35,13 +35,17 @@ pub use synthetic::SyntheticConfig;
 
 use recall_core::Result;
 
-/// Where the raw data comes from; the `source` key of the `[ingest]` table picks the variant.
+/// Where the raw data comes from. In a pipeline file the variant is the sub-table name, e.g.
+/// `[ingest.synthetic]`, `[ingest.generic]`, `[ingest.movielens-1m]`: an externally tagged
+/// enum, so TOML errors keep pointing at the offending key and line.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(tag = "source", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum IngestConfig {
     /// The official ml-1m release: `ratings.dat` (or `ratings.dat.gz`), `users.dat`, `movies.dat`.
+    #[serde(rename = "movielens-1m")]
     Movielens1m { dir: std::path::PathBuf },
     /// The official ml-100k release: `u.data`, `u.user`, `u.item`, `u.genre`.
+    #[serde(rename = "movielens-100k")]
     Movielens100k { dir: std::path::PathBuf },
     /// ml-latest, ml-latest-small, ml-20m, ml-25m: `ratings.csv`, `movies.csv`.
     MovielensLatest { dir: std::path::PathBuf },
