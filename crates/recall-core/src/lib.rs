@@ -14,6 +14,7 @@ pub mod columns;
 pub mod error;
 pub mod ids;
 pub mod table;
+pub mod testing;
 pub mod write;
 
 pub use error::{Error, Result};
