@@ -11,6 +11,7 @@ mod ci;
 mod config;
 mod manifest;
 mod pipeline;
+mod tidy;
 
 use std::path::PathBuf;
 

@@ -57,7 +57,16 @@ fn config_hash<T: Serialize>(section: &T) -> Result<String> {
     Ok(sha256_bytes(&bytes))
 }
 
-/// Runs one stage unless its manifest is current; returns its manifest.
+/// What happened to one stage in a run.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    pub stage: Stage,
+    /// True when the manifest was current and nothing ran.
+    pub skipped: bool,
+    pub manifest: Manifest,
+}
+
+/// Runs one stage unless its manifest is current; returns its manifest and whether it ran.
 fn run_stage(
     stage: Stage,
     dir: &Path,
@@ -65,7 +74,7 @@ fn run_stage(
     inputs: &[PathBuf],
     force: bool,
     body: impl FnOnce(&Path) -> Result<(Vec<PathBuf>, serde_json::Value)>,
-) -> Result<Manifest> {
+) -> Result<StageReport> {
     let _span = tracing::info_span!("stage", stage = stage.name()).entered();
     let inputs = inputs
         .iter()
@@ -75,7 +84,11 @@ fn run_stage(
     if !force {
         if let Some(m) = Manifest::read(dir).filter(|m| m.is_current(&hash, &inputs)) {
             tracing::info!("up to date, skipped ({})", dir.display());
-            return Ok(m);
+            return Ok(StageReport {
+                stage,
+                skipped: true,
+                manifest: m,
+            });
         }
     }
     // The stage is incomplete from here until its new manifest is written.
@@ -101,7 +114,11 @@ fn run_stage(
         "done ({})",
         dir.display()
     );
-    Ok(manifest)
+    Ok(StageReport {
+        stage,
+        skipped: false,
+        manifest,
+    })
 }
 
 /// Runs a pipeline file with the given options.
@@ -114,7 +131,8 @@ pub fn run(args: &Args) -> Result<()> {
         args.from.or(args.only),
         args.only.is_some(),
         args.force,
-    )
+    )?;
+    Ok(())
 }
 
 /// Runs `config` into `run_dir`. With `start`, stages before it must be complete and `start`
@@ -125,12 +143,12 @@ pub fn execute(
     start: Option<Stage>,
     only: bool,
     force: bool,
-) -> Result<()> {
+) -> Result<Vec<StageReport>> {
     let resolved = toml::to_string(config)?;
     recall_core::write::write_bytes(&run_dir.join("config.toml"), resolved.as_bytes())?;
     let ingest_dir = run_dir.join(Stage::Ingest.name());
     let encode_dir = run_dir.join(Stage::Encode.name());
-    let mut timings = Vec::new();
+    let mut reports = Vec::new();
     for stage in Stage::ALL {
         let selected = match start {
             None => true,
@@ -138,7 +156,7 @@ pub fn execute(
             Some(s) => stage >= s,
         };
         let forced = force || start.is_some_and(|s| stage >= s);
-        let manifest = match stage {
+        let report = match stage {
             _ if !selected => {
                 let dir = run_dir.join(stage.name());
                 if stage < start.unwrap_or(stage) && Manifest::read(&dir).is_none() {
@@ -192,10 +210,86 @@ pub fn execute(
                 )?
             }
         };
-        timings.push((stage.name(), manifest.seconds, manifest.stats));
+        reports.push(report);
     }
-    for (stage, seconds, stats) in &timings {
-        tracing::info!(stage, seconds = format!("{seconds:.2}"), %stats, "summary");
+    for r in &reports {
+        let m = &r.manifest;
+        tracing::info!(stage = r.stage.name(), skipped = r.skipped, seconds = format!("{:.2}", m.seconds), stats = %m.stats, "summary");
     }
-    Ok(())
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(max_len: usize) -> PipelineConfig {
+        let text = format!(
+            "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 60\nitems = 40\n\
+             interactions_per_user = 12\nseed = 5\n[encode]\nmax_len = {max_len}\n"
+        );
+        crate::config::parse(&text, Path::new("tiny.toml")).unwrap()
+    }
+
+    fn ran(reports: &[StageReport]) -> Vec<&'static str> {
+        reports
+            .iter()
+            .filter(|r| !r.skipped)
+            .map(|r| r.stage.name())
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_stages_are_skipped_and_changed_ones_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("t");
+        assert_eq!(
+            ran(&execute(&tiny(5), &run, None, false, false).unwrap()),
+            ["ingest", "encode"]
+        );
+        let train = std::fs::read(run.join("encode/train.parquet")).unwrap();
+        assert!(ran(&execute(&tiny(5), &run, None, false, false).unwrap()).is_empty());
+        // A changed encode setting reruns encode only.
+        assert_eq!(
+            ran(&execute(&tiny(3), &run, None, false, false).unwrap()),
+            ["encode"]
+        );
+        // An interrupted stage (no manifest) is rerun, and gives the same bytes again.
+        execute(&tiny(5), &run, None, false, false).unwrap();
+        std::fs::remove_file(run.join("encode/manifest.json")).unwrap();
+        assert_eq!(
+            ran(&execute(&tiny(5), &run, None, false, false).unwrap()),
+            ["encode"]
+        );
+        assert_eq!(
+            std::fs::read(run.join("encode/train.parquet")).unwrap(),
+            train
+        );
+        // A damaged output makes its stage stale.
+        std::fs::write(run.join("ingest/items.parquet"), b"junk").unwrap();
+        assert_eq!(
+            ran(&execute(&tiny(5), &run, None, false, false).unwrap()),
+            ["ingest"]
+        );
+    }
+
+    #[test]
+    fn only_and_from_need_earlier_stages_and_force_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("t");
+        let err = execute(&tiny(5), &run, Some(Stage::Encode), true, false).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("stage ingest has not completed"),
+            "{err:#}"
+        );
+        execute(&tiny(5), &run, None, false, false).unwrap();
+        assert_eq!(
+            ran(&execute(&tiny(5), &run, Some(Stage::Encode), true, false).unwrap()),
+            ["encode"]
+        );
+        assert_eq!(
+            ran(&execute(&tiny(5), &run, Some(Stage::Ingest), false, false).unwrap()),
+            ["ingest", "encode"]
+        );
+    }
 }
