@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: the checks CI runs, in one place so a developer runs exactly the same:
-//! rustfmt, the test suite (nextest when installed, else cargo test), doc tests, and the
-//! default pipeline end to end into `target/ci-runs/` (forced, so it really runs).
+//! rustfmt, the default pipeline end to end into `target/ci-runs/` (forced, so it really
+//! runs), doc tests, and the test suite (nextest when installed, else cargo test).
 
 use std::path::Path;
 use std::process::Command;
@@ -25,11 +25,16 @@ fn has_nextest() -> bool {
 
 pub fn run() -> Result<()> {
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
+    let config = crate::config::load(Path::new("pipelines/default.toml"))?;
+    let run_dir = Path::new("target/ci-runs").join(&config.name);
+    crate::pipeline::execute(&config, &run_dir, None, false, true)?;
+    sh("cargo", &["test", "--workspace", "--doc"])?;
+    // The test runner goes last, so its summary closes the output.
     if has_nextest() {
         sh(
             "cargo",
             &["nextest", "run", "--workspace", "--no-fail-fast"],
-        )?;
+        )
     } else {
         sh(
             "cargo",
@@ -41,12 +46,6 @@ pub fn run() -> Result<()> {
                 "--tests",
                 "--examples",
             ],
-        )?;
+        )
     }
-    sh("cargo", &["test", "--workspace", "--doc"])?;
-    let config = crate::config::load(Path::new("pipelines/default.toml"))?;
-    let run_dir = Path::new("target/ci-runs").join(&config.name);
-    crate::pipeline::execute(&config, &run_dir, None, false, true)?;
-    tracing::info!("all checks passed");
-    Ok(())
 }
