@@ -290,6 +290,73 @@ impl Table {
             .collect())
     }
 
+    /// A column of equal-length float vectors (FixedSizeList<Float32> or List<Float32>) as
+    /// `(dim, values)` with `values` row-major `[rows * dim]`. Nulls, ragged lists and
+    /// non-finite values are errors naming the row.
+    pub fn float_vectors(&self, name: &str) -> Result<(usize, Vec<f32>)> {
+        let array = self.column(name)?;
+        if array.null_count() > 0 {
+            return Err(self.null_error(name, array.as_ref()));
+        }
+        let (values, offsets): (ArrayRef, Vec<usize>) = match array.data_type() {
+            DataType::FixedSizeList(f, d) if f.data_type() == &DataType::Float32 => {
+                let list = array.as_fixed_size_list();
+                let d = *d as usize;
+                let start = list.offset() * d;
+                let values = list.values().slice(start, list.len() * d);
+                (values, (0..=list.len()).map(|i| i * d).collect())
+            }
+            DataType::List(f) if f.data_type() == &DataType::Float32 => {
+                let list = array.as_list::<i32>();
+                let base = list.value_offsets()[0] as usize;
+                let end = list.value_offsets()[list.len()] as usize;
+                let offsets = list
+                    .value_offsets()
+                    .iter()
+                    .map(|&o| o as usize - base)
+                    .collect();
+                (list.values().slice(base, end - base), offsets)
+            }
+            other => {
+                return Err(self.type_error(
+                    name,
+                    other,
+                    "FixedSizeList<Float32> or List<Float32>",
+                ));
+            }
+        };
+        let at = |row: usize| format!("{}, column `{name}`, row {row}", self.path.display());
+        let dim = offsets.get(1).copied().unwrap_or(0);
+        if let Some(row) = offsets.windows(2).position(|w| w[1] - w[0] != dim) {
+            return Err(Error::invalid(
+                at(row),
+                format!(
+                    "vector has {} values where earlier rows have {dim}",
+                    offsets[row + 1] - offsets[row]
+                ),
+            ));
+        }
+        let values = values.as_primitive::<Float32Type>();
+        if values.null_count() > 0 {
+            let i = (0..values.len()).find(|&i| values.is_null(i)).unwrap_or(0);
+            return Err(Error::invalid(
+                at(i / dim.max(1)),
+                "vector has a null value",
+            ));
+        }
+        let values = values.values().to_vec();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                at(i / dim.max(1)),
+                format!(
+                    "vector has a non-finite value ({}); fix the model or drop the row",
+                    values[i]
+                ),
+            ));
+        }
+        Ok((dim, values))
+    }
+
     /// A List<Int32> column as (offsets, values): row `i` is `values[offsets[i]..offsets[i+1]]`.
     pub fn int_lists(&self, name: &str) -> Result<(Vec<usize>, Vec<i32>)> {
         let array = self.column(name)?;
