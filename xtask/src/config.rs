@@ -22,6 +22,11 @@ pub struct PipelineConfig {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub encode: EncodeConfig,
+    /// Models to train and evaluate (`[[models]]`); none runs the baselines only.
+    #[serde(default)]
+    pub models: Vec<crate::stages::train::ModelEntry>,
+    #[serde(default)]
+    pub evaluate: crate::stages::evaluate::EvaluateConfig,
 }
 
 /// Replaces `${RECALL_DATA_DIR}` and `$RECALL_DATA_DIR` with the variable's value (or `data`).

@@ -11,6 +11,8 @@ mod ci;
 mod config;
 mod manifest;
 mod pipeline;
+mod report;
+mod stages;
 mod tidy;
 
 use std::path::PathBuf;
@@ -36,6 +38,11 @@ enum Command {
     /// Run the project's checks as CI does: rustfmt, tests (nextest when installed), doc tests.
     Ci,
 }
+
+// candle's many short-lived temporaries make glibc malloc fault fresh pages in on every step;
+// mimalloc reuses them (../shared/notes/candle-on-cpu.md; 2.4x faster steps measured here).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The workspace root, so `pipelines/` and `runs/` resolve the same from any directory.
 fn project_root() -> PathBuf {

@@ -19,17 +19,39 @@ pub enum Stage {
     Ingest,
     /// Vocabularies, leave-last-out splits, histories, example age, encoded side tables.
     Encode,
+    /// Every `[[models]]` entry trained (negative sampling happens here) and checkpointed.
+    Train,
+    /// Exact full-catalogue ranking of the test split for models and baselines.
+    Evaluate,
+    /// metrics.json and report.md.
+    Report,
 }
 
 impl Stage {
-    const ALL: [Stage; 2] = [Stage::Ingest, Stage::Encode];
+    const ALL: [Stage; 5] = [
+        Stage::Ingest,
+        Stage::Encode,
+        Stage::Train,
+        Stage::Evaluate,
+        Stage::Report,
+    ];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Stage::Ingest => "ingest",
             Stage::Encode => "encode",
+            Stage::Train => "train",
+            Stage::Evaluate => "evaluate",
+            Stage::Report => "report",
         }
     }
+}
+
+/// Every file listed as an output in a stage's manifest (the next stage's inputs).
+fn outputs_of(dir: &Path) -> Vec<PathBuf> {
+    Manifest::read(dir)
+        .map(|m| m.outputs.into_iter().map(|o| o.path).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +170,9 @@ pub fn execute(
     recall_core::write::write_bytes(&run_dir.join("config.toml"), resolved.as_bytes())?;
     let ingest_dir = run_dir.join(Stage::Ingest.name());
     let encode_dir = run_dir.join(Stage::Encode.name());
+    let train_dir = run_dir.join(Stage::Train.name());
+    let evaluate_dir = run_dir.join(Stage::Evaluate.name());
+    let report_dir = run_dir.join(Stage::Report.name());
     let mut reports = Vec::new();
     for stage in Stage::ALL {
         let selected = match start {
@@ -209,13 +234,52 @@ pub fn execute(
                     },
                 )?
             }
+            Stage::Train => run_stage(
+                stage,
+                &train_dir,
+                config_hash(&(&config.models, config.seed))?,
+                &outputs_of(&encode_dir),
+                forced,
+                |dir| crate::stages::train::run(&encode_dir, dir, &config.models, config.seed),
+            )?,
+            Stage::Evaluate => run_stage(
+                stage,
+                &evaluate_dir,
+                config_hash(&(&config.evaluate, &config.models, config.seed))?,
+                &[outputs_of(&encode_dir), outputs_of(&train_dir)].concat(),
+                forced,
+                |dir| {
+                    crate::stages::evaluate::run(
+                        &encode_dir,
+                        &train_dir,
+                        dir,
+                        &config.models,
+                        &config.evaluate,
+                        config.seed,
+                    )
+                },
+            )?,
+            Stage::Report => run_stage(
+                stage,
+                &report_dir,
+                config_hash(&(&config.name, &config.models))?,
+                &outputs_of(&evaluate_dir),
+                forced,
+                |dir| crate::report::write(config, run_dir, dir),
+            )?,
         };
         reports.push(report);
     }
     for r in &reports {
         let m = &r.manifest;
-        tracing::info!(stage = r.stage.name(), skipped = r.skipped, seconds = format!("{:.2}", m.seconds), stats = %m.stats, "summary");
+        tracing::info!(
+            stage = r.stage.name(),
+            skipped = r.skipped,
+            seconds = format!("{:.2}", m.seconds),
+            "summary"
+        );
     }
+    crate::report::check_thresholds(config, &report_dir)?;
     Ok(reports)
 }
 

@@ -1,5 +1,40 @@
-//! DSSM and YoutubeDNN recall models on candle, with pointwise, pairwise and listwise losses,
-//! the training loop and safetensors checkpoints.
+//! DSSM and YoutubeDNN recall models on candle.
 //!
-//! Not built yet: candle is deliberately not a dependency until the models land, to keep the
-//! build of the foundation fast. Models will never read files: they take encoded batches.
+//! - [`config`]: `ModelConfig` (architecture) and `TrainConfig` (loss, negatives, optimiser).
+//! - [`data`]: the encoded splits and side features a model trains on (read through
+//!   `recall-core` from the encode stage's Parquet, never from raw data).
+//! - [`model`]: the two-tower network: pooled history with padding masked, side-feature
+//!   embeddings, MLP towers (ReLU or PReLU, optional dropout), L2 normalisation.
+//! - [`sparse`]: embedding tables updated row by row (lazy Adam over the rows a batch touches),
+//!   so a step costs the batch, not the catalogue.
+//! - [`train`]: losses (in-batch softmax with logQ, sampled softmax, pointwise BCE, BPR),
+//!   the training loop, validation HitRate@K and early stopping; user-only and item-only
+//!   inference (`embed_split`, `embed_items`).
+//! - [`checkpoint`]: safetensors + config, reloadable bit for bit.
+//!
+//! The candle `Device` is always a parameter: a CUDA build is the `cuda` feature away.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod sparse;
+pub mod train;
+
+pub use config::{ModelConfig, ModelKind, TrainConfig};
+pub use data::EncodedData;
+pub use model::TwoTower;
+
+/// Errors of this crate: bad input or configuration (from `recall-core`), tensor errors, and
+/// training failures such as a non-finite loss.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] recall_core::Error),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("training failed: {0}")]
+    Training(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

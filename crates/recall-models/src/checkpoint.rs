@@ -1,0 +1,76 @@
+//! Checkpoints: every tensor of a model in one safetensors file plus the model config as JSON
+//! beside it; loading gives bit-identical embeddings.
+//!
+//! Tensor names, for mapping onto a PyTorch module: `item_embedding` `[items, dim]` (row = the
+//! encoder's item index, rows 0 and 1 padding and OOV), `user_id_embedding`,
+//! `user_feature.<name>`, `example_age_embedding`, `item_feature.<name>` (all `[rows, dim]`,
+//! like `nn.Embedding.weight`), and `user_tower.<i>.weight` `[out, in]` / `.bias` / `.prelu`,
+//! `item_tower.<i>.*` (like `nn.Linear` weights).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::data::EncodedData;
+use crate::model::TwoTower;
+use crate::sparse::SparseTable;
+use crate::{Error, Result};
+
+/// Writes `model.safetensors` and `config.json` into `dir` (each atomically).
+pub fn save(model: &TwoTower, dir: &Path) -> Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (name, table) in model.tables.named() {
+        tensors.insert(name, table.to_tensor(&Device::Cpu)?);
+    }
+    for (name, var) in &model.params {
+        tensors.insert(name.clone(), var.as_tensor().to_device(&Device::Cpu)?);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| recall_core::Error::io("cannot create", dir, e))?;
+    let path = dir.join("model.safetensors");
+    let tmp = dir.join(format!(".model.safetensors.tmp-{}", std::process::id()));
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| recall_core::Error::io("cannot rename into place", &path, e))?;
+    let json =
+        serde_json::to_vec_pretty(&model.config).map_err(|e| Error::Training(e.to_string()))?;
+    recall_core::write::write_bytes(&dir.join("config.json"), &json)?;
+    Ok(())
+}
+
+/// Loads a model saved by [`save`] for `data`'s encoding onto `device`.
+pub fn load(dir: &Path, data: &EncodedData, device: &Device) -> Result<TwoTower> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read(&config_path)
+        .map_err(|e| recall_core::Error::io("cannot read", &config_path, e))?;
+    let config: ModelConfig = serde_json::from_slice(&text).map_err(|e| {
+        recall_core::Error::invalid(config_path.display().to_string(), e.to_string())
+    })?;
+    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+    let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(0);
+    let mut model = TwoTower::new(&config, data, &mut rng, device)?;
+    for (name, table) in model.tables.named_mut() {
+        let t = tensors
+            .get(&name)
+            .ok_or_else(|| Error::Training(format!("checkpoint lacks `{name}`")))?;
+        let (rows, dim) = t.dims2()?;
+        if (rows, dim) != (table.rows, table.dim) {
+            return Err(Error::Training(format!(
+                "`{name}` is {rows}x{dim} in the checkpoint but the encoding needs {}x{}",
+                table.rows, table.dim
+            )));
+        }
+        let zero_padding = table.zero_padding;
+        *table = SparseTable::from_weights(rows, dim, t.flatten_all()?.to_vec1()?);
+        table.zero_padding = zero_padding;
+    }
+    let dense: Vec<(String, Tensor)> = model
+        .params
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter_map(|n| tensors.get(&n).map(|t| (n, t.clone())))
+        .collect();
+    model.rebuild_dense(&dense)?;
+    Ok(model)
+}

@@ -1,0 +1,234 @@
+//! Model and training configuration (`[train]` in a pipeline file). Every field has a
+//! documented default except the seed, which the pipeline passes in.
+
+use recall_core::Error;
+use serde::{Deserialize, Serialize};
+
+/// Which architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Two towers: user features + pooled history into a user MLP, item id + item features
+    /// into an item MLP; both L2-normalised; score = cosine / temperature.
+    Dssm,
+    /// User tower over user features, pooled watch history and example age; the item side is
+    /// the item embedding table itself (shared with the history); L2-normalised.
+    Youtubednn,
+}
+
+/// Hidden-layer activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Relu,
+    Prelu,
+}
+
+/// History pooling (padding is always masked out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    #[default]
+    Mean,
+    Sum,
+}
+
+/// Training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Softmax over the batch's targets, with logQ correction and accidental hits masked.
+    #[default]
+    InBatch,
+    /// Softmax over the positive and `negatives` sampled items (listwise).
+    SampledSoftmax,
+    /// Binary cross-entropy on the positive (label 1) and `negatives` sampled items (label 0).
+    Pointwise,
+    /// BPR: -log sigmoid(s_pos - s_neg) over `negatives` sampled items.
+    Pairwise,
+}
+
+/// Distribution of sampled negatives.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum NegativeSampler {
+    Uniform,
+    /// `count^alpha`.
+    Popularity {
+        alpha: f64,
+    },
+}
+
+fn default_dim() -> usize {
+    64
+}
+fn default_feature_dim() -> usize {
+    16
+}
+fn default_tower() -> Vec<usize> {
+    vec![256, 64]
+}
+fn default_temperature() -> f64 {
+    0.05
+}
+fn default_true() -> bool {
+    true
+}
+fn default_negatives() -> usize {
+    20
+}
+fn default_sampler() -> NegativeSampler {
+    NegativeSampler::Popularity { alpha: 0.75 }
+}
+fn default_batch() -> usize {
+    1024
+}
+fn default_epochs() -> usize {
+    10
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_patience() -> usize {
+    2
+}
+fn default_k() -> usize {
+    50
+}
+fn default_std() -> f32 {
+    0.05
+}
+
+/// Architecture settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// Dimension of item (and history) embeddings; the user tower of YoutubeDNN must end at
+    /// this width. Default 64.
+    #[serde(default = "default_dim")]
+    pub embedding_dim: usize,
+    /// Dimension of every side-feature embedding (user features, genres, example age, user
+    /// id). Default 16.
+    #[serde(default = "default_feature_dim")]
+    pub feature_dim: usize,
+    /// Layer widths of the user tower; the last is the output. Default [256, 64].
+    #[serde(default = "default_tower")]
+    pub user_tower: Vec<usize>,
+    /// Layer widths of the DSSM item tower. Default [256, 64].
+    #[serde(default = "default_tower")]
+    pub item_tower: Vec<usize>,
+    #[serde(default)]
+    pub activation: Activation,
+    /// Dropout on hidden layers during training (seeded). Default 0.
+    #[serde(default)]
+    pub dropout: f32,
+    /// Scores are cosine / temperature. Default 0.05.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Feed the example-age bucket to the user tower (0 at serving). Default true.
+    #[serde(default = "default_true")]
+    pub example_age: bool,
+    /// Feed the encoded user features. Default true.
+    #[serde(default = "default_true")]
+    pub user_features: bool,
+    /// Feed the user id embedding (memorises users seen in training). Default false.
+    #[serde(default)]
+    pub user_id: bool,
+    /// DSSM: feed item side features (genres) to the item tower. Default true.
+    #[serde(default = "default_true")]
+    pub item_features: bool,
+    /// Standard deviation of embedding initialisation. Default 0.05.
+    #[serde(default = "default_std")]
+    pub init_std: f32,
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default)]
+    pub loss: Loss,
+    /// Sampled negatives per example (all losses but in-batch). Default 20.
+    #[serde(default = "default_negatives")]
+    pub negatives: usize,
+    #[serde(default = "default_sampler")]
+    pub sampler: NegativeSampler,
+    /// Subtract ln q of each candidate from its logit (softmax losses). Default true.
+    #[serde(default = "default_true")]
+    pub logq_correction: bool,
+    /// Default 1024.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Maximum epochs. Default 10.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Adam learning rate (dense layers and embedding rows). Default 1e-3.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Stop after this many epochs without a better validation HitRate@K. Default 2.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// K of the validation HitRate. Default 50.
+    #[serde(default = "default_k")]
+    pub validate_k: usize,
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &str, msg: &str| Err(Error::config(format!("train.model.{key}"), msg));
+        if self.embedding_dim == 0 || self.feature_dim == 0 {
+            return bad("embedding_dim", "dimensions must be at least 1");
+        }
+        if self.user_tower.is_empty() || self.user_tower.contains(&0) {
+            return bad(
+                "user_tower",
+                "needs at least one layer, each at least 1 wide",
+            );
+        }
+        if self.kind == ModelKind::Youtubednn && self.user_tower.last() != Some(&self.embedding_dim)
+        {
+            return bad(
+                "user_tower",
+                "YoutubeDNN's user tower must end at embedding_dim (it is scored against the item table)",
+            );
+        }
+        if self.kind == ModelKind::Dssm
+            && (self.item_tower.is_empty() || self.item_tower.last() != self.user_tower.last())
+        {
+            return bad("item_tower", "DSSM's towers must end at the same width");
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad("temperature", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", "must be in [0, 1)");
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &str, msg: &str| Err(Error::config(format!("train.{key}"), msg));
+        if self.batch_size < 2 {
+            return bad("batch_size", "must be at least 2");
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1");
+        }
+        if self.loss != Loss::InBatch && self.negatives == 0 {
+            return bad("negatives", "sampled losses need at least 1 negative");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "must be a positive number");
+        }
+        if self.validate_k == 0 {
+            return bad("validate_k", "must be at least 1");
+        }
+        Ok(())
+    }
+}

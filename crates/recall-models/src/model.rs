@@ -1,0 +1,428 @@
+//! The two-tower network shared by DSSM and YoutubeDNN.
+//!
+//! User tower input, concatenated: pooled history (item table, `embedding_dim`), one
+//! `feature_dim` embedding per encoded user feature, the user id and the example-age bucket
+//! when enabled. DSSM item tower input: the item's own embedding and its pooled genres. Dense
+//! layers are candle `Linear`s over `Var`s initialised from the seed; every embedding table is a
+//! [`SparseTable`] gathered per batch.
+
+use candle_core::{D, Device, Module, Tensor, Var};
+use candle_nn::{Linear, PReLU};
+use rand::Rng;
+
+use crate::Result;
+use crate::config::{Activation, ModelConfig, ModelKind, Pooling};
+use crate::data::EncodedData;
+use crate::sparse::{Gathered, SparseTable};
+
+/// A dense layer with its activation (none on a tower's last layer).
+#[derive(Debug, Clone)]
+struct Layer {
+    linear: Linear,
+    prelu: Option<PReLU>,
+    relu: bool,
+}
+
+/// An MLP with named parameters.
+#[derive(Debug, Clone)]
+pub struct Tower {
+    layers: Vec<Layer>,
+}
+
+/// Named dense parameters, for the optimiser and checkpoints.
+pub type Params = Vec<(String, Var)>;
+
+impl Tower {
+    fn new(
+        name: &str,
+        input: usize,
+        widths: &[usize],
+        activation: Activation,
+        rng: &mut impl Rng,
+        device: &Device,
+        params: &mut Params,
+    ) -> Result<Self> {
+        let mut layers = Vec::new();
+        let mut fan_in = input;
+        for (i, &w) in widths.iter().enumerate() {
+            // Kaiming-uniform bounds as in torch's Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let weight: Vec<f32> = (0..w * fan_in)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let bias: Vec<f32> = (0..w).map(|_| rng.random_range(-bound..bound)).collect();
+            let wv = Var::from_tensor(&Tensor::from_vec(weight, (w, fan_in), device)?)?;
+            let bv = Var::from_tensor(&Tensor::from_vec(bias, w, device)?)?;
+            params.push((format!("{name}.{i}.weight"), wv.clone()));
+            params.push((format!("{name}.{i}.bias"), bv.clone()));
+            let last = i + 1 == widths.len();
+            let prelu = if !last && activation == Activation::Prelu {
+                let a = Var::from_tensor(&Tensor::full(0.25f32, w, device)?)?;
+                params.push((format!("{name}.{i}.prelu"), a.clone()));
+                Some(PReLU::new(a.as_tensor().clone(), false))
+            } else {
+                None
+            };
+            layers.push(Layer {
+                linear: Linear::new(wv.as_tensor().clone(), Some(bv.as_tensor().clone())),
+                prelu,
+                relu: !last && activation == Activation::Relu,
+            });
+            fan_in = w;
+        }
+        Ok(Tower { layers })
+    }
+
+    /// Applies the tower; `dropout` is (rate, mask source) during training.
+    fn forward(
+        &self,
+        x: &Tensor,
+        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
+    ) -> Result<Tensor> {
+        let mut x = x.clone();
+        let mut dropout = dropout;
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = l.linear.forward(&x)?;
+            if let Some(p) = &l.prelu {
+                x = p.forward(&x)?;
+            } else if l.relu {
+                x = x.relu()?;
+            }
+            if i + 1 < n {
+                if let Some((rate, mask)) = dropout.as_mut() {
+                    if *rate > 0.0 {
+                        x = x.mul(&mask(x.dims())?)?;
+                    }
+                }
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// Row-wise L2 normalisation: `x / sqrt(sum(x^2) + eps)` (candle has no helper).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// The embedding tables of a model.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub item: SparseTable,
+    pub user_id: Option<SparseTable>,
+    pub user_features: Vec<(String, SparseTable)>,
+    pub age: Option<SparseTable>,
+    /// DSSM item features (bags such as genres, then scalar item features).
+    pub item_features: Vec<(String, SparseTable)>,
+}
+
+impl Tables {
+    /// Every table with its checkpoint name.
+    pub fn named(&self) -> Vec<(String, &SparseTable)> {
+        let mut v = vec![("item_embedding".to_owned(), &self.item)];
+        if let Some(t) = &self.user_id {
+            v.push(("user_id_embedding".to_owned(), t));
+        }
+        for (n, t) in &self.user_features {
+            v.push((format!("user_feature.{n}"), t));
+        }
+        if let Some(t) = &self.age {
+            v.push(("example_age_embedding".to_owned(), t));
+        }
+        for (n, t) in &self.item_features {
+            v.push((format!("item_feature.{n}"), t));
+        }
+        v
+    }
+
+    pub fn named_mut(&mut self) -> Vec<(String, &mut SparseTable)> {
+        let mut v = vec![("item_embedding".to_owned(), &mut self.item)];
+        if let Some(t) = &mut self.user_id {
+            v.push(("user_id_embedding".to_owned(), t));
+        }
+        for (n, t) in &mut self.user_features {
+            v.push((format!("user_feature.{n}"), t));
+        }
+        if let Some(t) = &mut self.age {
+            v.push(("example_age_embedding".to_owned(), t));
+        }
+        for (n, t) in &mut self.item_features {
+            v.push((format!("item_feature.{n}"), t));
+        }
+        v
+    }
+}
+
+/// DSSM or YoutubeDNN.
+#[derive(Debug, Clone)]
+pub struct TwoTower {
+    pub config: ModelConfig,
+    pub tables: Tables,
+    pub user_tower: Tower,
+    pub item_tower: Option<Tower>,
+    pub params: Params,
+    pub device: Device,
+    /// Input widths of the user and item towers.
+    dims: (usize, usize),
+}
+
+/// The rows of one forward pass on the user side.
+#[derive(Debug, Clone, Copy)]
+pub struct UserRows<'a> {
+    pub users: &'a [u32],
+    pub histories: &'a [&'a [u32]],
+    pub ages: &'a [u32],
+}
+
+/// Gathered table rows of one step, kept for the sparse update.
+#[derive(Debug)]
+pub struct StepRows {
+    pub gathered: Vec<(usize, Gathered)>,
+}
+
+impl TwoTower {
+    /// A freshly initialised model sized by `data`.
+    pub fn new(
+        config: &ModelConfig,
+        data: &EncodedData,
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let (d, fd, std) = (config.embedding_dim, config.feature_dim, config.init_std);
+        let item = SparseTable::new(data.item_table_size, d, std, rng).with_zero_padding();
+        let user_id = config
+            .user_id
+            .then(|| SparseTable::new(data.user_table_size, fd, std, rng));
+        let user_features: Vec<(String, SparseTable)> = if config.user_features {
+            data.user_features
+                .iter()
+                .map(|f| (f.name.clone(), SparseTable::new(f.table_size, fd, std, rng)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let age = (config.example_age && data.age_table_size > 0)
+            .then(|| SparseTable::new(data.age_table_size, fd, std, rng));
+        let item_features: Vec<(String, SparseTable)> =
+            if config.kind == ModelKind::Dssm && config.item_features {
+                data.item_bags
+                    .iter()
+                    .map(|b| (b.name.clone(), b.table_size))
+                    .chain(
+                        data.item_scalar_features
+                            .iter()
+                            .map(|f| (f.name.clone(), f.table_size)),
+                    )
+                    .map(|(n, size)| (n, SparseTable::new(size, fd, std, rng).with_zero_padding()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        let user_in = d + fd
+            * (user_features.len() + usize::from(user_id.is_some()) + usize::from(age.is_some()));
+        let item_in = d + fd * item_features.len();
+        let (user_tower, item_tower, params) =
+            Self::fresh_towers(config, (user_in, item_in), rng, device)?;
+        Ok(TwoTower {
+            config: config.clone(),
+            tables: Tables {
+                item,
+                user_id,
+                user_features,
+                age,
+                item_features,
+            },
+            user_tower,
+            item_tower,
+            params,
+            device: device.clone(),
+            dims: (user_in, item_in),
+        })
+    }
+
+    /// Newly initialised towers for inputs of widths `dims` (user, item).
+    pub(crate) fn fresh_towers(
+        config: &ModelConfig,
+        dims: (usize, usize),
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<(Tower, Option<Tower>, Params)> {
+        let mut params = Vec::new();
+        let user_tower = Tower::new(
+            "user_tower",
+            dims.0,
+            &config.user_tower,
+            config.activation,
+            rng,
+            device,
+            &mut params,
+        )?;
+        let item_tower = if config.kind == ModelKind::Dssm {
+            Some(Tower::new(
+                "item_tower",
+                dims.1,
+                &config.item_tower,
+                config.activation,
+                rng,
+                device,
+                &mut params,
+            )?)
+        } else {
+            None
+        };
+        Ok((user_tower, item_tower, params))
+    }
+
+    pub(crate) fn tables_input_dims(&self) -> (usize, usize) {
+        self.dims
+    }
+
+    /// Sum or mean of the embeddings of each list. Lists are padded with index 0 to the
+    /// longest; the table `g` was gathered from has a zero, frozen row 0 (see
+    /// `SparseTable::zero_padding`), so padding adds nothing and no mask multiply is needed;
+    /// the mean divides by the true length.
+    fn pool(&self, g: &Gathered, histories: &[&[u32]]) -> Result<Tensor> {
+        let b = histories.len();
+        let width = histories.iter().map(|h| h.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; b * width];
+        for (r, h) in histories.iter().enumerate() {
+            ids[r * width..r * width + h.len()].copy_from_slice(h);
+        }
+        let summed = g.lookup(&ids, &[b, width], &self.device)?.sum(1)?;
+        Ok(match self.config.pooling {
+            Pooling::Sum => summed,
+            Pooling::Mean => {
+                let lens: Vec<f32> = histories
+                    .iter()
+                    .map(|h| (h.len() as f32).max(1.0))
+                    .collect();
+                summed.broadcast_div(&Tensor::from_vec(lens, (b, 1), &self.device)?)?
+            }
+        })
+    }
+
+    /// Gathers, for one step, the item rows of histories and `candidates` plus the side tables'
+    /// rows. Returned indices: 0 is the item table, then the others in `Tables::named` order.
+    pub fn gather(
+        &self,
+        data: &EncodedData,
+        rows: &UserRows,
+        candidates: &[u32],
+    ) -> Result<StepRows> {
+        let dev = &self.device;
+        let mut gathered = Vec::new();
+        let items = rows
+            .histories
+            .iter()
+            .flat_map(|h| h.iter().copied())
+            .chain(candidates.iter().copied())
+            .chain([0]);
+        gathered.push((0, self.tables.item.gather(items, dev)?));
+        let mut slot = 1;
+        if let Some(t) = &self.tables.user_id {
+            gathered.push((slot, t.gather(rows.users.iter().copied(), dev)?));
+            slot += 1;
+        }
+        for (k, (_, t)) in self.tables.user_features.iter().enumerate() {
+            let values = &data.user_features[k].values;
+            gathered.push((
+                slot,
+                t.gather(rows.users.iter().map(|&u| values[u as usize]), dev)?,
+            ));
+            slot += 1;
+        }
+        if let Some(t) = &self.tables.age {
+            gathered.push((slot, t.gather(rows.ages.iter().copied(), dev)?));
+            slot += 1;
+        }
+        for (k, (_, t)) in self.tables.item_features.iter().enumerate() {
+            let ids: Vec<u32> = match data.item_bags.get(k) {
+                Some(bag) => candidates
+                    .iter()
+                    .flat_map(|&c| {
+                        bag.values[bag.offsets[c as usize]..bag.offsets[c as usize + 1]]
+                            .iter()
+                            .copied()
+                    })
+                    .chain([0])
+                    .collect(),
+                None => {
+                    let f = &data.item_scalar_features[k - data.item_bags.len()];
+                    candidates.iter().map(|&c| f.values[c as usize]).collect()
+                }
+            };
+            gathered.push((slot, t.gather(ids, dev)?));
+            slot += 1;
+        }
+        Ok(StepRows { gathered })
+    }
+
+    /// User vectors `[B, out]`, L2-normalised.
+    pub fn users(
+        &self,
+        data: &EncodedData,
+        step: &StepRows,
+        rows: &UserRows,
+        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
+    ) -> Result<Tensor> {
+        let b = rows.users.len();
+        let dev = &self.device;
+        let mut parts = vec![self.pool(&step.gathered[0].1, rows.histories)?];
+        let mut slot = 1;
+        if self.tables.user_id.is_some() {
+            parts.push(step.gathered[slot].1.lookup(rows.users, &[b], dev)?);
+            slot += 1;
+        }
+        for k in 0..self.tables.user_features.len() {
+            let values = &data.user_features[k].values;
+            let ids: Vec<u32> = rows.users.iter().map(|&u| values[u as usize]).collect();
+            parts.push(step.gathered[slot].1.lookup(&ids, &[b], dev)?);
+            slot += 1;
+        }
+        if self.tables.age.is_some() {
+            parts.push(step.gathered[slot].1.lookup(rows.ages, &[b], dev)?);
+        }
+        let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
+        l2_normalize(&self.user_tower.forward(&x, dropout)?)
+    }
+
+    /// Item vectors `[N, out]` for `candidates`, L2-normalised.
+    pub fn items(
+        &self,
+        data: &EncodedData,
+        step: &StepRows,
+        candidates: &[u32],
+        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
+    ) -> Result<Tensor> {
+        let n = candidates.len();
+        let dev = &self.device;
+        let own = step.gathered[0].1.lookup(candidates, &[n], dev)?;
+        let Some(tower) = &self.item_tower else {
+            return l2_normalize(&own);
+        };
+        let mut parts = vec![own];
+        let first_item_slot = step.gathered.len() - self.tables.item_features.len();
+        for k in 0..self.tables.item_features.len() {
+            let g = &step.gathered[first_item_slot + k].1;
+            match data.item_bags.get(k) {
+                Some(bag) => {
+                    let lists: Vec<&[u32]> = candidates
+                        .iter()
+                        .map(|&c| &bag.values[bag.offsets[c as usize]..bag.offsets[c as usize + 1]])
+                        .collect();
+                    parts.push(self.pool(g, &lists)?);
+                }
+                None => {
+                    let f = &data.item_scalar_features[k - data.item_bags.len()];
+                    let ids: Vec<u32> = candidates.iter().map(|&c| f.values[c as usize]).collect();
+                    parts.push(g.lookup(&ids, &[n], dev)?);
+                }
+            }
+        }
+        let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
+        l2_normalize(&tower.forward(&x, dropout)?)
+    }
+}

@@ -1,0 +1,211 @@
+//! Embedding tables updated row by row.
+//!
+//! candle's gradient of an embedding lookup is a dense tensor the size of the whole table, and
+//! a dense optimiser then touches every row: seconds per step for a million-row table. Here a
+//! table lives on the host; each step gathers only the rows the batch uses into a small `Var`,
+//! the model indexes that, and after the backward pass a lazy (row-wise) Adam updates just
+//! those rows, each with its own step count. Cost per step is proportional to the batch, not
+//! the catalogue.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor, Var};
+use rand::Rng;
+
+use crate::Result;
+
+/// Adam settings shared by the sparse tables.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamSettings {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+/// A host-side embedding table with lazy Adam state.
+#[derive(Debug, Clone)]
+pub struct SparseTable {
+    pub rows: usize,
+    pub dim: usize,
+    pub weights: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    steps: Vec<u32>,
+    /// Row 0 is padding: kept at zero and never updated, so sums over padded sequences need no
+    /// mask (the padded positions add zeros and receive no update).
+    pub zero_padding: bool,
+}
+
+/// The rows of one batch: `var` holds them (`[unique, dim]`) and `local` maps each requested
+/// id to its row in `var`.
+#[derive(Debug)]
+pub struct Gathered {
+    pub var: Var,
+    pub ids: Vec<u32>,
+    index: HashMap<u32, u32>,
+}
+
+impl Gathered {
+    /// Local indices of `ids` as a u32 tensor of `shape`.
+    pub fn local(&self, ids: &[u32], shape: &[usize], device: &Device) -> Result<Tensor> {
+        let local: Vec<u32> = ids.iter().map(|i| self.index[i]).collect();
+        Ok(Tensor::from_vec(local, shape, device)?)
+    }
+
+    /// Embeddings of `ids`, shape `shape ++ [dim]`.
+    pub fn lookup(&self, ids: &[u32], shape: &[usize], device: &Device) -> Result<Tensor> {
+        let local = self.local(ids, &[ids.len()], device)?;
+        let rows = self.var.as_tensor().index_select(&local, 0)?;
+        let mut full = shape.to_vec();
+        full.push(rows.dim(1)?);
+        Ok(rows.reshape(full)?)
+    }
+}
+
+impl SparseTable {
+    /// A table with rows drawn from N(0, std²) by `rng`.
+    pub fn new(rows: usize, dim: usize, std: f32, rng: &mut impl Rng) -> Self {
+        let weights = (0..rows * dim)
+            .map(|_| {
+                // Box-Muller: two uniforms to one normal.
+                let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-7), rng.random());
+                std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+            })
+            .collect();
+        SparseTable {
+            rows,
+            dim,
+            weights,
+            m: vec![0.0; rows * dim],
+            v: vec![0.0; rows * dim],
+            steps: vec![0; rows],
+            zero_padding: false,
+        }
+    }
+
+    /// The same table with row 0 zeroed and frozen (see [`SparseTable::zero_padding`]).
+    pub fn with_zero_padding(mut self) -> Self {
+        let n = self.dim.min(self.weights.len());
+        self.weights[..n].fill(0.0);
+        self.zero_padding = true;
+        self
+    }
+
+    /// A table with the given weights (checkpoint load).
+    pub fn from_weights(rows: usize, dim: usize, weights: Vec<f32>) -> Self {
+        SparseTable {
+            rows,
+            dim,
+            weights,
+            m: vec![0.0; rows * dim],
+            v: vec![0.0; rows * dim],
+            steps: vec![0; rows],
+            zero_padding: false,
+        }
+    }
+
+    /// Gathers the distinct rows among `ids` into a fresh `Var`.
+    pub fn gather(&self, ids: impl IntoIterator<Item = u32>, device: &Device) -> Result<Gathered> {
+        let mut index = HashMap::new();
+        let mut unique = Vec::new();
+        for id in ids {
+            index.entry(id).or_insert_with(|| {
+                unique.push(id);
+                unique.len() as u32 - 1
+            });
+        }
+        let mut data = Vec::with_capacity(unique.len() * self.dim);
+        for &id in &unique {
+            let r = id as usize * self.dim;
+            data.extend_from_slice(&self.weights[r..r + self.dim]);
+        }
+        let tensor = Tensor::from_vec(data, (unique.len(), self.dim), device)?;
+        Ok(Gathered {
+            var: Var::from_tensor(&tensor)?,
+            ids: unique,
+            index,
+        })
+    }
+
+    /// Lazy Adam on the gathered rows, given the gradient of the gathered `Var`.
+    pub fn apply(&mut self, gathered: &Gathered, grad: &Tensor, adam: AdamSettings) -> Result<()> {
+        let grad: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let (b1, b2) = (adam.beta1 as f32, adam.beta2 as f32);
+        for (local, &id) in gathered.ids.iter().enumerate() {
+            if id == 0 && self.zero_padding {
+                continue;
+            }
+            let row = id as usize;
+            self.steps[row] += 1;
+            let t = self.steps[row] as i32;
+            let c1 = 1.0 - b1.powi(t);
+            let c2 = 1.0 - b2.powi(t);
+            let step = adam.lr as f32 * c2.sqrt() / c1;
+            let g = &grad[local * self.dim..(local + 1) * self.dim];
+            let base = row * self.dim;
+            for k in 0..self.dim {
+                let i = base + k;
+                self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[k];
+                self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[k] * g[k];
+                self.weights[i] -= step * self.m[i] / (self.v[i].sqrt() + adam.eps as f32);
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole table as a tensor (inference, checkpoints).
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.weights.clone(),
+            (self.rows, self.dim),
+            device,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// One Adam step moves each touched weight by lr * sign(grad) (bias-corrected first step)
+    /// and leaves untouched rows alone.
+    #[test]
+    fn first_lazy_adam_step_moves_touched_rows_by_lr() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut t = SparseTable::new(4, 2, 0.1, &mut rng);
+        let before = t.weights.clone();
+        let dev = Device::Cpu;
+        let g = t.gather([3, 1, 3], &dev).unwrap();
+        assert_eq!(g.ids, vec![3, 1]);
+        let x = g.lookup(&[3, 1, 3], &[3], &dev).unwrap();
+        // loss = sum(x * c): gradient of row 3 is 2c (used twice), of row 1 is c.
+        let c = Tensor::new(&[1f32, -2.0], &dev).unwrap();
+        let loss = x.broadcast_mul(&c).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let grad = grads.get(g.var.as_tensor()).unwrap();
+        assert_eq!(
+            grad.to_vec2::<f32>().unwrap(),
+            vec![vec![2.0, -4.0], vec![1.0, -2.0]]
+        );
+        let adam = AdamSettings {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        t.apply(&g, grad, adam).unwrap();
+        for row in 0..4 {
+            for k in 0..2 {
+                let d = t.weights[row * 2 + k] - before[row * 2 + k];
+                let expected = if row == 1 || row == 3 {
+                    if k == 0 { -0.01 } else { 0.01 }
+                } else {
+                    0.0
+                };
+                assert!((d - expected).abs() < 1e-6, "row {row} col {k}: {d}");
+            }
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Training: seeded shuffled mini-batches, the four losses, Adam (dense layers) plus lazy
+//! row-wise Adam (embedding tables), validation HitRate@K with exact top-K after every epoch,
+//! early stopping that keeps the best epoch's weights.
+
+use std::time::Instant;
+
+use candle_core::{D, Tensor};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use recall_eval::topk::{self, Lists};
+use recall_eval::{Embeddings, metrics};
+use recall_sampling::exclude::draw_excluding;
+use recall_sampling::{ItemSampler, Popularity, Uniform};
+use serde::Serialize;
+
+use crate::config::{Loss, NegativeSampler, TrainConfig};
+use crate::data::{EncodedData, Split};
+use crate::model::{StepRows, TwoTower, UserRows};
+use crate::sparse::AdamSettings;
+use crate::{Error, Result};
+
+/// First item index that is a real item (0 padding, 1 out-of-vocabulary).
+pub const FIRST_ITEM: u32 = 2;
+
+/// What one epoch did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    pub seconds: f64,
+    pub examples_per_second: f64,
+    /// Validation HitRate@K (None without a validation split).
+    pub valid_hit_rate: Option<f64>,
+}
+
+/// The outcome of training.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub epochs: Vec<EpochLog>,
+    pub best_epoch: usize,
+    pub train_seconds: f64,
+    pub examples_per_second: f64,
+}
+
+/// Stable binary cross-entropy on logits: `relu(x) - x*y + ln(1 + exp(-|x|))`, mean.
+pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let loss = (logits.relu()? - logits.mul(labels)?)?
+        .add(&logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    Ok(loss.mean_all()?)
+}
+
+/// Softmax cross-entropy with the label in column 0: `-mean(log_softmax(logits)[:, 0])`.
+pub fn softmax_first(logits: &Tensor) -> Result<Tensor> {
+    let ls = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    Ok(ls.narrow(1, 0, 1)?.mean_all()?.neg()?)
+}
+
+/// BPR: `mean(softplus(-(s_pos - s_neg)))` with the positive in column 0.
+pub fn bpr(logits: &Tensor) -> Result<Tensor> {
+    let n = logits.dim(1)?;
+    let diff = logits
+        .narrow(1, 0, 1)?
+        .broadcast_sub(&logits.narrow(1, 1, n - 1)?)?;
+    // softplus(-d) = relu(-d) + ln(1 + exp(-|d|)), stable for large |d|.
+    let neg = diff.neg()?;
+    let sp = (neg.relu()? + diff.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    Ok(sp.mean_all()?)
+}
+
+fn sampler(config: &TrainConfig, data: &EncodedData) -> Result<Box<dyn ItemSampler>> {
+    let end = data.item_table_size as u32;
+    Ok(match config.sampler {
+        NegativeSampler::Uniform => Box::new(Uniform::new(FIRST_ITEM, end)?),
+        NegativeSampler::Popularity { alpha } => {
+            Box::new(Popularity::new(&data.item_counts, FIRST_ITEM, alpha)?)
+        }
+    })
+}
+
+/// Histories, users and age buckets of some rows of a split.
+fn user_rows<'a>(split: &'a Split, rows: &[usize]) -> (Vec<&'a [u32]>, Vec<u32>, Vec<u32>) {
+    (
+        rows.iter().map(|&r| split.history_of(r)).collect(),
+        rows.iter().map(|&r| split.user[r]).collect(),
+        rows.iter().map(|&r| split.age_bucket[r]).collect(),
+    )
+}
+
+impl TwoTower {
+    /// Embeddings of every row of `split` (the user side at that row's history and age).
+    pub fn embed_split(&self, data: &EncodedData, split: &Split) -> Result<Embeddings> {
+        let mut out = Vec::with_capacity(split.len() * self.output_dim());
+        for chunk in (0..split.len()).collect::<Vec<_>>().chunks(4096) {
+            let (hist, users, ages) = user_rows(split, chunk);
+            let rows = UserRows {
+                users: &users,
+                histories: &hist,
+                ages: &ages,
+            };
+            let step = self.gather(data, &rows, &[])?;
+            let u = self.users(data, &step, &rows, None)?;
+            out.extend(u.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(Embeddings::new(self.output_dim(), out)?)
+    }
+
+    /// Embeddings of every item index (rows 0 and 1 are the reserved slots; skip them when
+    /// ranking).
+    pub fn embed_items(&self, data: &EncodedData) -> Result<Embeddings> {
+        let all: Vec<u32> = (0..data.item_table_size as u32).collect();
+        let mut out = Vec::with_capacity(all.len() * self.output_dim());
+        for chunk in all.chunks(8192) {
+            let rows = UserRows {
+                users: &[],
+                histories: &[],
+                ages: &[],
+            };
+            let step = self.gather(data, &rows, chunk)?;
+            out.extend(
+                self.items(data, &step, chunk, None)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        Ok(Embeddings::new(self.output_dim(), out)?)
+    }
+
+    pub fn output_dim(&self) -> usize {
+        self.config
+            .user_tower
+            .last()
+            .copied()
+            .unwrap_or(self.config.embedding_dim)
+    }
+
+    /// HitRate@k of `split` (exact full-catalogue ranking, nothing filtered).
+    pub fn hit_rate(&self, data: &EncodedData, split: &Split, k: usize) -> Result<f64> {
+        let users = self.embed_split(data, split)?;
+        let items = self.embed_items(data)?;
+        let top = topk::exact(
+            &users,
+            &items,
+            k,
+            &topk::Options {
+                first_item: FIRST_ITEM,
+                ..Default::default()
+            },
+        )?;
+        let truth = Lists::from_rows(&split.target.iter().map(|&t| vec![t]).collect::<Vec<_>>());
+        let report = metrics::evaluate(&top, &truth, &[k], None)?;
+        Ok(report.at(k).map_or(0.0, |m| m.hit_rate))
+    }
+}
+
+/// Loss of one batch.
+fn batch_loss(
+    model: &TwoTower,
+    data: &EncodedData,
+    config: &TrainConfig,
+    rows: &[usize],
+    sampler: &dyn ItemSampler,
+    log_q: &[f32],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<(Tensor, StepRows)> {
+    let split = &data.train;
+    let dev = &model.device;
+    let (hist, users, ages) = user_rows(split, rows);
+    let targets: Vec<u32> = rows.iter().map(|&r| split.target[r]).collect();
+    let b = rows.len();
+    let temperature = model.config.temperature;
+    let dropout_rate = model.config.dropout;
+    let mut dropout_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+    let mut mask = |shape: &[usize]| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let keep = 1.0 / (1.0 - dropout_rate);
+        let m: Vec<f32> = (0..n)
+            .map(|_| {
+                if dropout_rng.random::<f32>() < dropout_rate {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        Ok(Tensor::from_vec(m, shape, dev)?)
+    };
+    let urows = UserRows {
+        users: &users,
+        histories: &hist,
+        ages: &ages,
+    };
+
+    if config.loss == Loss::InBatch {
+        let step = model.gather(data, &urows, &targets)?;
+        let u = model.users(data, &step, &urows, Some((dropout_rate, &mut mask)))?;
+        let v = model.items(data, &step, &targets, Some((dropout_rate, &mut mask)))?;
+        let mut logits = (u.matmul(&v.t()?)? / temperature)?;
+        // logQ: q_j = training frequency of item j; accidental hits masked off the diagonal.
+        let column: Vec<f32> = targets
+            .iter()
+            .map(|&t| {
+                if config.logq_correction {
+                    log_q[t as usize]
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut bias = Vec::with_capacity(b * b);
+        for i in 0..b {
+            bias.extend_from_slice(&column);
+            for j in 0..b {
+                if i != j && targets[i] == targets[j] {
+                    bias[i * b + j] = -1e9;
+                }
+            }
+        }
+        logits = (logits + Tensor::from_vec(bias, (b, b), dev)?)?;
+        // Row i's label is column i: move it to column 0 by rolling, so one CE serves all.
+        let labels = Tensor::from_vec((0..b as u32).collect::<Vec<_>>(), (b, 1), dev)?;
+        let ls = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let loss = ls.gather(&labels, 1)?.mean_all()?.neg()?;
+        return Ok((loss, step));
+    }
+
+    // Sampled negatives, never one of the user's training positives.
+    let n = config.negatives;
+    let mut candidates = Vec::with_capacity(b * (n + 1));
+    let mut negs = Vec::with_capacity(n);
+    for (k, &r) in rows.iter().enumerate() {
+        candidates.push(targets[k]);
+        negs.clear();
+        let positives = &data.user_positives[split.user[r] as usize];
+        draw_excluding(sampler, rng, positives, n, &mut negs)?;
+        candidates.extend_from_slice(&negs);
+    }
+    let step = model.gather(data, &urows, &candidates)?;
+    let u = model.users(data, &step, &urows, Some((dropout_rate, &mut mask)))?;
+    let v = model
+        .items(data, &step, &candidates, Some((dropout_rate, &mut mask)))?
+        .reshape((b, n + 1, ()))?;
+    let mut logits = (v.broadcast_mul(&u.unsqueeze(1)?)?.sum(D::Minus1)? / temperature)?;
+    if config.logq_correction && matches!(config.loss, Loss::SampledSoftmax) {
+        let q: Vec<f32> = candidates
+            .iter()
+            .map(|&c| -(sampler.probability(c).max(1e-12).ln() as f32))
+            .collect();
+        logits = (logits + Tensor::from_vec(q, (b, n + 1), dev)?)?;
+    }
+    let loss = match config.loss {
+        Loss::SampledSoftmax => softmax_first(&logits)?,
+        Loss::Pairwise => bpr(&logits)?,
+        _ => {
+            let mut labels = vec![0f32; b * (n + 1)];
+            (0..b).for_each(|i| labels[i * (n + 1)] = 1.0);
+            bce_with_logits(&logits, &Tensor::from_vec(labels, (b, n + 1), dev)?)?
+        }
+    };
+    Ok((loss, step))
+}
+
+/// Trains `model` on `data.train`, validating on `data.valid` after each epoch.
+pub fn train(
+    model: &mut TwoTower,
+    data: &EncodedData,
+    config: &TrainConfig,
+    seed: u64,
+) -> Result<TrainReport> {
+    config.validate()?;
+    let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let sampler = sampler(config, data)?;
+    let adam = AdamSettings {
+        lr: config.lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let vars = model.params.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: config.lr,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    // -ln q of every item as an in-batch candidate: its share of training targets.
+    let total = data.item_counts.iter().sum::<u64>().max(1) as f64;
+    let log_q: Vec<f32> = data
+        .item_counts
+        .iter()
+        .map(|&c| -((c.max(1) as f64 / total).ln() as f32))
+        .collect();
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    let mut epochs = Vec::new();
+    let mut best: Option<(f64, usize, TwoTower)> = None;
+    let mut trained_examples = 0usize;
+    let mut train_seconds = 0.0;
+    for epoch in 1..=config.epochs {
+        let _span = tracing::info_span!("epoch", epoch).entered();
+        let start = Instant::now();
+        // Fisher-Yates with the training generator: the same seed gives the same batches.
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        let (mut loss_sum, mut batches) = (0f64, 0usize);
+        let limit = std::env::var("RECALL_MAX_BATCHES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX);
+        for rows in order.chunks(config.batch_size).take(limit) {
+            if rows.len() < 2 {
+                continue;
+            }
+            let (loss, step) = batch_loss(
+                model,
+                data,
+                config,
+                rows,
+                sampler.as_ref(),
+                &log_q,
+                &mut rng,
+            )?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Err(Error::Training(format!(
+                    "loss became {value} at epoch {epoch}, batch {batches}: lower the learning rate or raise the temperature; \
+                     the last good checkpoint is the previous epoch's"
+                )));
+            }
+            let grads = loss.backward()?;
+            opt.step(&grads)?;
+            let tables = model.tables.named_mut();
+            let mut tables: Vec<_> = tables.into_iter().map(|(_, t)| t).collect();
+            for (slot, g) in &step.gathered {
+                if let Some(grad) = grads.get(g.var.as_tensor()) {
+                    tables[*slot].apply(g, grad, adam)?;
+                }
+            }
+            loss_sum += value;
+            batches += 1;
+            trained_examples += rows.len();
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        train_seconds += seconds;
+        let valid_hit_rate = if data.valid.is_empty() {
+            None
+        } else {
+            Some(model.hit_rate(data, &data.valid, config.validate_k)?)
+        };
+        let log = EpochLog {
+            epoch,
+            loss: loss_sum / batches.max(1) as f64,
+            seconds,
+            examples_per_second: data.train.len() as f64 / seconds.max(1e-9),
+            valid_hit_rate,
+        };
+        tracing::info!(epoch, loss = format!("{:.4}", log.loss), seconds = format!("{seconds:.1}"), examples_per_second = format!("{:.0}", log.examples_per_second), valid_hit_rate = ?valid_hit_rate.map(|h| format!("{h:.4}")), "epoch done");
+        epochs.push(log);
+        let score = valid_hit_rate.unwrap_or(epoch as f64);
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, epoch, model.snapshot()?));
+        } else if best
+            .as_ref()
+            .is_some_and(|(_, e, _)| epoch - e >= config.patience)
+        {
+            tracing::info!(
+                epoch,
+                "early stop: no better validation HitRate@{} for {} epochs",
+                config.validate_k,
+                config.patience
+            );
+            break;
+        }
+    }
+    let best_epoch = best.as_ref().map_or(0, |b| b.1);
+    if let Some((_, _, snapshot)) = best {
+        *model = snapshot;
+    }
+    Ok(TrainReport {
+        epochs,
+        best_epoch,
+        train_seconds,
+        examples_per_second: trained_examples as f64 / train_seconds.max(1e-9),
+    })
+}
+
+impl TwoTower {
+    /// A deep copy whose dense `Var`s are independent of this model's (candle `Var`s share
+    /// storage when cloned).
+    pub fn snapshot(&self) -> Result<TwoTower> {
+        let mut copy = self.clone();
+        let data = self
+            .params
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .collect::<Result<Vec<_>>>()?;
+        copy.rebuild_dense(&data)?;
+        Ok(copy)
+    }
+
+    /// Replaces dense parameters by the given tensors (by name), rebuilding the towers.
+    pub fn rebuild_dense(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        let dev = self.device.clone();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        let fresh = TwoTower::fresh_towers(&self.config, self.tables_input_dims(), &mut rng, &dev)?;
+        // Fresh Vars (then overwritten) so the copy shares no storage with the original.
+        self.user_tower = fresh.0;
+        self.item_tower = fresh.1;
+        self.params = fresh.2;
+        for (name, var) in &self.params {
+            let t = tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| Error::Training(format!("checkpoint lacks tensor `{name}`")))?;
+            var.set(&t.1.to_device(&dev)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! The report stage: `report/metrics.json` (machine-readable, shape below) and
+//! `report/report.md` (for people), built from the manifests and results of earlier stages.
+//!
+//! `metrics.json`: `{"pipeline", "dataset": {"name", "users", "items", "interactions"},
+//! "results": [{"model", "filter_seen", "metrics": {"recall@50", "hit_rate@50", ...},
+//! "hit_rate_ci95"}], "timings_s": {"<stage>": s}, "throughput": {"<model>":
+//! {"train_examples_per_second"}}}`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::PipelineConfig;
+use crate::manifest::Manifest;
+
+fn manifest(run_dir: &Path, stage: &str) -> Option<Manifest> {
+    Manifest::read(&run_dir.join(stage))
+}
+
+/// Writes metrics.json and report.md into `out`.
+pub fn write(
+    config: &PipelineConfig,
+    run_dir: &Path,
+    out: &Path,
+) -> Result<(Vec<PathBuf>, serde_json::Value)> {
+    let results_path = run_dir.join("evaluate/results.json");
+    let results: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&results_path)
+            .with_context(|| format!("reading {}", results_path.display()))?,
+    )?;
+    let ingest = manifest(run_dir, "ingest")
+        .map(|m| m.stats)
+        .unwrap_or_default();
+    let encode = manifest(run_dir, "encode")
+        .map(|m| m.stats)
+        .unwrap_or_default();
+    let train = manifest(run_dir, "train")
+        .map(|m| m.stats)
+        .unwrap_or_default();
+    let mut timings = serde_json::Map::new();
+    for stage in ["ingest", "encode", "train", "evaluate"] {
+        if let Some(m) = manifest(run_dir, stage) {
+            timings.insert(stage.to_owned(), serde_json::json!(m.seconds));
+        }
+    }
+    let mut throughput = serde_json::Map::new();
+    if let Some(models) = train.as_object() {
+        for (name, s) in models {
+            throughput.insert(name.clone(), serde_json::json!({ "train_examples_per_second": s["examples_per_second"], "train_seconds": s["train_seconds"], "best_epoch": s["best_epoch"] }));
+        }
+    }
+    let dataset_name = match &config.ingest {
+        recall_data::IngestConfig::Synthetic(_) => "synthetic".to_owned(),
+        recall_data::IngestConfig::Generic(g) => g.name.clone().unwrap_or_else(|| "generic".into()),
+        other => format!("{other:?}")
+            .split_whitespace()
+            .next()
+            .unwrap_or("movielens")
+            .to_lowercase(),
+    };
+    let doc = serde_json::json!({
+        "pipeline": config.name,
+        "dataset": { "name": dataset_name, "users": ingest["users"], "items": ingest["items"], "interactions": ingest["interactions"] },
+        "protocol": { "split": "leave-last-out per user by seq; last item is the test target", "ranking": "exact over every item in the training vocabulary", "train_examples": encode["train_examples"], "test_users": results["test_users"], "rankable_items": results["rankable_items"] },
+        "results": results["results"],
+        "timings_s": timings,
+        "throughput": throughput,
+    });
+    let metrics_path = out.join("metrics.json");
+    recall_core::write::write_bytes(&metrics_path, &serde_json::to_vec_pretty(&doc)?)?;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Recall report: `{}`\n", config.name);
+    let _ = writeln!(
+        md,
+        "Dataset `{dataset_name}`: {} users, {} items, {} interactions; {} training examples, {} test users.\n",
+        ingest["users"],
+        ingest["items"],
+        ingest["interactions"],
+        encode["train_examples"],
+        results["test_users"]
+    );
+    let _ = writeln!(
+        md,
+        "Protocol: leave-last-out per user (the last interaction is the test target), exact ranking over all {} rankable items, metrics averaged over test users; `filtered` removes items the user saw before the target. HitRate@50 has a 95 % bootstrap interval over users.\n",
+        results["rankable_items"]
+    );
+    let ks = &config.evaluate.ks;
+    let mut header = String::from("| model | filtered |");
+    let mut rule = String::from("|---|---|");
+    for k in ks {
+        let _ = write!(header, " HR@{k} | NDCG@{k} | MRR@{k} | Recall@{k} |");
+        rule.push_str("---|---|---|---|");
+    }
+    header.push_str(" HR@50 95% CI |");
+    rule.push_str("---|");
+    let _ = writeln!(md, "{header}\n{rule}");
+    for row in results["results"].as_array().into_iter().flatten() {
+        let mut line = format!(
+            "| {} | {} |",
+            row["model"].as_str().unwrap_or("?"),
+            if row["filter_seen"] == true {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        for k in ks {
+            for key in ["hit_rate", "ndcg", "mrr", "recall"] {
+                let _ = write!(
+                    line,
+                    " {:.4} |",
+                    row["metrics"][format!("{key}@{k}")]
+                        .as_f64()
+                        .unwrap_or(f64::NAN)
+                );
+            }
+        }
+        match row["hit_rate_ci95"].as_array() {
+            Some(ci) => {
+                let _ = write!(
+                    line,
+                    " {:.4} - {:.4} |",
+                    ci[0].as_f64().unwrap_or(f64::NAN),
+                    ci[1].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            None => line.push_str(" |"),
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    let _ = writeln!(md, "\n## Timings\n\n| stage | seconds |\n|---|---|");
+    for (stage, s) in &timings {
+        let _ = writeln!(md, "| {stage} | {:.1} |", s.as_f64().unwrap_or(f64::NAN));
+    }
+    if !throughput.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Training\n\n| model | examples/s | train seconds | best epoch |\n|---|---|---|---|"
+        );
+        for (name, t) in &throughput {
+            let _ = writeln!(
+                md,
+                "| {name} | {:.0} | {:.1} | {} |",
+                t["train_examples_per_second"].as_f64().unwrap_or(f64::NAN),
+                t["train_seconds"].as_f64().unwrap_or(f64::NAN),
+                t["best_epoch"]
+            );
+        }
+    }
+    let md_path = out.join("report.md");
+    recall_core::write::write_bytes(&md_path, md.as_bytes())?;
+    Ok((
+        vec![metrics_path, md_path],
+        serde_json::json!({ "models": config.models.len() }),
+    ))
+}
+
+/// Fails when a model's unfiltered HitRate@50 is below the `min_hit_rate_at_50` of its entry.
+pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()> {
+    let wanted: Vec<_> = config
+        .models
+        .iter()
+        .filter_map(|m| m.min_hit_rate_at_50.map(|t| (&m.name, t)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let path = report_dir.join("metrics.json");
+    let doc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    for (name, threshold) in wanted {
+        let value = doc["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["model"] == name.as_str() && r["filter_seen"] == false)
+            .and_then(|r| r["metrics"]["hit_rate@50"].as_f64())
+            .with_context(|| {
+                format!(
+                    "no unfiltered hit_rate@50 for model `{name}` in {}",
+                    path.display()
+                )
+            })?;
+        if value < threshold {
+            bail!(
+                "regression: model `{name}` HitRate@50 = {value:.4} is below min_hit_rate_at_50 = {threshold} (see {})",
+                path.display()
+            );
+        }
+        tracing::info!(
+            model = name.as_str(),
+            value,
+            threshold,
+            "HitRate@50 threshold met"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! The train stage: each configured model is trained on `encode/` and checkpointed into
+//! `train/<model>/` (`model.safetensors`, `config.json`, `history.json`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use rand::SeedableRng;
+use recall_models::{EncodedData, TwoTower, checkpoint, train};
+use serde::{Deserialize, Serialize};
+
+/// One model of a pipeline (`[[models]]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// Names the output folder and the row in the report (`dssm`, `youtubednn`, ...).
+    pub name: String,
+    pub model: recall_models::ModelConfig,
+    pub train: recall_models::TrainConfig,
+    /// The scheduled job fails when this model's test HitRate@50 (unfiltered) falls below.
+    #[serde(default)]
+    pub min_hit_rate_at_50: Option<f64>,
+}
+
+/// Trains every model; returns the files written and per-model stats.
+pub fn run(
+    encode_dir: &Path,
+    out: &Path,
+    models: &[ModelEntry],
+    seed: u64,
+) -> Result<(Vec<PathBuf>, serde_json::Value)> {
+    let data = EncodedData::read_dir(encode_dir).context("reading the encoded data")?;
+    let device = Device::Cpu;
+    let mut written = Vec::new();
+    let mut stats = serde_json::Map::new();
+    for entry in models {
+        let _span = tracing::info_span!("model", name = entry.name.as_str()).entered();
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut model = TwoTower::new(&entry.model, &data, &mut rng, &device)
+            .with_context(|| format!("model `{}`", entry.name))?;
+        let report = train::train(&mut model, &data, &entry.train, seed)
+            .with_context(|| format!("training `{}`", entry.name))?;
+        let dir = out.join(&entry.name);
+        checkpoint::save(&model, &dir)?;
+        let history = serde_json::to_vec_pretty(&report)?;
+        recall_core::write::write_bytes(&dir.join("history.json"), &history)?;
+        written.extend(["model.safetensors", "config.json", "history.json"].map(|f| dir.join(f)));
+        stats.insert(entry.name.clone(), serde_json::json!({
+            "best_epoch": report.best_epoch,
+            "epochs_run": report.epochs.len(),
+            "train_seconds": report.train_seconds,
+            "examples_per_second": report.examples_per_second,
+            "best_valid_hit_rate": report.epochs.iter().filter_map(|e| e.valid_hit_rate).fold(None, |m: Option<f64>, h| Some(m.map_or(h, |m| m.max(h)))),
+        }));
+    }
+    Ok((written, serde_json::Value::Object(stats)))
+}
