@@ -263,7 +263,12 @@ pub fn execute(
                 stage,
                 &report_dir,
                 config_hash(&(&config.name, &config.models))?,
-                &outputs_of(&evaluate_dir),
+                // The report also reads the earlier manifests (counts, timings).
+                &[Stage::Ingest, Stage::Encode, Stage::Train, Stage::Evaluate]
+                    .iter()
+                    .map(|s| run_dir.join(s.name()).join(crate::manifest::MANIFEST_FILE))
+                    .chain(outputs_of(&evaluate_dir))
+                    .collect::<Vec<_>>(),
                 forced,
                 |dir| crate::report::write(config, run_dir, dir),
             )?,
@@ -290,7 +295,8 @@ mod tests {
     fn tiny(max_len: usize) -> PipelineConfig {
         let text = format!(
             "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 60\nitems = 40\n\
-             interactions_per_user = 12\nseed = 5\n[encode]\nmax_len = {max_len}\n"
+             interactions_per_user = 12\nseed = 5\n[encode]\nmax_len = {max_len}\n\
+             [evaluate]\nks = [5, 10]\nbootstrap = 50\n"
         );
         crate::config::parse(&text, Path::new("tiny.toml")).unwrap()
     }
@@ -303,38 +309,33 @@ mod tests {
             .collect()
     }
 
+    const ALL: [&str; 5] = ["ingest", "encode", "train", "evaluate", "report"];
+
+    fn run_ran(config: &PipelineConfig, run: &Path) -> Vec<&'static str> {
+        ran(&execute(config, run, None, false, false).unwrap())
+    }
+
     #[test]
     fn unchanged_stages_are_skipped_and_changed_ones_rerun() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("t");
-        assert_eq!(
-            ran(&execute(&tiny(5), &run, None, false, false).unwrap()),
-            ["ingest", "encode"]
-        );
+        assert_eq!(run_ran(&tiny(5), &run), ALL);
         let train = std::fs::read(run.join("encode/train.parquet")).unwrap();
-        assert!(ran(&execute(&tiny(5), &run, None, false, false).unwrap()).is_empty());
-        // A changed encode setting reruns encode only.
-        assert_eq!(
-            ran(&execute(&tiny(3), &run, None, false, false).unwrap()),
-            ["encode"]
-        );
-        // An interrupted stage (no manifest) is rerun, and gives the same bytes again.
-        execute(&tiny(5), &run, None, false, false).unwrap();
+        assert!(run_ran(&tiny(5), &run).is_empty());
+        // A changed encode setting reruns encode and every stage reading its outputs.
+        assert_eq!(run_ran(&tiny(3), &run), ALL[1..]);
+        // An interrupted stage (no manifest) is rerun and writes the same bytes again, so the
+        // stages after it stay current (the report, which shows timings, is redrawn).
+        run_ran(&tiny(5), &run);
         std::fs::remove_file(run.join("encode/manifest.json")).unwrap();
-        assert_eq!(
-            ran(&execute(&tiny(5), &run, None, false, false).unwrap()),
-            ["encode"]
-        );
+        assert_eq!(run_ran(&tiny(5), &run), ["encode", "report"]);
         assert_eq!(
             std::fs::read(run.join("encode/train.parquet")).unwrap(),
             train
         );
         // A damaged output makes its stage stale.
         std::fs::write(run.join("ingest/items.parquet"), b"junk").unwrap();
-        assert_eq!(
-            ran(&execute(&tiny(5), &run, None, false, false).unwrap()),
-            ["ingest"]
-        );
+        assert_eq!(run_ran(&tiny(5), &run), ["ingest", "report"]);
     }
 
     #[test]
@@ -346,14 +347,20 @@ mod tests {
             format!("{err:#}").contains("stage ingest has not completed"),
             "{err:#}"
         );
-        execute(&tiny(5), &run, None, false, false).unwrap();
-        assert_eq!(
-            ran(&execute(&tiny(5), &run, Some(Stage::Encode), true, false).unwrap()),
-            ["encode"]
-        );
-        assert_eq!(
-            ran(&execute(&tiny(5), &run, Some(Stage::Ingest), false, false).unwrap()),
-            ["ingest", "encode"]
-        );
+        run_ran(&tiny(5), &run);
+        let only = execute(&tiny(5), &run, Some(Stage::Encode), true, false).unwrap();
+        assert_eq!(ran(&only), ["encode"]);
+        let from = execute(&tiny(5), &run, Some(Stage::Train), false, false).unwrap();
+        assert_eq!(ran(&from), ALL[2..]);
+    }
+
+    #[test]
+    fn a_k_beyond_the_catalogue_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 60\nitems = 40\nseed = 5\n\
+                    [evaluate]\nks = [50]\n";
+        let config = crate::config::parse(text, Path::new("k.toml")).unwrap();
+        let err = execute(&config, &dir.path().join("t"), None, false, false).unwrap_err();
+        assert!(format!("{err:#}").contains("`evaluate.ks`"), "{err:#}");
     }
 }

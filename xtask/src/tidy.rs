@@ -15,7 +15,10 @@ mod tests {
         ("recall-features", &["recall-core"]),
         ("recall-sampling", &["recall-core"]),
         ("recall-eval", &["recall-core"]),
-        ("recall-models", &["recall-core", "recall-sampling"]),
+        (
+            "recall-models",
+            &["recall-core", "recall-sampling", "recall-eval"],
+        ),
         (
             "recall-export",
             &["recall-core", "recall-models", "recall-eval"],

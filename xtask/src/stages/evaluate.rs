@@ -110,6 +110,13 @@ pub fn run(
     let split = EvalSplit::read(encode_dir, "test.parquet").context("reading the test split")?;
     let k = config.ks.iter().copied().max().unwrap_or(50);
     let n_items = split.popularity.len();
+    let rankable = n_items.saturating_sub(FIRST_ITEM as usize);
+    if config.ks.is_empty() || config.ks.contains(&0) || k > rankable {
+        anyhow::bail!(
+            "configuration key `evaluate.ks`: every K must be between 1 and the {rankable} rankable items, got {:?}",
+            config.ks
+        );
+    }
     let mut rows = Vec::new();
     let mut written = Vec::new();
     let mut eval_seconds = serde_json::Map::new();
