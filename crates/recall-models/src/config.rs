@@ -175,6 +175,9 @@ pub struct TrainConfig {
     /// K of the validation HitRate. Default 50.
     #[serde(default = "default_k")]
     pub validate_k: usize,
+    /// Stop each epoch after this many batches (smoke runs, throughput measurements).
+    #[serde(default)]
+    pub max_batches_per_epoch: Option<usize>,
 }
 
 impl ModelConfig {

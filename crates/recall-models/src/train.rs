@@ -306,6 +306,7 @@ pub fn train(
             order.swap(i, rng.random_range(0..=i));
         }
         let (mut loss_sum, mut batches) = (0f64, 0usize);
+        let examples_before = trained_examples;
         let limit = std::env::var("RECALL_MAX_BATCHES")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -354,7 +355,7 @@ pub fn train(
             epoch,
             loss: loss_sum / batches.max(1) as f64,
             seconds,
-            examples_per_second: data.train.len() as f64 / seconds.max(1e-9),
+            examples_per_second: (trained_examples - examples_before) as f64 / seconds.max(1e-9),
             valid_hit_rate,
         };
         tracing::info!(epoch, loss = format!("{:.4}", log.loss), seconds = format!("{seconds:.1}"), examples_per_second = format!("{:.0}", log.examples_per_second), valid_hit_rate = ?valid_hit_rate.map(|h| format!("{h:.4}")), "epoch done");

@@ -1,0 +1,62 @@
+//! Training throughput at torch-rechub's example sizes (../shared/notes/peers.md), on an
+//! encode output directory (e.g. full ML-1M), for comparison with the peer's measured rates:
+//! - YoutubeDNN: embedding 16, user tower [128, 64, 16], batch 2048, 3 popularity^0.75
+//!   negatives, sampled softmax (listwise), temperature 0.02;
+//! - DSSM: embedding 16, towers [256, 128, 64] PReLU, 3 negatives as label-0 rows (pointwise
+//!   BCE), batch 4096 rows = 1024 examples x (1 positive + 3 negatives).
+//!
+//! ```sh
+//! cargo run --release -p recall-models --example throughput -- runs/ml-1m-youtubednn/encode [MAX_BATCHES]
+//! ```
+//! Prints examples (and rows) per second over one epoch (or its first MAX_BATCHES batches).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use rand::SeedableRng;
+use recall_models::{EncodedData, TwoTower, train};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = PathBuf::from(
+        args.first()
+            .ok_or("usage: throughput ENCODE_DIR [MAX_BATCHES]")?,
+    );
+    let max_batches = args.get(1).map(|b| b.parse()).transpose()?;
+    let data = EncodedData::read_dir(&dir)?;
+    let setups = [
+        (
+            "youtubednn",
+            serde_json::json!({ "kind": "youtubednn", "embedding_dim": 16, "user_tower": [128, 64, 16], "temperature": 0.02 }),
+            serde_json::json!({ "loss": "sampled-softmax", "negatives": 3, "batch_size": 2048, "epochs": 1 }),
+            1usize,
+        ),
+        (
+            "dssm",
+            serde_json::json!({ "kind": "dssm", "embedding_dim": 16, "user_tower": [256, 128, 64], "item_tower": [256, 128, 64], "activation": "prelu" }),
+            serde_json::json!({ "loss": "pointwise", "negatives": 3, "batch_size": 1024, "epochs": 1, "logq_correction": false }),
+            4usize,
+        ),
+    ];
+    for (name, model, train_config, rows_per_example) in setups {
+        let model_config = serde_json::from_value(model)?;
+        let mut train_config: recall_models::TrainConfig = serde_json::from_value(train_config)?;
+        train_config.max_batches_per_epoch = max_batches;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut m = TwoTower::new(&model_config, &data, &mut rng, &Device::Cpu)?;
+        let start = Instant::now();
+        let report = train::train(&mut m, &data, &train_config, 1)?;
+        let eps = report.examples_per_second;
+        println!(
+            "{name}: {eps:.0} examples/s ({:.0} rows/s) over {:.1} s of training ({:.1} s with validation)",
+            eps * rows_per_example as f64,
+            report.train_seconds,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
