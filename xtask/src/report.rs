@@ -130,6 +130,13 @@ pub fn write(
         }
         let _ = writeln!(md, "{line}");
     }
+    let _ = writeln!(
+        md,
+        "\nDefinitions (per test user with target set T and ranked list L, ranks from 1; averaged over users): \
+         HR@K = 1 if T meets L[..K]; Recall@K = |T ∩ L[..K]| / |T|; NDCG@K = Σ over hits 1/log2(rank+1) divided by the \
+         ideal Σ_(r=1..min(|T|,K)) 1/log2(r+1); MRR@K = 1/rank of the first hit within K, else 0. With one target per \
+         user, Recall equals HR. Ties in score rank by item index."
+    );
     let _ = writeln!(md, "\n## Timings\n\n| stage | seconds |\n|---|---|");
     for (stage, s) in &timings {
         let _ = writeln!(md, "| {stage} | {:.1} |", s.as_f64().unwrap_or(f64::NAN));

@@ -41,6 +41,9 @@ pub enum Loss {
     /// Softmax over the batch's targets, with logQ correction and accidental hits masked.
     #[default]
     InBatch,
+    /// In-batch candidates plus `negatives` items drawn once for the whole batch from
+    /// `sampler` (mixed negative sampling, Yang et al. 2020), each corrected by its own logQ.
+    Mixed,
     /// Softmax over the positive and `negatives` sampled items (listwise).
     SampledSoftmax,
     /// Binary cross-entropy on the positive (label 1) and `negatives` sampled items (label 0).
@@ -223,7 +226,7 @@ impl TrainConfig {
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1");
         }
-        if self.loss != Loss::InBatch && self.negatives == 0 {
+        if !matches!(self.loss, Loss::InBatch) && self.negatives == 0 {
             return bad("negatives", "sampled losses need at least 1 negative");
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {

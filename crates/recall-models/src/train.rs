@@ -160,7 +160,7 @@ fn batch_loss(
     config: &TrainConfig,
     rows: &[usize],
     sampler: &dyn ItemSampler,
-    log_q: &[f32],
+    target_q: &[f64],
     rng: &mut Xoshiro256PlusPlus,
 ) -> Result<(Tensor, StepRows)> {
     let split = &data.train;
@@ -191,33 +191,47 @@ fn batch_loss(
         ages: &ages,
     };
 
-    if config.loss == Loss::InBatch {
-        let step = model.gather(data, &urows, &targets)?;
+    if matches!(config.loss, Loss::InBatch | Loss::Mixed) {
+        // Candidates: the batch's targets and, for mixed negatives, `negatives` items drawn
+        // for the whole batch. Each column is corrected by its log expected count (logQ), and
+        // a column holding row i's own target elsewhere is an accidental hit, masked.
+        let extra = if config.loss == Loss::Mixed {
+            config.negatives
+        } else {
+            0
+        };
+        let batch = recall_sampling::inbatch::mixed(
+            &targets,
+            |t| target_q[t as usize],
+            sampler,
+            extra,
+            rng,
+        );
+        let c = batch.items.len();
+        let step = model.gather(data, &urows, &batch.items)?;
         let u = model.users(data, &step, &urows, Some((dropout_rate, &mut mask)))?;
-        let v = model.items(data, &step, &targets, Some((dropout_rate, &mut mask)))?;
-        let mut logits = (u.matmul(&v.t()?)? / temperature)?;
-        // logQ: q_j = training frequency of item j; accidental hits masked off the diagonal.
-        let column: Vec<f32> = targets
-            .iter()
-            .map(|&t| {
-                if config.logq_correction {
-                    log_q[t as usize]
+        let v = model.items(data, &step, &batch.items, Some((dropout_rate, &mut mask)))?;
+        let logits = (u.matmul(&v.t()?)? / temperature)?;
+        let hits = recall_sampling::inbatch::accidental_hits(&targets);
+        let mut bias = Vec::with_capacity(b * c);
+        for i in 0..b {
+            for j in 0..c {
+                let hit = if j < b {
+                    hits[i * b + j]
+                } else {
+                    batch.items[j] == targets[i]
+                };
+                bias.push(if hit {
+                    -1e9
+                } else if config.logq_correction {
+                    -batch.log_expected_count[j]
                 } else {
                     0.0
-                }
-            })
-            .collect();
-        let mut bias = Vec::with_capacity(b * b);
-        for i in 0..b {
-            bias.extend_from_slice(&column);
-            for j in 0..b {
-                if i != j && targets[i] == targets[j] {
-                    bias[i * b + j] = -1e9;
-                }
+                });
             }
         }
-        logits = (logits + Tensor::from_vec(bias, (b, b), dev)?)?;
-        // Row i's label is column i: move it to column 0 by rolling, so one CE serves all.
+        let logits = (logits + Tensor::from_vec(bias, (b, c), dev)?)?;
+        // Row i's label is column i.
         let labels = Tensor::from_vec((0..b as u32).collect::<Vec<_>>(), (b, 1), dev)?;
         let ls = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let loss = ls.gather(&labels, 1)?.mean_all()?.neg()?;
@@ -286,12 +300,12 @@ pub fn train(
             ..ParamsAdamW::default()
         },
     )?;
-    // -ln q of every item as an in-batch candidate: its share of training targets.
+    // q of every item as an in-batch candidate: its share of training targets.
     let total = data.item_counts.iter().sum::<u64>().max(1) as f64;
-    let log_q: Vec<f32> = data
+    let target_q: Vec<f64> = data
         .item_counts
         .iter()
-        .map(|&c| -((c.max(1) as f64 / total).ln() as f32))
+        .map(|&c| c.max(1) as f64 / total)
         .collect();
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     let mut epochs = Vec::new();
@@ -321,7 +335,7 @@ pub fn train(
                 config,
                 rows,
                 sampler.as_ref(),
-                &log_q,
+                &target_q,
                 &mut rng,
             )?;
             let value = f64::from(loss.to_scalar::<f32>()?);

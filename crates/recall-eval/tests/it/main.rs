@@ -96,3 +96,66 @@ fn on_synthetic_data_popularity_beats_random_and_filtering_helps_it() {
     assert!(pop > random_hr, "{pop} vs {random_hr}");
     assert!(popularity_hit_rate(&dir, 50, true) >= pop);
 }
+
+/// Embeddings written as Parquet (id + FixedSizeList<Float32>) load back and rank the same;
+/// NaN and ragged vectors are refused with the row named.
+#[test]
+fn embeddings_read_from_parquet_rank_like_in_memory() {
+    use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, ListBuilder};
+    use arrow_array::{Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, rows: &[[f32; 2]]| {
+        let mut b = FixedSizeListBuilder::new(Float32Builder::new(), 2);
+        for r in rows {
+            b.values().append_slice(r);
+            b.append(true);
+        }
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)) as _,
+            ),
+            ("embedding", Arc::new(b.finish()) as _),
+        ])
+        .unwrap();
+        let path = dir.path().join(name);
+        recall_core::write::write_parquet(&path, &batch, &[]).unwrap();
+        path
+    };
+    let items = write("items.parquet", &[[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]]);
+    let users = write("users.parquet", &[[0.0, 1.0]]);
+    let (_, ie) = recall_eval::Embeddings::read_parquet(&items, "id", "embedding").unwrap();
+    let (ids, ue) = recall_eval::Embeddings::read_parquet(&users, "id", "embedding").unwrap();
+    assert_eq!(ids.len(), 1);
+    let top = recall_eval::topk::exact(&ue, &ie, 2, &Options::default()).unwrap();
+    assert_eq!(top.list(0), &[1, 2]);
+
+    let bad = write("bad.parquet", &[[1.0, 0.0], [f32::NAN, 1.0]]);
+    let msg = recall_eval::Embeddings::read_parquet(&bad, "id", "embedding")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("bad.parquet, column `embedding`, row 1") && msg.contains("non-finite"),
+        "{msg}"
+    );
+    let mut ragged = ListBuilder::new(Float32Builder::new());
+    ragged.values().append_slice(&[1.0, 2.0]);
+    ragged.append(true);
+    ragged.values().append_slice(&[1.0]);
+    ragged.append(true);
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(vec![1, 2])) as _),
+        ("embedding", Arc::new(ragged.finish()) as _),
+    ])
+    .unwrap();
+    let path = dir.path().join("ragged.parquet");
+    recall_core::write::write_parquet(&path, &batch, &[]).unwrap();
+    let msg = recall_eval::Embeddings::read_parquet(&path, "id", "embedding")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("row 1") && msg.contains("1 values where earlier rows have 2"),
+        "{msg}"
+    );
+}

@@ -122,3 +122,30 @@ fn impossible_settings_name_their_key() {
         .to_string();
     assert!(msg.contains("must end at embedding_dim"), "{msg}");
 }
+
+#[test]
+fn every_loss_trains_with_a_finite_loss_that_falls() {
+    let dir = encoded();
+    let data = EncodedData::read_dir(&dir).unwrap();
+    for loss in [
+        "in-batch",
+        "mixed",
+        "sampled-softmax",
+        "pointwise",
+        "pairwise",
+    ] {
+        let (m, _) = configs("dssm");
+        let t: TrainConfig = serde_json::from_value(serde_json::json!({
+            "loss": loss, "negatives": 5, "epochs": 2, "batch_size": 128, "lr": 0.01, "patience": 5
+        }))
+        .unwrap();
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
+        let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+        let report = train::train(&mut model, &data, &t, 2).unwrap();
+        let (first, last) = (report.epochs[0].loss, report.epochs[1].loss);
+        assert!(
+            first.is_finite() && last < first,
+            "{loss}: {first} -> {last}"
+        );
+    }
+}
