@@ -132,6 +132,11 @@ pub struct ModelConfig {
     pub temperature: f64,
     #[serde(default)]
     pub pooling: Pooling,
+    /// Also pool the newest `recent_items` of the history into a second vector beside the
+    /// whole-history one (0 = off, the default). Short-term interest is much of what predicts
+    /// the next item in session-like logs such as MovieLens.
+    #[serde(default)]
+    pub recent_items: usize,
     /// Feed the example-age bucket to the user tower (0 at serving). Default true.
     #[serde(default = "default_true")]
     pub example_age: bool,

@@ -371,6 +371,14 @@ impl TwoTower {
         let b = rows.users.len();
         let dev = &self.device;
         let mut parts = vec![self.pool(&step.gathered[0].1, rows.histories)?];
+        if self.config.recent_items > 0 {
+            let recent: Vec<&[u32]> = rows
+                .histories
+                .iter()
+                .map(|h| &h[h.len().saturating_sub(self.config.recent_items)..])
+                .collect();
+            parts.push(self.pool(&step.gathered[0].1, &recent)?);
+        }
         let mut slot = 1;
         if self.tables.user_id.is_some() {
             parts.push(step.gathered[slot].1.lookup(rows.users, &[b], dev)?);
