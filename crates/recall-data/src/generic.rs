@@ -73,6 +73,34 @@ pub struct GenericSource {
     pub items: Option<SideTable>,
 }
 
+impl GenericSource {
+    /// The ML-1M layout `dir/interactions.parquet` (columns `user_id`, `movie_id`, `rating`,
+    /// `timestamp`, `seq`; ordered by `seq`) with `users.dat` and `movies.dat` beside it: what
+    /// `pipelines/ml-1m*.toml` describe in TOML.
+    pub fn ml_1m_parquet_layout(dir: &Path) -> Self {
+        let side = |name: &str| {
+            Some(SideTable {
+                path: dir.join(name),
+                format: SideFormat::Auto,
+                id_column: None,
+                genres_column: None,
+            })
+        };
+        GenericSource {
+            interactions: dir.join("interactions.parquet"),
+            name: Some(String::from("ml-1m")),
+            user_column: col::USER_ID.to_owned(),
+            item_column: String::from("movie_id"),
+            order_column: col::SEQ.to_owned(),
+            rating_column: Some(col::RATING.to_owned()),
+            timestamp_column: Some(col::TIMESTAMP.to_owned()),
+            delimiter: ',',
+            users: side("users.dat"),
+            items: side("movies.dat"),
+        }
+    }
+}
+
 /// A user or item side table.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -30,38 +30,6 @@ fn matrix(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-#[allow(unsafe_code)]
-fn plain_matmul(users: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
-    let m = users.len() / dim;
-    let n = items.len() / dim;
-    assert_eq!(out.len(), m * n);
-    // SAFETY: the same strides as recall-eval's block product, over the whole matrices; the
-    // assert keeps every index in bounds.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            dim,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            users.as_ptr(),
-            1,
-            dim as isize,
-            items.as_ptr(),
-            dim as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        );
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let dim = 64;
     for (label, n_users, n_items) in [
@@ -80,7 +48,9 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(flops));
         let mut out = vec![0f32; n_users * n_items];
         group.bench_function("plain_matmul", |b| {
-            b.iter(|| plain_matmul(&users, &items, dim, &mut out))
+            b.iter(|| {
+                topk::inner_products(&users, &items, dim, &mut out, rayon::current_num_threads())
+            })
         });
         drop(out);
         let ue = Embeddings::new(dim, users.clone()).unwrap();

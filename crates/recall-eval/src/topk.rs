@@ -234,9 +234,16 @@ impl Selector {
     }
 }
 
-/// `scores[u * items.len() + i] = users[u] · items[i]` for a block, through gemm.
+/// `scores[u * n + i] = users[u] · items[i]` (row-major `m x dim` times `n x dim`), through
+/// gemm, on `threads` threads (1 inside the parallel top-K; more for a plain product).
 #[allow(unsafe_code)]
-fn score_block(users: &[f32], items: &[f32], dim: usize, scores: &mut [f32]) {
+pub fn inner_products(
+    users: &[f32],
+    items: &[f32],
+    dim: usize,
+    scores: &mut [f32],
+    threads: usize,
+) {
     let m = users.len() / dim;
     let n = items.len() / dim;
     assert_eq!(scores.len(), m * n, "score buffer matches the block");
@@ -264,7 +271,11 @@ fn score_block(users: &[f32], items: &[f32], dim: usize, scores: &mut [f32]) {
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }
@@ -319,11 +330,13 @@ pub fn exact(users: &Embeddings, items: &Embeddings, k: usize, options: &Options
                 let end = (start + ib).min(n_items);
                 let n = end - start;
                 let block_scores = &mut scores[..m * n];
-                score_block(
+                // One thread per block: the parallelism is across user blocks.
+                inner_products(
                     user_rows,
                     &items.as_slice()[start * dim..end * dim],
                     dim,
                     block_scores,
+                    1,
                 );
                 for (u, sel) in selectors.iter_mut().enumerate() {
                     let row = &mut block_scores[u * n..(u + 1) * n];

@@ -1,7 +1,5 @@
-use std::path::Path;
-
 use recall_core::{RawIds, Table, testing::movielens_dir};
-use recall_data::generic::{GenericSource, SideFormat, SideTable};
+use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, ingest};
 
 fn ints(ids: &RawIds) -> &[i64] {
@@ -11,37 +9,15 @@ fn ints(ids: &RawIds) -> &[i64] {
     }
 }
 
-fn shared_ml_1m_generic(dir: &Path) -> GenericSource {
-    GenericSource {
-        interactions: dir.join("interactions.parquet"),
-        name: Some("ml-1m".into()),
-        user_column: "user_id".into(),
-        item_column: "movie_id".into(),
-        order_column: "seq".into(),
-        rating_column: Some("rating".into()),
-        timestamp_column: Some("timestamp".into()),
-        delimiter: ',',
-        users: Some(SideTable {
-            path: dir.join("users.dat"),
-            format: SideFormat::Auto,
-            id_column: None,
-            genres_column: None,
-        }),
-        items: Some(SideTable {
-            path: dir.join("movies.dat"),
-            format: SideFormat::Auto,
-            id_column: None,
-            genres_column: None,
-        }),
-    }
-}
-
 #[test]
 fn shared_ml_1m_parquet_loads_through_the_generic_path_with_dat_side_tables() {
     let Some(dir) = movielens_dir("ml-1m") else {
         return;
     };
-    let d = ingest(&IngestConfig::Generic(shared_ml_1m_generic(&dir))).unwrap();
+    let d = ingest(&IngestConfig::Generic(GenericSource::ml_1m_parquet_layout(
+        &dir,
+    )))
+    .unwrap();
     assert_eq!(d.stats.interactions, 1_000_209);
     assert_eq!(d.stats.users, 6_040);
     assert_eq!(d.stats.items, 3_706);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use recall_core::testing::movielens_dir;
-use recall_data::generic::{GenericSource, SideFormat, SideTable};
+use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
 use recall_eval::split::EvalSplit;
 use recall_eval::topk::Options;
@@ -42,26 +42,7 @@ fn ml_1m_most_popular_matches_the_independently_measured_baseline() {
     let Some(data) = movielens_dir("ml-1m") else {
         return;
     };
-    let side = |name: &str| {
-        Some(SideTable {
-            path: data.join(name),
-            format: SideFormat::Auto,
-            id_column: None,
-            genres_column: None,
-        })
-    };
-    let source = IngestConfig::Generic(GenericSource {
-        interactions: data.join("interactions.parquet"),
-        name: None,
-        user_column: "user_id".into(),
-        item_column: "movie_id".into(),
-        order_column: "seq".into(),
-        rating_column: None,
-        timestamp_column: Some("timestamp".into()),
-        delimiter: ',',
-        users: side("users.dat"),
-        items: side("movies.dat"),
-    });
+    let source = IngestConfig::Generic(GenericSource::ml_1m_parquet_layout(&data));
     let dir = encode_into(source, false);
     let plain = popularity_hit_rate(&dir, 50, false);
     let filtered = popularity_hit_rate(&dir, 50, true);

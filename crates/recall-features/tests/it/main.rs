@@ -5,35 +5,14 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
 use recall_core::{Table, testing::movielens_dir};
-use recall_data::generic::{GenericSource, SideFormat, SideTable};
+use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
 use recall_features::Vocabulary;
 use recall_features::encode::{EncodeConfig, EncodeInput, FeatureKind, FeatureSpec, encode, files};
 
 fn ml_1m_input() -> Option<EncodeInput> {
     let dir = movielens_dir("ml-1m")?;
-    let source = GenericSource {
-        interactions: dir.join("interactions.parquet"),
-        name: None,
-        user_column: "user_id".into(),
-        item_column: "movie_id".into(),
-        order_column: "seq".into(),
-        rating_column: None,
-        timestamp_column: Some("timestamp".into()),
-        delimiter: ',',
-        users: Some(SideTable {
-            path: dir.join("users.dat"),
-            format: SideFormat::Auto,
-            id_column: None,
-            genres_column: None,
-        }),
-        items: Some(SideTable {
-            path: dir.join("movies.dat"),
-            format: SideFormat::Auto,
-            id_column: None,
-            genres_column: None,
-        }),
-    };
+    let source = GenericSource::ml_1m_parquet_layout(&dir);
     let out = tempfile::tempdir().unwrap().keep();
     ingest(&IngestConfig::Generic(source))
         .unwrap()
