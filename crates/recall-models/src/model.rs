@@ -221,8 +221,12 @@ impl TwoTower {
             } else {
                 Vec::new()
             };
-        let user_in = d + fd
-            * (user_features.len() + usize::from(user_id.is_some()) + usize::from(age.is_some()));
+        // Whole-history pooling, the optional recent-items pooling, then the side features.
+        let pooled = 1 + usize::from(config.recent_items > 0);
+        let user_in = d * pooled
+            + fd * (user_features.len()
+                + usize::from(user_id.is_some())
+                + usize::from(age.is_some()));
         let item_in = d + fd * item_features.len();
         let (user_tower, item_tower, params) =
             Self::fresh_towers(config, (user_in, item_in), rng, device)?;

@@ -33,7 +33,8 @@ fn encoded() -> PathBuf {
 
 fn configs(kind: &str) -> (ModelConfig, TrainConfig) {
     let model = serde_json::from_value(serde_json::json!({
-        "kind": kind, "embedding_dim": 16, "feature_dim": 8, "user_tower": [32, 16], "item_tower": [32, 16]
+        "kind": kind, "embedding_dim": 16, "feature_dim": 8, "user_tower": [32, 16], "item_tower": [32, 16],
+        "recent_items": if kind == "youtubednn" { 3 } else { 0 }
     }))
     .unwrap();
     let train = serde_json::from_value(
