@@ -341,8 +341,8 @@ pub fn train(
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 return Err(Error::Training(format!(
-                    "loss became {value} at epoch {epoch}, batch {batches}: lower the learning rate or raise the temperature; \
-                     the last good checkpoint is the previous epoch's"
+                    "loss became {value} at epoch {epoch}, batch {batches}: lower the learning rate or raise the temperature \
+                 (nothing is saved by this run; earlier checkpoints stay as they were)"
                 )));
             }
             let grads = loss.backward()?;
