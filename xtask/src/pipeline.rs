@@ -363,4 +363,30 @@ mod tests {
         let err = execute(&config, &dir.path().join("t"), None, false, false).unwrap_err();
         assert!(format!("{err:#}").contains("`evaluate.ks`"), "{err:#}");
     }
+
+    #[test]
+    fn a_second_model_mines_hard_negatives_from_an_earlier_one() {
+        let text = |from: &str| {
+            format!(
+                "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 80\nitems = 60\nseed = 5\n\
+                 [evaluate]\nks = [5, 10]\nbootstrap = 20\n\
+                 [[models]]\nname = \"a\"\nmodel = {{ kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }}\n\
+                 train = {{ epochs = 1, batch_size = 64 }}\n\
+                 [[models]]\nname = \"b\"\nmodel = {{ kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8] }}\n\
+                 train = {{ loss = \"sampled-softmax\", negatives = 4, epochs = 1, batch_size = 64, \
+                 hard_negatives = {{ from = \"{from}\", band = [2, 20], count = 2 }} }}\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::parse(&text("a"), Path::new("h.toml")).unwrap();
+        execute(&config, &dir.path().join("t"), None, false, false).unwrap();
+        let metrics = std::fs::read_to_string(dir.path().join("t/report/metrics.json")).unwrap();
+        assert!(metrics.contains("\"model\": \"b\""), "{metrics}");
+        let config = crate::config::parse(&text("zzz"), Path::new("h.toml")).unwrap();
+        let err = execute(&config, &dir.path().join("u"), None, false, false).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no earlier model has that name"),
+            "{err:#}"
+        );
+    }
 }

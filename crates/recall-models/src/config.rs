@@ -52,6 +52,29 @@ pub enum Loss {
     Pairwise,
 }
 
+/// Where the in-batch logQ correction takes q from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogqSource {
+    /// Training-target frequencies counted once.
+    #[default]
+    Counts,
+    /// The streaming frequency estimator (Yi et al. 2019), updated every batch.
+    Streaming,
+}
+
+/// Hard negatives from an earlier model of the same pipeline (a second training round).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardNegativeConfig {
+    /// Name of the `[[models]]` entry, earlier in the file, that mines them.
+    pub from: String,
+    /// Rank band `[lo, hi)` of that model's ranking (0-based), e.g. [50, 200].
+    pub band: (usize, usize),
+    /// How many of each example's `negatives` are hard ones.
+    pub count: usize,
+}
+
 /// Distribution of sampled negatives.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -183,6 +206,12 @@ pub struct TrainConfig {
     /// K of the validation HitRate. Default 50.
     #[serde(default = "default_k")]
     pub validate_k: usize,
+    /// q of the in-batch logQ correction. Default counts.
+    #[serde(default)]
+    pub logq_source: LogqSource,
+    /// Hard negatives mined by an earlier model (sampled losses only).
+    #[serde(default)]
+    pub hard_negatives: Option<HardNegativeConfig>,
     /// Stop each epoch after this many batches (smoke runs, throughput measurements).
     #[serde(default)]
     pub max_batches_per_epoch: Option<usize>,
@@ -236,6 +265,17 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", "must be a positive number");
+        }
+        if let Some(h) = &self.hard_negatives {
+            if matches!(self.loss, Loss::InBatch | Loss::Mixed)
+                || h.count == 0
+                || h.count > self.negatives
+            {
+                return bad(
+                    "hard_negatives",
+                    "needs a sampled loss and 1 <= count <= negatives",
+                );
+            }
         }
         if self.validate_k == 0 {
             return bad("validate_k", "must be at least 1");

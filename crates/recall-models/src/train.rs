@@ -11,10 +11,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use recall_eval::topk::{self, Lists};
 use recall_eval::{Embeddings, metrics};
 use recall_sampling::exclude::draw_excluding;
+use recall_sampling::hard::HardNegatives;
 use recall_sampling::{ItemSampler, Popularity, Uniform};
 use serde::Serialize;
 
-use crate::config::{Loss, NegativeSampler, TrainConfig};
+use crate::config::{LogqSource, Loss, NegativeSampler, TrainConfig};
 use crate::data::{EncodedData, Split};
 use crate::model::{StepRows, TwoTower, UserRows};
 use crate::sparse::AdamSettings;
@@ -161,6 +162,7 @@ fn batch_loss(
     rows: &[usize],
     sampler: &dyn ItemSampler,
     target_q: &[f64],
+    hard: Option<&HardRound>,
     rng: &mut Xoshiro256PlusPlus,
 ) -> Result<(Tensor, StepRows)> {
     let split = &data.train;
@@ -245,8 +247,15 @@ fn batch_loss(
     for (k, &r) in rows.iter().enumerate() {
         candidates.push(targets[k]);
         negs.clear();
-        let positives = &data.user_positives[split.user[r] as usize];
-        draw_excluding(sampler, rng, positives, n, &mut negs)?;
+        let user = split.user[r] as usize;
+        let positives = &data.user_positives[user];
+        // Hard negatives first (users the mining model ranked), the rest from the sampler.
+        if let Some(h) = hard.filter(|h| h.has_ranking(user)) {
+            h.negatives
+                .draw(user, rng, positives, h.count.min(n), &mut negs)?;
+        }
+        let rest = n - negs.len();
+        draw_excluding(sampler, rng, positives, rest, &mut negs)?;
         candidates.extend_from_slice(&negs);
     }
     let step = model.gather(data, &urows, &candidates)?;
@@ -274,12 +283,103 @@ fn batch_loss(
     Ok((loss, step))
 }
 
+/// Hard negatives of a second training round: rankings mined from another model (one per
+/// user index) and how many of each example's `negatives` come from them.
+#[derive(Debug, Clone)]
+pub struct HardRound {
+    pub negatives: HardNegatives,
+    pub count: usize,
+    ranked_users: Vec<bool>,
+}
+
+impl HardRound {
+    fn has_ranking(&self, user: usize) -> bool {
+        self.ranked_users.get(user).copied().unwrap_or(false)
+    }
+}
+
+/// Mines hard negatives with a trained `model`: each user is embedded at its last training
+/// example (no validation or test information), ranked exactly against the catalogue without
+/// its training positives, and ranks `band.0..band.1` become that user's hard-negative pool.
+pub fn mine_hard_negatives(
+    model: &TwoTower,
+    data: &EncodedData,
+    band: (usize, usize),
+    count: usize,
+) -> Result<HardRound> {
+    let _span = tracing::info_span!("mine_hard_negatives", lo = band.0, hi = band.1).entered();
+    let train = &data.train;
+    let mut last: Vec<Option<usize>> = vec![None; data.user_table_size];
+    for r in 0..train.len() {
+        let u = train.user[r] as usize;
+        if last[u].is_none_or(|p| train.target_seq[p] < train.target_seq[r]) {
+            last[u] = Some(r);
+        }
+    }
+    let rows: Vec<usize> = last.iter().flatten().copied().collect();
+    let rankable = data.item_table_size.saturating_sub(FIRST_ITEM as usize);
+    // Validate the band before the expensive part.
+    HardNegatives::new(Vec::new(), band.0, band.1, rankable)?;
+    let mut sub = Split {
+        history_offsets: vec![0],
+        ..Split::default()
+    };
+    for &r in &rows {
+        sub.user.push(train.user[r]);
+        sub.target.push(train.target[r]);
+        sub.target_seq.push(train.target_seq[r]);
+        sub.age_bucket.push(0);
+        sub.history.extend_from_slice(train.history_of(r));
+        sub.history_offsets.push(sub.history.len());
+    }
+    let users = model.embed_split(data, &sub)?;
+    let items = model.embed_items(data)?;
+    let exclude = Lists::from_rows(
+        &sub.user
+            .iter()
+            .map(|&u| data.user_positives[u as usize].clone())
+            .collect::<Vec<_>>(),
+    );
+    let top = topk::exact(
+        &users,
+        &items,
+        band.1,
+        &topk::Options {
+            first_item: FIRST_ITEM,
+            exclude: Some(exclude),
+            ..Default::default()
+        },
+    )?;
+    let mut rankings = vec![Vec::new(); data.user_table_size];
+    let mut ranked_users = vec![false; data.user_table_size];
+    for (i, &u) in sub.user.iter().enumerate() {
+        rankings[u as usize] = top.list(i).to_vec();
+        ranked_users[u as usize] = top.list(i).len() > band.0;
+    }
+    Ok(HardRound {
+        negatives: HardNegatives::new(rankings, band.0, band.1, rankable)?,
+        count,
+        ranked_users,
+    })
+}
+
 /// Trains `model` on `data.train`, validating on `data.valid` after each epoch.
 pub fn train(
     model: &mut TwoTower,
     data: &EncodedData,
     config: &TrainConfig,
     seed: u64,
+) -> Result<TrainReport> {
+    train_with(model, data, config, seed, None)
+}
+
+/// [`train`] with hard negatives from [`mine_hard_negatives`] (a second round).
+pub fn train_with(
+    model: &mut TwoTower,
+    data: &EncodedData,
+    config: &TrainConfig,
+    seed: u64,
+    hard: Option<&HardRound>,
 ) -> Result<TrainReport> {
     config.validate()?;
     let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
@@ -302,11 +402,15 @@ pub fn train(
     )?;
     // q of every item as an in-batch candidate: its share of training targets.
     let total = data.item_counts.iter().sum::<u64>().max(1) as f64;
-    let target_q: Vec<f64> = data
+    let mut target_q: Vec<f64> = data
         .item_counts
         .iter()
         .map(|&c| c.max(1) as f64 / total)
         .collect();
+    // With the streaming source, q follows the estimator of Yi et al. (2019) as batches go by
+    // (the counts stand in until an item has been seen twice).
+    let mut streaming = (config.logq_source == LogqSource::Streaming)
+        .then(|| recall_sampling::inbatch::StreamingFrequency::new(data.item_table_size * 2, 0.01));
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize, TwoTower)> = None;
@@ -321,10 +425,7 @@ pub fn train(
         }
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         let examples_before = trained_examples;
-        let limit = std::env::var("RECALL_MAX_BATCHES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(usize::MAX);
+        let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
         for rows in order.chunks(config.batch_size).take(limit) {
             if rows.len() < 2 {
                 continue;
@@ -336,8 +437,24 @@ pub fn train(
                 rows,
                 sampler.as_ref(),
                 &target_q,
+                hard,
                 &mut rng,
             )?;
+            if let Some(stream) = streaming.as_mut() {
+                stream.update(
+                    &rows
+                        .iter()
+                        .map(|&r| data.train.target[r])
+                        .collect::<Vec<_>>(),
+                );
+                for (q, item) in target_q.iter_mut().zip(0u32..) {
+                    // The estimator gives a per-batch probability; q is per draw.
+                    let p = stream.probability(item) / rows.len() as f64;
+                    if p > 0.0 {
+                        *q = p;
+                    }
+                }
+            }
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 return Err(Error::Training(format!(

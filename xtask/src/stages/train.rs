@@ -33,12 +33,23 @@ pub fn run(
     let device = Device::Cpu;
     let mut written = Vec::new();
     let mut stats = serde_json::Map::new();
+    // Models trained so far, for mining hard negatives in a later round.
+    let mut trained: Vec<(&str, TwoTower)> = Vec::new();
     for entry in models {
         let _span = tracing::info_span!("model", name = entry.name.as_str()).entered();
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut model = TwoTower::new(&entry.model, &data, &mut rng, &device)
             .with_context(|| format!("model `{}`", entry.name))?;
-        let report = train::train(&mut model, &data, &entry.train, seed)
+        let hard = match &entry.train.hard_negatives {
+            Some(h) => {
+                let (_, miner) = trained.iter().find(|(n, _)| *n == h.from).with_context(|| {
+                    format!("train.hard_negatives.from = {:?} in `{}`: no earlier model has that name", h.from, entry.name)
+                })?;
+                Some(train::mine_hard_negatives(miner, &data, h.band, h.count)?)
+            }
+            None => None,
+        };
+        let report = train::train_with(&mut model, &data, &entry.train, seed, hard.as_ref())
             .with_context(|| format!("training `{}`", entry.name))?;
         let dir = out.join(&entry.name);
         checkpoint::save(&model, &dir)?;
@@ -52,6 +63,7 @@ pub fn run(
             "examples_per_second": report.examples_per_second,
             "best_valid_hit_rate": report.epochs.iter().filter_map(|e| e.valid_hit_rate).fold(None, |m: Option<f64>, h| Some(m.map_or(h, |m| m.max(h)))),
         }));
+        trained.push((entry.name.as_str(), model));
     }
     Ok((written, serde_json::Value::Object(stats)))
 }

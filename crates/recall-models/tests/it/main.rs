@@ -150,3 +150,45 @@ fn every_loss_trains_with_a_finite_loss_that_falls() {
         );
     }
 }
+
+#[test]
+fn a_second_round_trains_on_hard_negatives_mined_by_the_first() {
+    let dir = encoded();
+    let data = EncodedData::read_dir(&dir).unwrap();
+    let first = trained(&data, "youtubednn", 4);
+    let round = train::mine_hard_negatives(&first, &data, (5, 40), 3).unwrap();
+    // Mined pools never hold a user's training positives.
+    use rand::SeedableRng;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+    for user in 2..50usize {
+        let mut out = Vec::new();
+        let positives = &data.user_positives[user];
+        if round
+            .negatives
+            .draw(user, &mut rng, positives, 20, &mut out)
+            .is_ok()
+        {
+            assert!(
+                out.iter()
+                    .all(|i| positives.binary_search(i).is_err() && *i >= 2)
+            );
+        }
+    }
+    let (m, _) = configs("youtubednn");
+    let t: TrainConfig = serde_json::from_value(serde_json::json!({
+        "loss": "sampled-softmax", "negatives": 8, "epochs": 2, "batch_size": 256, "lr": 0.005,
+        "logq_source": "streaming",
+        "hard_negatives": { "from": "first", "band": [5, 40], "count": 3 }
+    }))
+    .unwrap();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+    let mut second = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+    let report = train::train_with(&mut second, &data, &t, 5, Some(&round)).unwrap();
+    assert!(report.epochs.iter().all(|e| e.loss.is_finite()));
+    assert!(second.hit_rate(&data, &data.test, 20).unwrap() > 0.1);
+    // A band past the catalogue is refused before any work.
+    let err = train::mine_hard_negatives(&first, &data, (50, 5000), 3)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("past the catalogue"), "{err}");
+}
