@@ -73,15 +73,7 @@ impl SparseTable {
                 std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
             })
             .collect();
-        SparseTable {
-            rows,
-            dim,
-            weights,
-            m: vec![0.0; rows * dim],
-            v: vec![0.0; rows * dim],
-            steps: vec![0; rows],
-            zero_padding: false,
-        }
+        Self::from_weights(rows, dim, weights)
     }
 
     /// The same table with row 0 zeroed and frozen (see [`SparseTable::zero_padding`]).
