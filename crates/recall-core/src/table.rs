@@ -400,3 +400,17 @@ pub fn parquet_row_count(path: &Path) -> Result<u64> {
     use parquet::file::reader::FileReader;
     Ok(reader.metadata().file_metadata().num_rows() as u64)
 }
+
+/// A batch from `(name, array, nullable)` columns, in that order: the one place stages build
+/// the record batches they write.
+pub fn batch(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch> {
+    let fields: Vec<arrow_schema::Field> = columns
+        .iter()
+        .map(|(name, array, nullable)| {
+            arrow_schema::Field::new(*name, array.data_type().clone(), *nullable)
+        })
+        .collect();
+    let arrays = columns.into_iter().map(|(_, a, _)| a).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| Error::arrow("building a record batch", e))
+}

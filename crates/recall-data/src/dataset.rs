@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
-use arrow_array::{
-    Array, ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
-};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::{ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use recall_core::{Error, RawIds, Result, columns as col};
 use serde::Serialize;
 
@@ -200,15 +197,7 @@ impl Interactions {
 }
 
 /// Builds a batch from (name, array, nullable) triples.
-pub fn batch(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable))
-        .collect();
-    let arrays = columns.into_iter().map(|(_, a, _)| a).collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-        .map_err(|e| Error::arrow("building a record batch", e))
-}
+pub use recall_core::table::batch;
 
 /// A List<Utf8> array from per-row string lists (genres, tags).
 pub fn string_list_array(rows: &[Vec<String>]) -> ArrayRef {
@@ -274,16 +263,6 @@ impl Dataset {
         }
         Ok(written)
     }
-}
-
-/// The type a raw id column of the canonical tables has.
-pub fn id_type(ids: &RawIds) -> DataType {
-    ids.to_array().data_type().clone()
-}
-
-/// Returns the number of nulls in a column, for summaries.
-pub fn nulls(array: &dyn Array) -> usize {
-    array.null_count()
 }
 
 #[cfg(test)]

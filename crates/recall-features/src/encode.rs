@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{Int32Builder, ListBuilder};
 use arrow_array::{ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field};
 use recall_core::columns::{self as col, OOV_INDEX};
 use recall_core::{Error, RawIds, Result, Table};
 use serde::{Deserialize, Serialize};
@@ -496,15 +496,12 @@ fn encode_side(
 }
 
 fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(n, a)| Field::new(n, a.data_type().clone(), false))
-        .collect();
-    RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns.into_iter().map(|(_, a)| a).collect(),
+    recall_core::table::batch(
+        columns
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.clone(), false))
+            .collect(),
     )
-    .map_err(|e| Error::arrow("encoded batch", e))
 }
 
 /// Runs the encode stage in memory.
@@ -728,15 +725,7 @@ pub fn examples_batch(
             false,
         ));
     }
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(n, a, nullable)| Field::new(*n, a.data_type().clone(), *nullable))
-        .collect();
-    RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns.into_iter().map(|(_, a, _)| a).collect(),
-    )
-    .map_err(|err| Error::arrow("examples batch", err))
+    recall_core::table::batch(columns)
 }
 
 impl Encoded {
