@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{Int32Array, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{Field, Schema};
 use recall_core::columns::{FIRST_KNOWN_INDEX, OOV_INDEX, VOCAB_COUNT, VOCAB_INDEX, VOCAB_RAW};
 use recall_core::{Error, RawIds, Result, Table};
 
@@ -151,24 +150,22 @@ impl Vocabulary {
     /// The vocabulary as a table with columns `raw` (Int64 or Utf8), `index` (Int32), `count`
     /// (Int64), one row per known value in index order. Reserved slots are not listed.
     pub fn to_batch(&self) -> Result<RecordBatch> {
-        let raw = self.raw_ids().to_array();
         let n = self.known_len() as i32;
-        let schema = Schema::new(vec![
-            Field::new(VOCAB_RAW, raw.data_type().clone(), false),
-            Field::new(VOCAB_INDEX, arrow_schema::DataType::Int32, false),
-            Field::new(VOCAB_COUNT, arrow_schema::DataType::Int64, false),
-        ]);
-        RecordBatch::try_new(
-            Arc::new(schema),
-            vec![
-                raw,
+        recall_core::table::batch(vec![
+            (VOCAB_RAW, self.raw_ids().to_array(), false),
+            (
+                VOCAB_INDEX,
                 Arc::new(Int32Array::from_iter_values(
                     FIRST_KNOWN_INDEX..n + FIRST_KNOWN_INDEX,
                 )),
+                false,
+            ),
+            (
+                VOCAB_COUNT,
                 Arc::new(Int64Array::from(self.counts().to_vec())),
-            ],
-        )
-        .map_err(|e| Error::arrow("vocabulary batch", e))
+                false,
+            ),
+        ])
     }
 
     /// Writes the vocabulary (see [`Vocabulary::to_batch`]) atomically.
