@@ -1,5 +1,51 @@
 //! Export of what a recall model is for: user and item embeddings and per-user candidate lists
-//! as Parquet keyed by the original ids, weights as safetensors, and an approximate
-//! nearest-neighbour index for serving.
+//! as Parquet keyed by the original ids, weights as safetensors with a tensor map for PyTorch
+//! users, a manifest, and an approximate-nearest-neighbour (HNSW) index for serving.
 //!
-//! Not built yet.
+//! - [`vectors`]: embedding tables as Parquet (`FixedSizeList<Float32>`, model and dimension in
+//!   the file's key-value metadata), checked for NaN and zero vectors before anything is written.
+//! - [`candidates`]: per-user top-K lists as Parquet (`user_id, rank, item_id, score`).
+//! - [`index`]: the HNSW serving index (the `usearch` crate), its sidecar, and its recall
+//!   against the exact ranking.
+//! - [`export`]: the export stage over an encode directory and a checkpoint.
+//!
+//! The index alone, on any embeddings:
+//! ```
+//! use recall_eval::Embeddings;
+//! use recall_export::index::{ApproximateIndex, IndexConfig};
+//!
+//! // Four unit item vectors in 2-D; row 0 is a reserved (padding) row that is not indexed.
+//! let items = Embeddings::new(2, vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.6, 0.8])?;
+//! let index = ApproximateIndex::build(&items, 1, IndexConfig::default())?;
+//! let best = index.search(&[0.0, 1.0], 2, &[])?;
+//! assert_eq!(best.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 3]);
+//! assert!((best[0].1 - 1.0).abs() < 1e-6);
+//! # Ok::<(), recall_export::Error>(())
+//! ```
+
+pub mod candidates;
+pub mod export;
+pub mod index;
+pub mod vectors;
+
+pub use export::{ExportConfig, ExportSummary, export_model};
+pub use index::{ApproximateIndex, IndexConfig};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] recall_core::Error),
+    #[error(transparent)]
+    Model(#[from] recall_models::Error),
+    /// Embeddings or ids that cannot be exported (NaN, zero vectors, mismatched dimensions).
+    #[error("cannot export: {0}")]
+    Invalid(String),
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The native index library reported a failure.
+    #[error("serving index: {0}")]
+    Index(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,503 @@
+//! The export stage for one trained model: everything a serving system and a downstream ranker
+//! need, in `out/`:
+//!
+//! | file | content |
+//! |---|---|
+//! | `item_embeddings.parquet` | `item_id`, `index_key`, `embedding` for every known item |
+//! | `user_embeddings.parquet` | `user_id`, `embedding`: the user tower at the user's full history (test item included) and example age 0 |
+//! | `candidates.parquet` | `user_id`, `rank`, `item_id`, `score`: top-K per user, seen items filtered when configured |
+//! | `model.safetensors`, `config.json` | the checkpoint, unchanged |
+//! | `tensors.json` | every tensor's name, shape and its PyTorch counterpart |
+//! | `item_index.usearch`, `item_index.usearch.json` | the HNSW serving index and its sidecar |
+//! | `manifest.json` | every file above with rows, bytes, SHA-256; model, config hash, versions, index quality |
+//!
+//! Every file is written atomically and `manifest.json` last, so a directory with a manifest is
+//! complete.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use recall_core::columns::{VOCAB_INDEX, VOCAB_RAW};
+use recall_core::{RawIds, Table};
+use recall_eval::Embeddings;
+use recall_eval::topk::{self, Lists, Options, TopK};
+use recall_models::data::Split;
+use recall_models::train::FIRST_ITEM;
+use recall_models::{EncodedData, TwoTower, checkpoint};
+use serde::{Deserialize, Serialize};
+
+use crate::index::{self, ApproximateIndex, IndexConfig};
+use crate::vectors::{self, TableInfo};
+use crate::{Error, Result};
+
+fn default_top_k() -> usize {
+    100
+}
+fn default_true() -> bool {
+    true
+}
+fn default_probe_users() -> usize {
+    2000
+}
+
+/// `[export]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Candidates per user. Default 100.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// Leave items the user has interacted with out of the candidates. Default true.
+    #[serde(default = "default_true")]
+    pub filter_seen: bool,
+    /// Build the HNSW serving index. Default true.
+    #[serde(default = "default_true")]
+    pub build_index: bool,
+    #[serde(default)]
+    pub index: IndexConfig,
+    /// Users (the first ones) on which the index is compared with the exact ranking. Default
+    /// 2000.
+    #[serde(default = "default_probe_users")]
+    pub probe_users: usize,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            top_k: default_top_k(),
+            filter_seen: true,
+            build_index: true,
+            index: IndexConfig::default(),
+            probe_users: default_probe_users(),
+        }
+    }
+}
+
+/// One output file in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileRecord {
+    /// File name inside the export directory.
+    pub file: String,
+    /// Rows for Parquet files, tensors for safetensors, absent otherwise.
+    pub rows: Option<u64>,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// How the serving index compares with the exact ranking on the probe users.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexQuality {
+    pub k: usize,
+    pub probe_users: usize,
+    /// Mean |index top-k ∩ exact top-k| / k.
+    pub recall: f64,
+    pub build_seconds: f64,
+    pub index_queries_per_second: f64,
+    pub exact_queries_per_second: f64,
+}
+
+/// The export manifest (`manifest.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportSummary {
+    pub model: String,
+    pub model_kind: String,
+    pub dim: usize,
+    /// Hash of the configuration that produced the model and this export (from the caller).
+    pub config_hash: String,
+    pub versions: serde_json::Value,
+    pub top_k: usize,
+    pub filter_seen: bool,
+    pub users: usize,
+    pub items: usize,
+    /// Test rows whose user is not in the vocabulary (no training data): no embedding.
+    pub users_skipped_unknown: usize,
+    pub index: Option<IndexQuality>,
+    pub files: Vec<FileRecord>,
+}
+
+/// Raw ids of a vocabulary file in index order, checked to be the contiguous indices
+/// `FIRST_ITEM..` that the embedding tables use.
+fn read_vocabulary(path: &Path) -> Result<RawIds> {
+    let t = Table::read_columns(path, Some(&[VOCAB_RAW, VOCAB_INDEX]))?;
+    t.require_rows()?;
+    let index = t.ints(VOCAB_INDEX)?;
+    let mut order: Vec<usize> = (0..index.len()).collect();
+    order.sort_by_key(|&r| index[r]);
+    for (pos, &r) in order.iter().enumerate() {
+        if index[r] != i64::from(FIRST_ITEM) + pos as i64 {
+            return Err(Error::Invalid(format!(
+                "{}: indices are not contiguous from {FIRST_ITEM} (row {r} has {}); rerun the encode stage",
+                path.display(),
+                index[r]
+            )));
+        }
+    }
+    Ok(t.ids(VOCAB_RAW)?.take(&order))
+}
+
+/// The serving view of the test split: rows of known users, each history extended by the
+/// user's last (test) item when it is a known item, cut to the newest `max_len`. Example age
+/// stays at the test rows' bucket, which encode sets to age 0 ("now").
+pub fn serving_split(data: &EncodedData) -> (Split, usize) {
+    let test = &data.test;
+    let mut out = Split {
+        history_offsets: vec![0],
+        ..Split::default()
+    };
+    let mut skipped = 0;
+    for row in 0..test.len() {
+        if test.user[row] < FIRST_ITEM {
+            skipped += 1;
+            continue;
+        }
+        let mut history = test.history_of(row).to_vec();
+        if test.target[row] >= FIRST_ITEM {
+            history.push(test.target[row]);
+        }
+        let start = history.len().saturating_sub(data.max_len.max(1));
+        out.history.extend_from_slice(&history[start..]);
+        out.history_offsets.push(out.history.len());
+        out.user.push(test.user[row]);
+        out.target.push(test.target[row]);
+        out.age_bucket.push(test.age_bucket[row]);
+        out.target_seq.push(test.target_seq[row]);
+    }
+    (out, skipped)
+}
+
+/// Items each serving row's user has interacted with: training positives, the validation and
+/// test targets (sorted, unique).
+fn seen_items(data: &EncodedData, serving: &Split) -> Lists {
+    let mut valid_target = vec![Vec::new(); data.user_table_size];
+    for row in 0..data.valid.len() {
+        if let Some(v) = valid_target.get_mut(data.valid.user[row] as usize) {
+            v.push(data.valid.target[row]);
+        }
+    }
+    let rows: Vec<Vec<u32>> = (0..serving.len())
+        .map(|row| {
+            let u = serving.user[row] as usize;
+            let mut seen = data.user_positives.get(u).cloned().unwrap_or_default();
+            seen.extend(valid_target.get(u).into_iter().flatten());
+            seen.extend_from_slice(serving.history_of(row));
+            seen.sort_unstable();
+            seen.dedup();
+            seen
+        })
+        .collect();
+    Lists::from_rows(&rows)
+}
+
+/// The PyTorch counterpart of a checkpoint tensor, from its name (see
+/// `recall_models::checkpoint`).
+fn torch_counterpart(name: &str, shape: &[usize]) -> String {
+    if name.ends_with(".weight") && shape.len() == 2 {
+        format!(
+            "nn.Linear(in_features={}, out_features={}).weight (same [out, in] layout)",
+            shape[1], shape[0]
+        )
+    } else if name.ends_with(".bias") {
+        "nn.Linear(...).bias".into()
+    } else if name.ends_with(".prelu") {
+        "nn.PReLU(num_parameters=...).weight".into()
+    } else if shape.len() == 2 {
+        format!(
+            "nn.Embedding(num_embeddings={}, embedding_dim={}).weight (row = encoded index; 0 padding, 1 out-of-vocabulary)",
+            shape[0], shape[1]
+        )
+    } else {
+        "tensor".into()
+    }
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).map_err(|e| recall_core::Error::io("cannot read", from, e))?;
+    recall_core::write::write_bytes(to, &bytes)?;
+    Ok(())
+}
+
+fn record(dir: &Path, file: &str, rows: Option<u64>) -> Result<FileRecord> {
+    let path = dir.join(file);
+    let bytes = std::fs::metadata(&path)
+        .map_err(|e| recall_core::Error::io("cannot stat", &path, e))?
+        .len();
+    Ok(FileRecord {
+        file: file.to_owned(),
+        rows,
+        bytes,
+        sha256: recall_core::checksum::sha256_file(&path)?,
+    })
+}
+
+/// Compares the index with the exact ranking on the first `probe` users (unfiltered top-k).
+fn measure_index(
+    index: &ApproximateIndex,
+    users: &Embeddings,
+    items: &Embeddings,
+    k: usize,
+    probe: usize,
+    build_seconds: f64,
+) -> Result<IndexQuality> {
+    let n = probe.min(users.rows()).max(1).min(users.rows());
+    let probe_users = Embeddings::new(users.dim(), users.as_slice()[..n * users.dim()].to_vec())
+        .map_err(Error::Core)?;
+    let start = Instant::now();
+    let exact = topk::exact(
+        &probe_users,
+        items,
+        k,
+        &Options {
+            first_item: FIRST_ITEM,
+            ..Options::default()
+        },
+    )
+    .map_err(Error::Core)?;
+    let exact_seconds = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let approximate = index.top_k(&probe_users, k, None)?;
+    let index_seconds = start.elapsed().as_secs_f64();
+    Ok(IndexQuality {
+        k,
+        probe_users: n,
+        recall: index::recall_at(&approximate, &exact, k),
+        build_seconds,
+        index_queries_per_second: n as f64 / index_seconds.max(1e-9),
+        exact_queries_per_second: n as f64 / exact_seconds.max(1e-9),
+    })
+}
+
+/// Exact top-K of every row of `users` over `items` (item indices from [`FIRST_ITEM`]).
+pub fn exact_candidates(
+    users: &Embeddings,
+    items: &Embeddings,
+    k: usize,
+    exclude: Option<Lists>,
+) -> Result<TopK> {
+    Ok(topk::exact(
+        users,
+        items,
+        k,
+        &Options {
+            first_item: FIRST_ITEM,
+            exclude,
+            ..Options::default()
+        },
+    )?)
+}
+
+/// Exports model `name` (checkpoint in `model_dir`, trained on `encode_dir`) into `out`.
+pub fn export_model(
+    encode_dir: &Path,
+    model_dir: &Path,
+    out: &Path,
+    name: &str,
+    config: &ExportConfig,
+    config_hash: &str,
+    device: &Device,
+) -> Result<ExportSummary> {
+    let rankable = |n: usize| n.saturating_sub(FIRST_ITEM as usize);
+    let data = EncodedData::read_dir(encode_dir)?;
+    if config.top_k == 0 || config.top_k > rankable(data.item_table_size) {
+        return Err(Error::Config(format!(
+            "export.top_k must be between 1 and the {} items of the catalogue, got {}",
+            rankable(data.item_table_size),
+            config.top_k
+        )));
+    }
+    let model: TwoTower = checkpoint::load(model_dir, &data, device)?;
+    let item_ids = read_vocabulary(&encode_dir.join("vocab_item_id.parquet"))?;
+    let user_vocab = read_vocabulary(&encode_dir.join("vocab_user_id.parquet"))?;
+
+    // Check the output directory before spending time: nothing is half-written either way.
+    std::fs::create_dir_all(out)
+        .map_err(|e| recall_core::Error::io("cannot create the export directory", out, e))?;
+
+    let all_items = model.embed_items(&data)?;
+    let dim = all_items.dim();
+    let known_items = Embeddings::new(
+        dim,
+        all_items.as_slice()[FIRST_ITEM as usize * dim..].to_vec(),
+    )?;
+    if known_items.rows() != item_ids.len() {
+        return Err(Error::Invalid(format!(
+            "the item vocabulary has {} items but the model's table {}: the checkpoint was trained on another encoding",
+            item_ids.len(),
+            known_items.rows()
+        )));
+    }
+    let (serving, users_skipped_unknown) = serving_split(&data);
+    if serving.is_empty() {
+        return Err(Error::Invalid(
+            "no test row has a known user: nothing to embed".into(),
+        ));
+    }
+    let users = model.embed_split(&data, &serving)?;
+    if users.dim() != dim {
+        return Err(Error::Invalid(format!(
+            "user embeddings have dimension {} and item embeddings {dim}: the towers' last widths must match",
+            users.dim()
+        )));
+    }
+    let user_rows: Vec<usize> = serving
+        .user
+        .iter()
+        .map(|&u| (u - FIRST_ITEM) as usize)
+        .collect();
+    if let Some(&bad) = user_rows.iter().find(|&&r| r >= user_vocab.len()) {
+        return Err(Error::Invalid(format!(
+            "user index {} is outside the user vocabulary of {}",
+            bad + FIRST_ITEM as usize,
+            user_vocab.len()
+        )));
+    }
+    let user_ids = user_vocab.take(&user_rows);
+
+    let item_info = TableInfo {
+        model: name,
+        entity: "item",
+        id_column: recall_core::columns::ITEM_ID,
+        normalized: true,
+    };
+    let keys: Vec<i64> = (0..known_items.rows() as i64)
+        .map(|r| r + i64::from(FIRST_ITEM))
+        .collect();
+    let item_rows = vectors::write(
+        &out.join("item_embeddings.parquet"),
+        item_info,
+        &item_ids,
+        &known_items,
+        Some(&keys),
+    )?;
+    let user_info = TableInfo {
+        entity: "user",
+        id_column: recall_core::columns::USER_ID,
+        ..item_info
+    };
+    let user_rows_written = vectors::write(
+        &out.join("user_embeddings.parquet"),
+        user_info,
+        &user_ids,
+        &users,
+        None,
+    )?;
+
+    let exclude = config.filter_seen.then(|| seen_items(&data, &serving));
+    let top = exact_candidates(&users, &all_items, config.top_k, exclude)?;
+    let candidate_rows = crate::candidates::write(
+        &out.join("candidates.parquet"),
+        &user_ids,
+        &item_ids,
+        FIRST_ITEM,
+        &top,
+    )?;
+
+    copy_file(
+        &model_dir.join("model.safetensors"),
+        &out.join("model.safetensors"),
+    )?;
+    copy_file(&model_dir.join("config.json"), &out.join("config.json"))?;
+    let tensors = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu)
+        .map_err(recall_models::Error::from)?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let tensor_map: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            let shape = tensors[*n].dims().to_vec();
+            serde_json::json!({
+                "name": n,
+                "shape": shape,
+                "dtype": format!("{:?}", tensors[*n].dtype()),
+                "pytorch": torch_counterpart(n, &shape),
+            })
+        })
+        .collect();
+    let json = |v: &serde_json::Value| {
+        serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))
+    };
+    recall_core::write::write_bytes(
+        &out.join("tensors.json"),
+        &json(&serde_json::json!({
+            "format": "safetensors, row-major float32",
+            "note": "Linear weights are [out, in] like torch.nn.Linear; embedding rows are the encoder's indices (vocab_*.parquet), 0 padding and 1 out-of-vocabulary",
+            "tensors": tensor_map,
+        }))?,
+    )?;
+
+    let mut files = vec![
+        record(out, "item_embeddings.parquet", Some(item_rows as u64))?,
+        record(
+            out,
+            "user_embeddings.parquet",
+            Some(user_rows_written as u64),
+        )?,
+        record(out, "candidates.parquet", Some(candidate_rows as u64))?,
+        record(out, "model.safetensors", Some(tensors.len() as u64))?,
+        record(out, "config.json", None)?,
+        record(out, "tensors.json", None)?,
+    ];
+    let index = if config.build_index {
+        let start = Instant::now();
+        let index = ApproximateIndex::build(&all_items, FIRST_ITEM as usize, config.index)?;
+        let build_seconds = start.elapsed().as_secs_f64();
+        index.save(&out.join("item_index.usearch"))?;
+        files.push(record(
+            out,
+            "item_index.usearch",
+            Some(index.sidecar().items as u64),
+        )?);
+        files.push(record(out, "item_index.usearch.json", None)?);
+        let quality = measure_index(
+            &index,
+            &users,
+            &all_items,
+            config.top_k,
+            config.probe_users,
+            build_seconds,
+        )?;
+        tracing::info!(
+            recall = format!("{:.4}", quality.recall),
+            index_qps = format!("{:.0}", quality.index_queries_per_second),
+            exact_qps = format!("{:.0}", quality.exact_queries_per_second),
+            "serving index of `{name}` against the exact top-{}",
+            quality.k
+        );
+        Some(quality)
+    } else {
+        None
+    };
+
+    let summary = ExportSummary {
+        model: name.to_owned(),
+        model_kind: format!("{:?}", model.config.kind).to_lowercase(),
+        dim,
+        config_hash: config_hash.to_owned(),
+        versions: serde_json::json!({
+            "recall-export": env!("CARGO_PKG_VERSION"),
+            "usearch": usearch::version(),
+        }),
+        top_k: config.top_k,
+        filter_seen: config.filter_seen,
+        users: user_rows_written,
+        items: item_rows,
+        users_skipped_unknown,
+        index,
+        files,
+    };
+    recall_core::write::write_bytes(
+        &out.join("manifest.json"),
+        &serde_json::to_vec_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?,
+    )?;
+    Ok(summary)
+}
+
+/// The export directory's files, manifest last (for a caller's own manifest).
+pub fn written_files(out: &Path, summary: &ExportSummary) -> Vec<PathBuf> {
+    summary
+        .files
+        .iter()
+        .map(|f| out.join(&f.file))
+        .chain([out.join("manifest.json")])
+        .collect()
+}

@@ -1,0 +1,221 @@
+//! The export stage end to end on a small synthetic dataset: files keyed by original ids,
+//! candidates equal to the exact ranking of the exported embeddings, an index that reloads and
+//! agrees with the exact ranking, and bad input refused without touching earlier output.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use rand::SeedableRng;
+use recall_core::{RawIds, Table};
+use recall_data::{IngestConfig, SyntheticConfig, ingest};
+use recall_eval::Embeddings;
+use recall_export::index::{self, ApproximateIndex};
+use recall_export::{ExportConfig, export_model};
+use recall_features::encode::{EncodeConfig, EncodeInput, encode};
+use recall_models::{EncodedData, TwoTower, checkpoint, train};
+
+/// Encodes a synthetic dataset and trains a tiny YoutubeDNN; returns (encode dir, model dir).
+fn trained() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
+        300, 200, 20, 3,
+    )))
+    .unwrap()
+    .write(dir.path())
+    .unwrap();
+    let encoded = encode(
+        &EncodeInput::read_dir(dir.path()).unwrap(),
+        &EncodeConfig::default(),
+    )
+    .unwrap();
+    let encode_dir = dir.path().join("encode");
+    encoded.write(&encode_dir).unwrap();
+    let data = EncodedData::read_dir(&encode_dir).unwrap();
+    let model_config = serde_json::from_value(serde_json::json!({
+        "kind": "youtubednn", "embedding_dim": 8, "user_tower": [16, 8]
+    }))
+    .unwrap();
+    let train_config =
+        serde_json::from_value(serde_json::json!({ "epochs": 1, "batch_size": 128 })).unwrap();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+    let mut model = TwoTower::new(&model_config, &data, &mut rng, &Device::Cpu).unwrap();
+    train::train(&mut model, &data, &train_config, 1).unwrap();
+    let model_dir = dir.path().join("model");
+    checkpoint::save(&model, &model_dir).unwrap();
+    (dir, encode_dir, model_dir)
+}
+
+fn ints(path: &Path, column: &str) -> Vec<i64> {
+    Table::read(path).unwrap().ints(column).unwrap()
+}
+
+#[test]
+fn exports_are_keyed_by_original_ids_and_consistent_with_each_other() {
+    let (dir, encode_dir, model_dir) = trained();
+    let out = dir.path().join("export");
+    let config = ExportConfig {
+        top_k: 10,
+        ..ExportConfig::default()
+    };
+    let summary = export_model(
+        &encode_dir,
+        &model_dir,
+        &out,
+        "ydnn",
+        &config,
+        "hash",
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(summary.users, 300);
+    assert_eq!(summary.users_skipped_unknown, 0);
+
+    // Items: original ids (the synthetic generator's item ids), unit vectors, metadata.
+    let (item_ids, items) =
+        Embeddings::read_parquet(&out.join("item_embeddings.parquet"), "item_id", "embedding")
+            .unwrap();
+    assert_eq!(items.rows(), summary.items);
+    assert_eq!(items.dim(), 8);
+    for r in 0..items.rows() {
+        let norm: f32 = items.row(r).iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "row {r} has norm {norm}");
+    }
+    let vocab = Table::read(&encode_dir.join("vocab_item_id.parquet")).unwrap();
+    let mut known = vocab.ints("raw").unwrap();
+    let RawIds::Int(mut exported) = item_ids.clone() else {
+        panic!("synthetic item ids are integers")
+    };
+    known.sort_unstable();
+    exported.sort_unstable();
+    assert_eq!(known, exported);
+
+    // Candidates: K per user, ranks 1..K, scores equal to the dot products of the exported
+    // vectors, none of them an item the user has seen.
+    let (user_ids, users) =
+        Embeddings::read_parquet(&out.join("user_embeddings.parquet"), "user_id", "embedding")
+            .unwrap();
+    let candidates = out.join("candidates.parquet");
+    let c_users = ints(&candidates, "user_id");
+    let c_items = ints(&candidates, "item_id");
+    let c_ranks = ints(&candidates, "rank");
+    assert_eq!(c_users.len(), 300 * 10);
+    assert_eq!(&c_ranks[..10], &(1..=10).collect::<Vec<_>>()[..]);
+    let scores = Table::read(&candidates)
+        .unwrap()
+        .nullable_floats("score")
+        .unwrap();
+    let RawIds::Int(user_ids) = user_ids else {
+        panic!()
+    };
+    let RawIds::Int(item_ids) = item_ids else {
+        panic!()
+    };
+    let user_row = |id: i64| user_ids.iter().position(|&u| u == id).unwrap();
+    let item_row = |id: i64| item_ids.iter().position(|&i| i == id).unwrap();
+    for row in (0..c_users.len()).step_by(37) {
+        let (u, i) = (user_row(c_users[row]), item_row(c_items[row]));
+        let dot: f32 = users
+            .row(u)
+            .iter()
+            .zip(items.row(i))
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!((dot - scores[row].unwrap()).abs() < 1e-4);
+    }
+    let ingested = Table::read(&dir.path().join("interactions.parquet")).unwrap();
+    let (iu, ii) = (
+        ingested.ints("user_id").unwrap(),
+        ingested.ints("item_id").unwrap(),
+    );
+    let seen: std::collections::HashSet<(i64, i64)> = iu.into_iter().zip(ii).collect();
+    assert!(
+        c_users
+            .iter()
+            .zip(&c_items)
+            .all(|(u, i)| !seen.contains(&(*u, *i))),
+        "a seen item was recommended"
+    );
+
+    // The index reloads and agrees with the exact ranking on this small catalogue.
+    let loaded = ApproximateIndex::load(&out.join("item_index.usearch")).unwrap();
+    assert_eq!(loaded.sidecar().items, summary.items);
+    let quality = summary.index.unwrap();
+    assert!(quality.recall > 0.99, "{quality:?}");
+    let keys = ints(&out.join("item_embeddings.parquet"), "index_key");
+    let best = loaded.search(users.row(0), 5, &[]).unwrap();
+    let mut full = Vec::with_capacity(items.as_slice().len() + 16);
+    full.extend([0.0; 16]); // the two reserved rows
+    full.extend_from_slice(items.as_slice());
+    let exact = recall_export::export::exact_candidates(
+        &Embeddings::new(8, users.row(0).to_vec()).unwrap(),
+        &Embeddings::new(8, full).unwrap(),
+        5,
+        None,
+    )
+    .unwrap();
+    assert_eq!(best.iter().map(|p| p.0).collect::<Vec<_>>(), exact.list(0));
+    assert!(best.iter().all(|p| keys.contains(&i64::from(p.0))));
+    assert!(index::recall_at(&exact, &exact, 5) == 1.0);
+
+    // The manifest lists every file with its checksum.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files.len(), 8);
+    for f in files {
+        let path = out.join(f["file"].as_str().unwrap());
+        assert_eq!(
+            f["sha256"].as_str().unwrap(),
+            recall_core::checksum::sha256_file(&path).unwrap()
+        );
+    }
+    let tensors = std::fs::read_to_string(out.join("tensors.json")).unwrap();
+    assert!(tensors.contains("\"item_embedding\"") && tensors.contains("nn.Embedding"));
+}
+
+#[test]
+fn bad_settings_and_an_unwritable_directory_are_refused() {
+    let (dir, encode_dir, model_dir) = trained();
+    let run = |out: &Path, config: &ExportConfig| {
+        export_model(&encode_dir, &model_dir, out, "m", config, "h", &Device::Cpu)
+            .unwrap_err()
+            .to_string()
+    };
+    let big = ExportConfig {
+        top_k: 100_000,
+        ..ExportConfig::default()
+    };
+    let err = run(&dir.path().join("a"), &big);
+    assert!(err.contains("export.top_k"), "{err}");
+    // A file where the directory should be.
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, b"x").unwrap();
+    let err = run(&blocked.join("sub"), &ExportConfig::default());
+    assert!(err.contains("cannot create the export directory"), "{err}");
+    // A checkpoint from another encoding.
+    let other = dir.path().join("other_encode");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in std::fs::read_dir(&encode_dir).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, other.join(f.file_name().unwrap())).unwrap();
+    }
+    let text = std::fs::read_to_string(other.join("features.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["item_table_size"] = serde_json::json!(json["item_table_size"].as_u64().unwrap() + 5);
+    std::fs::write(other.join("features.json"), json.to_string()).unwrap();
+    let err = export_model(
+        &other,
+        &model_dir,
+        &dir.path().join("b"),
+        "m",
+        &ExportConfig::default(),
+        "h",
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("item_embedding") || err.contains("vocabulary"),
+        "{err}"
+    );
+}
