@@ -27,6 +27,9 @@ pub struct PipelineConfig {
     pub models: Vec<crate::stages::train::ModelEntry>,
     #[serde(default)]
     pub evaluate: crate::stages::evaluate::EvaluateConfig,
+    /// `[export]`: candidates per user, seen filtering, the serving index.
+    #[serde(default)]
+    pub export: recall_export::ExportConfig,
 }
 
 /// Replaces `${RECALL_DATA_DIR}` and `$RECALL_DATA_DIR` with the variable's value (or `data`).

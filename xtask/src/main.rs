@@ -7,6 +7,7 @@
 //!
 //! Only this crate knows the run-directory layout.
 
+mod chart;
 mod ci;
 mod config;
 mod manifest;

@@ -21,18 +21,22 @@ pub enum Stage {
     Encode,
     /// Every `[[models]]` entry trained (negative sampling happens here) and checkpointed.
     Train,
-    /// Exact full-catalogue ranking of the test split for models and baselines.
+    /// Exact full-catalogue ranking of the test split for models and baselines (and, with
+    /// `evaluate.index`, the same through the HNSW serving index).
     Evaluate,
+    /// Embeddings, candidates, weights and the serving index of every model.
+    Export,
     /// metrics.json and report.md.
     Report,
 }
 
 impl Stage {
-    const ALL: [Stage; 5] = [
+    const ALL: [Stage; 6] = [
         Stage::Ingest,
         Stage::Encode,
         Stage::Train,
         Stage::Evaluate,
+        Stage::Export,
         Stage::Report,
     ];
 
@@ -42,6 +46,7 @@ impl Stage {
             Stage::Encode => "encode",
             Stage::Train => "train",
             Stage::Evaluate => "evaluate",
+            Stage::Export => "export",
             Stage::Report => "report",
         }
     }
@@ -172,6 +177,7 @@ pub fn execute(
     let encode_dir = run_dir.join(Stage::Encode.name());
     let train_dir = run_dir.join(Stage::Train.name());
     let evaluate_dir = run_dir.join(Stage::Evaluate.name());
+    let export_dir = run_dir.join(Stage::Export.name());
     let report_dir = run_dir.join(Stage::Report.name());
     let mut reports = Vec::new();
     for stage in Stage::ALL {
@@ -245,7 +251,12 @@ pub fn execute(
             Stage::Evaluate => run_stage(
                 stage,
                 &evaluate_dir,
-                config_hash(&(&config.evaluate, &config.models, config.seed))?,
+                config_hash(&(
+                    &config.evaluate,
+                    &config.models,
+                    config.seed,
+                    &config.export.index,
+                ))?,
                 &[outputs_of(&encode_dir), outputs_of(&train_dir)].concat(),
                 forced,
                 |dir| {
@@ -255,20 +266,47 @@ pub fn execute(
                         dir,
                         &config.models,
                         &config.evaluate,
+                        &config.export.index,
                         config.seed,
                     )
                 },
             )?,
+            Stage::Export => {
+                let hash = config_hash(&(&config.export, &config.models, config.seed))?;
+                run_stage(
+                    stage,
+                    &export_dir,
+                    hash.clone(),
+                    &[outputs_of(&encode_dir), outputs_of(&train_dir)].concat(),
+                    forced,
+                    |dir| {
+                        crate::stages::export::run(
+                            &encode_dir,
+                            &train_dir,
+                            dir,
+                            &config.models,
+                            &config.export,
+                            &hash,
+                        )
+                    },
+                )?
+            }
             Stage::Report => run_stage(
                 stage,
                 &report_dir,
                 config_hash(&(&config.name, &config.models))?,
                 // The report also reads the earlier manifests (counts, timings).
-                &[Stage::Ingest, Stage::Encode, Stage::Train, Stage::Evaluate]
-                    .iter()
-                    .map(|s| run_dir.join(s.name()).join(crate::manifest::MANIFEST_FILE))
-                    .chain(outputs_of(&evaluate_dir))
-                    .collect::<Vec<_>>(),
+                &[
+                    Stage::Ingest,
+                    Stage::Encode,
+                    Stage::Train,
+                    Stage::Evaluate,
+                    Stage::Export,
+                ]
+                .iter()
+                .map(|s| run_dir.join(s.name()).join(crate::manifest::MANIFEST_FILE))
+                .chain(outputs_of(&evaluate_dir))
+                .collect::<Vec<_>>(),
                 forced,
                 |dir| crate::report::write(config, run_dir, dir),
             )?,
@@ -309,7 +347,7 @@ mod tests {
             .collect()
     }
 
-    const ALL: [&str; 5] = ["ingest", "encode", "train", "evaluate", "report"];
+    const ALL: [&str; 6] = ["ingest", "encode", "train", "evaluate", "export", "report"];
 
     fn run_ran(config: &PipelineConfig, run: &Path) -> Vec<&'static str> {
         ran(&execute(config, run, None, false, false).unwrap())
@@ -369,7 +407,7 @@ mod tests {
         let text = |from: &str| {
             format!(
                 "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 80\nitems = 60\nseed = 5\n\
-                 [evaluate]\nks = [5, 10]\nbootstrap = 20\n\
+                 [evaluate]\nks = [5, 10]\nbootstrap = 20\n[export]\ntop_k = 10\n\
                  [[models]]\nname = \"a\"\nmodel = {{ kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }}\n\
                  train = {{ epochs = 1, batch_size = 64 }}\n\
                  [[models]]\nname = \"b\"\nmodel = {{ kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8] }}\n\

@@ -3,8 +3,9 @@
 //!
 //! `metrics.json`: `{"pipeline", "dataset": {"name", "users", "items", "interactions"},
 //! "results": [{"model", "filter_seen", "metrics": {"recall@50", "hit_rate@50", ...},
-//! "hit_rate_ci95"}], "timings_s": {"<stage>": s}, "throughput": {"<model>":
-//! {"train_examples_per_second"}}}`.
+//! "search", "hit_rate_ci95"}], "timings_s": {"<stage>": s}, "throughput": {"<model>":
+//! {"train_examples_per_second"}}, "export": {"<model>": {"users", "items", "index": {"recall", ...}}}}`;
+//! `report/metrics.svg`: HitRate@K and NDCG@K over K, linked from `report.md`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,10 @@ pub fn write(
         .map(|m| m.stats)
         .unwrap_or_default();
     let mut timings = serde_json::Map::new();
-    for stage in ["ingest", "encode", "train", "evaluate"] {
+    let export = manifest(run_dir, "export")
+        .map(|m| m.stats)
+        .unwrap_or_default();
+    for stage in ["ingest", "encode", "train", "evaluate", "export"] {
         if let Some(m) = manifest(run_dir, stage) {
             timings.insert(stage.to_owned(), serde_json::json!(m.seconds));
         }
@@ -66,6 +70,7 @@ pub fn write(
         "results": results["results"],
         "timings_s": timings,
         "throughput": throughput,
+        "export": export,
     });
     let metrics_path = out.join("metrics.json");
     recall_core::write::write_bytes(&metrics_path, &serde_json::to_vec_pretty(&doc)?)?;
@@ -137,6 +142,38 @@ pub fn write(
          ideal Σ_(r=1..min(|T|,K)) 1/log2(r+1); MRR@K = 1/rank of the first hit within K, else 0. With one target per \
          user, Recall equals HR. Ties in score rank by item index."
     );
+    let svg = crate::chart::draw(&chart_series(&results, ks), ks)?;
+    let svg_path = out.join("metrics.svg");
+    recall_core::write::write_bytes(&svg_path, svg.as_bytes())?;
+    let _ = writeln!(
+        md,
+        "\n![HitRate@K and NDCG@K of every model, without and with seen-item filtering](metrics.svg)"
+    );
+    if let Some(models) = export.as_object().filter(|m| !m.is_empty()) {
+        let _ = writeln!(
+            md,
+            "\n## Export and serving index\n\nEmbeddings, candidates, weights and the HNSW index are in `export/<model>/`. \
+             The index is compared with the exact ranking on the first test users (unfiltered top-K); `+hnsw` rows above \
+             rank every test user through it.\n\n\
+             | model | users | items | candidates/user | index recall@K | K | index queries/s | exact queries/s | index build s |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
+        for (name, s) in models {
+            let idx = &s["index"];
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {:.4} | {} | {:.0} | {:.0} | {:.2} |",
+                s["users"],
+                s["items"],
+                s["top_k"],
+                idx["recall"].as_f64().unwrap_or(f64::NAN),
+                idx["k"],
+                idx["index_queries_per_second"].as_f64().unwrap_or(f64::NAN),
+                idx["exact_queries_per_second"].as_f64().unwrap_or(f64::NAN),
+                idx["build_seconds"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
     let _ = writeln!(md, "\n## Timings\n\n| stage | seconds |\n|---|---|");
     for (stage, s) in &timings {
         let _ = writeln!(md, "| {stage} | {:.1} |", s.as_f64().unwrap_or(f64::NAN));
@@ -159,9 +196,37 @@ pub fn write(
     let md_path = out.join("report.md");
     recall_core::write::write_bytes(&md_path, md.as_bytes())?;
     Ok((
-        vec![metrics_path, md_path],
+        vec![metrics_path, md_path, svg_path],
         serde_json::json!({ "models": config.models.len() }),
     ))
+}
+
+/// The chart's lines: every exactly ranked result row (models and baselines) at each K.
+fn chart_series(results: &serde_json::Value, ks: &[usize]) -> Vec<crate::chart::Series> {
+    results["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|row| row["search"] != "hnsw")
+        .map(|row| crate::chart::Series {
+            name: row["model"].as_str().unwrap_or("?").to_owned(),
+            filter_seen: row["filter_seen"] == true,
+            metrics: crate::chart::METRICS
+                .iter()
+                .map(|(m, _)| {
+                    let points = ks
+                        .iter()
+                        .filter_map(|&k| {
+                            row["metrics"][format!("{m}@{k}")]
+                                .as_f64()
+                                .map(|v| (k as f64, v))
+                        })
+                        .collect();
+                    (*m, points)
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Fails when a model's unfiltered HitRate@50 is below the `min_hit_rate_at_50` of its entry.

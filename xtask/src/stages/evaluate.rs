@@ -10,6 +10,7 @@ use recall_eval::baselines;
 use recall_eval::metrics::{self, Metric};
 use recall_eval::split::EvalSplit;
 use recall_eval::topk::{self, Options, TopK};
+use recall_export::index::{ApproximateIndex, IndexConfig};
 use recall_models::{EncodedData, checkpoint, train::FIRST_ITEM};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,14 @@ pub struct EvaluateConfig {
     /// Bootstrap resamples for the confidence intervals. Default 1000.
     #[serde(default = "default_bootstrap")]
     pub bootstrap: usize,
+    /// Also rank through the HNSW serving index (settings from `[export.index]`), reported as
+    /// model `<name>+hnsw`, so the cost of the approximation shows in HitRate. Default true.
+    #[serde(default = "default_index")]
+    pub index: bool,
+}
+
+fn default_index() -> bool {
+    true
 }
 
 impl Default for EvaluateConfig {
@@ -39,6 +48,7 @@ impl Default for EvaluateConfig {
         EvaluateConfig {
             ks: default_ks(),
             bootstrap: default_bootstrap(),
+            index: default_index(),
         }
     }
 }
@@ -47,6 +57,8 @@ impl Default for EvaluateConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultRow {
     pub model: String,
+    /// `exact` (full-catalogue ranking) or `hnsw` (the serving index).
+    pub search: String,
     pub filter_seen: bool,
     pub metrics: serde_json::Map<String, serde_json::Value>,
     /// 95 % bootstrap interval of HitRate@50 (or of the largest K below 50).
@@ -90,6 +102,12 @@ fn score(
     Ok((
         ResultRow {
             model: name.to_owned(),
+            search: if name.ends_with("+hnsw") {
+                "hnsw"
+            } else {
+                "exact"
+            }
+            .to_owned(),
             filter_seen: filter,
             metrics: m,
             hit_rate_ci95: ci,
@@ -105,6 +123,7 @@ pub fn run(
     out: &Path,
     models: &[ModelEntry],
     config: &EvaluateConfig,
+    index_config: &IndexConfig,
     seed: u64,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
     let split = EvalSplit::read(encode_dir, "test.parquet").context("reading the test split")?;
@@ -125,6 +144,31 @@ pub fn run(
     } else {
         Some(EncodedData::read_dir(encode_dir)?)
     };
+    // Each model's test-user and item embeddings (and serving index), computed once for both
+    // the unfiltered and the filtered pass.
+    let mut embedded = Vec::new();
+    for entry in models {
+        let data = data.as_ref().context("encoded data")?;
+        let model = checkpoint::load(&train_dir.join(&entry.name), data, &Device::Cpu)
+            .with_context(|| format!("loading model `{}`", entry.name))?;
+        let start = std::time::Instant::now();
+        let users = model.embed_split(data, &data.test)?;
+        let items = model.embed_items(data)?;
+        let embed_seconds = start.elapsed().as_secs_f64();
+        let index = if config.index {
+            let start = std::time::Instant::now();
+            let index = ApproximateIndex::build(&items, FIRST_ITEM as usize, *index_config)
+                .with_context(|| format!("building the serving index of `{}`", entry.name))?;
+            eval_seconds.insert(
+                format!("{}+hnsw_build", entry.name),
+                serde_json::json!(start.elapsed().as_secs_f64()),
+            );
+            Some(index)
+        } else {
+            None
+        };
+        embedded.push((entry, users, items, index, embed_seconds));
+    }
     for filter in [false, true] {
         let options = Options {
             first_item: FIRST_ITEM,
@@ -135,27 +179,34 @@ pub fn run(
         rows.push(score("popularity", &pop, &split, config, filter, seed)?.0);
         let random = baselines::random(n_items, split.rows(), k, &options, seed)?;
         rows.push(score("random", &random, &split, config, filter, seed)?.0);
-        for entry in models {
-            let data = data.as_ref().context("encoded data")?;
-            let model = checkpoint::load(&train_dir.join(&entry.name), data, &Device::Cpu)
-                .with_context(|| format!("loading model `{}`", entry.name))?;
+        let suffix = if filter { "_filtered" } else { "" };
+        for (entry, users, items, index, embed_seconds) in &embedded {
             let start = std::time::Instant::now();
-            let users = model.embed_split(data, &data.test)?;
-            let items = model.embed_items(data)?;
-            let top = topk::exact(&users, &items, k, &options)?;
+            let top = topk::exact(users, items, k, &options)?;
             eval_seconds.insert(
-                format!("{}{}", entry.name, if filter { "_filtered" } else { "" }),
-                serde_json::json!(start.elapsed().as_secs_f64()),
+                format!("{}{suffix}", entry.name),
+                serde_json::json!(embed_seconds + start.elapsed().as_secs_f64()),
             );
             let (row, report) = score(&entry.name, &top, &split, config, filter, seed)?;
-            let path = out.join(format!(
-                "{}/per_user{}.parquet",
-                entry.name,
-                if filter { "_filtered" } else { "" }
-            ));
+            let path = out.join(format!("{}/per_user{suffix}.parquet", entry.name));
             recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
             written.push(path);
             rows.push(row);
+            if let Some(index) = index {
+                let start = std::time::Instant::now();
+                let approximate = index.top_k(users, k, options.exclude.as_ref())?;
+                eval_seconds.insert(
+                    format!("{}+hnsw{suffix}", entry.name),
+                    serde_json::json!(start.elapsed().as_secs_f64()),
+                );
+                let name = format!("{}+hnsw", entry.name);
+                let (mut row, _) = score(&name, &approximate, &split, config, filter, seed)?;
+                row.metrics.insert(
+                    format!("index_recall@{k}"),
+                    serde_json::json!(recall_export::index::recall_at(&approximate, &top, k)),
+                );
+                rows.push(row);
+            }
         }
     }
     let doc = serde_json::json!({ "results": rows, "evaluation_seconds": eval_seconds, "test_users": split.rows(), "rankable_items": n_items.saturating_sub(FIRST_ITEM as usize) });

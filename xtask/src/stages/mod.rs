@@ -2,4 +2,5 @@
 //! and evaluating them against baselines into `metrics.json` and `report.md`.
 
 pub mod evaluate;
+pub mod export;
 pub mod train;
