@@ -124,6 +124,9 @@ impl ApproximateIndex {
             multi: false,
         };
         let inner = Index::new(&options).map_err(|e| native("creating the index", e))?;
+        // Set explicitly as well: measured recall showed the option alone not taking effect.
+        inner.change_expansion_add(config.expansion_add);
+        inner.change_expansion_search(config.expansion_search);
         inner
             .reserve_capacity_and_threads(rows, rayon::current_num_threads())
             .map_err(|e| native("reserving the index", e))?;
