@@ -3,6 +3,8 @@
 //! - `cargo xtask pipeline [--config pipelines/NAME.toml] [--from STAGE | --only STAGE] [--force]`
 //!   runs the stages of a pipeline file into `runs/<name>/<stage>/`, skipping stages whose
 //!   inputs and config are unchanged.
+//! - `cargo xtask fetch-data ml-1m|ml-100k` downloads, verifies and converts a MovieLens
+//!   release into `data/`.
 //! - `cargo xtask ci` runs what CI runs: format check, the test suite and a small pipeline.
 //!
 //! Only this crate knows the run-directory layout.
@@ -10,6 +12,7 @@
 mod chart;
 mod ci;
 mod config;
+mod fetch;
 mod manifest;
 mod pipeline;
 mod report;
@@ -33,11 +36,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a pipeline: stages ingest, encode (more as they land), over Parquet files in
-    /// runs/<pipeline>/<stage>/.
+    /// Run a pipeline: stages ingest, encode, train, evaluate, export, report, over Parquet
+    /// files in runs/<pipeline>/<stage>/.
     Pipeline(pipeline::Args),
     /// Run the project's checks as CI does: rustfmt, tests (nextest when installed), doc tests.
     Ci,
+    /// Download a MovieLens release from GroupLens into data/, verify it and convert it to the
+    /// layout the shipped pipelines read.
+    FetchData(fetch::Args),
 }
 
 // candle's many short-lived temporaries make glibc malloc fault fresh pages in on every step;
@@ -68,5 +74,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Ci => ci::run(),
+        Command::FetchData(args) => fetch::run(&args),
     }
 }
