@@ -15,6 +15,7 @@ mod config;
 mod fetch;
 mod manifest;
 mod pipeline;
+mod progress;
 mod report;
 mod stages;
 mod tidy;

@@ -26,7 +26,7 @@ pub enum Stage {
     Evaluate,
     /// Embeddings, candidates, weights and the serving index of every model.
     Export,
-    /// metrics.json and report.md and metrics.svg.
+    /// metrics.json, report.md and metrics.svg.
     Report,
 }
 

@@ -373,6 +373,23 @@ pub fn train(
     train_with(model, data, config, seed, None)
 }
 
+/// Observes training as it goes (the orchestrator draws a progress bar with it); every method
+/// defaults to doing nothing, and the library itself draws nothing.
+pub trait Progress {
+    /// An epoch of `batches` batches begins.
+    fn epoch_started(&self, _epoch: usize, _batches: usize) {}
+    /// A batch finished with this loss.
+    fn batch_done(&self, _loss: f64) {}
+    /// An epoch (and its validation) finished.
+    fn epoch_finished(&self, _log: &EpochLog) {}
+}
+
+/// The [`Progress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Progress for Silent {}
+
 /// [`train`] with hard negatives from [`mine_hard_negatives`] (a second round).
 pub fn train_with(
     model: &mut TwoTower,
@@ -380,6 +397,18 @@ pub fn train_with(
     config: &TrainConfig,
     seed: u64,
     hard: Option<&HardRound>,
+) -> Result<TrainReport> {
+    train_observed(model, data, config, seed, hard, &Silent)
+}
+
+/// [`train_with`], reporting progress to `progress`.
+pub fn train_observed(
+    model: &mut TwoTower,
+    data: &EncodedData,
+    config: &TrainConfig,
+    seed: u64,
+    hard: Option<&HardRound>,
+    progress: &dyn Progress,
 ) -> Result<TrainReport> {
     config.validate()?;
     let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
@@ -426,6 +455,7 @@ pub fn train_with(
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         let examples_before = trained_examples;
         let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
+        progress.epoch_started(epoch, order.len().div_ceil(config.batch_size).min(limit));
         for rows in order.chunks(config.batch_size).take(limit) {
             if rows.len() < 2 {
                 continue;
@@ -473,6 +503,7 @@ pub fn train_with(
             }
             loss_sum += value;
             batches += 1;
+            progress.batch_done(value);
             trained_examples += rows.len();
         }
         let seconds = start.elapsed().as_secs_f64();
@@ -489,6 +520,7 @@ pub fn train_with(
             examples_per_second: (trained_examples - examples_before) as f64 / seconds.max(1e-9),
             valid_hit_rate,
         };
+        progress.epoch_finished(&log);
         tracing::info!(epoch, loss = format!("{:.4}", log.loss), seconds = format!("{seconds:.1}"), examples_per_second = format!("{:.0}", log.examples_per_second), valid_hit_rate = ?valid_hit_rate.map(|h| format!("{h:.4}")), "epoch done");
         epochs.push(log);
         let score = valid_hit_rate.unwrap_or(epoch as f64);

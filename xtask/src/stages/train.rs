@@ -49,8 +49,10 @@ pub fn run(
             }
             None => None,
         };
-        let report = train::train_with(&mut model, &data, &entry.train, seed, hard.as_ref())
-            .with_context(|| format!("training `{}`", entry.name))?;
+        let bar = crate::progress::TrainBar::for_terminal(&entry.name);
+        let report =
+            train::train_observed(&mut model, &data, &entry.train, seed, hard.as_ref(), &bar)
+                .with_context(|| format!("training `{}`", entry.name))?;
         let dir = out.join(&entry.name);
         checkpoint::save(&model, &dir)?;
         let history = serde_json::to_vec_pretty(&report)?;
