@@ -11,7 +11,7 @@ use recall_models::train::{EpochLog, Progress};
 pub struct TrainBar {
     model: String,
     bar: Option<ProgressBar>,
-    loss: std::cell::Cell<(f64, u64)>,
+    loss: std::sync::Mutex<(f64, u64)>,
 }
 
 impl TrainBar {
@@ -21,7 +21,7 @@ impl TrainBar {
         TrainBar {
             model: model.to_owned(),
             bar: enabled.then(ProgressBar::hidden),
-            loss: std::cell::Cell::new((0.0, 0)),
+            loss: std::sync::Mutex::new((0.0, 0)),
         }
     }
 }
@@ -39,16 +39,21 @@ impl Progress for TrainBar {
         .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(format!("{} epoch {epoch}", self.model));
-        self.loss.set((0.0, 0));
+        if let Ok(mut loss) = self.loss.lock() {
+            *loss = (0.0, 0);
+        }
     }
 
     fn batch_done(&self, loss: f64) {
         let Some(bar) = &self.bar else { return };
-        let (sum, n) = self.loss.get();
-        self.loss.set((sum + loss, n + 1));
+        let Ok(mut running) = self.loss.lock() else {
+            return;
+        };
+        running.0 += loss;
+        running.1 += 1;
         bar.inc(1);
-        if n % 20 == 0 {
-            bar.set_message(format!("loss {:.4}", (sum + loss) / (n + 1) as f64));
+        if running.1 % 20 == 1 {
+            bar.set_message(format!("loss {:.4}", running.0 / running.1 as f64));
         }
     }
 

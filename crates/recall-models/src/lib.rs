@@ -17,7 +17,9 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod fused;
 pub mod model;
+pub mod pool_op;
 pub mod sparse;
 pub mod train;
 

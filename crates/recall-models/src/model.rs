@@ -6,21 +6,24 @@
 //! layers are candle `Linear`s over `Var`s initialised from the seed; every embedding table is a
 //! [`SparseTable`] gathered per batch.
 
-use candle_core::{D, Device, Module, Tensor, Var};
-use candle_nn::{Linear, PReLU};
+use candle_core::{Device, Tensor, Var};
 use rand::Rng;
 
 use crate::Result;
 use crate::config::{Activation, ModelConfig, ModelKind, Pooling};
 use crate::data::EncodedData;
+use crate::fused::bias_activation;
+use crate::pool_op::{SegmentPool, pool_rows};
 use crate::sparse::{Gathered, SparseTable};
 
-/// A dense layer with its activation (none on a tower's last layer).
+/// A dense layer with its activation (none on a tower's last layer): `act(x W^T + b)` with
+/// `act(v) = v` for `v > 0`, else `alpha * v` per output column, so one fused op serves PReLU
+/// (alpha learned), ReLU (alpha 0) and the identity (alpha 1).
 #[derive(Debug, Clone)]
 struct Layer {
-    linear: Linear,
-    prelu: Option<PReLU>,
-    relu: bool,
+    weight: Tensor,
+    bias: Tensor,
+    alpha: Tensor,
 }
 
 /// An MLP with named parameters.
@@ -56,17 +59,19 @@ impl Tower {
             params.push((format!("{name}.{i}.weight"), wv.clone()));
             params.push((format!("{name}.{i}.bias"), bv.clone()));
             let last = i + 1 == widths.len();
-            let prelu = if !last && activation == Activation::Prelu {
-                let a = Var::from_tensor(&Tensor::full(0.25f32, w, device)?)?;
-                params.push((format!("{name}.{i}.prelu"), a.clone()));
-                Some(PReLU::new(a.as_tensor().clone(), false))
-            } else {
-                None
+            let alpha = match activation {
+                _ if last => Tensor::ones(w, candle_core::DType::F32, device)?,
+                Activation::Relu => Tensor::zeros(w, candle_core::DType::F32, device)?,
+                Activation::Prelu => {
+                    let a = Var::from_tensor(&Tensor::full(0.25f32, w, device)?)?;
+                    params.push((format!("{name}.{i}.prelu"), a.clone()));
+                    a.as_tensor().clone()
+                }
             };
             layers.push(Layer {
-                linear: Linear::new(wv.as_tensor().clone(), Some(bv.as_tensor().clone())),
-                prelu,
-                relu: !last && activation == Activation::Relu,
+                weight: wv.as_tensor().clone(),
+                bias: bv.as_tensor().clone(),
+                alpha,
             });
             fan_in = w;
         }
@@ -83,12 +88,7 @@ impl Tower {
         let mut dropout = dropout;
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
-            x = l.linear.forward(&x)?;
-            if let Some(p) = &l.prelu {
-                x = p.forward(&x)?;
-            } else if l.relu {
-                x = x.relu()?;
-            }
+            x = bias_activation(&x.matmul(&l.weight.t()?)?, &l.bias, &l.alpha)?;
             if i + 1 < n {
                 if let Some((rate, mask)) = dropout.as_mut() {
                     if *rate > 0.0 {
@@ -101,11 +101,7 @@ impl Tower {
     }
 }
 
-/// Row-wise L2 normalisation: `x / sqrt(sum(x^2) + eps)` (candle has no helper).
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
-    Ok(x.broadcast_div(&norm)?)
-}
+pub use crate::fused::l2_normalize;
 
 /// The embedding tables of a model.
 #[derive(Debug, Clone)]
@@ -284,28 +280,16 @@ impl TwoTower {
         self.dims
     }
 
-    /// Sum or mean of the embeddings of each list. Lists are padded with index 0 to the
-    /// longest; the table `g` was gathered from has a zero, frozen row 0 (see
-    /// `SparseTable::zero_padding`), so padding adds nothing and no mask multiply is needed;
-    /// the mean divides by the true length.
+    /// Sum or mean of the embeddings of each list (the mean divides by the list's true length;
+    /// there is no padding to mask), fused into one op on CPU (see `pool_op`).
     fn pool(&self, g: &Gathered, histories: &[&[u32]]) -> Result<Tensor> {
-        let b = histories.len();
-        let width = histories.iter().map(|h| h.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![0u32; b * width];
-        for (r, h) in histories.iter().enumerate() {
-            ids[r * width..r * width + h.len()].copy_from_slice(h);
-        }
-        let summed = g.lookup(&ids, &[b, width], &self.device)?.sum(1)?;
-        Ok(match self.config.pooling {
-            Pooling::Sum => summed,
-            Pooling::Mean => {
-                let lens: Vec<f32> = histories
-                    .iter()
-                    .map(|h| (h.len() as f32).max(1.0))
-                    .collect();
-                summed.broadcast_div(&Tensor::from_vec(lens, (b, 1), &self.device)?)?
-            }
-        })
+        let op = SegmentPool::from_lists(
+            histories
+                .iter()
+                .map(|h| h.iter().map(|id| g.local_index(*id))),
+            self.config.pooling == Pooling::Mean,
+        );
+        pool_rows(g.var.as_tensor(), op)
     }
 
     /// Gathers, for one step, the item rows of histories and `candidates` plus the side tables'
@@ -411,10 +395,49 @@ impl TwoTower {
     ) -> Result<Tensor> {
         let n = candidates.len();
         let dev = &self.device;
-        let own = step.gathered[0].1.lookup(candidates, &[n], dev)?;
         let Some(tower) = &self.item_tower else {
-            return l2_normalize(&own);
+            return l2_normalize(&step.gathered[0].1.lookup(candidates, &[n], dev)?);
         };
+        // Candidate lists repeat items (popular positives, popularity-drawn negatives): without
+        // dropout every copy has the same vector, so the tower runs once per distinct item and
+        // the rows are copied out (on ML-1M at batch 4,096 about half the rows are repeats).
+        let dropout_active = dropout.as_ref().is_some_and(|(rate, _)| *rate > 0.0);
+        if !dropout_active {
+            let mut index = std::collections::HashMap::with_capacity_and_hasher(
+                n,
+                std::hash::BuildHasherDefault::<crate::sparse::IdHasher>::default(),
+            );
+            let mut distinct = Vec::new();
+            let positions: Vec<u32> = candidates
+                .iter()
+                .map(|&c| {
+                    *index.entry(c).or_insert_with(|| {
+                        distinct.push(c);
+                        distinct.len() as u32 - 1
+                    })
+                })
+                .collect();
+            if distinct.len() < n {
+                let vectors = self.item_tower_forward(data, step, tower, &distinct, None)?;
+                let positions = Tensor::from_vec(positions, n, dev)?;
+                return Ok(vectors.index_select(&positions, 0)?);
+            }
+        }
+        self.item_tower_forward(data, step, tower, candidates, dropout)
+    }
+
+    /// The DSSM item tower over `candidates`, L2-normalised.
+    fn item_tower_forward(
+        &self,
+        data: &EncodedData,
+        step: &StepRows,
+        tower: &Tower,
+        candidates: &[u32],
+        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
+    ) -> Result<Tensor> {
+        let n = candidates.len();
+        let dev = &self.device;
+        let own = step.gathered[0].1.lookup(candidates, &[n], dev)?;
         let mut parts = vec![own];
         let first_item_slot = step.gathered.len() - self.tables.item_features.len();
         for k in 0..self.tables.item_features.len() {

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use recall_eval::topk::{self, Lists};
 use recall_eval::{Embeddings, metrics};
-use recall_sampling::exclude::draw_excluding;
+use recall_sampling::exclude::{draw_excluding_with_mass, excluded_mass};
 use recall_sampling::hard::HardNegatives;
 use recall_sampling::{ItemSampler, Popularity, Uniform};
 use serde::Serialize;
@@ -154,17 +154,31 @@ impl TwoTower {
     }
 }
 
+/// Where a batch's negatives come from.
+struct Negatives<'a> {
+    sampler: &'a dyn ItemSampler,
+    /// Sampler mass of each user's positives (see `draw_excluding_with_mass`).
+    user_mass: &'a [f64],
+    /// q of every item as an in-batch candidate.
+    target_q: &'a [f64],
+    hard: Option<&'a HardRound>,
+}
+
 /// Loss of one batch.
 fn batch_loss(
     model: &TwoTower,
     data: &EncodedData,
     config: &TrainConfig,
     rows: &[usize],
-    sampler: &dyn ItemSampler,
-    target_q: &[f64],
-    hard: Option<&HardRound>,
+    negatives: &Negatives<'_>,
     rng: &mut Xoshiro256PlusPlus,
 ) -> Result<(Tensor, StepRows)> {
+    let Negatives {
+        sampler,
+        user_mass,
+        target_q,
+        hard,
+    } = *negatives;
     let split = &data.train;
     let dev = &model.device;
     let (hist, users, ages) = user_rows(split, rows);
@@ -255,7 +269,7 @@ fn batch_loss(
                 .draw(user, rng, positives, h.count.min(n), &mut negs)?;
         }
         let rest = n - negs.len();
-        draw_excluding(sampler, rng, positives, rest, &mut negs)?;
+        draw_excluding_with_mass(sampler, rng, positives, user_mass[user], rest, &mut negs)?;
         candidates.extend_from_slice(&negs);
     }
     let step = model.gather(data, &urows, &candidates)?;
@@ -375,7 +389,7 @@ pub fn train(
 
 /// Observes training as it goes (the orchestrator draws a progress bar with it); every method
 /// defaults to doing nothing, and the library itself draws nothing.
-pub trait Progress {
+pub trait Progress: Sync {
     /// An epoch of `batches` batches begins.
     fn epoch_started(&self, _epoch: usize, _batches: usize) {}
     /// A batch finished with this loss.
@@ -411,6 +425,26 @@ pub fn train_observed(
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
     config.validate()?;
+    // Training runs its tensor ops on one thread. The matrices of a recall step are small
+    // (batch x a few hundred): measured on 2 cores at torch-rechub's sizes, letting gemm and
+    // candle's element-wise pool use both cores made steps 10-25 % slower than one thread
+    // (synchronisation, and candle pinning and spinning its workers on the same cores).
+    // Whole-catalogue work (evaluation, export) keeps the global pool.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::Training(format!("cannot start the training thread pool: {e}")))?;
+    pool.install(|| train_in_pool(model, data, config, seed, hard, progress))
+}
+
+fn train_in_pool(
+    model: &mut TwoTower,
+    data: &EncodedData,
+    config: &TrainConfig,
+    seed: u64,
+    hard: Option<&HardRound>,
+    progress: &dyn Progress,
+) -> Result<TrainReport> {
     let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let sampler = sampler(config, data)?;
@@ -440,6 +474,13 @@ pub fn train_observed(
     // (the counts stand in until an item has been seen twice).
     let mut streaming = (config.logq_source == LogqSource::Streaming)
         .then(|| recall_sampling::inbatch::StreamingFrequency::new(data.item_table_size * 2, 0.01));
+    // Each user's positives' share of the sampler, once (not per draw: heavy users hold
+    // most training rows and hundreds of positives).
+    let user_mass: Vec<f64> = data
+        .user_positives
+        .iter()
+        .map(|p| excluded_mass(sampler.as_ref(), p))
+        .collect();
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize, TwoTower)> = None;
@@ -460,16 +501,13 @@ pub fn train_observed(
             if rows.len() < 2 {
                 continue;
             }
-            let (loss, step) = batch_loss(
-                model,
-                data,
-                config,
-                rows,
-                sampler.as_ref(),
-                &target_q,
+            let negatives = Negatives {
+                sampler: sampler.as_ref(),
+                user_mass: &user_mass,
+                target_q: &target_q,
                 hard,
-                &mut rng,
-            )?;
+            };
+            let (loss, step) = batch_loss(model, data, config, rows, &negatives, &mut rng)?;
             if let Some(stream) = streaming.as_mut() {
                 stream.update(
                     &rows
