@@ -9,21 +9,9 @@
 //!
 //! Only this crate knows the run-directory layout.
 
-mod chart;
-mod ci;
-mod config;
-mod fetch;
-mod manifest;
-mod pipeline;
-mod progress;
-mod report;
-mod stages;
-mod tidy;
-
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use xtask::{ci, fetch, pipeline, project_root};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,15 +39,6 @@ enum Command {
 // mimalloc reuses them (../shared/notes/candle-on-cpu.md; 2.4x faster steps measured here).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The workspace root, so `pipelines/` and `runs/` resolve the same from any directory.
-fn project_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or(manifest_dir)
-}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()

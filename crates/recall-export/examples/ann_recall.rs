@@ -12,7 +12,8 @@
 //! cargo run --release -p recall-export --example ann_recall -- --synthetic 1000000 --dim 64
 //! ```
 //! Other options: `--queries N` (default 2000), `--k K` (default 100), `--ef N` (search
-//! expansion, repeatable to sweep), `--connectivity M`, `--expansion-add N`.
+//! expansion, repeatable to sweep), `--connectivity M`, `--expansion-add N`,
+//! `--build-threads N` (default 1, deterministic; the 1M figures used 2).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -76,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--ef" => efs.push(value()?.parse()?),
             "--connectivity" => config.connectivity = value()?.parse()?,
             "--expansion-add" => config.expansion_add = value()?.parse()?,
+            "--build-threads" => config.build_threads = value()?.parse()?,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
