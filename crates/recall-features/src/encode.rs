@@ -55,6 +55,10 @@ pub struct EncodeConfig {
     /// Item side-table columns to encode.
     #[serde(default)]
     pub item_features: Vec<FeatureSpec>,
+    /// At most this many training examples per user (`{ count = 100, pick = "random" |
+    /// "recent", seed = 0 }`), so heavy users do not dominate the loss. Default: no cap.
+    #[serde(default)]
+    pub max_examples_per_user: Option<split::ExampleCap>,
 }
 
 impl Default for EncodeConfig {
@@ -66,6 +70,7 @@ impl Default for EncodeConfig {
             example_age: ExampleAgeConfig::default(),
             user_features: Vec::new(),
             item_features: Vec::new(),
+            max_examples_per_user: None,
         }
     }
 }
@@ -156,6 +161,9 @@ pub struct EncodeStats {
     pub valid_targets_oov: usize,
     /// Training rows without a timestamp (their example age is null).
     pub train_rows_without_timestamp: usize,
+    /// The per-user cap applied (`encode.max_examples_per_user`), if any.
+    #[serde(default)]
+    pub max_examples_per_user: Option<split::ExampleCap>,
 }
 
 /// `features.json`: everything a model needs to know about the encoded files.
@@ -547,13 +555,23 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let group_first: Vec<usize> = starts[..n_users].iter().map(|&s| order[s]).collect();
     let users_enc = user_vocab.encode(&users_raw.take(&group_first));
     let ts_ordered: Vec<Option<i64>> = order.iter().map(|&r| timestamps[r]).collect();
-    let splits = split::build(
+    if config
+        .max_examples_per_user
+        .is_some_and(|cap| cap.count == 0)
+    {
+        return Err(Error::config(
+            "encode.max_examples_per_user.count",
+            "must be at least 1 (leave the key out for no cap)",
+        ));
+    }
+    let splits = split::build_capped(
         &users_enc,
         &starts,
         &items_enc,
         &ts_ordered,
         config.max_len,
         config.validation,
+        config.max_examples_per_user.as_ref(),
     );
 
     // Example age: days from the example's time to the end of the training window; 0 for the
@@ -636,6 +654,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             .iter()
             .filter(|t| t.is_none())
             .count(),
+        max_examples_per_user: config.max_examples_per_user,
     };
     tracing::info!(?stats, "encoded");
     let manifest = FeatureManifest {

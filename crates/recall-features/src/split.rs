@@ -75,6 +75,66 @@ impl Examples {
     }
 }
 
+/// Which training examples a user keeps when they have more than a cap (the YoutubeDNN design
+/// gives every user the same number of examples so heavy users do not dominate the loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapPick {
+    /// A seeded uniform choice among the user's training positions (kept in time order).
+    Random,
+    /// The newest positions.
+    Recent,
+}
+
+/// `encode.max_examples_per_user`: at most `count` training examples per user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleCap {
+    pub count: usize,
+    #[serde(default = "default_pick")]
+    pub pick: CapPick,
+    /// Seed of the random choice. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_pick() -> CapPick {
+    CapPick::Random
+}
+
+impl ExampleCap {
+    /// The positions of `candidates` (ascending) kept for user row `u`, ascending.
+    fn keep(&self, u: usize, candidates: &[usize]) -> Vec<usize> {
+        if candidates.len() <= self.count {
+            return candidates.to_vec();
+        }
+        match self.pick {
+            CapPick::Recent => candidates[candidates.len() - self.count..].to_vec(),
+            CapPick::Random => {
+                // Partial Fisher-Yates with a per-user generator: the choice for one user does
+                // not depend on any other user's data.
+                let mut state = self.seed ^ (u as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut next = move || {
+                    // splitmix64
+                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^ (z >> 31)
+                };
+                let mut pool = candidates.to_vec();
+                for i in 0..self.count {
+                    let j = i + (next() % (pool.len() - i) as u64) as usize;
+                    pool.swap(i, j);
+                }
+                let mut kept = pool[..self.count].to_vec();
+                kept.sort_unstable();
+                kept
+            }
+        }
+    }
+}
+
 /// The three splits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Splits {
@@ -94,19 +154,42 @@ pub fn build(
     max_len: usize,
     validation: bool,
 ) -> Splits {
+    build_capped(users, starts, items, timestamps, max_len, validation, None)
+}
+
+/// [`build`] keeping at most `cap.count` training examples per user. Histories are unchanged:
+/// a kept example still sees every earlier interaction, dropped ones included.
+pub fn build_capped(
+    users: &[i32],
+    starts: &[usize],
+    items: &[i32],
+    timestamps: &[Option<i64>],
+    max_len: usize,
+    validation: bool,
+    cap: Option<&ExampleCap>,
+) -> Splits {
     let mut train = Examples::new();
     let mut valid = Examples::new();
     let mut test = Examples::new();
+    let mut train_positions = Vec::new();
     for (u, &user) in users.iter().enumerate() {
         let (s, e) = (starts[u], starts[u + 1]);
         let (items, ts) = (&items[s..e], &timestamps[s..e]);
         let n = items.len();
+        train_positions.clear();
         for p in 1..n {
             match role(p, n, validation) {
-                Role::Train => train.push(user, items, ts, p, max_len),
+                Role::Train => train_positions.push(p),
                 Role::Valid => valid.push(user, items, ts, p, max_len),
                 Role::Test => test.push(user, items, ts, p, max_len),
             }
+        }
+        let kept = match cap {
+            Some(cap) => cap.keep(u, &train_positions),
+            None => train_positions.clone(),
+        };
+        for p in kept {
+            train.push(user, items, ts, p, max_len);
         }
     }
     Splits { train, valid, test }
@@ -116,6 +199,62 @@ pub fn build(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_cap_keeps_the_newest_or_a_seeded_choice_with_full_histories() {
+        // One user with 10 interactions, no validation: training positions 1..=8.
+        let items: Vec<i32> = (100..110).collect();
+        let ts = [None; 10];
+        let recent = ExampleCap {
+            count: 3,
+            pick: CapPick::Recent,
+            seed: 0,
+        };
+        let s = build_capped(&[5], &[0, 10], &items, &ts, 50, false, Some(&recent));
+        assert_eq!(s.train.target, vec![106, 107, 108]);
+        // The kept example at position 6 still sees positions 0..6.
+        assert_eq!(s.train.history_of(0), &[100, 101, 102, 103, 104, 105]);
+        assert_eq!(s.test.target, vec![109]);
+        let random = ExampleCap {
+            pick: CapPick::Random,
+            seed: 9,
+            ..recent
+        };
+        let a = build_capped(&[5], &[0, 10], &items, &ts, 50, false, Some(&random));
+        let b = build_capped(&[5], &[0, 10], &items, &ts, 50, false, Some(&random));
+        assert_eq!(a, b);
+        assert_eq!(a.train.len(), 3);
+        assert!(a.train.target_seq.windows(2).all(|w| w[0] < w[1]));
+        let other = ExampleCap { seed: 10, ..random };
+        let picks = (0..20)
+            .map(|seed| {
+                build_capped(
+                    &[5],
+                    &[0, 10],
+                    &items,
+                    &ts,
+                    50,
+                    false,
+                    Some(&ExampleCap { seed, ..other }),
+                )
+                .train
+                .target
+            })
+            .collect::<std::collections::BTreeSet<_>>();
+        assert!(
+            picks.len() > 5,
+            "the seed should change the choice: {picks:?}"
+        );
+        // Under the cap nothing changes.
+        let wide = ExampleCap {
+            count: 100,
+            ..random
+        };
+        assert_eq!(
+            build_capped(&[5], &[0, 10], &items, &ts, 50, false, Some(&wide)),
+            build(&[5], &[0, 10], &items, &ts, 50, false)
+        );
+    }
 
     #[test]
     fn leave_last_out_with_and_without_validation() {

@@ -83,16 +83,45 @@ fn synthetic_dir() -> tempfile::TempDir {
 }
 
 /// Leakage check on the written files: every history is exactly the user's items before the
-/// target, and every example age comes from the target's own (past) timestamp.
+/// target, and every example age comes from the target's own (past) timestamp; with and
+/// without a per-user cap on training examples.
 #[test]
 fn written_histories_hold_only_events_before_their_target() {
+    use recall_features::split::{CapPick, ExampleCap};
+    for cap in [
+        None,
+        Some(ExampleCap {
+            count: 5,
+            pick: CapPick::Recent,
+            seed: 0,
+        }),
+        Some(ExampleCap {
+            count: 5,
+            pick: CapPick::Random,
+            seed: 3,
+        }),
+    ] {
+        check_no_leakage(cap);
+    }
+}
+
+fn check_no_leakage(cap: Option<recall_features::split::ExampleCap>) {
     let dir = synthetic_dir();
     let input = EncodeInput::read_dir(dir.path()).unwrap();
     let config = EncodeConfig {
         max_len: 8,
+        max_examples_per_user: cap,
         ..EncodeConfig::default()
     };
     let encoded = encode(&input, &config).unwrap();
+    if let Some(cap) = cap {
+        let mut per_user = std::collections::HashMap::new();
+        for &u in &encoded.train.user {
+            *per_user.entry(u).or_insert(0usize) += 1;
+        }
+        assert!(per_user.values().all(|&n| n <= cap.count), "{cap:?}");
+        assert_eq!(encoded.manifest.stats.max_examples_per_user, Some(cap));
+    }
     let out = dir.path().join("encoded");
     encoded.write(&out).unwrap();
 
