@@ -30,6 +30,9 @@ pub struct PipelineConfig {
     /// `[export]`: candidates per user, seen filtering, the serving index.
     #[serde(default)]
     pub export: recall_export::ExportConfig,
+    /// `[ablation]`: the grid `cargo xtask ablate` runs (ignored by `pipeline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ablation: Option<crate::ablate::AblationConfig>,
 }
 
 /// Replaces `${RECALL_DATA_DIR}` and `$RECALL_DATA_DIR` with the variable's value (or `data`).

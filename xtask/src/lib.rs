@@ -2,6 +2,7 @@
 //! fetching and the CI checks. `src/main.rs` is the `cargo xtask` command line over it; the
 //! fuzz targets (`fuzz/`) load pipeline files through [`config::parse`].
 
+pub mod ablate;
 pub mod chart;
 pub mod ci;
 pub mod config;

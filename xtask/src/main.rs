@@ -11,7 +11,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{ci, fetch, pipeline, project_root};
+use xtask::{ablate, ci, fetch, pipeline, project_root};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +33,9 @@ enum Command {
     /// Download a MovieLens release from GroupLens into data/, verify it and convert it to the
     /// layout the shipped pipelines read.
     FetchData(fetch::Args),
+    /// Train a declared grid of variants of a pipeline's model (its [ablation] section) and
+    /// write runs/<pipeline>/ablation/report.md with differences and their intervals.
+    Ablate(ablate::Args),
 }
 
 // candle's many short-lived temporaries make glibc malloc fault fresh pages in on every step;
@@ -55,5 +58,6 @@ fn main() -> Result<()> {
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Ci => ci::run(),
         Command::FetchData(args) => fetch::run(&args),
+        Command::Ablate(args) => ablate::run(&args),
     }
 }

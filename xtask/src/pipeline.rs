@@ -52,6 +52,27 @@ impl Stage {
     }
 }
 
+/// Deletes `.<name>.tmp-<pid>` files under `dir`: what an atomic write leaves when its process
+/// is killed before the rename (the destination itself is never half-written).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_stale_temporaries(&path);
+        } else if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n.contains(".tmp-"))
+        {
+            tracing::debug!("removing {} left by an interrupted run", path.display());
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Every file listed as an output in a stage's manifest (the next stage's inputs).
 fn outputs_of(dir: &Path) -> Vec<PathBuf> {
     Manifest::read(dir)
@@ -78,7 +99,7 @@ pub struct Args {
     runs: PathBuf,
 }
 
-fn config_hash<T: Serialize>(section: &T) -> Result<String> {
+pub fn config_hash<T: Serialize>(section: &T) -> Result<String> {
     let mut bytes = serde_json::to_vec(section)?;
     bytes.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     Ok(sha256_bytes(&bytes))
@@ -120,6 +141,7 @@ fn run_stage(
     }
     // The stage is incomplete from here until its new manifest is written.
     let _ = std::fs::remove_file(dir.join(crate::manifest::MANIFEST_FILE));
+    remove_stale_temporaries(dir);
     let start = Instant::now();
     let (outputs, stats) = body(dir).with_context(|| format!("stage {} failed", stage.name()))?;
     let seconds = start.elapsed().as_secs_f64();
@@ -162,6 +184,37 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Where each stage writes, and which stages a run leaves out.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    dirs: [PathBuf; 6],
+    /// Stages neither run nor required (the ablation skips export).
+    pub skip: Vec<Stage>,
+}
+
+impl Layout {
+    /// `root/<stage>/` for every stage.
+    pub fn new(root: &Path) -> Self {
+        Layout {
+            root: root.to_owned(),
+            dirs: Stage::ALL.map(|s| root.join(s.name())),
+            skip: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self, stage: Stage) -> &Path {
+        &self.dirs[stage as usize]
+    }
+
+    /// The same layout with `stage` written to (or read from) `dir`: several runs can share
+    /// their ingest and encode outputs this way.
+    pub fn with_dir(mut self, stage: Stage, dir: PathBuf) -> Self {
+        self.dirs[stage as usize] = dir;
+        self
+    }
+}
+
 /// Runs `config` into `run_dir`. With `start`, stages before it must be complete and `start`
 /// (and, unless `only`, every later stage) is rerun.
 pub fn execute(
@@ -171,16 +224,31 @@ pub fn execute(
     only: bool,
     force: bool,
 ) -> Result<Vec<StageReport>> {
+    execute_in(config, &Layout::new(run_dir), start, only, force)
+}
+
+/// [`execute`] with explicit stage directories.
+pub fn execute_in(
+    config: &PipelineConfig,
+    layout: &Layout,
+    start: Option<Stage>,
+    only: bool,
+    force: bool,
+) -> Result<Vec<StageReport>> {
+    let run_dir = layout.root.as_path();
     let resolved = toml::to_string(config)?;
     recall_core::write::write_bytes(&run_dir.join("config.toml"), resolved.as_bytes())?;
-    let ingest_dir = run_dir.join(Stage::Ingest.name());
-    let encode_dir = run_dir.join(Stage::Encode.name());
-    let train_dir = run_dir.join(Stage::Train.name());
-    let evaluate_dir = run_dir.join(Stage::Evaluate.name());
-    let export_dir = run_dir.join(Stage::Export.name());
-    let report_dir = run_dir.join(Stage::Report.name());
+    let ingest_dir = layout.dir(Stage::Ingest).to_owned();
+    let encode_dir = layout.dir(Stage::Encode).to_owned();
+    let train_dir = layout.dir(Stage::Train).to_owned();
+    let evaluate_dir = layout.dir(Stage::Evaluate).to_owned();
+    let export_dir = layout.dir(Stage::Export).to_owned();
+    let report_dir = layout.dir(Stage::Report).to_owned();
     let mut reports = Vec::new();
     for stage in Stage::ALL {
+        if layout.skip.contains(&stage) {
+            continue;
+        }
         let selected = match start {
             None => true,
             Some(s) if only => stage == s,
@@ -189,7 +257,7 @@ pub fn execute(
         let forced = force || start.is_some_and(|s| stage >= s);
         let report = match stage {
             _ if !selected => {
-                let dir = run_dir.join(stage.name());
+                let dir = layout.dir(stage);
                 if stage < start.unwrap_or(stage) && Manifest::read(&dir).is_none() {
                     bail!(
                         "stage {} has not completed in {}: run the pipeline without --from/--only first",
@@ -304,11 +372,12 @@ pub fn execute(
                     Stage::Export,
                 ]
                 .iter()
-                .map(|s| run_dir.join(s.name()).join(crate::manifest::MANIFEST_FILE))
+                .filter(|s| !layout.skip.contains(s))
+                .map(|s| layout.dir(*s).join(crate::manifest::MANIFEST_FILE))
                 .chain(outputs_of(&evaluate_dir))
                 .collect::<Vec<_>>(),
                 forced,
-                |dir| crate::report::write(config, run_dir, dir),
+                |dir| crate::report::write(config, layout, dir),
             )?,
         };
         reports.push(report);

@@ -14,18 +14,26 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::PipelineConfig;
 use crate::manifest::Manifest;
+use crate::pipeline::{Layout, Stage};
 
-fn manifest(run_dir: &Path, stage: &str) -> Option<Manifest> {
-    Manifest::read(&run_dir.join(stage))
+fn manifest(layout: &Layout, stage: &str) -> Option<Manifest> {
+    let stage = match stage {
+        "ingest" => Stage::Ingest,
+        "encode" => Stage::Encode,
+        "train" => Stage::Train,
+        "evaluate" => Stage::Evaluate,
+        _ => Stage::Export,
+    };
+    Manifest::read(layout.dir(stage))
 }
 
 /// Writes metrics.json and report.md into `out`.
 pub fn write(
     config: &PipelineConfig,
-    run_dir: &Path,
+    run_dir: &Layout,
     out: &Path,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
-    let results_path = run_dir.join("evaluate/results.json");
+    let results_path = run_dir.dir(Stage::Evaluate).join("results.json");
     let results: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&results_path)
             .with_context(|| format!("reading {}", results_path.display()))?,
