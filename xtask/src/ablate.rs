@@ -438,6 +438,33 @@ mod tests {
         );
     }
 
+    /// Every variant of every shipped grid resolves to valid model, training and encode
+    /// settings (a typo fails here, not an hour into a run).
+    #[test]
+    fn shipped_grids_resolve() {
+        let dir = crate::project_root().join("pipelines");
+        let mut grids = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(config) = crate::config::load(&path) else {
+                continue;
+            };
+            let Some(ablation) = &config.ablation else {
+                continue;
+            };
+            for v in &ablation.variants {
+                let resolved = variant_config(&config, ablation, v, 1)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                for m in &resolved.models {
+                    m.model.validate().unwrap();
+                    m.train.validate().unwrap();
+                }
+            }
+            grids += 1;
+        }
+        assert!(grids >= 1);
+    }
+
     #[test]
     fn paired_intervals_separate_an_effect_from_noise() {
         let base: Vec<f64> = (0..2000).map(|i| f64::from(i % 3 == 0)).collect();

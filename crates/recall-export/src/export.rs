@@ -199,6 +199,11 @@ fn torch_counterpart(name: &str, shape: &[usize]) -> String {
         )
     } else if name.ends_with(".bias") {
         "nn.Linear(...).bias".into()
+    } else if let Some(part) = name.rsplit('.').next().and_then(|l| l.strip_prefix("bn_")) {
+        format!(
+            "nn.BatchNorm1d(num_features={}).{part}",
+            shape.first().copied().unwrap_or(0)
+        )
     } else if name.ends_with(".prelu") {
         "nn.PReLU(num_parameters=...).weight".into()
     } else if shape.len() == 2 {

@@ -75,6 +75,36 @@ pub struct HardNegativeConfig {
     pub count: usize,
 }
 
+/// How the learning rate moves over training: `lr` after `warmup_steps` linear steps from
+/// zero, then constant or decayed to zero by the last step of the last epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
+pub enum LrSchedule {
+    /// `lr` throughout (after any warmup). The default.
+    #[default]
+    Constant,
+    /// Cosine decay to zero.
+    Cosine,
+    /// Linear decay to zero.
+    Linear,
+}
+
+impl LrSchedule {
+    /// The factor on `lr` at `step` (0-based) of `total`, with `warmup` steps.
+    pub fn factor(self, step: usize, total: usize, warmup: usize) -> f64 {
+        if step < warmup {
+            return (step + 1) as f64 / warmup as f64;
+        }
+        let span = total.saturating_sub(warmup).max(1) as f64;
+        let t = ((step - warmup) as f64 / span).clamp(0.0, 1.0);
+        match self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+            LrSchedule::Linear => 1.0 - t,
+        }
+    }
+}
+
 /// Distribution of sampled negatives.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -150,6 +180,10 @@ pub struct ModelConfig {
     /// Dropout on hidden layers during training (seeded). Default 0.
     #[serde(default)]
     pub dropout: f32,
+    /// Batch normalisation after each hidden layer's matrix product (before bias and
+    /// activation), as `torch.nn.BatchNorm1d`. Default false.
+    #[serde(default)]
+    pub batch_norm: bool,
     /// Scores are cosine / temperature. Default 0.05.
     #[serde(default = "default_temperature")]
     pub temperature: f64,
@@ -215,6 +249,12 @@ pub struct TrainConfig {
     /// Stop each epoch after this many batches (smoke runs, throughput measurements).
     #[serde(default)]
     pub max_batches_per_epoch: Option<usize>,
+    /// Learning-rate schedule (`{ kind = "cosine" }`, `"linear"`, default constant).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Steps of linear warmup from zero to `lr`. Default 0.
+    #[serde(default)]
+    pub warmup_steps: usize,
 }
 
 impl ModelConfig {
@@ -281,5 +321,24 @@ impl TrainConfig {
             return bad("validate_k", "must be at least 1");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LrSchedule;
+
+    #[test]
+    fn schedules_warm_up_then_hold_or_decay_to_zero() {
+        let f = |s: LrSchedule, step| s.factor(step, 110, 10);
+        assert!((f(LrSchedule::Constant, 0) - 0.1).abs() < 1e-12);
+        assert_eq!(f(LrSchedule::Constant, 9), 1.0);
+        assert_eq!(f(LrSchedule::Constant, 100), 1.0);
+        assert_eq!(f(LrSchedule::Cosine, 10), 1.0);
+        assert!((f(LrSchedule::Cosine, 60) - 0.5).abs() < 1e-12);
+        assert!(f(LrSchedule::Cosine, 110).abs() < 1e-12);
+        assert!((f(LrSchedule::Linear, 35) - 0.75).abs() < 1e-12);
+        // No warmup: the first step runs at the full rate.
+        assert_eq!(LrSchedule::Linear.factor(0, 100, 0), 1.0);
     }
 }

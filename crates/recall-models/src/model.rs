@@ -24,6 +24,63 @@ struct Layer {
     weight: Tensor,
     bias: Tensor,
     alpha: Tensor,
+    /// Batch normalisation of `x W^T` before the bias and activation (hidden layers only).
+    norm: Option<BatchNorm>,
+}
+
+/// Batch normalisation (as `torch.nn.BatchNorm1d`): batch statistics while training, which
+/// also move the running ones (momentum 0.1, unbiased variance), the running statistics at
+/// inference. The running statistics are `Var`s without gradients, so they live with the
+/// parameters (checkpoints, snapshots) and the optimiser leaves them alone.
+#[derive(Debug, Clone)]
+struct BatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    fn forward(&self, z: &Tensor, training: bool) -> Result<Tensor> {
+        let (mean, var) = if training {
+            let n = z.dim(0)?;
+            let mean = z.mean_keepdim(0)?;
+            let centred = z.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(0)?;
+            // Running statistics follow the batch (no gradient flows into them).
+            let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?.squeeze(0)?;
+            let m = BN_MOMENTUM;
+            self.running_mean.set(
+                &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(0)? * m)?)?,
+            )?;
+            self.running_var
+                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_tensor().unsqueeze(0)?,
+                self.running_var.as_tensor().unsqueeze(0)?,
+            )
+        };
+        let normed = z
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+        Ok(normed
+            .broadcast_mul(&self.gamma)?
+            .broadcast_add(&self.beta)?)
+    }
+}
+
+/// What a tower is built from.
+struct TowerSpec<'a> {
+    name: &'a str,
+    input: usize,
+    widths: &'a [usize],
+    activation: Activation,
+    batch_norm: bool,
 }
 
 /// An MLP with named parameters.
@@ -37,14 +94,18 @@ pub type Params = Vec<(String, Var)>;
 
 impl Tower {
     fn new(
-        name: &str,
-        input: usize,
-        widths: &[usize],
-        activation: Activation,
+        spec: &TowerSpec<'_>,
         rng: &mut impl Rng,
         device: &Device,
         params: &mut Params,
     ) -> Result<Self> {
+        let TowerSpec {
+            name,
+            input,
+            widths,
+            activation,
+            batch_norm,
+        } = *spec;
         let mut layers = Vec::new();
         let mut fan_in = input;
         for (i, &w) in widths.iter().enumerate() {
@@ -68,27 +129,49 @@ impl Tower {
                     a.as_tensor().clone()
                 }
             };
+            let norm = if batch_norm && !last {
+                let var = |what: &str, value: f32, params: &mut Params| -> Result<Var> {
+                    let v = Var::from_tensor(&Tensor::full(value, w, device)?)?;
+                    params.push((format!("{name}.{i}.bn_{what}"), v.clone()));
+                    Ok(v)
+                };
+                Some(BatchNorm {
+                    gamma: var("weight", 1.0, params)?.as_tensor().clone(),
+                    beta: var("bias", 0.0, params)?.as_tensor().clone(),
+                    running_mean: var("running_mean", 0.0, params)?,
+                    running_var: var("running_var", 1.0, params)?,
+                })
+            } else {
+                None
+            };
             layers.push(Layer {
                 weight: wv.as_tensor().clone(),
                 bias: bv.as_tensor().clone(),
                 alpha,
+                norm,
             });
             fan_in = w;
         }
         Ok(Tower { layers })
     }
 
-    /// Applies the tower; `dropout` is (rate, mask source) during training.
+    /// Applies the tower; `dropout` is (rate, mask source) during training, and its presence
+    /// is what marks training (batch statistics for batch normalisation).
     fn forward(
         &self,
         x: &Tensor,
         dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
     ) -> Result<Tensor> {
         let mut x = x.clone();
+        let training = dropout.is_some();
         let mut dropout = dropout;
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
-            x = bias_activation(&x.matmul(&l.weight.t()?)?, &l.bias, &l.alpha)?;
+            let mut z = x.matmul(&l.weight.t()?)?;
+            if let Some(norm) = &l.norm {
+                z = norm.forward(&z, training)?;
+            }
+            x = bias_activation(&z, &l.bias, &l.alpha)?;
             if i + 1 < n {
                 if let Some((rate, mask)) = dropout.as_mut() {
                     if *rate > 0.0 {
@@ -251,21 +334,22 @@ impl TwoTower {
         device: &Device,
     ) -> Result<(Tower, Option<Tower>, Params)> {
         let mut params = Vec::new();
+        let spec = |name, input, widths| TowerSpec {
+            name,
+            input,
+            widths,
+            activation: config.activation,
+            batch_norm: config.batch_norm,
+        };
         let user_tower = Tower::new(
-            "user_tower",
-            dims.0,
-            &config.user_tower,
-            config.activation,
+            &spec("user_tower", dims.0, &config.user_tower),
             rng,
             device,
             &mut params,
         )?;
         let item_tower = if config.kind == ModelKind::Dssm {
             Some(Tower::new(
-                "item_tower",
-                dims.1,
-                &config.item_tower,
-                config.activation,
+                &spec("item_tower", dims.1, &config.item_tower),
                 rng,
                 device,
                 &mut params,

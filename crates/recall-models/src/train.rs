@@ -448,12 +448,19 @@ fn train_in_pool(
     let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let sampler = sampler(config, data)?;
-    let adam = AdamSettings {
+    let mut adam = AdamSettings {
         lr: config.lr,
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
     };
+    let steps_per_epoch = data
+        .train
+        .len()
+        .div_ceil(config.batch_size)
+        .min(config.max_batches_per_epoch.unwrap_or(usize::MAX));
+    let total_steps = steps_per_epoch * config.epochs;
+    let mut step_index = 0usize;
     let vars = model.params.iter().map(|(_, v)| v.clone()).collect();
     let mut opt = AdamW::new(
         vars,
@@ -531,6 +538,13 @@ fn train_in_pool(
                 )));
             }
             let grads = loss.backward()?;
+            let lr = config.lr
+                * config
+                    .lr_schedule
+                    .factor(step_index, total_steps, config.warmup_steps);
+            step_index += 1;
+            opt.set_learning_rate(lr);
+            adam.lr = lr;
             opt.step(&grads)?;
             let tables = model.tables.named_mut();
             let mut tables: Vec<_> = tables.into_iter().map(|(_, t)| t).collect();
