@@ -194,6 +194,11 @@ pub struct ModelConfig {
     /// the next item in session-like logs such as MovieLens.
     #[serde(default)]
     pub recent_items: usize,
+    /// Item features pooled over the history as sequences of their own, each with its own
+    /// table (the design's second pooled history: the genres of the watched items on
+    /// MovieLens). Names of encoded item features, e.g. `["genres"]`. Default none.
+    #[serde(default)]
+    pub history_features: Vec<String>,
     /// Feed the example-age bucket to the user tower (0 at serving). Default true.
     #[serde(default = "default_true")]
     pub example_age: bool,

@@ -193,8 +193,51 @@ pub struct Tables {
     pub user_id: Option<SparseTable>,
     pub user_features: Vec<(String, SparseTable)>,
     pub age: Option<SparseTable>,
+    /// Item features pooled over the history (`ModelConfig::history_features`).
+    pub history_features: Vec<(String, SparseTable)>,
     /// DSSM item features (bags such as genres, then scalar item features).
     pub item_features: Vec<(String, SparseTable)>,
+}
+
+/// Where a history feature's per-item values come from in [`EncodedData`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemFeatureSource {
+    /// `data.item_bags[i]`.
+    Bag(usize),
+    /// `data.item_scalar_features[i]`.
+    Scalar(usize),
+}
+
+impl ItemFeatureSource {
+    /// Finds the encoded item feature `name`.
+    pub fn find(data: &EncodedData, name: &str) -> Option<Self> {
+        if let Some(i) = data.item_bags.iter().position(|b| b.name == name) {
+            return Some(Self::Bag(i));
+        }
+        data.item_scalar_features
+            .iter()
+            .position(|f| f.name == name)
+            .map(Self::Scalar)
+    }
+
+    /// The feature's values for item index `item`.
+    pub fn values<'a>(self, data: &'a EncodedData, item: u32) -> &'a [u32] {
+        let item = item as usize;
+        match self {
+            Self::Bag(i) => {
+                let b = &data.item_bags[i];
+                &b.values[b.offsets[item]..b.offsets[item + 1]]
+            }
+            Self::Scalar(i) => std::slice::from_ref(&data.item_scalar_features[i].values[item]),
+        }
+    }
+
+    fn table_size(self, data: &EncodedData) -> usize {
+        match self {
+            Self::Bag(i) => data.item_bags[i].table_size,
+            Self::Scalar(i) => data.item_scalar_features[i].table_size,
+        }
+    }
 }
 
 impl Tables {
@@ -209,6 +252,9 @@ impl Tables {
         }
         if let Some(t) = &self.age {
             v.push(("example_age_embedding".to_owned(), t));
+        }
+        for (n, t) in &self.history_features {
+            v.push((format!("history_feature.{n}"), t));
         }
         for (n, t) in &self.item_features {
             v.push((format!("item_feature.{n}"), t));
@@ -226,6 +272,9 @@ impl Tables {
         }
         if let Some(t) = &mut self.age {
             v.push(("example_age_embedding".to_owned(), t));
+        }
+        for (n, t) in &mut self.history_features {
+            v.push((format!("history_feature.{n}"), t));
         }
         for (n, t) in &mut self.item_features {
             v.push((format!("item_feature.{n}"), t));
@@ -245,6 +294,8 @@ pub struct TwoTower {
     pub device: Device,
     /// Input widths of the user and item towers.
     dims: (usize, usize),
+    /// Sources of `tables.history_features`, in the same order.
+    history_sources: Vec<ItemFeatureSource>,
 }
 
 /// The rows of one forward pass on the user side.
@@ -285,6 +336,23 @@ impl TwoTower {
         };
         let age = (config.example_age && data.age_table_size > 0)
             .then(|| SparseTable::new(data.age_table_size, fd, std, rng));
+        let mut history_sources = Vec::new();
+        let mut history_features = Vec::new();
+        for name in &config.history_features {
+            let source = ItemFeatureSource::find(data, name).ok_or_else(|| {
+                recall_core::Error::config(
+                    "model.history_features",
+                    format!(
+                        "no encoded item feature {name:?} (encode it under encode.item_features first)"
+                    ),
+                )
+            })?;
+            history_sources.push(source);
+            history_features.push((
+                name.clone(),
+                SparseTable::new(source.table_size(data), fd, std, rng).with_zero_padding(),
+            ));
+        }
         let item_features: Vec<(String, SparseTable)> =
             if config.kind == ModelKind::Dssm && config.item_features {
                 data.item_bags
@@ -304,6 +372,7 @@ impl TwoTower {
         let pooled = 1 + usize::from(config.recent_items > 0);
         let user_in = d * pooled
             + fd * (user_features.len()
+                + history_features.len()
                 + usize::from(user_id.is_some())
                 + usize::from(age.is_some()));
         let item_in = d + fd * item_features.len();
@@ -316,6 +385,7 @@ impl TwoTower {
                 user_id,
                 user_features,
                 age,
+                history_features,
                 item_features,
             },
             user_tower,
@@ -323,6 +393,7 @@ impl TwoTower {
             params,
             device: device.clone(),
             dims: (user_in, item_in),
+            history_sources,
         })
     }
 
@@ -410,6 +481,22 @@ impl TwoTower {
             gathered.push((slot, t.gather(rows.ages.iter().copied(), dev)?));
             slot += 1;
         }
+        for (source, (_, t)) in self
+            .history_sources
+            .iter()
+            .zip(&self.tables.history_features)
+        {
+            let values = rows
+                .histories
+                .iter()
+                .flat_map(|h| {
+                    h.iter()
+                        .flat_map(|&i| source.values(data, i).iter().copied())
+                })
+                .chain([0]);
+            gathered.push((slot, t.gather(values, dev)?));
+            slot += 1;
+        }
         for (k, (_, t)) in self.tables.item_features.iter().enumerate() {
             let ids: Vec<u32> = match data.item_bags.get(k) {
                 Some(bag) => candidates
@@ -464,6 +551,19 @@ impl TwoTower {
         }
         if self.tables.age.is_some() {
             parts.push(step.gathered[slot].1.lookup(rows.ages, &[b], dev)?);
+            slot += 1;
+        }
+        for source in &self.history_sources {
+            let g = &step.gathered[slot].1;
+            let op = SegmentPool::from_lists(
+                rows.histories.iter().map(|h| {
+                    h.iter()
+                        .flat_map(|&i| source.values(data, i).iter().map(|v| g.local_index(*v)))
+                }),
+                self.config.pooling == Pooling::Mean,
+            );
+            parts.push(pool_rows(g.var.as_tensor(), op)?);
+            slot += 1;
         }
         let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
         l2_normalize(&self.user_tower.forward(&x, dropout)?)

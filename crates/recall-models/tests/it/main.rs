@@ -144,6 +144,54 @@ fn batch_norm_trains_checkpoints_and_infers_per_row() {
     );
 }
 
+/// A second pooled history (the genres of the watched items) gets its own table, trains,
+/// survives a checkpoint round trip, and an unknown feature name is refused with the key.
+#[test]
+fn genres_of_the_history_pool_as_a_second_sequence() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
+        300, 150, 20, 9,
+    )))
+    .unwrap()
+    .write(&dir)
+    .unwrap();
+    let config: EncodeConfig = serde_json::from_value(serde_json::json!({
+        "item_features": [{ "column": "genres", "kind": "bag" }]
+    }))
+    .unwrap();
+    encode(&EncodeInput::read_dir(&dir).unwrap(), &config)
+        .unwrap()
+        .write(&dir.join("encode"))
+        .unwrap();
+    let data = EncodedData::read_dir(&dir.join("encode")).unwrap();
+    let (mut m, mut t) = configs("youtubednn");
+    m.history_features = vec!["genres".into()];
+    t.epochs = 1;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
+    let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+    let before = model.tables.history_features[0].1.weights.clone();
+    train::train(&mut model, &data, &t, 2).unwrap();
+    assert_ne!(
+        before, model.tables.history_features[0].1.weights,
+        "the table trained"
+    );
+    let out = tempfile::tempdir().unwrap();
+    checkpoint::save(&model, out.path()).unwrap();
+    let loaded = checkpoint::load(out.path(), &data, &Device::Cpu).unwrap();
+    assert_eq!(
+        model.embed_split(&data, &data.test).unwrap(),
+        loaded.embed_split(&data, &data.test).unwrap()
+    );
+    m.history_features = vec!["colour".into()];
+    let err = TwoTower::new(&m, &data, &mut rng, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.history_features") && err.contains("colour"),
+        "{err}"
+    );
+}
+
 #[test]
 fn impossible_settings_name_their_key() {
     let dir = encoded();
