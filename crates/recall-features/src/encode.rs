@@ -130,6 +130,9 @@ pub enum FeatureKind {
     Quantile,
     /// A number into explicit buckets.
     Boundaries,
+    /// A number fed as it is, standardised with the mean and standard deviation of the known
+    /// entities' values (missing values become 0, the mean), as Float32 column `<name>_dense`.
+    Dense,
 }
 
 /// Description of an encoded feature, as the models need it to size embedding tables.
@@ -143,6 +146,9 @@ pub struct EncodedFeature {
     pub table_size: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boundaries: Option<Vec<f64>>,
+    /// Dense features: the (mean, standard deviation) they were standardised with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<(f64, f64)>,
 }
 
 /// Counts for the manifest and the report.
@@ -418,7 +424,36 @@ fn encode_side(
         let name = spec.column.clone();
         let out_col = col::encoded(&name);
         let key = format!("encode.{side}_features ({name})");
+        let mut out_col = out_col;
+        let mut scaling = None;
         let (array, table_size, boundaries): (ArrayRef, usize, Option<Vec<f64>>) = match spec.kind {
+            FeatureKind::Dense => {
+                let values = table.nullable_floats(&name)?;
+                let present: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|r| r.and_then(|r| values[r]).map(f64::from))
+                    .collect();
+                if let Some(bad) = present.iter().find(|v| !v.is_finite()) {
+                    return Err(Error::config(
+                        key,
+                        format!("dense values must be finite numbers, found {bad}"),
+                    ));
+                }
+                let n = present.len().max(1) as f64;
+                let mean = present.iter().sum::<f64>() / n;
+                let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+                scaling = Some((mean, std));
+                out_col = format!("{name}_dense");
+                let standardised: Vec<f32> = rows
+                    .iter()
+                    .map(|r| {
+                        r.and_then(|r| values[r])
+                            .map_or(0.0, |v| ((f64::from(v) - mean) / std) as f32)
+                    })
+                    .collect();
+                (Arc::new(Float32Array::from(standardised)), 0, None)
+            }
             FeatureKind::Categorical => {
                 let (encoded, v) = match categorical(table, &name)? {
                     Categorical::Int(values) => {
@@ -498,6 +533,7 @@ fn encode_side(
             kind: spec.kind,
             table_size,
             boundaries,
+            scaling,
         });
     }
     Ok((to_batch(columns)?, described))
@@ -605,6 +641,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
                 },
                 table_size: buckets.table_size(),
                 boundaries: Some(buckets.boundaries().to_vec()),
+                scaling: None,
             };
             (
                 Some([train_ages, zero(&splits.valid), zero(&splits.test)]),

@@ -60,6 +60,13 @@ pub struct SideFeature {
     pub values: Vec<u32>,
 }
 
+/// A dense (numeric, standardised) side feature: one value per entity row.
+#[derive(Debug, Clone)]
+pub struct DenseFeature {
+    pub name: String,
+    pub values: Vec<f32>,
+}
+
 /// A bag side feature: a list per entity row.
 #[derive(Debug, Clone)]
 pub struct BagFeature {
@@ -98,6 +105,9 @@ pub struct EncodedData {
     pub user_features: Vec<SideFeature>,
     pub item_scalar_features: Vec<SideFeature>,
     pub item_bags: Vec<BagFeature>,
+    /// Numeric features fed as they are (encode kind `dense`).
+    pub user_dense: Vec<DenseFeature>,
+    pub item_dense: Vec<DenseFeature>,
     pub train: Split,
     pub valid: Split,
     pub test: Split,
@@ -107,14 +117,17 @@ pub struct EncodedData {
     pub user_positives: Vec<Vec<u32>>,
 }
 
+/// Side features of one entity table.
+type Sides = (Vec<SideFeature>, Vec<BagFeature>, Vec<DenseFeature>);
+
 fn side_features(
     path: &Path,
     idx_column: &str,
     described: &[Described],
     table_size: usize,
-) -> Result<(Vec<SideFeature>, Vec<BagFeature>)> {
+) -> Result<Sides> {
     if described.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     }
     let t = Table::read(path)?;
     let idx: Vec<usize> = t
@@ -128,9 +141,19 @@ fn side_features(
             format!("index {bad} outside the table of {table_size}"),
         ));
     }
-    let (mut scalars, mut bags) = (Vec::new(), Vec::new());
+    let (mut scalars, mut bags, mut dense) = (Vec::new(), Vec::new(), Vec::new());
     for d in described {
-        if d.kind == "bag" {
+        if d.kind == "dense" {
+            let col = t.nullable_floats(&d.column)?;
+            let mut values = vec![0f32; table_size];
+            for (row, &i) in idx.iter().enumerate() {
+                values[i] = col[row].unwrap_or(0.0);
+            }
+            dense.push(DenseFeature {
+                name: d.name.clone(),
+                values,
+            });
+        } else if d.kind == "bag" {
             let (offsets, values) = t.int_lists(&d.column)?;
             let mut rows: Vec<Vec<u32>> = vec![Vec::new(); table_size];
             for (row, &i) in idx.iter().enumerate() {
@@ -164,7 +187,7 @@ fn side_features(
             });
         }
     }
-    Ok((scalars, bags))
+    Ok((scalars, bags, dense))
 }
 
 impl EncodedData {
@@ -193,13 +216,13 @@ impl EncodedData {
             Split::default()
         };
         let test = Split::read(&dir.join("test.parquet"))?;
-        let (user_features, _) = side_features(
+        let (user_features, _, user_dense) = side_features(
             &dir.join("users.parquet"),
             USER_IDX,
             &m.user_features,
             m.user_table_size,
         )?;
-        let (item_scalar_features, item_bags) = side_features(
+        let (item_scalar_features, item_bags, item_dense) = side_features(
             &dir.join("items.parquet"),
             "item_idx",
             &m.item_features,
@@ -231,6 +254,8 @@ impl EncodedData {
             user_features,
             item_scalar_features,
             item_bags,
+            user_dense,
+            item_dense,
             train,
             valid,
             test,

@@ -283,6 +283,19 @@ impl Tables {
     }
 }
 
+/// `[rows, features]` of dense feature values for entity indices `rows`.
+fn dense_inputs(
+    features: &[crate::data::DenseFeature],
+    rows: &[u32],
+    dev: &Device,
+) -> Result<Tensor> {
+    let mut v = Vec::with_capacity(rows.len() * features.len());
+    for &r in rows {
+        v.extend(features.iter().map(|f| f.values[r as usize]));
+    }
+    Ok(Tensor::from_vec(v, (rows.len(), features.len()), dev)?)
+}
+
 /// DSSM or YoutubeDNN.
 #[derive(Debug, Clone)]
 pub struct TwoTower {
@@ -370,12 +383,23 @@ impl TwoTower {
             };
         // Whole-history pooling, the optional recent-items pooling, then the side features.
         let pooled = 1 + usize::from(config.recent_items > 0);
+        let user_dense = if config.user_features {
+            data.user_dense.len()
+        } else {
+            0
+        };
+        let item_dense = if config.kind == ModelKind::Dssm && config.item_features {
+            data.item_dense.len()
+        } else {
+            0
+        };
         let user_in = d * pooled
             + fd * (user_features.len()
                 + history_features.len()
                 + usize::from(user_id.is_some())
-                + usize::from(age.is_some()));
-        let item_in = d + fd * item_features.len();
+                + usize::from(age.is_some()))
+            + user_dense;
+        let item_in = d + fd * item_features.len() + item_dense;
         let (user_tower, item_tower, params) =
             Self::fresh_towers(config, (user_in, item_in), rng, device)?;
         Ok(TwoTower {
@@ -553,6 +577,9 @@ impl TwoTower {
             parts.push(step.gathered[slot].1.lookup(rows.ages, &[b], dev)?);
             slot += 1;
         }
+        if self.config.user_features && !data.user_dense.is_empty() {
+            parts.push(dense_inputs(&data.user_dense, rows.users, dev)?);
+        }
         for source in &self.history_sources {
             let g = &step.gathered[slot].1;
             let op = SegmentPool::from_lists(
@@ -640,6 +667,9 @@ impl TwoTower {
                     parts.push(g.lookup(&ids, &[n], dev)?);
                 }
             }
+        }
+        if self.config.item_features && !data.item_dense.is_empty() {
+            parts.push(dense_inputs(&data.item_dense, candidates, dev)?);
         }
         let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
         l2_normalize(&tower.forward(&x, dropout)?)

@@ -192,6 +192,48 @@ fn genres_of_the_history_pool_as_a_second_sequence() {
     );
 }
 
+/// A numeric column encoded as `dense` is standardised by encode and fed to the user tower as
+/// it is (one input per feature), and the model trains on it.
+#[test]
+fn dense_numeric_features_feed_the_towers() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
+        300, 150, 20, 9,
+    )))
+    .unwrap()
+    .write(&dir)
+    .unwrap();
+    let config: EncodeConfig = serde_json::from_value(serde_json::json!({
+        "user_features": [{ "column": "age", "kind": "dense" }]
+    }))
+    .unwrap();
+    let encoded = encode(&EncodeInput::read_dir(&dir).unwrap(), &config).unwrap();
+    let scaling = encoded.manifest.user_features[0].scaling.unwrap();
+    assert!(scaling.1 > 0.0, "{scaling:?}");
+    encoded.write(&dir.join("encode")).unwrap();
+    let data = EncodedData::read_dir(&dir.join("encode")).unwrap();
+    let ages = &data.user_dense[0].values[2..];
+    let mean = ages.iter().sum::<f32>() / ages.len() as f32;
+    let var = ages.iter().map(|a| (a - mean).powi(2)).sum::<f32>() / ages.len() as f32;
+    assert!(
+        mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
+        "{mean} {var}"
+    );
+    let (m, mut t) = configs("dssm");
+    t.epochs = 1;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
+    let mut with = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+    let (_, w) = with
+        .params
+        .iter()
+        .find(|(n, _)| n == "user_tower.0.weight")
+        .unwrap();
+    // Pooled history (16) + example-age bucket embedding (8) + the dense age (1).
+    assert_eq!(w.as_tensor().dims()[1], 16 + 8 + 1);
+    train::train(&mut with, &data, &t, 2).unwrap();
+    assert!(with.embed_split(&data, &data.test).unwrap().rows() > 0);
+}
+
 #[test]
 fn impossible_settings_name_their_key() {
     let dir = encoded();
