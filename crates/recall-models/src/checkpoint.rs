@@ -5,7 +5,10 @@
 //! encoder's item index, rows 0 and 1 padding and OOV), `user_id_embedding`,
 //! `user_feature.<name>`, `example_age_embedding`, `item_feature.<name>` (all `[rows, dim]`,
 //! like `nn.Embedding.weight`), and `user_tower.<i>.weight` `[out, in]` / `.bias` / `.prelu`,
-//! `item_tower.<i>.*` (like `nn.Linear` weights).
+//! `item_tower.<i>.*` (like `nn.Linear` weights); `history_feature.<name>` (an item feature
+//! pooled over the history); with batch normalisation `<tower>.<i>.bn_weight`, `.bn_bias`,
+//! `.bn_running_mean`, `.bn_running_var` (`nn.BatchNorm1d`, applied to `x W^T` before the
+//! Linear bias).
 
 use std::collections::HashMap;
 use std::path::Path;
