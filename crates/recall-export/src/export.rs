@@ -24,6 +24,9 @@ use recall_eval::Embeddings;
 use recall_eval::topk::{self, Lists, Options, TopK};
 use recall_models::data::Split;
 use recall_models::train::FIRST_ITEM;
+
+/// First index of a known value in every vocabulary (0 padding, 1 out-of-vocabulary).
+const FIRST_KNOWN: u32 = recall_core::columns::FIRST_KNOWN_INDEX as u32;
 use recall_models::{EncodedData, TwoTower, checkpoint};
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +120,7 @@ pub struct ExportSummary {
 }
 
 /// Raw ids of a vocabulary file in index order, checked to be the contiguous indices
-/// `FIRST_ITEM..` that the embedding tables use.
+/// `2..` (after padding and out-of-vocabulary) that the embedding tables use.
 fn read_vocabulary(path: &Path) -> Result<RawIds> {
     let t = Table::read_columns(path, Some(&[VOCAB_RAW, VOCAB_INDEX]))?;
     t.require_rows()?;
@@ -125,9 +128,9 @@ fn read_vocabulary(path: &Path) -> Result<RawIds> {
     let mut order: Vec<usize> = (0..index.len()).collect();
     order.sort_by_key(|&r| index[r]);
     for (pos, &r) in order.iter().enumerate() {
-        if index[r] != i64::from(FIRST_ITEM) + pos as i64 {
+        if index[r] != i64::from(FIRST_KNOWN) + pos as i64 {
             return Err(Error::Invalid(format!(
-                "{}: indices are not contiguous from {FIRST_ITEM} (row {r} has {}); rerun the encode stage",
+                "{}: indices are not contiguous from {FIRST_KNOWN} (row {r} has {}); rerun the encode stage",
                 path.display(),
                 index[r]
             )));
@@ -147,7 +150,7 @@ pub fn serving_split(data: &EncodedData) -> (Split, usize) {
     };
     let mut skipped = 0;
     for row in 0..test.len() {
-        if test.user[row] < FIRST_ITEM {
+        if test.user[row] < FIRST_KNOWN {
             skipped += 1;
             continue;
         }
@@ -244,7 +247,8 @@ fn measure_index(
     probe: usize,
     build_seconds: f64,
 ) -> Result<IndexQuality> {
-    let n = probe.min(users.rows()).max(1).min(users.rows());
+    // At least one user (there always is one here), at most all of them.
+    let n = probe.clamp(1, users.rows().max(1));
     let probe_users = Embeddings::new(users.dim(), users.as_slice()[..n * users.dim()].to_vec())
         .map_err(Error::Core)?;
     let start = Instant::now();
@@ -347,12 +351,12 @@ pub fn export_model(
     let user_rows: Vec<usize> = serving
         .user
         .iter()
-        .map(|&u| (u - FIRST_ITEM) as usize)
+        .map(|&u| (u - FIRST_KNOWN) as usize)
         .collect();
     if let Some(&bad) = user_rows.iter().find(|&&r| r >= user_vocab.len()) {
         return Err(Error::Invalid(format!(
             "user index {} is outside the user vocabulary of {}",
-            bad + FIRST_ITEM as usize,
+            bad + FIRST_KNOWN as usize,
             user_vocab.len()
         )));
     }
