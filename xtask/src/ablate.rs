@@ -396,7 +396,10 @@ fn write_report(
         );
         rows.push(serde_json::Value::Object(row));
     }
-    let _ = writeln!(md, "\nVariants (overrides of the baseline):\n");
+    let _ = writeln!(
+        md,
+        "\n`train s` is training time (validation included); for a second-round variant it adds the first-round model's.\n\nVariants (overrides of the baseline):\n"
+    );
     for v in variants.iter().skip(1) {
         let _ = writeln!(
             md,
