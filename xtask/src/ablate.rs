@@ -398,7 +398,7 @@ fn write_report(
     }
     let _ = writeln!(
         md,
-        "\n`train s` is training time (validation included); for a second-round variant it adds the first-round model's.\n\nVariants (overrides of the baseline):\n"
+        "\n`train s` is training time (per-epoch validation not included); for a second-round variant it adds the first-round model's.\n\nVariants (overrides of the baseline):\n"
     );
     for v in variants.iter().skip(1) {
         let _ = writeln!(
