@@ -89,7 +89,21 @@ pub enum LrSchedule {
     Linear,
 }
 
+// Options added after the first release are left out of the serialised config while they
+// hold their defaults: the config hash of an existing pipeline (and so its cached stages)
+// stays the same, and older readers still parse the file.
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl LrSchedule {
+    fn is_constant(&self) -> bool {
+        *self == LrSchedule::Constant
+    }
+
     /// The factor on `lr` at `step` (0-based) of `total`, with `warmup` steps.
     pub fn factor(self, step: usize, total: usize, warmup: usize) -> f64 {
         if step < warmup {
@@ -182,7 +196,7 @@ pub struct ModelConfig {
     pub dropout: f32,
     /// Batch normalisation after each hidden layer's matrix product (before bias and
     /// activation), as `torch.nn.BatchNorm1d`. Default false.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub batch_norm: bool,
     /// Scores are cosine / temperature. Default 0.05.
     #[serde(default = "default_temperature")]
@@ -197,7 +211,7 @@ pub struct ModelConfig {
     /// Item features pooled over the history as sequences of their own, each with its own
     /// table (the design's second pooled history: the genres of the watched items on
     /// MovieLens). Names of encoded item features, e.g. `["genres"]`. Default none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history_features: Vec<String>,
     /// Feed the example-age bucket to the user tower (0 at serving). Default true.
     #[serde(default = "default_true")]
@@ -255,10 +269,10 @@ pub struct TrainConfig {
     #[serde(default)]
     pub max_batches_per_epoch: Option<usize>,
     /// Learning-rate schedule (`{ kind = "cosine" }`, `"linear"`, default constant).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
     pub lr_schedule: LrSchedule,
     /// Steps of linear warmup from zero to `lr`. Default 0.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_steps: usize,
 }
 
