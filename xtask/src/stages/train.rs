@@ -29,6 +29,10 @@ pub fn run(
     models: &[ModelEntry],
     seed: u64,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
+    if models.is_empty() {
+        // A baselines-only pipeline: nothing to read (10 s and GBs on a 10M-row encode).
+        return Ok((Vec::new(), serde_json::json!({})));
+    }
     let data = EncodedData::read_dir(encode_dir).context("reading the encoded data")?;
     let device = Device::Cpu;
     let mut written = Vec::new();
