@@ -304,8 +304,20 @@ pub fn run(args: &Args) -> Result<()> {
     let wall = started.elapsed().as_secs_f64();
     // What the whole grid costs from scratch, whatever this invocation found cached.
     let compute = data_seconds.values().sum::<f64>()
-        + measured.iter().flatten().map(|m| m.stage_seconds).sum::<f64>();
-    write_report(&root, &base, &ablation, &variants, &seeds, &measured, (wall, compute))
+        + measured
+            .iter()
+            .flatten()
+            .map(|m| m.stage_seconds)
+            .sum::<f64>();
+    write_report(
+        &root,
+        &base,
+        &ablation,
+        &variants,
+        &seeds,
+        &measured,
+        (wall, compute),
+    )
 }
 
 /// Per-user values averaged over seeds.

@@ -2,4 +2,5 @@
 //! present) and a corpus of bad inputs, each with the exact failure asserted.
 
 mod bad_input;
+mod fuzz_regressions;
 mod movielens;
