@@ -368,8 +368,8 @@ fn write_report(
     );
     let _ = writeln!(
         md,
-        "| variant | HR@{k} | Δ HR (95 % CI) | NDCG@{k} | Δ NDCG (95 % CI) | MRR@{k} | Δ MRR (95 % CI) | filtered HR@{k} | Δ filtered HR (95 % CI) | filtered NDCG@{k} | filtered MRR@{k} | train s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| variant | HR@{k} | HR@{k} by seed | Δ HR (95 % CI) | NDCG@{k} | Δ NDCG (95 % CI) | MRR@{k} | Δ MRR (95 % CI) | filtered HR@{k} | Δ filtered HR (95 % CI) | filtered NDCG@{k} | filtered MRR@{k} | train s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for (v, runs) in variants.iter().zip(measured) {
         let mut row = serde_json::Map::new();
@@ -414,9 +414,13 @@ fn write_report(
         let is_base = rows.is_empty();
         let _ = writeln!(
             md,
-            "| {} | {:.4} | {} | {:.4} | {} | {:.4} | {} | {:.4} | {} | {:.4} | {:.4} | {:.0} |",
+            "| {} | {:.4} | {} | {} | {:.4} | {} | {:.4} | {} | {:.4} | {} | {:.4} | {:.4} | {:.0} |",
             v.name,
             cells[0].0,
+            runs.iter()
+                .map(|r| format!("{:.4}", mean(&r.per_user[0][0])))
+                .collect::<Vec<_>>()
+                .join(" / "),
             delta(cells[0], is_base),
             cells[1].0,
             delta(cells[1], is_base),
