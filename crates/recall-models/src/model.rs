@@ -89,6 +89,10 @@ pub struct Tower {
     layers: Vec<Layer>,
 }
 
+/// Dropout during training: the rate and a source of keep/scale masks of a given shape.
+/// `None` at inference (it also marks inference for batch normalisation).
+pub type Dropout<'a> = Option<(f32, &'a mut dyn FnMut(&[usize]) -> Result<Tensor>)>;
+
 /// Named dense parameters, for the optimiser and checkpoints.
 pub type Params = Vec<(String, Var)>;
 
@@ -157,11 +161,7 @@ impl Tower {
 
     /// Applies the tower; `dropout` is (rate, mask source) during training, and its presence
     /// is what marks training (batch statistics for batch normalisation).
-    fn forward(
-        &self,
-        x: &Tensor,
-        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, dropout: Dropout<'_>) -> Result<Tensor> {
         let mut x = x.clone();
         let training = dropout.is_some();
         let mut dropout = dropout;
@@ -221,7 +221,7 @@ impl ItemFeatureSource {
     }
 
     /// The feature's values for item index `item`.
-    pub fn values<'a>(self, data: &'a EncodedData, item: u32) -> &'a [u32] {
+    pub fn values(self, data: &EncodedData, item: u32) -> &[u32] {
         let item = item as usize;
         match self {
             Self::Bag(i) => {
@@ -549,7 +549,7 @@ impl TwoTower {
         data: &EncodedData,
         step: &StepRows,
         rows: &UserRows,
-        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
+        dropout: Dropout<'_>,
     ) -> Result<Tensor> {
         let b = rows.users.len();
         let dev = &self.device;
@@ -602,7 +602,7 @@ impl TwoTower {
         data: &EncodedData,
         step: &StepRows,
         candidates: &[u32],
-        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
+        dropout: Dropout<'_>,
     ) -> Result<Tensor> {
         let n = candidates.len();
         let dev = &self.device;
@@ -644,7 +644,7 @@ impl TwoTower {
         step: &StepRows,
         tower: &Tower,
         candidates: &[u32],
-        dropout: Option<(f32, &mut dyn FnMut(&[usize]) -> Result<Tensor>)>,
+        dropout: Dropout<'_>,
     ) -> Result<Tensor> {
         let n = candidates.len();
         let dev = &self.device;
