@@ -144,10 +144,9 @@ fn batch_norm_trains_checkpoints_and_infers_per_row() {
     );
 }
 
-/// A second pooled history (the genres of the watched items) gets its own table, trains,
-/// survives a checkpoint round trip, and an unknown feature name is refused with the key.
-#[test]
-fn genres_of_the_history_pool_as_a_second_sequence() {
+/// A small synthetic dataset ingested into a fresh directory and encoded with `config` (an
+/// `EncodeConfig` as JSON); the caller writes the encoding where it wants it.
+fn synthetic_encoded(config: serde_json::Value) -> (PathBuf, recall_features::Encoded) {
     let dir = tempfile::tempdir().unwrap().keep();
     ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
         300, 150, 20, 9,
@@ -155,14 +154,19 @@ fn genres_of_the_history_pool_as_a_second_sequence() {
     .unwrap()
     .write(&dir)
     .unwrap();
-    let config: EncodeConfig = serde_json::from_value(serde_json::json!({
+    let config: EncodeConfig = serde_json::from_value(config).unwrap();
+    let encoded = encode(&EncodeInput::read_dir(&dir).unwrap(), &config).unwrap();
+    (dir, encoded)
+}
+
+/// A second pooled history (the genres of the watched items) gets its own table, trains,
+/// survives a checkpoint round trip, and an unknown feature name is refused with the key.
+#[test]
+fn genres_of_the_history_pool_as_a_second_sequence() {
+    let (dir, encoded) = synthetic_encoded(serde_json::json!({
         "item_features": [{ "column": "genres", "kind": "bag" }]
-    }))
-    .unwrap();
-    encode(&EncodeInput::read_dir(&dir).unwrap(), &config)
-        .unwrap()
-        .write(&dir.join("encode"))
-        .unwrap();
+    }));
+    encoded.write(&dir.join("encode")).unwrap();
     let data = EncodedData::read_dir(&dir.join("encode")).unwrap();
     let (mut m, mut t) = configs("youtubednn");
     m.history_features = vec!["genres".into()];
@@ -196,18 +200,9 @@ fn genres_of_the_history_pool_as_a_second_sequence() {
 /// it is (one input per feature), and the model trains on it.
 #[test]
 fn dense_numeric_features_feed_the_towers() {
-    let dir = tempfile::tempdir().unwrap().keep();
-    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
-        300, 150, 20, 9,
-    )))
-    .unwrap()
-    .write(&dir)
-    .unwrap();
-    let config: EncodeConfig = serde_json::from_value(serde_json::json!({
+    let (dir, encoded) = synthetic_encoded(serde_json::json!({
         "user_features": [{ "column": "age", "kind": "dense" }]
-    }))
-    .unwrap();
-    let encoded = encode(&EncodeInput::read_dir(&dir).unwrap(), &config).unwrap();
+    }));
     let scaling = encoded.manifest.user_features[0].scaling.unwrap();
     assert!(scaling.1 > 0.0, "{scaling:?}");
     encoded.write(&dir.join("encode")).unwrap();
