@@ -11,7 +11,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::Result;
 
-fn contiguous<'a>(
+/// The f32 values of a contiguous CPU tensor; `what` names the op in errors.
+pub(crate) fn contiguous<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     what: &str,

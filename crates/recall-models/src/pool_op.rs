@@ -69,13 +69,7 @@ impl CustomOp1 for SegmentPool {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (rows, dim) = layout.shape().dims2()?;
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("segment-pool: only f32 tables are supported")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("segment-pool: the table must be contiguous")
-        };
-        let table = &data[start..end];
+        let table = crate::fused::contiguous(storage, layout, self.name())?;
         if let Some(&bad) = self.ids.iter().find(|&&i| i as usize >= rows) {
             candle_core::bail!("segment-pool: row {bad} outside a table of {rows}")
         }
