@@ -6,7 +6,7 @@
 //!   BCE), batch 4096 rows = 1024 examples x (1 positive + 3 negatives).
 //!
 //! ```sh
-//! cargo run --release -p recall-models --example throughput -- runs/ml-1m-youtubednn/encode [MAX_BATCHES]
+//! cargo run --release -p recall-models --example throughput -- runs/ml-1m-youtubednn/encode [MAX_BATCHES] [youtubednn|dssm]
 //! ```
 //! Prints examples (and rows) per second over one epoch (or its first MAX_BATCHES batches).
 
@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: throughput ENCODE_DIR [MAX_BATCHES]")?,
     );
     let max_batches = args.get(1).map(|b| b.parse()).transpose()?;
+    let only = args.get(2);
     let data = EncodedData::read_dir(&dir)?;
     let setups = [
         (
@@ -43,6 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     ];
     for (name, model, train_config, rows_per_example) in setups {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         let model_config = serde_json::from_value(model)?;
         let mut train_config: recall_models::TrainConfig = serde_json::from_value(train_config)?;
         train_config.max_batches_per_epoch = max_batches;

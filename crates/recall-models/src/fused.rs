@@ -56,12 +56,13 @@ impl CustomOp3 for BiasActivation {
                 alpha.len()
             )
         }
-        let mut out = Vec::with_capacity(n * c);
-        for row in z.chunks_exact(c) {
-            out.extend(row.iter().zip(bias).zip(alpha).map(|((&z, &b), &a)| {
+        let mut out = vec![0f32; n * c];
+        for (out_row, z_row) in out.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+            // Branch-free so that it vectorises (signs are random: a branch mispredicts).
+            for (((o, &z), &b), &a) in out_row.iter_mut().zip(z_row).zip(bias).zip(alpha) {
                 let v = z + b;
-                if v > 0.0 { v } else { a * v }
-            }));
+                *o = if v > 0.0 { v } else { a * v };
+            }
         }
         Ok((CpuStorage::F32(out), Shape::from((n, c))))
     }
@@ -74,35 +75,75 @@ impl CustomOp3 for BiasActivation {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c) = z.dims2()?;
-        let zv: Vec<f32> = z.flatten_all()?.to_vec1()?;
-        let bv: Vec<f32> = bias.to_vec1()?;
-        let av: Vec<f32> = alpha.to_vec1()?;
-        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
-        let mut gz = vec![0f32; n * c];
-        let mut gb = vec![0f32; c];
-        let mut ga = vec![0f32; c];
-        for r in 0..n {
-            let base = r * c;
-            for k in 0..c {
-                let v = zv[base + k] + bv[k];
-                let gi = g[base + k];
-                let d = if v > 0.0 {
-                    gi
-                } else {
-                    ga[k] += gi * v;
-                    av[k] * gi
-                };
-                gz[base + k] = d;
-                gb[k] += d;
+        let n = z.dim(0)?;
+        // One op reads the storages in place (no copies out of candle) and returns the three
+        // gradients stacked as rows: `[N, C]` for z, then bias, then alpha.
+        let bias_alpha = Tensor::stack(&[bias, alpha], 0)?;
+        let all = z.apply_op3_no_bwd(&grad.contiguous()?, &bias_alpha, &BiasActivationGrad)?;
+        Ok((
+            Some(all.narrow(0, 0, n)?),
+            Some(all.get(n)?),
+            Some(all.get(n + 1)?),
+        ))
+    }
+}
+
+/// The backward pass of [`BiasActivation`]: inputs `z [N, C]`, the incoming gradient
+/// `[N, C]` and `[bias; alpha]` as `[2, C]`; output `[N + 2, C]`: dz, then dbias, then dalpha.
+#[derive(Debug, Clone, Copy)]
+struct BiasActivationGrad;
+
+impl CustomOp3 for BiasActivationGrad {
+    fn name(&self) -> &'static str {
+        "bias-activation-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c) = l1.shape().dims2()?;
+        let z = contiguous(s1, l1, self.name())?;
+        let g = contiguous(s2, l2, self.name())?;
+        let bias_alpha = contiguous(s3, l3, self.name())?;
+        if g.len() != n * c || bias_alpha.len() != 2 * c {
+            candle_core::bail!(
+                "bias-activation-grad: z [{n}, {c}], gradient {}, bias and alpha {}",
+                g.len(),
+                bias_alpha.len()
+            )
+        }
+        let (bias, alpha) = bias_alpha.split_at(c);
+        let mut out = vec![0f32; (n + 2) * c];
+        let (gz, sums) = out.split_at_mut(n * c);
+        let (gb, ga) = sums.split_at_mut(c);
+        for ((gz_row, z_row), g_row) in gz
+            .chunks_exact_mut(c)
+            .zip(z.chunks_exact(c))
+            .zip(g.chunks_exact(c))
+        {
+            // Branch-free, column-wise accumulation: vectorises across the row.
+            for (((((d, &z), &g), (&b, &a)), gb), ga) in gz_row
+                .iter_mut()
+                .zip(z_row)
+                .zip(g_row)
+                .zip(bias.iter().zip(alpha))
+                .zip(gb.iter_mut())
+                .zip(ga.iter_mut())
+            {
+                let v = z + b;
+                let positive = v > 0.0;
+                *d = if positive { g } else { a * g };
+                *gb += *d;
+                *ga += if positive { 0.0 } else { g * v };
             }
         }
-        let dev = z.device();
-        Ok((
-            Some(Tensor::from_vec(gz, (n, c), dev)?),
-            Some(Tensor::from_vec(gb, c, dev)?),
-            Some(Tensor::from_vec(ga, c, dev)?),
-        ))
+        Ok((CpuStorage::F32(out), Shape::from((n + 2, c))))
     }
 }
 
@@ -155,24 +196,54 @@ impl CustomOp1 for L2Normalize {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let (n, d) = arg.dims2()?;
-        let x: Vec<f32> = arg.flatten_all()?.to_vec1()?;
-        let y: Vec<f32> = res.flatten_all()?.to_vec1()?;
-        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let out = arg.apply_op3_no_bwd(res, &grad.contiguous()?, &L2NormalizeGrad)?;
+        Ok(Some(out))
+    }
+}
+
+/// The backward pass of [`L2Normalize`]: inputs x, y and the incoming gradient, all `[N, D]`.
+#[derive(Debug, Clone, Copy)]
+struct L2NormalizeGrad;
+
+impl CustomOp3 for L2NormalizeGrad {
+    fn name(&self) -> &'static str {
+        "l2-normalize-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, d) = l1.shape().dims2()?;
+        let x = contiguous(s1, l1, self.name())?;
+        let y = contiguous(s2, l2, self.name())?;
+        let g = contiguous(s3, l3, self.name())?;
+        if y.len() != n * d || g.len() != n * d {
+            candle_core::bail!(
+                "l2-normalize-grad: x [{n}, {d}], y {}, gradient {}",
+                y.len(),
+                g.len()
+            )
+        }
         let mut out = vec![0f32; n * d];
-        for r in 0..n {
-            let s = r * d..(r + 1) * d;
-            let norm = (x[s.clone()].iter().map(|v| v * v).sum::<f32>() + L2_EPS).sqrt();
-            let dot: f32 = g[s.clone()]
-                .iter()
-                .zip(&y[s.clone()])
-                .map(|(a, b)| a * b)
-                .sum();
-            for k in s {
-                out[k] = (g[k] - y[k] * dot) / norm;
+        for (((o, x), y), g) in out
+            .chunks_exact_mut(d)
+            .zip(x.chunks_exact(d))
+            .zip(y.chunks_exact(d))
+            .zip(g.chunks_exact(d))
+        {
+            let norm = (x.iter().map(|v| v * v).sum::<f32>() + L2_EPS).sqrt();
+            let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                *o = (g - y * dot) / norm;
             }
         }
-        Ok(Some(Tensor::from_vec(out, (n, d), arg.device())?))
+        Ok((CpuStorage::F32(out), Shape::from((n, d))))
     }
 }
 
