@@ -14,7 +14,7 @@ use crate::config::{Activation, ModelConfig, ModelKind, Pooling};
 use crate::data::EncodedData;
 use crate::fused::bias_activation;
 use crate::pool_op::{SegmentPool, pool_rows};
-use crate::sparse::{Gathered, SparseTable};
+use crate::sparse::{Distinct, Gathered, SparseTable};
 
 /// A dense layer with its activation (none on a tower's last layer): `act(x W^T + b)` with
 /// `act(v) = v` for `v > 0`, else `alpha * v` per output column, so one fused op serves PReLU
@@ -614,22 +614,11 @@ impl TwoTower {
         // the rows are copied out (on ML-1M at batch 4,096 about half the rows are repeats).
         let dropout_active = dropout.as_ref().is_some_and(|(rate, _)| *rate > 0.0);
         if !dropout_active {
-            let mut index = std::collections::HashMap::with_capacity_and_hasher(
-                n,
-                std::hash::BuildHasherDefault::<crate::sparse::IdHasher>::default(),
-            );
-            let mut distinct = Vec::new();
-            let positions: Vec<u32> = candidates
-                .iter()
-                .map(|&c| {
-                    *index.entry(c).or_insert_with(|| {
-                        distinct.push(c);
-                        distinct.len() as u32 - 1
-                    })
-                })
-                .collect();
-            if distinct.len() < n {
-                let vectors = self.item_tower_forward(data, step, tower, &distinct, None)?;
+            let distinct = Distinct::new(candidates.iter().copied(), data.item_table_size);
+            if distinct.ids.len() < n {
+                let positions: Vec<u32> =
+                    candidates.iter().map(|&c| distinct.position(c)).collect();
+                let vectors = self.item_tower_forward(data, step, tower, &distinct.ids, None)?;
                 let positions = Tensor::from_vec(positions, n, dev)?;
                 return Ok(vectors.index_select(&positions, 0)?);
             }

@@ -61,19 +61,86 @@ impl Hasher for IdHasher {
 
 type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
 
+/// Distinct ids in first-seen order and each one's position among them.
+///
+/// Ids of a small universe (a table of at most [`Distinct::DENSE_FACTOR`] rows per id looked
+/// up) are indexed by a plain array, larger ones by a hash map: a batch of ~100k history ids
+/// into a 3.7k-row table spent most of its gather time hashing.
+#[derive(Debug, Clone)]
+pub struct Distinct {
+    pub ids: Vec<u32>,
+    index: DistinctIndex,
+}
+
+#[derive(Debug, Clone)]
+enum DistinctIndex {
+    /// `position[id]`, `u32::MAX` for absent ids.
+    Dense(Vec<u32>),
+    Hashed(IdMap),
+}
+
+impl Distinct {
+    /// Below this many universe rows per looked-up id the array index is used.
+    pub const DENSE_FACTOR: usize = 16;
+
+    /// The distinct values of `ids`, all below `universe`.
+    pub fn new(ids: impl IntoIterator<Item = u32>, universe: usize) -> Self {
+        let ids = ids.into_iter();
+        let hint = ids.size_hint().0;
+        let mut distinct = Vec::new();
+        if universe <= hint.max(1024).saturating_mul(Self::DENSE_FACTOR) {
+            let mut position = vec![u32::MAX; universe];
+            for id in ids {
+                let p = &mut position[id as usize];
+                if *p == u32::MAX {
+                    *p = distinct.len() as u32;
+                    distinct.push(id);
+                }
+            }
+            return Distinct {
+                ids: distinct,
+                index: DistinctIndex::Dense(position),
+            };
+        }
+        let mut index = IdMap::with_capacity_and_hasher(hint, Default::default());
+        for id in ids {
+            index.entry(id).or_insert_with(|| {
+                distinct.push(id);
+                distinct.len() as u32 - 1
+            });
+        }
+        Distinct {
+            ids: distinct,
+            index: DistinctIndex::Hashed(index),
+        }
+    }
+
+    /// The position of `id` among the distinct ids (it must be one of them).
+    pub fn position(&self, id: u32) -> u32 {
+        match &self.index {
+            DistinctIndex::Dense(position) => {
+                let p = position[id as usize];
+                assert!(p != u32::MAX, "id {id} was not among the distinct ids");
+                p
+            }
+            DistinctIndex::Hashed(index) => index[&id],
+        }
+    }
+}
+
 /// The rows of one batch: `var` holds them (`[unique, dim]`) and `local` maps each requested
 /// id to its row in `var`.
 #[derive(Debug)]
 pub struct Gathered {
     pub var: Var,
     pub ids: Vec<u32>,
-    index: IdMap,
+    index: Distinct,
 }
 
 impl Gathered {
     /// The row of `id` in `var` (it must have been gathered).
     pub fn local_index(&self, id: u32) -> u32 {
-        self.index[&id]
+        self.index.position(id)
     }
 
     /// Local indices of `ids` as a u32 tensor of `shape`.
@@ -128,23 +195,16 @@ impl SparseTable {
 
     /// Gathers the distinct rows among `ids` into a fresh `Var`.
     pub fn gather(&self, ids: impl IntoIterator<Item = u32>, device: &Device) -> Result<Gathered> {
-        let mut index = IdMap::default();
-        let mut unique = Vec::new();
-        for id in ids {
-            index.entry(id).or_insert_with(|| {
-                unique.push(id);
-                unique.len() as u32 - 1
-            });
-        }
-        let mut data = Vec::with_capacity(unique.len() * self.dim);
-        for &id in &unique {
+        let index = Distinct::new(ids, self.rows);
+        let mut data = Vec::with_capacity(index.ids.len() * self.dim);
+        for &id in &index.ids {
             let r = id as usize * self.dim;
             data.extend_from_slice(&self.weights[r..r + self.dim]);
         }
-        let tensor = Tensor::from_vec(data, (unique.len(), self.dim), device)?;
+        let tensor = Tensor::from_vec(data, (index.ids.len(), self.dim), device)?;
         Ok(Gathered {
             var: Var::from_tensor(&tensor)?,
-            ids: unique,
+            ids: index.ids.clone(),
             index,
         })
     }
@@ -189,6 +249,22 @@ impl SparseTable {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// The array index (small universe) and the hash index (large universe) agree.
+    #[test]
+    fn distinct_ids_keep_first_seen_order_with_either_index() {
+        let ids = [7u32, 3, 7, 0, 3, 9];
+        for universe in [10, 10_000_000] {
+            let d = Distinct::new(ids, universe);
+            assert!(matches!(
+                (&d.index, universe),
+                (DistinctIndex::Dense(_), 10) | (DistinctIndex::Hashed(_), 10_000_000)
+            ));
+            assert_eq!(d.ids, vec![7, 3, 0, 9]);
+            let positions: Vec<u32> = ids.iter().map(|&i| d.position(i)).collect();
+            assert_eq!(positions, vec![0, 1, 0, 2, 1, 3]);
+        }
+    }
 
     /// One Adam step moves each touched weight by lr * sign(grad) (bias-corrected first step)
     /// and leaves untouched rows alone.
