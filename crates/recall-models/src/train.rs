@@ -159,26 +159,80 @@ struct Negatives<'a> {
     sampler: &'a dyn ItemSampler,
     /// Sampler mass of each user's positives (see `draw_excluding_with_mass`).
     user_mass: &'a [f64],
-    /// q of every item as an in-batch candidate.
-    target_q: &'a [f64],
     hard: Option<&'a HardRound>,
 }
 
-/// Loss of one batch.
-fn batch_loss(
-    model: &TwoTower,
+/// Everything random about one batch, drawn ahead of the step that trains on it: the rows,
+/// the sampled negatives and a seed for the dropout masks. Drawing does not depend on the
+/// model, so a second thread draws batch t + 1 while batch t trains (sampling was about a
+/// seventh of a YoutubeDNN step at torch-rechub's sizes).
+struct BatchDraw {
+    rows: Vec<usize>,
+    /// Sampled losses: `negatives` items per row, row after row. Mixed: the draws the whole
+    /// batch shares. In-batch: none.
+    negatives: Vec<u32>,
+    dropout_seed: u64,
+}
+
+/// Draws a batch's negatives (never one of the user's training positives for per-row
+/// negatives; mixed negatives are shared by the batch and masked where they hit a target).
+fn draw_batch(
     data: &EncodedData,
     config: &TrainConfig,
     rows: &[usize],
     negatives: &Negatives<'_>,
     rng: &mut Xoshiro256PlusPlus,
+) -> Result<BatchDraw> {
+    let dropout_seed = rng.random();
+    let drawn = match config.loss {
+        Loss::InBatch => Vec::new(),
+        Loss::Mixed => (0..config.negatives)
+            .map(|_| negatives.sampler.draw(rng))
+            .collect(),
+        _ => {
+            let n = config.negatives;
+            let mut all = Vec::with_capacity(rows.len() * n);
+            let mut negs = Vec::with_capacity(n);
+            for &r in rows {
+                negs.clear();
+                let user = data.train.user[r] as usize;
+                let positives = &data.user_positives[user];
+                // Hard negatives first (users the mining model ranked), the rest from the sampler.
+                if let Some(h) = negatives.hard.filter(|h| h.has_ranking(user)) {
+                    h.negatives
+                        .draw(user, rng, positives, h.count.min(n), &mut negs)?;
+                }
+                let rest = n - negs.len();
+                draw_excluding_with_mass(
+                    negatives.sampler,
+                    rng,
+                    positives,
+                    negatives.user_mass[user],
+                    rest,
+                    &mut negs,
+                )?;
+                all.extend_from_slice(&negs);
+            }
+            all
+        }
+    };
+    Ok(BatchDraw {
+        rows: rows.to_vec(),
+        negatives: drawn,
+        dropout_seed,
+    })
+}
+
+/// Loss of one drawn batch.
+fn batch_loss(
+    model: &TwoTower,
+    data: &EncodedData,
+    config: &TrainConfig,
+    draw: &BatchDraw,
+    sampler: &dyn ItemSampler,
+    target_q: &[f64],
 ) -> Result<(Tensor, StepRows)> {
-    let Negatives {
-        sampler,
-        user_mass,
-        target_q,
-        hard,
-    } = *negatives;
+    let rows = &draw.rows[..];
     let split = &data.train;
     let dev = &model.device;
     let (hist, users, ages) = user_rows(split, rows);
@@ -186,7 +240,7 @@ fn batch_loss(
     let b = rows.len();
     let temperature = model.config.temperature;
     let dropout_rate = model.config.dropout;
-    let mut dropout_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+    let mut dropout_rng = Xoshiro256PlusPlus::seed_from_u64(draw.dropout_seed);
     let mut mask = |shape: &[usize]| -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let keep = 1.0 / (1.0 - dropout_rate);
@@ -211,17 +265,11 @@ fn batch_loss(
         // Candidates: the batch's targets and, for mixed negatives, `negatives` items drawn
         // for the whole batch. Each column is corrected by its log expected count (logQ), and
         // a column holding row i's own target elsewhere is an accidental hit, masked.
-        let extra = if config.loss == Loss::Mixed {
-            config.negatives
-        } else {
-            0
-        };
-        let batch = recall_sampling::inbatch::mixed(
+        let batch = recall_sampling::inbatch::mixed_from_draws(
             &targets,
             |t| target_q[t as usize],
             sampler,
-            extra,
-            rng,
+            &draw.negatives,
         );
         let c = batch.items.len();
         let step = model.gather(data, &urows, &batch.items)?;
@@ -254,23 +302,12 @@ fn batch_loss(
         return Ok((loss, step));
     }
 
-    // Sampled negatives, never one of the user's training positives.
+    // Each row's positive, then its sampled negatives.
     let n = config.negatives;
     let mut candidates = Vec::with_capacity(b * (n + 1));
-    let mut negs = Vec::with_capacity(n);
-    for (k, &r) in rows.iter().enumerate() {
-        candidates.push(targets[k]);
-        negs.clear();
-        let user = split.user[r] as usize;
-        let positives = &data.user_positives[user];
-        // Hard negatives first (users the mining model ranked), the rest from the sampler.
-        if let Some(h) = hard.filter(|h| h.has_ranking(user)) {
-            h.negatives
-                .draw(user, rng, positives, h.count.min(n), &mut negs)?;
-        }
-        let rest = n - negs.len();
-        draw_excluding_with_mass(sampler, rng, positives, user_mass[user], rest, &mut negs)?;
-        candidates.extend_from_slice(&negs);
+    for (k, &target) in targets.iter().enumerate() {
+        candidates.push(target);
+        candidates.extend_from_slice(&draw.negatives[k * n..(k + 1) * n]);
     }
     let step = model.gather(data, &urows, &candidates)?;
     let u = model.users(data, &step, &urows, Some((dropout_rate, &mut mask)))?;
@@ -504,17 +541,18 @@ fn train_in_pool(
         let examples_before = trained_examples;
         let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
         progress.epoch_started(epoch, order.len().div_ceil(config.batch_size).min(limit));
-        for rows in order.chunks(config.batch_size).take(limit) {
-            if rows.len() < 2 {
-                continue;
-            }
-            let negatives = Negatives {
-                sampler: sampler.as_ref(),
-                user_mass: &user_mass,
-                target_q: &target_q,
-                hard,
-            };
-            let (loss, step) = batch_loss(model, data, config, rows, &negatives, &mut rng)?;
+        // The drawing thread's generator is seeded from the training generator, so the
+        // batches depend on the seed only, never on how the two threads interleave.
+        let mut draw_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        let negatives = Negatives {
+            sampler: sampler.as_ref(),
+            user_mass: &user_mass,
+            hard,
+        };
+        let order = &order;
+        let mut train_batch = |draw: BatchDraw| -> Result<()> {
+            let rows = &draw.rows;
+            let (loss, step) = batch_loss(model, data, config, &draw, sampler.as_ref(), &target_q)?;
             if let Some(stream) = streaming.as_mut() {
                 stream.update(
                     &rows
@@ -557,7 +595,30 @@ fn train_in_pool(
             batches += 1;
             progress.batch_done(value);
             trained_examples += rows.len();
-        }
+            Ok(())
+        };
+        std::thread::scope(|scope| -> Result<()> {
+            // Two batches in flight are enough to hide the drawing; the bound keeps memory flat.
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<BatchDraw>>(2);
+            let negatives = &negatives;
+            scope.spawn(move || {
+                for rows in order.chunks(config.batch_size).take(limit) {
+                    if rows.len() < 2 {
+                        continue;
+                    }
+                    let draw = draw_batch(data, config, rows, negatives, &mut draw_rng);
+                    let failed = draw.is_err();
+                    // A closed channel means training stopped early (an error): stop too.
+                    if sender.send(draw).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            for draw in receiver {
+                train_batch(draw?)?;
+            }
+            Ok(())
+        })?;
         let seconds = start.elapsed().as_secs_f64();
         train_seconds += seconds;
         let valid_hit_rate = if data.valid.is_empty() {

@@ -104,20 +104,29 @@ pub fn mixed(
     extra: usize,
     rng: &mut dyn RngCore,
 ) -> MixedBatch {
+    let drawn: Vec<u32> = (0..extra).map(|_| sampler.draw(rng)).collect();
+    mixed_from_draws(targets, q_batch, sampler, &drawn)
+}
+
+/// [`mixed`] with the shared draws made beforehand (a trainer draws them ahead, on another
+/// thread, while the previous batch trains).
+pub fn mixed_from_draws(
+    targets: &[u32],
+    q_batch: impl Fn(u32) -> f64,
+    sampler: &dyn ItemSampler,
+    drawn: &[u32],
+) -> MixedBatch {
     let b = targets.len() as f64;
+    let extra = drawn.len() as f64;
     let mut items = targets.to_vec();
     let mut log_expected_count: Vec<f32> = targets
         .iter()
         .map(|&i| (b * q_batch(i)).max(f64::MIN_POSITIVE).ln() as f32)
         .collect();
-    for _ in 0..extra {
-        let i = sampler.draw(rng);
+    for &i in drawn {
         items.push(i);
-        log_expected_count.push(
-            (extra as f64 * sampler.probability(i))
-                .max(f64::MIN_POSITIVE)
-                .ln() as f32,
-        );
+        log_expected_count
+            .push((extra * sampler.probability(i)).max(f64::MIN_POSITIVE).ln() as f32);
     }
     MixedBatch {
         items,

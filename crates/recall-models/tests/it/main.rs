@@ -67,10 +67,18 @@ fn both_models_beat_popularity_on_planted_structure() {
         .at(20)
         .unwrap()
         .hit_rate;
+    // Mean over three seeds: on 600 users one DSSM seed ranges from 1.25x to 1.5x popularity
+    // (measured over six seeds), so a single seed made the 1.3x bar a coin toss.
     for kind in ["youtubednn", "dssm"] {
-        let model = trained(&data, kind, 1);
-        let hr = model.hit_rate(&data, &data.test, 20).unwrap();
-        eprintln!("{kind}: HitRate@20 {hr:.3} vs popularity {pop_hr:.3}");
+        let rates: Vec<f64> = (1..=3)
+            .map(|seed| {
+                trained(&data, kind, seed)
+                    .hit_rate(&data, &data.test, 20)
+                    .unwrap()
+            })
+            .collect();
+        let hr = rates.iter().sum::<f64>() / rates.len() as f64;
+        eprintln!("{kind}: HitRate@20 {hr:.3} (seeds {rates:.3?}) vs popularity {pop_hr:.3}");
         assert!(hr > 1.3 * pop_hr, "{kind}: {hr} vs popularity {pop_hr}");
     }
 }
