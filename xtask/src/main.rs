@@ -44,6 +44,11 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
+    // SAFETY: first thing in main, no other thread yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        recall_models::tune_candle_cpu()
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

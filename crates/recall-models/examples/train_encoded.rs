@@ -16,6 +16,11 @@ use recall_models::{EncodedData, TwoTower, train};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: first thing in main, no other thread yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        recall_models::tune_candle_cpu()
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(
         args.first()

@@ -274,6 +274,11 @@ pub struct TrainConfig {
     /// Steps of linear warmup from zero to `lr`. Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_steps: usize,
+    /// Threads for the training step's matrix products. Default: the machine's cores, at
+    /// most 4 (the step's matrices are batch x a few hundred; more threads mostly wait).
+    /// Negatives are drawn on one more thread beside these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 impl ModelConfig {
@@ -339,7 +344,22 @@ impl TrainConfig {
         if self.validate_k == 0 {
             return bad("validate_k", "must be at least 1");
         }
+        if self.threads == Some(0) {
+            return bad(
+                "threads",
+                "must be at least 1 (leave it out for the default)",
+            );
+        }
         Ok(())
+    }
+
+    /// The threads a training run uses for its tensor ops (see [`TrainConfig::threads`]).
+    pub fn training_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4)
+        })
     }
 }
 

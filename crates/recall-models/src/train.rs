@@ -462,15 +462,16 @@ pub fn train_observed(
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
     config.validate()?;
-    // Training runs its tensor ops on one thread. The matrices of a recall step are small
-    // (batch x a few hundred): measured on 2 cores at torch-rechub's sizes, letting gemm and
-    // candle's element-wise pool use both cores made steps 10-25 % slower than one thread
-    // (synchronisation, and candle pinning and spinning its workers on the same cores).
-    // Whole-catalogue work (evaluation, export) keeps the global pool.
+    // The step's tensor ops run in a pool of their own: whole-catalogue work (evaluation,
+    // export) keeps the global pool. At torch-rechub's sizes on 2 cores, two threads here (with
+    // candle's element-wise pool off, see `tune_candle_cpu`) made DSSM steps about 10 % and
+    // YoutubeDNN steps about 5 % faster than one; with candle's pool spinning on the same
+    // cores, one thread had been faster.
+    let threads = config.training_threads();
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(threads)
         .build()
-        .map_err(|e| Error::Training(format!("cannot start the training thread pool: {e}")))?;
+        .map_err(|e| Error::Training(format!("cannot start {threads} training threads: {e}")))?;
     pool.install(|| train_in_pool(model, data, config, seed, hard, progress))
 }
 
