@@ -6,9 +6,11 @@
 //!   BCE), batch 4096 rows = 1024 examples x (1 positive + 3 negatives).
 //!
 //! ```sh
-//! cargo run --release -p recall-models --example throughput -- runs/ml-1m-youtubednn/encode [MAX_BATCHES] [youtubednn|dssm]
+//! cargo run --release -p recall-models --example throughput -- runs/ml-1m-youtubednn/encode [MAX_BATCHES] [youtubednn|dssm|youtubednn-ml1m|dssm-ml1m]
 //! ```
 //! Prints examples (and rows) per second over one epoch (or its first MAX_BATCHES batches).
+//! `youtubednn-ml1m` and `dssm-ml1m` are the shipped ML-1M pipelines' settings (embedding 64,
+//! in-batch softmax with logQ, batch 1024), for the pipeline's own training speed.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -48,6 +50,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             serde_json::json!({ "kind": "dssm", "embedding_dim": 16, "user_tower": [256, 128, 64], "item_tower": [256, 128, 64], "activation": "prelu" }),
             serde_json::json!({ "loss": "pointwise", "negatives": 3, "batch_size": 1024, "epochs": 1, "logq_correction": false }),
             4usize,
+        ),
+        // The shipped ML-1M pipelines' settings (pipelines/ml-1m-*.toml): in-batch softmax
+        // with logQ over the batch's 1,024 targets.
+        (
+            "youtubednn-ml1m",
+            serde_json::json!({ "kind": "youtubednn", "embedding_dim": 64, "user_tower": [256, 64], "temperature": 0.05, "recent_items": 5 }),
+            serde_json::json!({ "loss": "in-batch", "batch_size": 1024, "epochs": 1, "lr": 0.002 }),
+            1usize,
+        ),
+        (
+            "dssm-ml1m",
+            serde_json::json!({ "kind": "dssm", "embedding_dim": 64, "user_tower": [256, 64], "item_tower": [256, 64], "temperature": 0.05, "recent_items": 5 }),
+            serde_json::json!({ "loss": "in-batch", "batch_size": 1024, "epochs": 1, "lr": 0.002 }),
+            1usize,
         ),
     ];
     for (name, model, train_config, rows_per_example) in setups {

@@ -275,30 +275,19 @@ fn batch_loss(
         let step = model.gather(data, &urows, &batch.items)?;
         let u = model.users(data, &step, &urows, Some((dropout_rate, &mut mask)))?;
         let v = model.items(data, &step, &batch.items, Some((dropout_rate, &mut mask)))?;
-        let logits = (u.matmul(&v.t()?)? / temperature)?;
-        let hits = recall_sampling::inbatch::accidental_hits(&targets);
-        let mut bias = Vec::with_capacity(b * c);
-        for i in 0..b {
-            for j in 0..c {
-                let hit = if j < b {
-                    hits[i * b + j]
-                } else {
-                    batch.items[j] == targets[i]
-                };
-                bias.push(if hit {
-                    -1e9
-                } else if config.logq_correction {
-                    -batch.log_expected_count[j]
-                } else {
-                    0.0
-                });
-            }
-        }
-        let logits = (logits + Tensor::from_vec(bias, (b, c), dev)?)?;
-        // Row i's label is column i.
-        let labels = Tensor::from_vec((0..b as u32).collect::<Vec<_>>(), (b, 1), dev)?;
-        let ls = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let loss = ls.gather(&labels, 1)?.mean_all()?.neg()?;
+        let logits = u.matmul(&v.t()?)?;
+        let column_bias: Vec<f32> = if config.logq_correction {
+            batch.log_expected_count.iter().map(|c| -c).collect()
+        } else {
+            vec![0.0; c]
+        };
+        let loss = crate::fused::in_batch_softmax_loss(
+            &logits,
+            1.0 / temperature,
+            &targets,
+            &batch.items,
+            &column_bias,
+        )?;
         return Ok((loss, step));
     }
 
