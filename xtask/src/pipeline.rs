@@ -105,6 +105,9 @@ pub fn config_hash<T: Serialize>(section: &T) -> Result<String> {
     Ok(sha256_bytes(&bytes))
 }
 
+/// The fault-injection variable (see `run_stage`).
+pub const ABORT_BEFORE_MANIFEST: &str = "RECALL_ABORT_BEFORE_MANIFEST";
+
 /// What happened to one stage in a run.
 #[derive(Debug, Clone)]
 pub struct StageReport {
@@ -145,6 +148,13 @@ fn run_stage(
     let start = Instant::now();
     let (outputs, stats) = body(dir).with_context(|| format!("stage {} failed", stage.name()))?;
     let seconds = start.elapsed().as_secs_f64();
+    // Fault injection for tests/kill_and_resume.rs: with `RECALL_ABORT_BEFORE_MANIFEST=<stage>`
+    // the process ends on the spot (no unwinding, no destructors: what SIGKILL leaves, without
+    // the core file an abort could write) when that stage has written its outputs but not its
+    // manifest, the moment a resumed run must not trust them.
+    if std::env::var(ABORT_BEFORE_MANIFEST).is_ok_and(|s| s == stage.name()) {
+        std::process::exit(137);
+    }
     let manifest = Manifest {
         stage: stage.name().to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),

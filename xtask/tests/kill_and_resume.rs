@@ -143,3 +143,48 @@ fn a_killed_pipeline_resumes_to_byte_identical_outputs() {
         metrics(&killed.join("killed"))
     );
 }
+
+/// The deterministic counterpart: a fresh run is aborted inside each stage in turn, at the
+/// worst moment (outputs written, manifest not), each attempt resuming the previous one's
+/// leftovers; the finished run equals an uninterrupted one byte for byte.
+#[test]
+fn a_run_aborted_in_every_stage_resumes_to_byte_identical_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("killed.toml");
+    std::fs::write(&config, PIPELINE).unwrap();
+    let clean = dir.path().join("clean");
+    assert!(pipeline(&config, &clean).status().unwrap().success());
+
+    let aborted = dir.path().join("aborted");
+    let stages = ["ingest", "encode", "train", "evaluate", "export", "report"];
+    for (i, stage) in stages.iter().enumerate() {
+        let status = pipeline(&config, &aborted)
+            .env(xtask::pipeline::ABORT_BEFORE_MANIFEST, stage)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the run did not stop in {stage}");
+        let complete = |s: &str| {
+            aborted
+                .join("killed")
+                .join(s)
+                .join("manifest.json")
+                .exists()
+        };
+        assert!(stages[..i].iter().all(|s| complete(s)), "before {stage}");
+        assert!(!complete(stage), "{stage} has a manifest");
+    }
+    assert!(pipeline(&config, &aborted).status().unwrap().success());
+    let (a, b) = (
+        outputs(&clean.join("killed")),
+        outputs(&aborted.join("killed")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((path, x), (q, y)) in a.iter().zip(&b) {
+        assert_eq!(path, q);
+        assert!(x == y, "{} differs after the aborts", path.display());
+    }
+    assert_eq!(
+        metrics(&clean.join("killed")),
+        metrics(&aborted.join("killed"))
+    );
+}
