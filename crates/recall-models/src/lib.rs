@@ -13,6 +13,12 @@
 //! - [`checkpoint`]: safetensors + config, reloadable bit for bit.
 //!
 //! The candle `Device` is always a parameter: a CUDA build is the `cuda` feature away.
+//!
+//! Training on CPU: a binary should call [`tune_candle_cpu`] first thing in `main` (candle's
+//! element-wise pool otherwise spins on the cores the step's matrix products use; about 10 %
+//! of a DSSM step on 2 cores) and use mimalloc as its global allocator, as `cargo xtask` and
+//! the examples do. Training uses `TrainConfig::threads` threads (default: the cores, at most
+//! 4) plus one that draws the next batch's negatives.
 
 pub mod checkpoint;
 pub mod config;
