@@ -147,7 +147,7 @@ impl CustomOp3 for BiasActivationGrad {
     }
 }
 
-/// `act(z + bias)` (see [`BiasActivation`]); `z` is `[N, C]`, `bias` and `alpha` `[C]`.
+/// `act(z + bias)` (see `BiasActivation`); `z` is `[N, C]`, `bias` and `alpha` `[C]`.
 pub fn bias_activation(z: &Tensor, bias: &Tensor, alpha: &Tensor) -> Result<Tensor> {
     if z.device().is_cpu() {
         let z = z.contiguous()?;
