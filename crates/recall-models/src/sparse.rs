@@ -133,11 +133,15 @@ impl Distinct {
 #[derive(Debug)]
 pub struct Gathered {
     pub var: Var,
-    pub ids: Vec<u32>,
     index: Distinct,
 }
 
 impl Gathered {
+    /// The distinct ids gathered, in the order of `var`'s rows.
+    pub fn ids(&self) -> &[u32] {
+        &self.index.ids
+    }
+
     /// The row of `id` in `var` (it must have been gathered).
     pub fn local_index(&self, id: u32) -> u32 {
         self.index.position(id)
@@ -204,7 +208,6 @@ impl SparseTable {
         let tensor = Tensor::from_vec(data, (index.ids.len(), self.dim), device)?;
         Ok(Gathered {
             var: Var::from_tensor(&tensor)?,
-            ids: index.ids.clone(),
             index,
         })
     }
@@ -213,7 +216,7 @@ impl SparseTable {
     pub fn apply(&mut self, gathered: &Gathered, grad: &Tensor, adam: AdamSettings) -> Result<()> {
         let grad: Vec<f32> = grad.flatten_all()?.to_vec1()?;
         let (b1, b2) = (adam.beta1 as f32, adam.beta2 as f32);
-        for (local, &id) in gathered.ids.iter().enumerate() {
+        for (local, &id) in gathered.ids().iter().enumerate() {
             if id == 0 && self.zero_padding {
                 continue;
             }
@@ -275,7 +278,7 @@ mod tests {
         let before = t.weights.clone();
         let dev = Device::Cpu;
         let g = t.gather([3, 1, 3], &dev).unwrap();
-        assert_eq!(g.ids, vec![3, 1]);
+        assert_eq!(g.ids(), [3, 1]);
         let x = g.lookup(&[3, 1, 3], &[3], &dev).unwrap();
         // loss = sum(x * c): gradient of row 3 is 2c (used twice), of row 1 is c.
         let c = Tensor::new(&[1f32, -2.0], &dev).unwrap();
