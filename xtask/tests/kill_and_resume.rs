@@ -83,16 +83,45 @@ fn metrics(run: &Path) -> serde_json::Value {
     doc["results"].clone()
 }
 
+/// The pipeline file written into `dir`, and an uninterrupted run of it in `dir/clean` with
+/// how long that run took.
+fn clean_run(dir: &Path) -> (PathBuf, PathBuf, std::time::Duration) {
+    let config = dir.join("killed.toml");
+    std::fs::write(&config, PIPELINE).unwrap();
+    let clean = dir.join("clean");
+    let start = Instant::now();
+    assert!(pipeline(&config, &clean).status().unwrap().success());
+    (config, clean, start.elapsed())
+}
+
+/// The run under `resumed` has every output of the run under `clean`, byte for byte (timing
+/// files aside), and the same metrics.
+fn assert_same_outputs(clean: &Path, resumed: &Path) {
+    let (a, b) = (
+        outputs(&clean.join("killed")),
+        outputs(&resumed.join("killed")),
+    );
+    let names = |o: &[(PathBuf, Vec<u8>)]| o.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    for ((path, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{} differs after the interruptions", path.display());
+    }
+    // Embeddings, index and candidates are among the compared files.
+    assert!(a.iter().any(|f| f.0.ends_with("ydnn/item_index.usearch")));
+    assert!(
+        a.iter()
+            .any(|f| f.0.ends_with("dssm/user_embeddings.parquet"))
+    );
+    assert_eq!(
+        metrics(&clean.join("killed")),
+        metrics(&resumed.join("killed"))
+    );
+}
+
 #[test]
 fn a_killed_pipeline_resumes_to_byte_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("killed.toml");
-    std::fs::write(&config, PIPELINE).unwrap();
-
-    let clean = dir.path().join("clean");
-    let start = Instant::now();
-    assert!(pipeline(&config, &clean).status().unwrap().success());
-    let full = start.elapsed();
+    let (config, clean, full) = clean_run(dir.path());
 
     // Kill at spread-out fractions of an uninterrupted run's duration, each time continuing
     // from what the previous killed attempt left behind. Training dominates the run and
@@ -122,26 +151,7 @@ fn a_killed_pipeline_resumes_to_byte_identical_outputs() {
     // not asserted: a loaded machine can put every kill inside training.
     eprintln!("stages complete after each kill: {completed_stages:?}");
     assert!(pipeline(&config, &killed).status().unwrap().success());
-
-    let (a, b) = (
-        outputs(&clean.join("killed")),
-        outputs(&killed.join("killed")),
-    );
-    let names = |o: &[(PathBuf, Vec<u8>)]| o.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&a), names(&b));
-    for ((path, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{} differs after kill and resume", path.display());
-    }
-    // Embeddings, index and candidates are among the compared files.
-    assert!(a.iter().any(|f| f.0.ends_with("ydnn/item_index.usearch")));
-    assert!(
-        a.iter()
-            .any(|f| f.0.ends_with("dssm/user_embeddings.parquet"))
-    );
-    assert_eq!(
-        metrics(&clean.join("killed")),
-        metrics(&killed.join("killed"))
-    );
+    assert_same_outputs(&clean, &killed);
 }
 
 /// The deterministic counterpart: a fresh run is aborted inside each stage in turn, at the
@@ -150,10 +160,7 @@ fn a_killed_pipeline_resumes_to_byte_identical_outputs() {
 #[test]
 fn a_run_aborted_in_every_stage_resumes_to_byte_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("killed.toml");
-    std::fs::write(&config, PIPELINE).unwrap();
-    let clean = dir.path().join("clean");
-    assert!(pipeline(&config, &clean).status().unwrap().success());
+    let (config, clean, _) = clean_run(dir.path());
 
     let aborted = dir.path().join("aborted");
     let stages = ["ingest", "encode", "train", "evaluate", "export", "report"];
@@ -174,17 +181,5 @@ fn a_run_aborted_in_every_stage_resumes_to_byte_identical_outputs() {
         assert!(!complete(stage), "{stage} has a manifest");
     }
     assert!(pipeline(&config, &aborted).status().unwrap().success());
-    let (a, b) = (
-        outputs(&clean.join("killed")),
-        outputs(&aborted.join("killed")),
-    );
-    assert_eq!(a.len(), b.len());
-    for ((path, x), (q, y)) in a.iter().zip(&b) {
-        assert_eq!(path, q);
-        assert!(x == y, "{} differs after the aborts", path.display());
-    }
-    assert_eq!(
-        metrics(&clean.join("killed")),
-        metrics(&aborted.join("killed"))
-    );
+    assert_same_outputs(&clean, &aborted);
 }
