@@ -1,12 +1,11 @@
-//! The orchestrator as a library: pipeline configuration, stages, manifests, reports, data
-//! fetching and the CI checks. `src/main.rs` is the `cargo xtask` command line over it; the
+//! The orchestrator as a library: pipeline configuration, stages, manifests, reports and the
+//! CI checks. `src/main.rs` is the `cargo xtask` command line over it; the
 //! fuzz targets (`fuzz/`) load pipeline files through [`config::parse`].
 
 pub mod ablate;
 pub mod chart;
 pub mod ci;
 pub mod config;
-pub mod fetch;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;
@@ -23,4 +22,21 @@ pub fn project_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or(manifest_dir)
+}
+
+/// `cargo xtask fetch-data ARGS`: runs the `recall-fetch` binary through cargo, in the profile
+/// this binary was built with. A package of its own, so the HTTPS client and zip extraction are
+/// compiled only by those who fetch, not by every first `cargo xtask pipeline`.
+pub fn fetch_data(args: &[String]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["run", "--quiet", "--package", "recall-fetch"]);
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let status = command.arg("--").args(args).status()?;
+    if !status.success() {
+        anyhow::bail!("fetch-data failed ({status})");
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{ablate, ci, fetch, pipeline, project_root};
+use xtask::{ablate, ci, pipeline, project_root};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,8 +31,13 @@ enum Command {
     /// Run the project's checks as CI does: rustfmt, tests (nextest when installed), doc tests.
     Ci,
     /// Download a MovieLens release from GroupLens into data/, verify it and convert it to the
-    /// layout the shipped pipelines read.
-    FetchData(fetch::Args),
+    /// layout the shipped pipelines read (`cargo xtask fetch-data --help` for the options).
+    /// Runs the `recall-fetch` binary, built on first use.
+    #[command(disable_help_flag = true)]
+    FetchData {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Train a declared grid of variants of a pipeline's model (its [ablation] section) and
     /// write runs/<pipeline>/ablation/report.md with differences and their intervals.
     Ablate(ablate::Args),
@@ -62,7 +67,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Ci => ci::run(),
-        Command::FetchData(args) => fetch::run(&args),
+        Command::FetchData { args } => xtask::fetch_data(&args),
         Command::Ablate(args) => ablate::run(&args),
     }
 }

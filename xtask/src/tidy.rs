@@ -23,6 +23,7 @@ mod tests {
             "recall-export",
             &["recall-core", "recall-models", "recall-eval"],
         ),
+        ("recall-fetch", &["recall-core", "recall-data"]),
     ];
 
     fn workspace_deps(manifest: &toml::Table) -> BTreeSet<String> {

@@ -1,5 +1,19 @@
-//! `cargo xtask fetch-data ml-1m|ml-100k`: downloads the official zip from GroupLens into
-//! `data/`, verifies it, and converts it to the layout the shipped pipelines read.
+//! `cargo xtask fetch-data ml-1m|ml-100k` (this crate's binary): downloads the official zip from
+//! GroupLens into `data/`, verifies it, and converts it to the layout the shipped pipelines read.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use clap::Parser;
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     args: recall_fetch::Args,
+//! }
+//! let cli = Cli::parse_from(["fetch", "ml-100k", "--dir", "datasets"]);
+//! recall_fetch::run(&cli.args)?; // datasets/ml-100k/u.data ...
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Verification: against `--sha256 HEX` when given, else against the MD5 that GroupLens
 //! publishes beside each zip (`<url>.md5`). The SHA-256 of what was verified is recorded in
@@ -337,10 +351,10 @@ mod tests {
         let source = std::fs::read_to_string(out.join("SOURCE.json")).unwrap();
         assert!(source.contains(&recall_core::checksum::sha256_bytes(&zip)));
         // The shipped ML-1M pipeline's ingest reads the converted layout.
-        let text = std::fs::read_to_string(crate::project_root().join("pipelines/ml-1m.toml"))
+        let text = std::fs::read_to_string(xtask::project_root().join("pipelines/ml-1m.toml"))
             .unwrap()
             .replace("${RECALL_DATA_DIR}", &dir.path().to_string_lossy());
-        let config = crate::config::parse(&text, Path::new("ml-1m.toml")).unwrap();
+        let config = xtask::config::parse(&text, Path::new("ml-1m.toml")).unwrap();
         let dataset = recall_data::ingest(&config.ingest).unwrap();
         assert_eq!(dataset.stats.interactions, 5);
         // An existing dataset is kept unless --force.
