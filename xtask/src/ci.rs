@@ -1,17 +1,30 @@
 //! `cargo xtask ci`: the checks CI runs, in one place so a developer runs exactly the same:
-//! rustfmt, the default pipeline end to end into `target/ci-runs/` (forced, so it really
-//! runs), its exports read back with pyarrow, doc tests, and the test suite (nextest when installed, else cargo test).
+//! rustfmt, the scheduled workflow against GitHub's schema, the default pipeline end to end
+//! into `target/ci-runs/` (forced, so it really runs), its exports read back with pyarrow, doc
+//! tests, and the test suite (nextest when installed, else cargo test).
+//!
+//! The Python checks run in a virtual environment of their own under `target/ci-python/`,
+//! created and filled from PyPI on first use: the user's own Python stays untouched and a
+//! machine needs nothing but `python3` (with its standard `venv` module).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-fn sh(program: &str, args: &[&str]) -> Result<()> {
-    tracing::info!("running {program} {}", args.join(" "));
-    let status = Command::new(program).args(args).status()?;
+fn sh(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<()> {
+    let program = program.as_ref();
+    tracing::info!("running {} {}", program.to_string_lossy(), args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot start {}", program.to_string_lossy()))?;
     if !status.success() {
-        bail!("`{program} {}` failed ({status})", args.join(" "));
+        bail!(
+            "`{} {}` failed ({status})",
+            program.to_string_lossy(),
+            args.join(" ")
+        );
     }
     Ok(())
 }
@@ -23,21 +36,79 @@ fn has_nextest() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// What the Python checks import, and the PyPI packages that provide it.
+const PYTHON_MODULES: &str = "import pyarrow, numpy, check_jsonschema";
+const PYTHON_PACKAGES: &[&str] = &["pyarrow", "numpy", "check-jsonschema"];
+
+/// The interpreter of `target/ci-python/`, created with `python3 -m venv` and given
+/// [`PYTHON_PACKAGES`] by pip when it lacks them (once; later runs find them installed).
+fn python_env(target: &Path) -> Result<PathBuf> {
+    let venv = target.join("ci-python");
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        sh("python3", &["-m", "venv", &venv.to_string_lossy()]).context(
+            "cannot create the checks' Python environment: CI needs python3 with its venv module \
+             (Debian: apt install python3-venv)",
+        )?;
+    }
+    let ready = Command::new(&python)
+        .args(["-c", PYTHON_MODULES])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready {
+        let mut args = vec![
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ];
+        args.extend_from_slice(PYTHON_PACKAGES);
+        sh(&python, &args).with_context(|| {
+            format!(
+                "cannot install {} into {} (PyPI unreachable?)",
+                PYTHON_PACKAGES.join(", "),
+                venv.display()
+            )
+        })?;
+    }
+    Ok(python)
+}
+
 pub fn run() -> Result<()> {
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
+    let python = python_env(Path::new("target"))?;
+    // The scheduled workflow against GitHub's workflow schema. actionlint's PyPI wrapper
+    // downloads its binary from GitHub at install time, which these machines cannot reach;
+    // check-jsonschema ships the schema (vendor.github-workflows) and runs offline.
+    let workflows: Vec<String> = std::fs::read_dir(".github/workflows")
+        .context("reading .github/workflows")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec![
+        "-m",
+        "check_jsonschema",
+        "--builtin-schema",
+        "vendor.github-workflows",
+    ];
+    args.extend(workflows.iter().map(String::as_str));
+    sh(&python, &args)?;
+
     let config = crate::config::load(Path::new("pipelines/default.toml"))?;
     let run_dir = Path::new("target/ci-runs").join(&config.name);
     crate::pipeline::execute(&config, &run_dir, None, false, true)?;
-    // The exports as a Python user reads them (pyarrow + numpy, installed by .ci/run).
+    // The exports as a Python user reads them.
     let export_dir = run_dir.join("export");
     sh(
-        "python3",
+        &python,
         &[
             "crates/recall-export/tests/read_with_pyarrow.py",
             &export_dir.to_string_lossy(),
         ],
     )
-    .map_err(|e| e.context("reading the exports with pyarrow failed (needs `python3 -m pip install pyarrow numpy`)"))?;
+    .context("reading the exports with pyarrow failed")?;
     sh("cargo", &["test", "--workspace", "--doc"])?;
     // The test runner goes last, so its summary closes the output.
     if has_nextest() {
