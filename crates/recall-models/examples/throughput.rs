@@ -116,7 +116,7 @@ impl Progress for StepTimes {
         *self.last.lock().unwrap() = Some(Instant::now());
     }
 
-    fn batch_done(&self, _loss: f64) {
+    fn batch_done(&self, _loss: f64, _examples: usize) {
         let now = Instant::now();
         if let Some(last) = self.last.lock().unwrap().replace(now) {
             self.seconds

@@ -21,7 +21,8 @@ use crate::model::TwoTower;
 use crate::sparse::SparseTable;
 use crate::{Error, Result};
 
-/// Writes `model.safetensors` and `config.json` into `dir` (each atomically).
+/// Writes `model.safetensors` and `config.json` into `dir`, each through
+/// `recall_core::write` (temporary file, fsync, rename) like every other output.
 pub fn save(model: &TwoTower, dir: &Path) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, table) in model.tables.named() {
@@ -30,12 +31,10 @@ pub fn save(model: &TwoTower, dir: &Path) -> Result<()> {
     for (name, var) in &model.params {
         tensors.insert(name.clone(), var.as_tensor().to_device(&Device::Cpu)?);
     }
-    std::fs::create_dir_all(dir).map_err(|e| recall_core::Error::io("cannot create", dir, e))?;
     let path = dir.join("model.safetensors");
-    let tmp = dir.join(format!(".model.safetensors.tmp-{}", std::process::id()));
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| recall_core::Error::io("cannot rename into place", &path, e))?;
+    let bytes = safetensors::serialize(&tensors, None)
+        .map_err(|e| Error::Training(format!("{}: cannot serialise: {e}", path.display())))?;
+    recall_core::write::write_bytes(&path, &bytes)?;
     let json =
         serde_json::to_vec_pretty(&model.config).map_err(|e| Error::Training(e.to_string()))?;
     recall_core::write::write_bytes(&dir.join("config.json"), &json)?;

@@ -63,6 +63,39 @@ pub enum LogqSource {
     Streaming,
 }
 
+/// Settings of `logq_source = "streaming"` (`logq_streaming = { alpha = 0.01 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingLogq {
+    /// Averaging rate of the estimator's moving averages (Yi et al. use 0.01): larger follows a
+    /// drifting distribution faster, smaller is steadier. Default 0.01.
+    #[serde(default = "default_streaming_alpha")]
+    pub alpha: f64,
+    /// Hash items into this many slots (fixed memory, colliding items share an estimate).
+    /// Default: one slot per item, exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<usize>,
+}
+
+fn default_streaming_alpha() -> f64 {
+    0.01
+}
+
+impl Default for StreamingLogq {
+    fn default() -> Self {
+        StreamingLogq {
+            alpha: default_streaming_alpha(),
+            buckets: None,
+        }
+    }
+}
+
+impl StreamingLogq {
+    fn is_default(&self) -> bool {
+        *self == StreamingLogq::default()
+    }
+}
+
 /// Hard negatives from an earlier model of the same pipeline (a second training round).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,9 +292,12 @@ pub struct TrainConfig {
     /// K of the validation HitRate. Default 50.
     #[serde(default = "default_k")]
     pub validate_k: usize,
-    /// q of the in-batch logQ correction. Default counts.
+    /// q of the in-batch logQ correction (losses in-batch and mixed). Default counts.
     #[serde(default)]
     pub logq_source: LogqSource,
+    /// The streaming estimator's settings (with `logq_source = "streaming"`).
+    #[serde(default, skip_serializing_if = "StreamingLogq::is_default")]
+    pub logq_streaming: StreamingLogq,
     /// Hard negatives mined by an earlier model (sampled losses only).
     #[serde(default)]
     pub hard_negatives: Option<HardNegativeConfig>,
@@ -283,7 +319,8 @@ pub struct TrainConfig {
 
 impl ModelConfig {
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |key: &str, msg: &str| Err(Error::config(format!("train.model.{key}"), msg));
+        // Keys as a pipeline file spells them inside a `[[models]]` entry (`model = { ... }`).
+        let bad = |key: &str, msg: &str| Err(Error::config(format!("model.{key}"), msg));
         if self.embedding_dim == 0 || self.feature_dim == 0 {
             return bad("embedding_dim", "dimensions must be at least 1");
         }
@@ -340,9 +377,43 @@ impl TrainConfig {
                     "needs a sampled loss and 1 <= count <= negatives",
                 );
             }
+            if h.count == self.negatives
+                && self.logq_correction
+                && self.loss == Loss::SampledSoftmax
+            {
+                return bad(
+                    "hard_negatives.count",
+                    "must leave at least one of `negatives` to the sampler when logq_correction is on \
+                     (the correction needs a proposal that can draw every item, the positive included)",
+                );
+            }
         }
         if self.validate_k == 0 {
             return bad("validate_k", "must be at least 1");
+        }
+        if self.logq_source == LogqSource::Streaming {
+            if !matches!(self.loss, Loss::InBatch | Loss::Mixed) {
+                return bad(
+                    "logq_source",
+                    "the streaming estimator corrects in-batch candidates: it needs loss = \"in-batch\" or \"mixed\" (sampled losses take q from their sampler)",
+                );
+            }
+            if !self.logq_correction {
+                return bad(
+                    "logq_source",
+                    "\"streaming\" has no effect with logq_correction = false: drop one of the two",
+                );
+            }
+        }
+        let s = &self.logq_streaming;
+        if !(s.alpha > 0.0 && s.alpha <= 1.0) {
+            return bad("logq_streaming.alpha", "must be in (0, 1]");
+        }
+        if s.buckets == Some(0) {
+            return bad(
+                "logq_streaming.buckets",
+                "must be at least 1 (leave it out for one slot per item)",
+            );
         }
         if self.threads == Some(0) {
             return bad(

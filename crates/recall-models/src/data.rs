@@ -102,6 +102,9 @@ pub struct EncodedData {
     pub max_len: usize,
     /// Table size of the example-age buckets (0 when there is no example age).
     pub age_table_size: usize,
+    /// The example-age bucket a user is embedded at when the model serves (age 0; what every
+    /// validation and test row carries), 0 without example age.
+    pub serving_age_bucket: u32,
     pub user_features: Vec<SideFeature>,
     pub item_scalar_features: Vec<SideFeature>,
     pub item_bags: Vec<BagFeature>,
@@ -251,6 +254,7 @@ impl EncodedData {
             item_table_size: m.item_table_size,
             max_len: m.max_len,
             age_table_size: m.example_age.map_or(0, |a| a.table_size),
+            serving_age_bucket: test.age_bucket.first().copied().unwrap_or(0),
             user_features,
             item_scalar_features,
             item_bags,

@@ -44,14 +44,31 @@ const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 impl BatchNorm {
-    fn forward(&self, z: &Tensor, training: bool) -> Result<Tensor> {
+    /// `row_weights` (`[n, 1]`, training only) count how many batch rows each row of `z`
+    /// stands for, when a tower runs once per distinct input: the batch statistics are then
+    /// those of the full batch, repeats included.
+    fn forward(&self, z: &Tensor, training: bool, row_weights: Option<&Tensor>) -> Result<Tensor> {
         let (mean, var) = if training {
-            let n = z.dim(0)?;
-            let mean = z.mean_keepdim(0)?;
-            let centred = z.broadcast_sub(&mean)?;
-            let var = centred.sqr()?.mean_keepdim(0)?;
+            let (mean, var, n) = match row_weights {
+                None => {
+                    let mean = z.mean_keepdim(0)?;
+                    let var = z.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+                    (mean, var, z.dim(0)? as f64)
+                }
+                Some(w) => {
+                    let n = f64::from(w.sum_all()?.to_scalar::<f32>()?);
+                    let mean = (z.broadcast_mul(w)?.sum_keepdim(0)? / n)?;
+                    let var = (z
+                        .broadcast_sub(&mean)?
+                        .sqr()?
+                        .broadcast_mul(w)?
+                        .sum_keepdim(0)?
+                        / n)?;
+                    (mean, var, n)
+                }
+            };
             // Running statistics follow the batch (no gradient flows into them).
-            let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?.squeeze(0)?;
+            let unbiased = (var.detach() * (n / (n.max(2.0) - 1.0)))?.squeeze(0)?;
             let m = BN_MOMENTUM;
             self.running_mean.set(
                 &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(0)? * m)?)?,
@@ -89,9 +106,43 @@ pub struct Tower {
     layers: Vec<Layer>,
 }
 
-/// Dropout during training: the rate and a source of keep/scale masks of a given shape.
-/// `None` at inference (it also marks inference for batch normalisation).
-pub type Dropout<'a> = Option<(f32, &'a mut dyn FnMut(&[usize]) -> Result<Tensor>)>;
+impl Tower {
+    fn has_batch_norm(&self) -> bool {
+        self.layers.iter().any(|l| l.norm.is_some())
+    }
+}
+
+/// A source of dropout keep/scale masks of a given shape.
+pub type MaskSource<'a> = &'a mut dyn FnMut(&[usize]) -> Result<Tensor>;
+
+/// How a forward pass runs, as candle's `ModuleT` train flag: inference uses batch
+/// normalisation's running statistics and no dropout; training uses batch statistics (moving
+/// the running ones) and dropout masks at `dropout` (none at 0).
+pub enum Pass<'a> {
+    Infer,
+    Train { dropout: f32, mask: MaskSource<'a> },
+}
+
+impl Pass<'_> {
+    pub fn is_training(&self) -> bool {
+        matches!(self, Pass::Train { .. })
+    }
+
+    fn dropout_active(&self) -> bool {
+        matches!(self, Pass::Train { dropout, .. } if *dropout > 0.0)
+    }
+}
+
+impl std::fmt::Debug for Pass<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pass::Infer => f.write_str("Infer"),
+            Pass::Train { dropout, .. } => {
+                f.debug_struct("Train").field("dropout", dropout).finish()
+            }
+        }
+    }
+}
 
 /// Named dense parameters, for the optimiser and checkpoints.
 pub type Params = Vec<(String, Var)>;
@@ -159,22 +210,26 @@ impl Tower {
         Ok(Tower { layers })
     }
 
-    /// Applies the tower; `dropout` is (rate, mask source) during training, and its presence
-    /// is what marks training (batch statistics for batch normalisation).
-    fn forward(&self, x: &Tensor, dropout: Dropout<'_>) -> Result<Tensor> {
+    /// Applies the tower in `pass` mode. `row_weights` (`[n, 1]`): how many batch rows each
+    /// input row stands for (see [`BatchNorm::forward`]); `None` when every row is one.
+    fn forward(
+        &self,
+        x: &Tensor,
+        pass: &mut Pass<'_>,
+        row_weights: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
-        let training = dropout.is_some();
-        let mut dropout = dropout;
+        let training = pass.is_training();
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
             let mut z = x.matmul(&l.weight.t()?)?;
             if let Some(norm) = &l.norm {
-                z = norm.forward(&z, training)?;
+                z = norm.forward(&z, training, row_weights)?;
             }
             x = bias_activation(&z, &l.bias, &l.alpha)?;
             if i + 1 < n {
-                if let Some((rate, mask)) = dropout.as_mut() {
-                    if *rate > 0.0 {
+                if let Pass::Train { dropout, mask } = pass {
+                    if *dropout > 0.0 {
                         x = x.mul(&mask(x.dims())?)?;
                     }
                 }
@@ -549,7 +604,7 @@ impl TwoTower {
         data: &EncodedData,
         step: &StepRows,
         rows: &UserRows,
-        dropout: Dropout<'_>,
+        pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
         let b = rows.users.len();
         let dev = &self.device;
@@ -593,7 +648,7 @@ impl TwoTower {
             slot += 1;
         }
         let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
-        l2_normalize(&self.user_tower.forward(&x, dropout)?)
+        l2_normalize(&self.user_tower.forward(&x, pass, None)?)
     }
 
     /// Item vectors `[N, out]` for `candidates`, L2-normalised.
@@ -602,7 +657,7 @@ impl TwoTower {
         data: &EncodedData,
         step: &StepRows,
         candidates: &[u32],
-        dropout: Dropout<'_>,
+        pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
         let n = candidates.len();
         let dev = &self.device;
@@ -612,18 +667,35 @@ impl TwoTower {
         // Candidate lists repeat items (popular positives, popularity-drawn negatives): without
         // dropout every copy has the same vector, so the tower runs once per distinct item and
         // the rows are copied out (on ML-1M at batch 4,096 about half the rows are repeats).
-        let dropout_active = dropout.as_ref().is_some_and(|(rate, _)| *rate > 0.0);
-        if !dropout_active {
+        // Batch normalisation still sees the whole batch: each distinct row is weighted by its
+        // number of copies.
+        if !pass.dropout_active() {
             let distinct = Distinct::new(candidates.iter().copied(), data.item_table_size);
             if distinct.ids.len() < n {
                 let positions: Vec<u32> =
                     candidates.iter().map(|&c| distinct.position(c)).collect();
-                let vectors = self.item_tower_forward(data, step, tower, &distinct.ids, None)?;
+                let weights = if pass.is_training() && tower.has_batch_norm() {
+                    let mut copies = vec![0f32; distinct.ids.len()];
+                    for &p in &positions {
+                        copies[p as usize] += 1.0;
+                    }
+                    Some(Tensor::from_vec(copies, (distinct.ids.len(), 1), dev)?)
+                } else {
+                    None
+                };
+                let vectors = self.item_tower_forward(
+                    data,
+                    step,
+                    tower,
+                    &distinct.ids,
+                    pass,
+                    weights.as_ref(),
+                )?;
                 let positions = Tensor::from_vec(positions, n, dev)?;
                 return Ok(vectors.index_select(&positions, 0)?);
             }
         }
-        self.item_tower_forward(data, step, tower, candidates, dropout)
+        self.item_tower_forward(data, step, tower, candidates, pass, None)
     }
 
     /// The DSSM item tower over `candidates`, L2-normalised.
@@ -633,7 +705,8 @@ impl TwoTower {
         step: &StepRows,
         tower: &Tower,
         candidates: &[u32],
-        dropout: Dropout<'_>,
+        pass: &mut Pass<'_>,
+        row_weights: Option<&Tensor>,
     ) -> Result<Tensor> {
         let n = candidates.len();
         let dev = &self.device;
@@ -661,6 +734,57 @@ impl TwoTower {
             parts.push(dense_inputs(&data.item_dense, candidates, dev)?);
         }
         let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
-        l2_normalize(&tower.forward(&x, dropout)?)
+        l2_normalize(&tower.forward(&x, pass, row_weights)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(dev: &Device) -> BatchNorm {
+        let var = |v: f32| Var::from_tensor(&Tensor::full(v, 2, dev).unwrap()).unwrap();
+        BatchNorm {
+            gamma: Tensor::new(&[1.5f32, 0.5], dev).unwrap(),
+            beta: Tensor::new(&[0.1f32, -0.2], dev).unwrap(),
+            running_mean: var(0.0),
+            running_var: var(1.0),
+        }
+    }
+
+    /// Distinct rows weighted by their copies normalise exactly as the batch with its repeats
+    /// does, and move the running statistics the same way.
+    #[test]
+    fn weighted_batch_norm_equals_the_batch_with_repeats() {
+        let dev = Device::Cpu;
+        let distinct = Tensor::new(&[[1f32, 4.0], [2.0, -1.0], [5.0, 0.5]], &dev).unwrap();
+        // Rows 0, 1, 1, 2, 2, 2 of `distinct`.
+        let repeated = distinct
+            .index_select(&Tensor::new(&[0u32, 1, 1, 2, 2, 2], &dev).unwrap(), 0)
+            .unwrap();
+        let weights = Tensor::new(&[[1f32], [2.0], [3.0]], &dev).unwrap();
+        let (a, b) = (norm(&dev), norm(&dev));
+        let full = a.forward(&repeated, true, None).unwrap();
+        let weighted = b.forward(&distinct, true, Some(&weights)).unwrap();
+        let expanded = weighted
+            .index_select(&Tensor::new(&[0u32, 1, 1, 2, 2, 2], &dev).unwrap(), 0)
+            .unwrap();
+        let close = |x: &Tensor, y: &Tensor| {
+            let (x, y) = (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            x.iter().zip(&y).all(|(p, q)| (p - q).abs() < 1e-5)
+        };
+        assert!(close(&full, &expanded));
+        assert!(close(
+            a.running_mean.as_tensor(),
+            b.running_mean.as_tensor()
+        ));
+        assert!(close(a.running_var.as_tensor(), b.running_var.as_tensor()));
+        // Inference leaves the statistics alone.
+        let before = a.running_mean.as_tensor().to_vec1::<f32>().unwrap();
+        a.forward(&distinct, false, None).unwrap();
+        assert_eq!(a.running_mean.as_tensor().to_vec1::<f32>().unwrap(), before);
     }
 }

@@ -12,12 +12,13 @@ use recall_eval::topk::{self, Lists};
 use recall_eval::{Embeddings, metrics};
 use recall_sampling::exclude::{draw_excluding_with_mass, excluded_mass};
 use recall_sampling::hard::HardNegatives;
+use recall_sampling::inbatch::{Slots, StreamingFrequency};
 use recall_sampling::{ItemSampler, Popularity, Uniform};
 use serde::Serialize;
 
 use crate::config::{LogqSource, Loss, NegativeSampler, TrainConfig};
 use crate::data::{EncodedData, Split};
-use crate::model::{StepRows, TwoTower, UserRows};
+use crate::model::{Pass, StepRows, TwoTower, UserRows};
 use crate::sparse::AdamSettings;
 use crate::{Error, Result};
 
@@ -100,7 +101,7 @@ impl TwoTower {
                 ages: &ages,
             };
             let step = self.gather(data, &rows, &[])?;
-            let u = self.users(data, &step, &rows, None)?;
+            let u = self.users(data, &step, &rows, &mut Pass::Infer)?;
             out.extend(u.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(Embeddings::new(self.output_dim(), out)?)
@@ -119,7 +120,7 @@ impl TwoTower {
             };
             let step = self.gather(data, &rows, chunk)?;
             out.extend(
-                self.items(data, &step, chunk, None)?
+                self.items(data, &step, chunk, &mut Pass::Infer)?
                     .flatten_all()?
                     .to_vec1::<f32>()?,
             );
@@ -168,9 +169,11 @@ struct Negatives<'a> {
 /// seventh of a YoutubeDNN step at torch-rechub's sizes).
 struct BatchDraw {
     rows: Vec<usize>,
-    /// Sampled losses: `negatives` items per row, row after row. Mixed: the draws the whole
-    /// batch shares. In-batch: none.
+    /// Sampled losses: `negatives` items per row, row after row (a row's hard negatives
+    /// first). Mixed: the draws the whole batch shares. In-batch: none.
     negatives: Vec<u32>,
+    /// How many of each row's negatives are hard ones (empty without a hard round).
+    hard_counts: Vec<usize>,
     dropout_seed: u64,
 }
 
@@ -184,6 +187,7 @@ fn draw_batch(
     rng: &mut Xoshiro256PlusPlus,
 ) -> Result<BatchDraw> {
     let dropout_seed = rng.random();
+    let mut hard_counts = Vec::new();
     let drawn = match config.loss {
         Loss::InBatch => Vec::new(),
         Loss::Mixed => (0..config.negatives)
@@ -202,6 +206,9 @@ fn draw_batch(
                     h.negatives
                         .draw(user, rng, positives, h.count.min(n), &mut negs)?;
                 }
+                if negatives.hard.is_some() {
+                    hard_counts.push(negs.len());
+                }
                 let rest = n - negs.len();
                 draw_excluding_with_mass(
                     negatives.sampler,
@@ -219,6 +226,7 @@ fn draw_batch(
     Ok(BatchDraw {
         rows: rows.to_vec(),
         negatives: drawn,
+        hard_counts,
         dropout_seed,
     })
 }
@@ -230,7 +238,8 @@ fn batch_loss(
     config: &TrainConfig,
     draw: &BatchDraw,
     sampler: &dyn ItemSampler,
-    target_q: &[f64],
+    target_q: &dyn Fn(u32) -> f64,
+    hard: Option<&HardRound>,
 ) -> Result<(Tensor, StepRows)> {
     let rows = &draw.rows[..];
     let split = &data.train;
@@ -267,14 +276,18 @@ fn batch_loss(
         // a column holding row i's own target elsewhere is an accidental hit, masked.
         let batch = recall_sampling::inbatch::mixed_from_draws(
             &targets,
-            |t| target_q[t as usize],
+            target_q,
             sampler,
             &draw.negatives,
         );
         let c = batch.items.len();
         let step = model.gather(data, &urows, &batch.items)?;
-        let u = model.users(data, &step, &urows, Some((dropout_rate, &mut mask)))?;
-        let v = model.items(data, &step, &batch.items, Some((dropout_rate, &mut mask)))?;
+        let mut pass = Pass::Train {
+            dropout: dropout_rate,
+            mask: &mut mask,
+        };
+        let u = model.users(data, &step, &urows, &mut pass)?;
+        let v = model.items(data, &step, &batch.items, &mut pass)?;
         let logits = u.matmul(&v.t()?)?;
         let column_bias: Vec<f32> = if config.logq_correction {
             batch.log_expected_count.iter().map(|c| -c).collect()
@@ -299,16 +312,17 @@ fn batch_loss(
         candidates.extend_from_slice(&draw.negatives[k * n..(k + 1) * n]);
     }
     let step = model.gather(data, &urows, &candidates)?;
-    let u = model.users(data, &step, &urows, Some((dropout_rate, &mut mask)))?;
+    let mut pass = Pass::Train {
+        dropout: dropout_rate,
+        mask: &mut mask,
+    };
+    let u = model.users(data, &step, &urows, &mut pass)?;
     let v = model
-        .items(data, &step, &candidates, Some((dropout_rate, &mut mask)))?
+        .items(data, &step, &candidates, &mut pass)?
         .reshape((b, n + 1, ()))?;
     let mut logits = (v.broadcast_mul(&u.unsqueeze(1)?)?.sum(D::Minus1)? / temperature)?;
     if config.logq_correction && matches!(config.loss, Loss::SampledSoftmax) {
-        let q: Vec<f32> = candidates
-            .iter()
-            .map(|&c| -(sampler.probability(c).max(1e-12).ln() as f32))
-            .collect();
+        let q = sampled_log_q(data, draw, &candidates, n, sampler, hard)?;
         logits = (logits + Tensor::from_vec(q, (b, n + 1), dev)?)?;
     }
     let loss = match config.loss {
@@ -321,6 +335,55 @@ fn batch_loss(
         }
     };
     Ok((loss, step))
+}
+
+/// `-ln q` of every candidate of a sampled-softmax batch (`n + 1` per row: the positive, then
+/// the row's negatives), where `q` is the candidate's probability per draw under the row's
+/// whole proposal. Without hard negatives that is the sampler's `q`. With `h` of the row's `n`
+/// negatives drawn uniformly from the user's hard pool (rank band minus positives) and the rest
+/// from the sampler, an item's expected count among the negatives is
+/// `(n - h) q_sampler + h [in pool] / |pool|`; divided by `n - h` (a constant per row, which
+/// the softmax ignores) so rows without hard negatives keep exactly the sampler's `q`. The
+/// positive column gets the same formula at its own item, as in any sampled softmax.
+fn sampled_log_q(
+    data: &EncodedData,
+    draw: &BatchDraw,
+    candidates: &[u32],
+    n: usize,
+    sampler: &dyn ItemSampler,
+    hard: Option<&HardRound>,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(candidates.len());
+    for (k, (&r, row)) in draw.rows.iter().zip(candidates.chunks(n + 1)).enumerate() {
+        let h = draw.hard_counts.get(k).copied().unwrap_or(0);
+        let pool = match hard {
+            Some(round) if h > 0 => {
+                let user = data.train.user[r] as usize;
+                let mut pool = round.negatives.pool(user, &data.user_positives[user])?;
+                pool.sort_unstable();
+                pool
+            }
+            _ => Vec::new(),
+        };
+        out.extend(row.iter().map(|&c| {
+            -(proposal_q(sampler.probability(c), &pool, h, n, c)
+                .max(1e-12)
+                .ln() as f32)
+        }));
+    }
+    Ok(out)
+}
+
+/// The per-draw probability of `item` for a row whose `n` negatives are `h` uniform draws from
+/// `pool` (sorted) and `n - h` draws from a sampler giving it `sampler_q`, scaled by
+/// `1 / (n - h)` (see [`sampled_log_q`]).
+fn proposal_q(sampler_q: f64, pool: &[u32], h: usize, n: usize, item: u32) -> f64 {
+    if h == 0 || pool.binary_search(&item).is_err() {
+        return sampler_q;
+    }
+    // Validation keeps at least one sampler draw per row when logQ is on.
+    let from_sampler = n.saturating_sub(h).max(1) as f64;
+    sampler_q + h as f64 / pool.len() as f64 / from_sampler
 }
 
 /// Hard negatives of a second training round: rankings mined from another model (one per
@@ -348,30 +411,10 @@ pub fn mine_hard_negatives(
     count: usize,
 ) -> Result<HardRound> {
     let _span = tracing::info_span!("mine_hard_negatives", lo = band.0, hi = band.1).entered();
-    let train = &data.train;
-    let mut last: Vec<Option<usize>> = vec![None; data.user_table_size];
-    for r in 0..train.len() {
-        let u = train.user[r] as usize;
-        if last[u].is_none_or(|p| train.target_seq[p] < train.target_seq[r]) {
-            last[u] = Some(r);
-        }
-    }
-    let rows: Vec<usize> = last.iter().flatten().copied().collect();
     let rankable = data.item_table_size.saturating_sub(FIRST_ITEM as usize);
     // Validate the band before the expensive part.
     HardNegatives::new(Vec::new(), band.0, band.1, rankable)?;
-    let mut sub = Split {
-        history_offsets: vec![0],
-        ..Split::default()
-    };
-    for &r in &rows {
-        sub.user.push(train.user[r]);
-        sub.target.push(train.target[r]);
-        sub.target_seq.push(train.target_seq[r]);
-        sub.age_bucket.push(0);
-        sub.history.extend_from_slice(train.history_of(r));
-        sub.history_offsets.push(sub.history.len());
-    }
+    let sub = mining_split(data);
     let users = model.embed_split(data, &sub)?;
     let items = model.embed_items(data)?;
     let exclude = Lists::from_rows(
@@ -403,6 +446,33 @@ pub fn mine_hard_negatives(
     })
 }
 
+/// The rows a miner embeds: each user at its last training example (no validation or test
+/// information), at the serving example-age bucket (age 0, as the user is embedded when the
+/// model serves).
+pub fn mining_split(data: &EncodedData) -> Split {
+    let train = &data.train;
+    let mut last: Vec<Option<usize>> = vec![None; data.user_table_size];
+    for r in 0..train.len() {
+        let u = train.user[r] as usize;
+        if last[u].is_none_or(|p| train.target_seq[p] < train.target_seq[r]) {
+            last[u] = Some(r);
+        }
+    }
+    let mut sub = Split {
+        history_offsets: vec![0],
+        ..Split::default()
+    };
+    for r in last.iter().flatten().copied() {
+        sub.user.push(train.user[r]);
+        sub.target.push(train.target[r]);
+        sub.target_seq.push(train.target_seq[r]);
+        sub.age_bucket.push(data.serving_age_bucket);
+        sub.history.extend_from_slice(train.history_of(r));
+        sub.history_offsets.push(sub.history.len());
+    }
+    sub
+}
+
 /// Trains `model` on `data.train`, validating on `data.valid` after each epoch.
 pub fn train(
     model: &mut TwoTower,
@@ -418,8 +488,8 @@ pub fn train(
 pub trait Progress: Sync {
     /// An epoch of `batches` batches begins.
     fn epoch_started(&self, _epoch: usize, _batches: usize) {}
-    /// A batch finished with this loss.
-    fn batch_done(&self, _loss: f64) {}
+    /// A batch of `examples` training examples finished with this loss.
+    fn batch_done(&self, _loss: f64, _examples: usize) {}
     /// An epoch (and its validation) finished.
     fn epoch_finished(&self, _log: &EpochLog) {}
 }
@@ -499,15 +569,20 @@ fn train_in_pool(
     )?;
     // q of every item as an in-batch candidate: its share of training targets.
     let total = data.item_counts.iter().sum::<u64>().max(1) as f64;
-    let mut target_q: Vec<f64> = data
+    let target_q: Vec<f64> = data
         .item_counts
         .iter()
         .map(|&c| c.max(1) as f64 / total)
         .collect();
     // With the streaming source, q follows the estimator of Yi et al. (2019) as batches go by
     // (the counts stand in until an item has been seen twice).
-    let mut streaming = (config.logq_source == LogqSource::Streaming)
-        .then(|| recall_sampling::inbatch::StreamingFrequency::new(data.item_table_size * 2, 0.01));
+    let mut streaming = (config.logq_source == LogqSource::Streaming).then(|| {
+        let slots = match config.logq_streaming.buckets {
+            Some(n) => Slots::Hashed(n),
+            None => Slots::Direct(data.item_table_size),
+        };
+        StreamingFrequency::new(slots, config.logq_streaming.alpha)
+    });
     // Each user's positives' share of the sampler, once (not per draw: heavy users hold
     // most training rows and hundreds of positives).
     let user_mass: Vec<f64> = data
@@ -542,7 +617,15 @@ fn train_in_pool(
         let order = &order;
         let mut train_batch = |draw: BatchDraw| -> Result<()> {
             let rows = &draw.rows;
-            let (loss, step) = batch_loss(model, data, config, &draw, sampler.as_ref(), &target_q)?;
+            // q per draw of an in-batch candidate: the estimator's expected count per batch
+            // over the batch size, or its share of training targets.
+            let b = rows.len() as f64;
+            let stream = streaming.as_ref();
+            let q = |t: u32| match stream.and_then(|s| s.expected_count(t)) {
+                Some(count) => count / b,
+                None => target_q[t as usize],
+            };
+            let (loss, step) = batch_loss(model, data, config, &draw, sampler.as_ref(), &q, hard)?;
             if let Some(stream) = streaming.as_mut() {
                 stream.update(
                     &rows
@@ -550,13 +633,6 @@ fn train_in_pool(
                         .map(|&r| data.train.target[r])
                         .collect::<Vec<_>>(),
                 );
-                for (q, item) in target_q.iter_mut().zip(0u32..) {
-                    // The estimator gives a per-batch probability; q is per draw.
-                    let p = stream.probability(item) / rows.len() as f64;
-                    if p > 0.0 {
-                        *q = p;
-                    }
-                }
             }
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
@@ -583,7 +659,7 @@ fn train_in_pool(
             }
             loss_sum += value;
             batches += 1;
-            progress.batch_done(value);
+            progress.batch_done(value, rows.len());
             trained_examples += rows.len();
             Ok(())
         };
@@ -735,6 +811,18 @@ mod tests {
             loss.to_scalar::<f32>().unwrap(),
             (0.126928 + 0.693147) / 2.0
         ));
+    }
+
+    /// Hard negatives are corrected by their own proposal (a uniform draw from the pool), not
+    /// by the sampler's probability alone: 2 of 4 negatives from a pool of 4 items give a pool
+    /// item `2/4` expected draws on top of the sampler's 2 q, so per sampler draw q + 0.25.
+    #[test]
+    fn hard_negatives_are_corrected_by_their_own_proposal() {
+        let pool = [5, 7, 9, 11];
+        assert!((proposal_q(0.01, &pool, 2, 4, 7) - 0.26).abs() < 1e-12);
+        assert_eq!(proposal_q(0.01, &pool, 2, 4, 6), 0.01);
+        // Rows without hard draws keep the sampler's q exactly.
+        assert_eq!(proposal_q(0.01, &pool, 0, 4, 7), 0.01);
     }
 
     #[test]

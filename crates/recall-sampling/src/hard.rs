@@ -35,15 +35,10 @@ impl HardNegatives {
         Ok(HardNegatives { rankings, lo, hi })
     }
 
-    /// Appends `n` hard negatives for query `row` to `out`, none in `positives` (sorted).
-    pub fn draw(
-        &self,
-        row: usize,
-        rng: &mut dyn RngCore,
-        positives: &[u32],
-        n: usize,
-        out: &mut Vec<u32>,
-    ) -> Result<()> {
+    /// The items hard negatives of query `row` are drawn from: its ranks `lo..hi` without the
+    /// `positives` (sorted), in rank order. Draws are uniform over this pool, so an item of it
+    /// has probability `1 / pool.len()` per hard draw (what a logQ correction needs).
+    pub fn pool(&self, row: usize, positives: &[u32]) -> Result<Vec<u32>> {
         let ranking = self.rankings.get(row).ok_or_else(|| {
             Error::invalid(
                 "hard negatives",
@@ -68,6 +63,19 @@ impl HardNegatives {
                 ),
             ));
         }
+        Ok(pool)
+    }
+
+    /// Appends `n` hard negatives for query `row` to `out`, none in `positives` (sorted).
+    pub fn draw(
+        &self,
+        row: usize,
+        rng: &mut dyn RngCore,
+        positives: &[u32],
+        n: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let pool = self.pool(row, positives)?;
         out.extend((0..n).map(|_| pool[rng.random_range(0..pool.len())]));
         Ok(())
     }

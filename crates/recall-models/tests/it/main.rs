@@ -106,6 +106,57 @@ fn checkpoints_reload_bit_identical_and_seeds_repeat() {
     );
 }
 
+/// The checkpoint goes through the same atomic writer as every other output: same file mode
+/// as `config.json` (it once came out 0600 beside 0644 files), nothing temporary left behind.
+#[cfg(unix)]
+#[test]
+fn checkpoints_are_written_like_every_other_output() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = encoded();
+    let data = EncodedData::read_dir(&dir).unwrap();
+    let (m, _) = configs("youtubednn");
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+    let model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    checkpoint::save(&model, out.path()).unwrap();
+    let mode = |f: &str| {
+        std::fs::metadata(out.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("model.safetensors"), mode("config.json"));
+    let names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    let loaded = checkpoint::load(out.path(), &data, &Device::Cpu).unwrap();
+    assert_eq!(
+        model.embed_items(&data).unwrap(),
+        loaded.embed_items(&data).unwrap()
+    );
+}
+
+/// Hard negatives are mined with each user at the serving example-age bucket (age 0, how the
+/// model ranks for them when it serves), not at bucket 0, which means "age unknown".
+#[test]
+fn hard_negatives_are_mined_at_the_serving_age_bucket() {
+    let dir = encoded();
+    let data = EncodedData::read_dir(&dir).unwrap();
+    assert_ne!(data.serving_age_bucket, 0);
+    assert!(
+        data.test
+            .age_bucket
+            .iter()
+            .all(|&b| b == data.serving_age_bucket)
+    );
+    let sub = train::mining_split(&data);
+    assert!(!sub.is_empty());
+    assert!(sub.age_bucket.iter().all(|&b| b == data.serving_age_bucket));
+}
+
 /// Batch normalisation trains (its running statistics move away from 0 and 1), is saved
 /// with the checkpoint as `nn.BatchNorm1d`-named tensors, and reloads bit for bit; inference
 /// uses the running statistics, so one user's vector does not depend on the batch.
@@ -119,13 +170,20 @@ fn batch_norm_trains_checkpoints_and_infers_per_row() {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
     let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
     train::train(&mut model, &data, &t, 4).unwrap();
-    let (_, mean) = model
-        .params
-        .iter()
-        .find(|(n, _)| n == "user_tower.0.bn_running_mean")
-        .expect("running mean is a saved tensor");
-    let mean: Vec<f32> = mean.as_tensor().to_vec1().unwrap();
-    assert!(mean.iter().any(|v| v.abs() > 1e-3), "{mean:?}");
+    // Both towers: the DSSM item tower runs once per distinct candidate, and still trains its
+    // batch normalisation (its statistics once stayed at 0 and 1: that path ran as inference).
+    for tower in ["user_tower", "item_tower"] {
+        for (stat, start) in [("mean", 0.0), ("var", 1.0)] {
+            let name = format!("{tower}.0.bn_running_{stat}");
+            let (_, v) = model
+                .params
+                .iter()
+                .find(|(n, _)| *n == name)
+                .expect("running statistics are saved tensors");
+            let v: Vec<f32> = v.as_tensor().to_vec1().unwrap();
+            assert!(v.iter().any(|x| (x - start).abs() > 1e-3), "{name}: {v:?}");
+        }
+    }
     let out = tempfile::tempdir().unwrap();
     checkpoint::save(&model, out.path()).unwrap();
     let loaded = checkpoint::load(out.path(), &data, &Device::Cpu).unwrap();
@@ -247,7 +305,10 @@ fn impossible_settings_name_their_key() {
     let msg = TwoTower::new(&m, &data, &mut rng, &Device::Cpu)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("train.model.temperature"), "{msg}");
+    assert!(
+        msg.contains("`model.temperature`") && !msg.contains("train.model"),
+        "{msg}"
+    );
     let (m, _) = configs("youtubednn");
     let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
     t.batch_size = 0;
@@ -255,6 +316,17 @@ fn impossible_settings_name_their_key() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("train.batch_size"), "{msg}");
+    // The streaming logQ estimator only serves losses whose candidates are in-batch.
+    for (loss, correction) in [("sampled-softmax", true), ("in-batch", false)] {
+        let t: TrainConfig = serde_json::from_value(serde_json::json!({
+            "loss": loss, "logq_source": "streaming", "logq_correction": correction
+        }))
+        .unwrap();
+        let msg = train::train(&mut model, &data, &t, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("train.logq_source"), "{loss}: {msg}");
+    }
     let (mut m, _) = configs("youtubednn");
     m.user_tower = vec![32, 8];
     let msg = TwoTower::new(&m, &data, &mut rng, &Device::Cpu)
@@ -316,7 +388,6 @@ fn a_second_round_trains_on_hard_negatives_mined_by_the_first() {
     let (m, _) = configs("youtubednn");
     let t: TrainConfig = serde_json::from_value(serde_json::json!({
         "loss": "sampled-softmax", "negatives": 8, "epochs": 2, "batch_size": 256, "lr": 0.005,
-        "logq_source": "streaming",
         "hard_negatives": { "from": "first", "band": [5, 40], "count": 3 }
     }))
     .unwrap();
