@@ -53,6 +53,21 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
             config.name
         );
     }
+    // Impossible model settings fail here, before any stage runs, with the key as the file
+    // spells it: `[[models]] "youtubednn": configuration key `model.temperature`: ...`.
+    for entry in &config.models {
+        entry
+            .model
+            .validate()
+            .and_then(|()| entry.train.validate())
+            .with_context(|| {
+                format!(
+                    "{}: [[models]] entry name = {:?}",
+                    origin.display(),
+                    entry.name
+                )
+            })?;
+    }
     Ok(config)
 }
 
@@ -101,6 +116,29 @@ mod tests {
         let text = "name = \"x\"\n[ingest.synthetic]\nseed = 1\n";
         let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
         assert!(err.contains("seed"), "{err}");
+    }
+
+    #[test]
+    fn an_impossible_model_setting_names_the_entry_and_the_key_as_written() {
+        let text = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[[models]]\nname = \"yt\"\n\
+                    model = { kind = \"youtubednn\", temperature = 0.0 }\ntrain = {}\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(
+            err.contains("p.toml")
+                && err.contains("[[models]]")
+                && err.contains("\"yt\"")
+                && err.contains("`model.temperature`")
+                && !err.contains("train.model"),
+            "{err}"
+        );
+        let text = text
+            .replace("temperature = 0.0", "temperature = 0.1")
+            .replace("train = {}", "train = { lr = -1.0 }");
+        let err = format!("{:#}", parse(&text, Path::new("p.toml")).unwrap_err());
+        assert!(
+            err.contains("\"yt\"") && err.contains("`train.lr`"),
+            "{err}"
+        );
     }
 
     #[test]

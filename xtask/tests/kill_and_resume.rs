@@ -58,6 +58,10 @@ fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             }
             let rel = path.strip_prefix(root).unwrap().to_owned();
             let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+            // The run directory's lock holds the pid of whoever ran last: not an output.
+            if name == ".lock" {
+                continue;
+            }
             let timed = name == "manifest.json"
                 || name == "history.json"
                 || name == "results.json"
