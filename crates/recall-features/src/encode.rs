@@ -164,6 +164,10 @@ pub struct EncodeStats {
     pub users_without_test: usize,
     /// Test rows whose target is out of vocabulary (only ever seen as a held-out target).
     pub test_targets_oov: usize,
+    /// Training positions left out as examples because their target is out of vocabulary
+    /// (rarer than `item_min_count`).
+    #[serde(default)]
+    pub train_targets_oov: usize,
     pub valid_targets_oov: usize,
     /// Training rows without a timestamp (their example age is null).
     pub train_rows_without_timestamp: usize,
@@ -684,6 +688,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             .filter(|&u| starts[u + 1] - starts[u] < 2)
             .count(),
         test_targets_oov: oov(&splits.test),
+        train_targets_oov: splits.train_targets_oov,
         valid_targets_oov: oov(&splits.valid),
         train_rows_without_timestamp: splits
             .train

@@ -6,12 +6,18 @@
 //! - every other position is training data, and each training position `p >= 1` is a training
 //!   example whose history is the items at positions `p-max_len..p` (oldest first, newest kept).
 //!
+//! A training position whose target is out of vocabulary (index 1, an item rarer than the
+//! vocabulary's minimum count) is no example: it is counted and left out, while histories
+//! still show it as the OOV item.
+//!
 //! A history never contains its target or anything after it: the example at `p` sees only
 //! positions `< p`. So a user with `n` interactions gives `n-2` training examples without
 //! validation (torch-rechub's convention; 988,129 on ML-1M) and `n-3` with it. Validation and
 //! test histories include every earlier position, the validation item too for the test row,
 //! since at test time it is known. A user with one interaction gives nothing but its training
 //! interaction (it still counts towards vocabularies).
+
+use recall_core::columns::OOV_INDEX;
 
 /// What an interaction position is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +148,9 @@ pub struct Splits {
     /// Empty when validation is off.
     pub valid: Examples,
     pub test: Examples,
+    /// Training positions left out because their target is out of vocabulary (an item rarer
+    /// than `item_min_count`): a model would learn them as positives of the shared OOV row.
+    pub train_targets_oov: usize,
 }
 
 /// Builds the splits from sequences grouped by user: user `u` owns positions
@@ -172,6 +181,7 @@ pub fn build_capped(
     let mut valid = Examples::new();
     let mut test = Examples::new();
     let mut train_positions = Vec::new();
+    let mut train_targets_oov = 0;
     for (u, &user) in users.iter().enumerate() {
         let (s, e) = (starts[u], starts[u + 1]);
         let (items, ts) = (&items[s..e], &timestamps[s..e]);
@@ -179,6 +189,7 @@ pub fn build_capped(
         train_positions.clear();
         for p in 1..n {
             match role(p, n, validation) {
+                Role::Train if items[p] == OOV_INDEX => train_targets_oov += 1,
                 Role::Train => train_positions.push(p),
                 Role::Valid => valid.push(user, items, ts, p, max_len),
                 Role::Test => test.push(user, items, ts, p, max_len),
@@ -192,7 +203,12 @@ pub fn build_capped(
             train.push(user, items, ts, p, max_len);
         }
     }
-    Splits { train, valid, test }
+    Splits {
+        train,
+        valid,
+        test,
+        train_targets_oov,
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +273,19 @@ mod tests {
     }
 
     #[test]
+    fn out_of_vocabulary_targets_are_no_training_examples() {
+        // One user, no validation: positions 1..=4 train, 5 is the test target; items at
+        // positions 2 and 4 are out of vocabulary (1).
+        let items = [10, 11, 1, 12, 1, 13];
+        let s = build(&[7], &[0, 6], &items, &[None; 6], 50, false);
+        assert_eq!(s.train.target, vec![11, 12]);
+        assert_eq!(s.train_targets_oov, 2);
+        // Histories still hold them, as the OOV item.
+        assert_eq!(s.train.history_of(1), &[10, 11, 1]);
+        assert_eq!(s.test.history_of(0), &[10, 11, 1, 12, 1]);
+    }
+
+    #[test]
     fn leave_last_out_with_and_without_validation() {
         // User 7: items 10..15 (6 interactions); user 8: one interaction; user 9: two.
         let items = [10, 11, 12, 13, 14, 15, 20, 30, 31];
@@ -291,8 +320,9 @@ mod tests {
             let mut starts = vec![0];
             for n in &lengths { starts.push(starts.last().unwrap() + n); }
             let total = *starts.last().unwrap();
-            // Item = global position, so positions can be read back from items.
-            let items: Vec<i32> = (0..total as i32).collect();
+            // Item = global position + 2 (past the padding and OOV indices), so positions can
+            // be read back from items.
+            let items: Vec<i32> = (2..total as i32 + 2).collect();
             let ts = vec![None; total];
             let users: Vec<i32> = (0..lengths.len() as i32).collect();
             let s = build(&users, &starts, &items, &ts, max_len, validation);
@@ -301,7 +331,7 @@ mod tests {
                     let target = split.target[row];
                     let h = split.history_of(row);
                     prop_assert!(!h.is_empty() && h.len() <= max_len);
-                    let user_start = starts[split.user[row] as usize] as i32;
+                    let user_start = starts[split.user[row] as usize] as i32 + 2;
                     let expected: Vec<i32> = ((target - h.len() as i32)..target).collect();
                     prop_assert_eq!(h, expected.as_slice());
                     prop_assert!(h[0] >= user_start);
