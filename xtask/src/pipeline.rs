@@ -389,7 +389,9 @@ pub fn execute_locked(
                 run_stage(
                     stage,
                     &encode_dir,
-                    config_hash(&config.encode)?,
+                    // The contract version too: a run directory encoded by a build of another
+                    // version is encoded again, never misread.
+                    config_hash(&(&config.encode, recall_core::encoded::CONTRACT_VERSION))?,
                     &inputs,
                     forced,
                     |dir| {

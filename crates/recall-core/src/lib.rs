@@ -6,11 +6,14 @@
 //! - [`table`]: reading a Parquet file into one in-memory batch with typed, checked column access.
 //! - [`write`]: atomic output (temporary file, then rename) for Parquet, JSON and anything else.
 //! - [`ids`]: raw ids as they come from the data (integers or strings).
+//! - [`encoded`]: the encode stage's outputs (user sequences, splits as references into them,
+//!   vocabularies, side tables, `features.json`): their one owner, reader and writer.
 //!
 //! This crate knows no dataset format, no model and no run-directory layout.
 
 pub mod checksum;
 pub mod columns;
+pub mod encoded;
 pub mod error;
 pub mod ids;
 pub mod table;

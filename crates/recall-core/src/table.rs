@@ -116,6 +116,12 @@ impl Table {
         Ok(())
     }
 
+    /// A key-value entry of the file's footer metadata (what `write_parquet` writes; pyarrow's
+    /// `schema.metadata`).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.file_schema.metadata().get(key).map(String::as_str)
+    }
+
     pub fn has_column(&self, name: &str) -> bool {
         self.batch.column_by_name(name).is_some()
     }

@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use recall_core::columns::{VOCAB_INDEX, VOCAB_RAW};
-use recall_core::{RawIds, Table};
+use recall_core::columns::{ITEM_ID, USER_ID};
+use recall_core::encoded::{self, files};
 use recall_eval::Embeddings;
 use recall_eval::topk::{self, Lists, Options, TopK};
-use recall_models::data::Split;
+use recall_models::data::SplitRows;
 use recall_models::train::FIRST_ITEM;
 
 /// First index of a known value in every vocabulary (0 padding, 1 out-of-vocabulary).
@@ -119,71 +119,33 @@ pub struct ExportSummary {
     pub files: Vec<FileRecord>,
 }
 
-/// Raw ids of a vocabulary file in index order, checked to be the contiguous indices
-/// `2..` (after padding and out-of-vocabulary) that the embedding tables use.
-fn read_vocabulary(path: &Path) -> Result<RawIds> {
-    let t = Table::read_columns(path, Some(&[VOCAB_RAW, VOCAB_INDEX]))?;
-    t.require_rows()?;
-    let index = t.ints(VOCAB_INDEX)?;
-    let mut order: Vec<usize> = (0..index.len()).collect();
-    order.sort_by_key(|&r| index[r]);
-    for (pos, &r) in order.iter().enumerate() {
-        if index[r] != i64::from(FIRST_KNOWN) + pos as i64 {
-            return Err(Error::Invalid(format!(
-                "{}: indices are not contiguous from {FIRST_KNOWN} (row {r} has {}); rerun the encode stage",
-                path.display(),
-                index[r]
-            )));
-        }
-    }
-    Ok(t.ids(VOCAB_RAW)?.take(&order))
-}
-
-/// The serving view of the test split: rows of known users, each history extended by the
-/// user's last (test) item when it is a known item, cut to the newest `max_len`. Example age
-/// stays at the test rows' bucket, which encode sets to age 0 ("now").
-pub fn serving_split(data: &EncodedData) -> (Split, usize) {
+/// The serving view of the test split: every test user at the end of its sequence (the test
+/// item included when it is a known item; `max_len` newest kept, as the history reader cuts),
+/// at the test rows' example-age bucket, which encode sets to age 0 ("now").
+pub fn serving_split(data: &EncodedData) -> (SplitRows, usize) {
     let test = &data.test;
-    let mut out = Split {
-        history_offsets: vec![0],
-        ..Split::default()
-    };
+    let mut out = SplitRows::default();
     let mut skipped = 0;
     for row in 0..test.len() {
-        if test.user[row] < FIRST_KNOWN {
+        let user = test.user[row];
+        if user < FIRST_KNOWN {
             skipped += 1;
             continue;
         }
-        let mut history = test.history_of(row).to_vec();
-        if test.target[row] >= FIRST_ITEM {
-            history.push(test.target[row]);
-        }
-        let start = history.len().saturating_sub(data.max_len.max(1));
-        out.history.extend_from_slice(&history[start..]);
-        out.history_offsets.push(out.history.len());
-        out.user.push(test.user[row]);
-        out.target.push(test.target[row]);
-        out.age_bucket.push(test.age_bucket[row]);
-        out.target_seq.push(test.target_seq[row]);
+        let position = test.position[row] + u32::from(data.target(test, row) >= FIRST_ITEM);
+        out.push(user, position, test.age_bucket[row]);
     }
     (out, skipped)
 }
 
-/// Items each serving row's user has interacted with: training positives, the validation and
-/// test targets (sorted, unique).
-fn seen_items(data: &EncodedData, serving: &Split) -> Lists {
-    let mut valid_target = vec![Vec::new(); data.user_table_size];
-    for row in 0..data.valid.len() {
-        if let Some(v) = valid_target.get_mut(data.valid.user[row] as usize) {
-            v.push(data.valid.target[row]);
-        }
-    }
-    let rows: Vec<Vec<u32>> = (0..serving.len())
-        .map(|row| {
-            let u = serving.user[row] as usize;
-            let mut seen = data.user_positives.get(u).cloned().unwrap_or_default();
-            seen.extend(valid_target.get(u).into_iter().flatten());
-            seen.extend_from_slice(serving.history_of(row));
+/// Items each serving row's user has interacted with: the whole sequence (training
+/// interactions, the validation and test targets), sorted and unique.
+fn seen_items(data: &EncodedData, serving: &SplitRows) -> Lists {
+    let rows: Vec<Vec<u32>> = serving
+        .user
+        .iter()
+        .map(|&u| {
+            let mut seen = data.sequences.sequence(u).to_vec();
             seen.sort_unstable();
             seen.dedup();
             seen
@@ -315,8 +277,8 @@ pub fn export_model(
         )));
     }
     let model: TwoTower = checkpoint::load(model_dir, &data, device)?;
-    let item_ids = read_vocabulary(&encode_dir.join("vocab_item_id.parquet"))?;
-    let user_vocab = read_vocabulary(&encode_dir.join("vocab_user_id.parquet"))?;
+    let item_ids = encoded::read_vocabulary(&encode_dir.join(files::vocab(ITEM_ID)))?.raw;
+    let user_vocab = encoded::read_vocabulary(&encode_dir.join(files::vocab(USER_ID)))?.raw;
 
     // Check the output directory before spending time: nothing is half-written either way.
     std::fs::create_dir_all(out)

@@ -219,3 +219,63 @@ fn bad_settings_and_an_unwritable_directory_are_refused() {
         "{err}"
     );
 }
+
+/// With a per-user cap on training examples, exported candidates still leave out everything
+/// the user has interacted with (the whole sequence), not only the kept examples' items.
+#[test]
+fn candidates_exclude_the_whole_history_under_a_per_user_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
+        200, 60, 25, 4,
+    )))
+    .unwrap()
+    .write(dir.path())
+    .unwrap();
+    let config: EncodeConfig = serde_json::from_value(serde_json::json!({
+        "max_examples_per_user": { "count": 2 }, "max_len": 3
+    }))
+    .unwrap();
+    let encode_dir = dir.path().join("encode");
+    encode(&EncodeInput::read_dir(dir.path()).unwrap(), &config)
+        .unwrap()
+        .write(&encode_dir)
+        .unwrap();
+    let data = EncodedData::read_dir(&encode_dir).unwrap();
+    let model_config = serde_json::from_value(serde_json::json!({
+        "kind": "youtubednn", "embedding_dim": 8, "user_tower": [8]
+    }))
+    .unwrap();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+    let model = TwoTower::new(&model_config, &data, &mut rng, &Device::Cpu).unwrap();
+    let model_dir = dir.path().join("model");
+    checkpoint::save(&model, &model_dir).unwrap();
+    let out = dir.path().join("export");
+    let export = ExportConfig {
+        top_k: 30,
+        build_index: false,
+        ..ExportConfig::default()
+    };
+    export_model(
+        &encode_dir,
+        &model_dir,
+        &out,
+        "m",
+        &export,
+        "h",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let raw = Table::read(&dir.path().join("interactions.parquet")).unwrap();
+    let (users, items) = (raw.ints("user_id").unwrap(), raw.ints("item_id").unwrap());
+    let seen: std::collections::HashSet<(i64, i64)> =
+        users.iter().copied().zip(items.iter().copied()).collect();
+    let candidates = dir.path().join("export/candidates.parquet");
+    let (cu, ci) = (ints(&candidates, "user_id"), ints(&candidates, "item_id"));
+    assert!(!cu.is_empty());
+    for (u, i) in cu.iter().zip(&ci) {
+        assert!(
+            !seen.contains(&(*u, *i)),
+            "user {u} was offered item {i}, seen before"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! Encodes a canonical interactions table (`interactions.parquet`, optionally `users.parquet`
-//! and `items.parquet` beside it) into model-ready Parquet: vocabularies, train/valid/test
-//! examples with histories, encoded side tables and `features.json`.
+//! and `items.parquet` beside it) into model-ready Parquet: vocabularies, each user's sequence,
+//! train/valid/test rows as positions in it, encoded side tables and `features.json`.
 //!
 //! ```sh
 //! cargo run -p recall-data --example ingest_movielens -- synthetic 42 /tmp/ingest

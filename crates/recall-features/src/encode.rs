@@ -2,21 +2,23 @@
 //!
 //! Vocabularies and bucket boundaries are fitted on training interactions only (every position
 //! that is not a validation or test target), so nothing about held-out targets leaks into the
-//! encoding. Output files and their columns are listed in `ARCHITECTURE.md`.
+//! encoding. Outputs are written through `recall_core::encoded`, which owns their contract
+//! (listed in `ARCHITECTURE.md`): each user's sequence once, the splits as positions in it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{Int32Builder, ListBuilder};
-use arrow_array::{ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field};
+use arrow_array::{ArrayRef, Float32Array, Int32Array, RecordBatch};
+use arrow_schema::DataType;
 use recall_core::columns::{self as col, OOV_INDEX};
+use recall_core::encoded::{Sequences, SplitRows};
 use recall_core::{Error, RawIds, Result, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::Buckets;
-use crate::split::{self, Examples, Role};
+use crate::split::{self, Role};
 use crate::vocab::{VocabOf, Vocabulary};
 
 const SECONDS_PER_DAY: f64 = 86_400.0;
@@ -118,111 +120,26 @@ pub struct FeatureSpec {
     pub boundaries: Option<Vec<f64>>,
 }
 
-/// Feature encodings.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FeatureKind {
-    /// One value per row (integer or string) through a vocabulary.
-    Categorical,
-    /// A list of values (List<Utf8>, or a `|`-separated string) through one vocabulary.
-    Bag,
-    /// A number into quantile buckets fitted on training data.
-    Quantile,
-    /// A number into explicit buckets.
-    Boundaries,
-    /// A number fed as it is, standardised with the mean and standard deviation of the known
-    /// entities' values (missing values become 0, the mean), as Float32 column `<name>_dense`.
-    Dense,
-}
+pub use recall_core::encoded::{EncodeStats, EncodedFeature, FeatureKind, FeatureManifest, files};
 
-/// Description of an encoded feature, as the models need it to size embedding tables.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EncodedFeature {
-    pub name: String,
-    /// Column holding the encoded values (`<name>_idx`).
-    pub column: String,
-    pub kind: FeatureKind,
-    /// Rows an embedding table for this feature needs (reserved slots included).
-    pub table_size: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub boundaries: Option<Vec<f64>>,
-    /// Dense features: the (mean, standard deviation) they were standardised with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scaling: Option<(f64, f64)>,
-}
-
-/// Counts for the manifest and the report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct EncodeStats {
-    pub interactions: usize,
-    pub users: usize,
-    pub items: usize,
-    pub train_examples: usize,
-    pub valid_rows: usize,
-    pub test_rows: usize,
-    /// Users with a single interaction (no examples, no test row).
-    pub users_without_test: usize,
-    /// Test rows whose target is out of vocabulary (only ever seen as a held-out target).
-    pub test_targets_oov: usize,
-    /// Training positions left out as examples because their target is out of vocabulary
-    /// (rarer than `item_min_count`).
-    #[serde(default)]
-    pub train_targets_oov: usize,
-    pub valid_targets_oov: usize,
-    /// Training rows without a timestamp (their example age is null).
-    pub train_rows_without_timestamp: usize,
-    /// The per-user cap applied (`encode.max_examples_per_user`), if any.
-    #[serde(default)]
-    pub max_examples_per_user: Option<split::ExampleCap>,
-}
-
-/// `features.json`: everything a model needs to know about the encoded files.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FeatureManifest {
-    pub user_table_size: usize,
-    pub item_table_size: usize,
-    pub max_len: usize,
-    pub validation: bool,
-    /// `None` when example age is off or no timestamps exist.
-    pub example_age: Option<EncodedFeature>,
-    /// End of the training window (seconds) that ages are measured from.
-    pub train_window_end: Option<i64>,
-    pub user_features: Vec<EncodedFeature>,
-    pub item_features: Vec<EncodedFeature>,
-    pub stats: EncodeStats,
-}
-
-/// Everything the stage produces, in memory.
+/// Everything the stage produces, in memory: the users' sequences, the splits as references
+/// into them (age buckets filled in), vocabularies, encoded side tables, `features.json`.
 #[derive(Debug, Clone)]
 pub struct Encoded {
     pub users: Vocabulary,
     pub items: Vocabulary,
     /// Vocabularies of categorical and bag features, by feature name.
     pub feature_vocabs: Vec<(String, Vocabulary)>,
-    pub train: Examples,
-    pub valid: Examples,
-    pub test: Examples,
-    /// Example age in days per split, `None` when disabled.
-    pub ages: Option<[Vec<Option<f32>>; 3]>,
+    pub sequences: Sequences,
+    pub train: SplitRows,
+    pub valid: SplitRows,
+    pub test: SplitRows,
     pub age_buckets: Option<Buckets>,
     /// Encoded user table: `user_idx`, `user_id`, `<feature>_idx`..., one row per known user.
     pub user_table: RecordBatch,
     /// Encoded item table: `item_idx`, `item_id`, `<feature>_idx`..., one row per known item.
     pub item_table: RecordBatch,
     pub manifest: FeatureManifest,
-}
-
-/// Output file names.
-pub mod files {
-    pub const TRAIN: &str = "train.parquet";
-    pub const VALID: &str = "valid.parquet";
-    pub const TEST: &str = "test.parquet";
-    pub const USERS: &str = "users.parquet";
-    pub const ITEMS: &str = "items.parquet";
-    pub const FEATURES: &str = "features.json";
-    pub fn vocab(name: &str) -> String {
-        format!("vocab_{name}.parquet")
-    }
 }
 
 /// Interactions and optional side tables.
@@ -604,57 +521,105 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             "must be at least 1 (leave the key out for no cap)",
         ));
     }
-    let splits = split::build_capped(
-        &users_enc,
+    let users_of_group: Vec<u32> = users_enc.iter().map(|&u| u as u32).collect();
+    let mut splits = split::build_capped(
+        &users_of_group,
         &starts,
         &items_enc,
-        &ts_ordered,
-        config.max_len,
         config.validation,
         config.max_examples_per_user.as_ref(),
     );
+    // Each user's sequence once, in user-index order (the vocabulary orders users by
+    // frequency, not as the groups come), with its training prefix and timestamps.
+    let table_size = user_vocab.table_size();
+    let mut group_of_user = vec![usize::MAX; table_size];
+    for (g, &u) in users_of_group.iter().enumerate() {
+        if let Some(slot) = group_of_user.get_mut(u as usize) {
+            *slot = g;
+        }
+    }
+    let mut offsets = Vec::with_capacity(table_size + 1);
+    let mut seq_items = Vec::with_capacity(items_enc.len());
+    let mut seq_times = Vec::with_capacity(items_enc.len());
+    let mut train_len = Vec::with_capacity(table_size);
+    offsets.push(0);
+    for &g in &group_of_user {
+        if g != usize::MAX {
+            let (s, e) = (starts[g], starts[g + 1]);
+            seq_items.extend(items_enc[s..e].iter().map(|&i| i as u32));
+            seq_times.extend_from_slice(&ts_ordered[s..e]);
+            train_len.push(split::training_len(e - s, config.validation) as u32);
+        } else {
+            train_len.push(0);
+        }
+        offsets.push(seq_items.len());
+    }
+    drop(items_enc);
+    let has_timestamps = seq_times.iter().any(Option::is_some);
+    let sequences = Sequences::new(
+        offsets,
+        seq_items,
+        train_len,
+        has_timestamps.then_some(seq_times),
+    )?;
 
     // Example age: days from the example's time to the end of the training window; 0 for the
     // validation and test rows, which stand for "now" at serving time.
     let train_window_end = train_rows.iter().filter_map(|&r| timestamps[r]).max();
-    let (ages, age_buckets, age_feature) = match (config.example_age.enabled, train_window_end) {
-        (true, Some(end)) => {
-            let train_ages: Vec<Option<f32>> = splits
-                .train
-                .timestamp
-                .iter()
-                .map(|t| t.map(|t| ((end - t) as f64 / SECONDS_PER_DAY).max(0.0) as f32))
-                .collect();
-            let key = "encode.example_age";
-            let buckets = match &config.example_age.boundaries {
-                Some(b) => Buckets::fixed(b.clone(), key)?,
-                None => Buckets::quantiles(
-                    train_ages.iter().flatten().map(|&a| f64::from(a)),
-                    config.example_age.buckets,
-                    key,
-                )?,
-            };
-            let zero = |e: &Examples| vec![Some(0f32); e.len()];
-            let feature = EncodedFeature {
-                name: String::from("example_age"),
-                column: col::EXAMPLE_AGE_BUCKET.to_owned(),
-                kind: if config.example_age.boundaries.is_some() {
-                    FeatureKind::Boundaries
-                } else {
-                    FeatureKind::Quantile
-                },
-                table_size: buckets.table_size(),
-                boundaries: Some(buckets.boundaries().to_vec()),
-                scaling: None,
-            };
-            (
-                Some([train_ages, zero(&splits.valid), zero(&splits.test)]),
-                Some(buckets),
-                Some(feature),
-            )
-        }
-        _ => (None, None, None),
-    };
+    let train_rows_without_timestamp;
+    let (age_buckets, age_feature, serving_age_bucket) =
+        match (config.example_age.enabled, train_window_end) {
+            (true, Some(end)) => {
+                let train_ages: Vec<Option<f64>> = (0..splits.train.len())
+                    .map(|r| {
+                        sequences
+                            .timestamp(splits.train.user[r], splits.train.position[r])
+                            .map(|t| ((end - t) as f64 / SECONDS_PER_DAY).max(0.0))
+                    })
+                    .collect();
+                let key = "encode.example_age";
+                let buckets = match &config.example_age.boundaries {
+                    Some(b) => Buckets::fixed(b.clone(), key)?,
+                    None => Buckets::quantiles(
+                        // Ages are bucketed as Float32, as version 1 wrote them.
+                        train_ages.iter().flatten().map(|&a| f64::from(a as f32)),
+                        config.example_age.buckets,
+                        key,
+                    )?,
+                };
+                for (r, age) in train_ages.iter().enumerate() {
+                    splits.train.age_bucket[r] =
+                        buckets.bucket(age.map(|a| f64::from(a as f32))) as u32;
+                }
+                train_rows_without_timestamp = train_ages.iter().filter(|a| a.is_none()).count();
+                let serving = buckets.bucket(Some(0.0)) as u32;
+                splits.valid.age_bucket.fill(serving);
+                splits.test.age_bucket.fill(serving);
+                let feature = EncodedFeature {
+                    name: String::from("example_age"),
+                    column: col::EXAMPLE_AGE_BUCKET.to_owned(),
+                    kind: if config.example_age.boundaries.is_some() {
+                        FeatureKind::Boundaries
+                    } else {
+                        FeatureKind::Quantile
+                    },
+                    table_size: buckets.table_size(),
+                    boundaries: Some(buckets.boundaries().to_vec()),
+                    scaling: None,
+                };
+                (Some(buckets), Some(feature), serving)
+            }
+            _ => {
+                train_rows_without_timestamp = (0..splits.train.len())
+                    .filter(|&r| {
+                        sequences
+                            .timestamp(splits.train.user[r], splits.train.position[r])
+                            .is_none()
+                    })
+                    .count();
+                (None, None, 0)
+            }
+        };
 
     let mut feature_vocabs = Vec::new();
     let (user_table, user_features) = encode_side(
@@ -676,7 +641,11 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         &mut feature_vocabs,
     )?;
 
-    let oov = |e: &Examples| e.target.iter().filter(|&&t| t == OOV_INDEX).count();
+    let oov = |rows: &SplitRows| {
+        (0..rows.len())
+            .filter(|&r| sequences.target(rows.user[r], rows.position[r]) == OOV_INDEX as u32)
+            .count()
+    };
     let stats = EncodeStats {
         interactions: table.num_rows(),
         users: user_vocab.known_len(),
@@ -688,23 +657,20 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             .filter(|&u| starts[u + 1] - starts[u] < 2)
             .count(),
         test_targets_oov: oov(&splits.test),
-        train_targets_oov: splits.train_targets_oov,
         valid_targets_oov: oov(&splits.valid),
-        train_rows_without_timestamp: splits
-            .train
-            .timestamp
-            .iter()
-            .filter(|t| t.is_none())
-            .count(),
+        train_targets_oov: splits.train_targets_oov,
+        train_rows_without_timestamp,
         max_examples_per_user: config.max_examples_per_user,
     };
     tracing::info!(?stats, "encoded");
     let manifest = FeatureManifest {
+        contract_version: recall_core::encoded::CONTRACT_VERSION,
         user_table_size: user_vocab.table_size(),
         item_table_size: item_vocab.table_size(),
         max_len: config.max_len,
         validation: config.validation,
         example_age: age_feature,
+        serving_age_bucket,
         train_window_end: train_window_end.filter(|_| config.example_age.enabled),
         user_features,
         item_features,
@@ -714,10 +680,10 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         users: user_vocab,
         items: item_vocab,
         feature_vocabs,
+        sequences,
         train: splits.train,
         valid: splits.valid,
         test: splits.test,
-        ages,
         age_buckets,
         user_table,
         item_table,
@@ -725,108 +691,46 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     })
 }
 
-/// The Parquet batch of one split: `user_idx`, `target_idx`, `history` (List<Int32>),
-/// `target_seq`, `timestamp` and, with example age on, `example_age_days` and
-/// `example_age_bucket`.
-pub fn examples_batch(
-    e: &Examples,
-    ages: Option<(&[Option<f32>], &Buckets)>,
-) -> Result<RecordBatch> {
-    let offsets = arrow_buffer::OffsetBuffer::new(
-        e.history_offsets
-            .iter()
-            .map(|&o| o as i32)
-            .collect::<Vec<_>>()
-            .into(),
-    );
-    let item_field = Arc::new(Field::new("item", DataType::Int32, false));
-    let history = arrow_array::ListArray::try_new(
-        item_field,
-        offsets,
-        Arc::new(Int32Array::from(e.history.clone())),
-        None,
-    )
-    .map_err(|err| Error::arrow("history list", err))?;
-    let mut columns: Vec<(&str, ArrayRef, bool)> = vec![
-        (
-            col::USER_IDX,
-            Arc::new(Int32Array::from(e.user.clone())),
-            false,
-        ),
-        (
-            col::TARGET_IDX,
-            Arc::new(Int32Array::from(e.target.clone())),
-            false,
-        ),
-        (col::HISTORY, Arc::new(history), false),
-        (
-            "target_seq",
-            Arc::new(Int32Array::from(e.target_seq.clone())),
-            false,
-        ),
-        (
-            col::TIMESTAMP,
-            Arc::new(Int64Array::from(e.timestamp.clone())),
-            true,
-        ),
-    ];
-    if let Some((ages, buckets)) = ages {
-        let bucketed: Vec<i32> = ages
-            .iter()
-            .map(|a| buckets.bucket(a.map(f64::from)))
-            .collect();
-        columns.push((
-            col::EXAMPLE_AGE_DAYS,
-            Arc::new(Float32Array::from(ages.to_vec())),
-            true,
-        ));
-        columns.push((
-            col::EXAMPLE_AGE_BUCKET,
-            Arc::new(Int32Array::from(bucketed)),
-            false,
-        ));
-    }
-    recall_core::table::batch(columns)
-}
-
 impl Encoded {
-    /// Writes every output into `dir`, each file atomically; returns the paths written.
+    /// Writes every output into `dir` through `recall_core::encoded` (each file atomically,
+    /// `features.json` last); returns the paths written.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let _span = tracing::info_span!("write_encoded").entered();
         let mut written = Vec::new();
-        let mut put = |name: &str, batch: &RecordBatch| -> Result<()> {
-            let path = dir.join(name);
-            recall_core::write::write_parquet(&path, batch, &[])?;
-            written.push(path);
-            Ok(())
-        };
-        let splits = [
+        let path = dir.join(files::SEQUENCES);
+        self.sequences.write(&path)?;
+        written.push(path);
+        let with_age = self.manifest.example_age.is_some();
+        for (name, rows) in [
             (files::TRAIN, &self.train),
             (files::VALID, &self.valid),
             (files::TEST, &self.test),
-        ];
-        for (k, (name, examples)) in splits.into_iter().enumerate() {
+        ] {
             if name == files::VALID && !self.manifest.validation {
                 continue;
             }
-            let ages = match (&self.ages, &self.age_buckets) {
-                (Some(a), Some(b)) => Some((a[k].as_slice(), b)),
-                _ => None,
-            };
-            put(name, &examples_batch(examples, ages)?)?;
+            let path = dir.join(name);
+            rows.write(&path, with_age)?;
+            written.push(path);
         }
-        put(files::USERS, &self.user_table)?;
-        put(files::ITEMS, &self.item_table)?;
-        put(&files::vocab(col::USER_ID), &self.users.to_batch()?)?;
-        put(&files::vocab(col::ITEM_ID), &self.items.to_batch()?)?;
-        for (name, vocab) in &self.feature_vocabs {
-            put(&files::vocab(name), &vocab.to_batch()?)?;
+        for (name, batch) in [
+            (files::USERS, &self.user_table),
+            (files::ITEMS, &self.item_table),
+        ] {
+            let path = dir.join(name);
+            recall_core::encoded::write_table(&path, batch)?;
+            written.push(path);
         }
-        let json = serde_json::to_vec_pretty(&self.manifest)
-            .map_err(|e| Error::Internal(format!("features.json: {e}")))?;
-        let path = dir.join(files::FEATURES);
-        recall_core::write::write_bytes(&path, &json)?;
-        written.push(path);
+        let vocabs = [(col::USER_ID, &self.users), (col::ITEM_ID, &self.items)];
+        for (name, vocab) in vocabs
+            .into_iter()
+            .chain(self.feature_vocabs.iter().map(|(n, v)| (n.as_str(), v)))
+        {
+            let path = dir.join(files::vocab(name));
+            vocab.save(&path)?;
+            written.push(path);
+        }
+        written.push(self.manifest.write(dir)?);
         Ok(written)
     }
 }

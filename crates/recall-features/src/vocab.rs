@@ -9,11 +9,10 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow_array::{Int32Array, Int64Array, RecordBatch, StringArray};
-use recall_core::columns::{FIRST_KNOWN_INDEX, OOV_INDEX, VOCAB_COUNT, VOCAB_INDEX, VOCAB_RAW};
-use recall_core::{Error, RawIds, Result, Table};
+use arrow_array::StringArray;
+use recall_core::columns::{FIRST_KNOWN_INDEX, OOV_INDEX};
+use recall_core::{RawIds, Result};
 
 /// A vocabulary over one key type.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,60 +146,18 @@ impl Vocabulary {
         }
     }
 
-    /// The vocabulary as a table with columns `raw` (Int64 or Utf8), `index` (Int32), `count`
-    /// (Int64), one row per known value in index order. Reserved slots are not listed.
-    pub fn to_batch(&self) -> Result<RecordBatch> {
-        let n = self.known_len() as i32;
-        recall_core::table::batch(vec![
-            (VOCAB_RAW, self.raw_ids().to_array(), false),
-            (
-                VOCAB_INDEX,
-                Arc::new(Int32Array::from_iter_values(
-                    FIRST_KNOWN_INDEX..n + FIRST_KNOWN_INDEX,
-                )),
-                false,
-            ),
-            (
-                VOCAB_COUNT,
-                Arc::new(Int64Array::from(self.counts().to_vec())),
-                false,
-            ),
-        ])
-    }
-
-    /// Writes the vocabulary (see [`Vocabulary::to_batch`]) atomically.
+    /// Writes the vocabulary as `recall_core::encoded` lays it out: `raw` (Int64 or Utf8),
+    /// `index` (Int32, 2, 3, ...), `count` (Int64), one row per known value in index order;
+    /// the reserved slots are not listed.
     pub fn save(&self, path: &Path) -> Result<()> {
-        recall_core::write::write_parquet(
-            path,
-            &self.to_batch()?,
-            &[(
-                "recall.vocab.reserved",
-                String::from("0=padding,1=out-of-vocabulary"),
-            )],
-        )
+        recall_core::encoded::write_vocabulary(path, &self.raw_ids(), self.counts())
     }
 
-    /// Reads a vocabulary written by [`Vocabulary::save`] (or by any tool writing the same
-    /// columns), checking that indices are exactly 2, 3, ... in row order.
+    /// Reads a vocabulary written by [`Vocabulary::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let table = Table::read(path)?;
-        let raw = table.ids(VOCAB_RAW)?;
-        let index = table.ints(VOCAB_INDEX)?;
-        let counts = table.ints(VOCAB_COUNT)?;
-        if let Some(row) = index
-            .iter()
-            .enumerate()
-            .position(|(i, &x)| x != i as i64 + i64::from(FIRST_KNOWN_INDEX))
-        {
-            return Err(Error::invalid(
-                format!("{}, column `{VOCAB_INDEX}`, row {row}", path.display()),
-                format!(
-                    "indices must run 2, 3, ... in row order (found {}); rewrite the file",
-                    index[row]
-                ),
-            ));
-        }
-        Ok(match raw {
+        let file = recall_core::encoded::read_vocabulary(path)?;
+        let counts = file.counts.into_iter().map(|c| c as i64);
+        Ok(match file.raw {
             RawIds::Int(v) => {
                 Vocabulary::Int(VocabOf::from_sorted(v.into_iter().zip(counts).collect()))
             }

@@ -17,7 +17,7 @@ use recall_sampling::{ItemSampler, Popularity, Uniform};
 use serde::Serialize;
 
 use crate::config::{LogqSource, Loss, NegativeSampler, TrainConfig};
-use crate::data::{EncodedData, Split};
+use crate::data::{EncodedData, SplitRows};
 use crate::model::{Pass, StepRows, TwoTower, UserRows};
 use crate::sparse::AdamSettings;
 use crate::{Error, Result};
@@ -80,10 +80,14 @@ fn sampler(config: &TrainConfig, data: &EncodedData) -> Result<Box<dyn ItemSampl
     })
 }
 
-/// Histories, users and age buckets of some rows of a split.
-fn user_rows<'a>(split: &'a Split, rows: &[usize]) -> (Vec<&'a [u32]>, Vec<u32>, Vec<u32>) {
+/// Histories (borrowed from the sequences), users and age buckets of some rows of a split.
+fn user_rows<'a>(
+    data: &'a EncodedData,
+    split: &SplitRows,
+    rows: &[usize],
+) -> (Vec<&'a [u32]>, Vec<u32>, Vec<u32>) {
     (
-        rows.iter().map(|&r| split.history_of(r)).collect(),
+        rows.iter().map(|&r| data.history(split, r)).collect(),
         rows.iter().map(|&r| split.user[r]).collect(),
         rows.iter().map(|&r| split.age_bucket[r]).collect(),
     )
@@ -91,10 +95,10 @@ fn user_rows<'a>(split: &'a Split, rows: &[usize]) -> (Vec<&'a [u32]>, Vec<u32>,
 
 impl TwoTower {
     /// Embeddings of every row of `split` (the user side at that row's history and age).
-    pub fn embed_split(&self, data: &EncodedData, split: &Split) -> Result<Embeddings> {
+    pub fn embed_split(&self, data: &EncodedData, split: &SplitRows) -> Result<Embeddings> {
         let mut out = Vec::with_capacity(split.len() * self.output_dim());
         for chunk in (0..split.len()).collect::<Vec<_>>().chunks(4096) {
-            let (hist, users, ages) = user_rows(split, chunk);
+            let (hist, users, ages) = user_rows(data, split, chunk);
             let rows = UserRows {
                 users: &users,
                 histories: &hist,
@@ -137,7 +141,7 @@ impl TwoTower {
     }
 
     /// HitRate@k of `split` (exact full-catalogue ranking, nothing filtered).
-    pub fn hit_rate(&self, data: &EncodedData, split: &Split, k: usize) -> Result<f64> {
+    pub fn hit_rate(&self, data: &EncodedData, split: &SplitRows, k: usize) -> Result<f64> {
         let users = self.embed_split(data, split)?;
         let items = self.embed_items(data)?;
         let top = topk::exact(
@@ -149,7 +153,11 @@ impl TwoTower {
                 ..Default::default()
             },
         )?;
-        let truth = Lists::from_rows(&split.target.iter().map(|&t| vec![t]).collect::<Vec<_>>());
+        let truth = Lists::from_rows(
+            &(0..split.len())
+                .map(|r| vec![data.target(split, r)])
+                .collect::<Vec<_>>(),
+        );
         let report = metrics::evaluate(&top, &truth, &[k], None)?;
         Ok(report.at(k).map_or(0.0, |m| m.hit_rate))
     }
@@ -244,8 +252,8 @@ fn batch_loss(
     let rows = &draw.rows[..];
     let split = &data.train;
     let dev = &model.device;
-    let (hist, users, ages) = user_rows(split, rows);
-    let targets: Vec<u32> = rows.iter().map(|&r| split.target[r]).collect();
+    let (hist, users, ages) = user_rows(data, split, rows);
+    let targets: Vec<u32> = rows.iter().map(|&r| data.target(split, r)).collect();
     let b = rows.len();
     let temperature = model.config.temperature;
     let dropout_rate = model.config.dropout;
@@ -449,27 +457,18 @@ pub fn mine_hard_negatives(
 /// The rows a miner embeds: each user at its last training example (no validation or test
 /// information), at the serving example-age bucket (age 0, as the user is embedded when the
 /// model serves).
-pub fn mining_split(data: &EncodedData) -> Split {
+pub fn mining_split(data: &EncodedData) -> SplitRows {
     let train = &data.train;
     let mut last: Vec<Option<usize>> = vec![None; data.user_table_size];
     for r in 0..train.len() {
         let u = train.user[r] as usize;
-        if last[u].is_none_or(|p| train.target_seq[p] < train.target_seq[r]) {
+        if last[u].is_none_or(|p| train.position[p] < train.position[r]) {
             last[u] = Some(r);
         }
     }
-    let mut sub = Split {
-        history_offsets: vec![0],
-        ..Split::default()
-    };
-    for r in last.iter().flatten().copied() {
-        sub.user.push(train.user[r]);
-        sub.target.push(train.target[r]);
-        sub.target_seq.push(train.target_seq[r]);
-        sub.age_bucket.push(data.serving_age_bucket);
-        sub.history.extend_from_slice(train.history_of(r));
-        sub.history_offsets.push(sub.history.len());
-    }
+    let rows: Vec<usize> = last.iter().flatten().copied().collect();
+    let mut sub = train.select(&rows);
+    sub.age_bucket.fill(data.serving_age_bucket);
     sub
 }
 
@@ -630,7 +629,7 @@ fn train_in_pool(
                 stream.update(
                     &rows
                         .iter()
-                        .map(|&r| data.train.target[r])
+                        .map(|&r| data.target(&data.train, r))
                         .collect::<Vec<_>>(),
                 );
             }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
+use recall_core::encoded::{FeatureManifest, Sequences, SplitRows};
 use recall_core::{Table, testing::movielens_dir};
 use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
@@ -49,7 +50,13 @@ fn ml_1m_gives_988129_training_examples_and_6040_test_rows() {
     assert_eq!(e.test.len(), 6_040);
     assert!(e.valid.is_empty());
     // Every target has at least one item of history, at most 50.
-    assert!((0..e.train.len()).all(|i| (1..=50).contains(&e.train.history_of(i).len())));
+    let history = |r: usize| {
+        e.sequences
+            .history(e.train.user[r], e.train.position[r], 50)
+    };
+    assert!((0..e.train.len()).all(|r| (1..=50).contains(&history(r).len())));
+    // Each user's sequence is written once: 1,000,209 positions, not a history per example.
+    assert_eq!(e.sequences.total_len(), 1_000_209);
     // 2 gender values + 2 reserved; 7 age codes + 2; 18 genres + 2.
     let sizes: Vec<usize> = e
         .manifest
@@ -59,9 +66,8 @@ fn ml_1m_gives_988129_training_examples_and_6040_test_rows() {
         .collect();
     assert_eq!(sizes, vec![4, 9]);
     assert_eq!(e.manifest.item_features[0].table_size, 20);
-    // Half the shared copy has no timestamps: those examples have a null age, bucket 0.
-    let ages = &e.ages.as_ref().unwrap()[0];
-    let missing = ages.iter().filter(|a| a.is_none()).count();
+    // Half the shared copy has no timestamps: those examples have an unknown age, bucket 0.
+    let missing = e.train.age_bucket.iter().filter(|&&b| b == 0).count();
     assert_eq!(missing, e.manifest.stats.train_rows_without_timestamp);
     assert!(missing > 400_000 && missing < 600_000, "{missing}");
 
@@ -134,38 +140,192 @@ fn check_no_leakage(cap: Option<recall_features::split::ExampleCap>) {
     let (Vocabulary::Int(uv), Vocabulary::Int(iv)) = (&user_vocab, &item_vocab) else {
         panic!("integer vocabularies expected")
     };
+    let manifest = FeatureManifest::read(&out).unwrap();
+    let sequences = Sequences::read(
+        &out.join(files::SEQUENCES),
+        manifest.user_table_size,
+        manifest.item_table_size,
+        true,
+    )
+    .unwrap();
+    let boundaries = manifest
+        .example_age
+        .as_ref()
+        .unwrap()
+        .boundaries
+        .clone()
+        .unwrap();
+    let end = manifest.train_window_end.unwrap();
     for split in [files::TRAIN, files::VALID, files::TEST] {
-        let t = Table::read(&out.join(split)).unwrap();
-        let user_idx = t.ints("user_idx").unwrap();
-        let target_seq = t.ints("target_seq").unwrap();
-        let (offsets, history) = t.int_lists("history").unwrap();
-        let ts = t.nullable_ints("timestamp").unwrap();
-        for row in 0..t.num_rows() {
-            let user = *uv.raw(user_idx[row] as i32).unwrap();
-            let first = users.iter().position(|&u| u == user).unwrap();
-            let p = first + target_seq[row] as usize;
-            let h = &history[offsets[row]..offsets[row + 1]];
-            let expected: Vec<i32> = items[p - h.len()..p].iter().map(|i| iv.get(i)).collect();
+        let rows = SplitRows::read(&out.join(split), &sequences).unwrap();
+        for row in 0..rows.len() {
+            let (u, position) = (rows.user[row], rows.position[row]);
+            let user = *uv.raw(u as i32).unwrap();
+            let first = users.iter().position(|&x| x == user).unwrap();
+            let p = first + position as usize;
+            let h = sequences.history(u, position, 8);
+            let expected: Vec<u32> = items[p - h.len()..p]
+                .iter()
+                .map(|i| iv.get(i) as u32)
+                .collect();
             assert_eq!(h, expected.as_slice(), "{split} row {row}");
             assert!(
                 h.len() == 8 || p - h.len() == first,
                 "history must be the newest 8"
             );
-            assert_eq!(ts[row], times[p]);
-            assert!(times[p - h.len()..p].iter().all(|&t0| t0 <= ts[row]));
+            assert_eq!(sequences.target(u, position), iv.get(&items[p]) as u32);
+            assert_eq!(sequences.timestamp(u, position), times[p]);
+            assert!(times[p - h.len()..p].iter().all(|&t0| t0 <= times[p]));
+            // Training ages are measured back from the end of the training window (never
+            // negative); validation and test rows stand for now (age 0).
+            let age = if split == files::TRAIN {
+                ((end - times[p].unwrap()) as f64 / 86_400.0) as f32
+            } else {
+                0.0
+            };
+            let bucket = 1 + boundaries.iter().filter(|&&b| f64::from(age) >= b).count() as u32;
+            assert_eq!(
+                rows.age_bucket[row], bucket,
+                "{split} row {row} age {age} {boundaries:?}"
+            );
         }
     }
-    // Training ages are measured back from the end of the training window, never negative.
-    let train = Table::read(&out.join(files::TRAIN)).unwrap();
-    let ages = train.nullable_floats("example_age_days").unwrap();
-    assert!(ages.iter().all(|a| a.is_some_and(|a| a >= 0.0)));
-    let test = Table::read(&out.join(files::TEST)).unwrap();
-    assert!(
-        test.nullable_floats("example_age_days")
-            .unwrap()
-            .iter()
-            .all(|a| *a == Some(0.0))
-    );
+}
+
+/// Encode round-trips through the contract: for random per-user sequences (any order in the
+/// file, repeated items, items only ever held out), with and without validation and a per-user
+/// cap, the rows, histories and targets read back from the written files are the ones built
+/// from the raw interactions, and each sequence is the user's whole history.
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+    use recall_features::split::{CapPick, ExampleCap};
+
+    fn check(
+        lengths: &[usize],
+        item_seed: u64,
+        validation: bool,
+        max_len: usize,
+        cap: Option<usize>,
+    ) {
+        // Raw interactions: user u has lengths[u] events; items from a small catalogue so
+        // repeats and rare items occur; rows shuffled so encode must group and sort.
+        let mut state = item_seed | 1;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let (mut users, mut items, mut seq) = (Vec::new(), Vec::new(), Vec::new());
+        for (u, &n) in lengths.iter().enumerate() {
+            for p in 0..n {
+                users.push(100 + u as i64);
+                items.push(next(12) as i64);
+                seq.push(p as i64);
+            }
+        }
+        let mut order: Vec<usize> = (0..users.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, next(i as u64 + 1) as usize);
+        }
+        let pick = |v: &[i64]| order.iter().map(|&r| v[r]).collect::<Vec<_>>();
+        let dir = tempfile::tempdir().unwrap();
+        let input = interactions_table(dir.path(), pick(&users), pick(&items), pick(&seq));
+        let config = EncodeConfig {
+            max_len,
+            validation,
+            max_examples_per_user: cap.map(|count| ExampleCap {
+                count,
+                pick: CapPick::Random,
+                seed: 1,
+            }),
+            ..EncodeConfig::default()
+        };
+        let out = dir.path().join("encode");
+        encode(&input, &config).unwrap().write(&out).unwrap();
+        let m = FeatureManifest::read(&out).unwrap();
+        let seqs = Sequences::read(
+            &out.join(files::SEQUENCES),
+            m.user_table_size,
+            m.item_table_size,
+            false,
+        )
+        .unwrap();
+        let Vocabulary::Int(uv) = Vocabulary::load(&out.join(files::vocab("user_id"))).unwrap()
+        else {
+            panic!()
+        };
+        let Vocabulary::Int(iv) = Vocabulary::load(&out.join(files::vocab("item_id"))).unwrap()
+        else {
+            panic!()
+        };
+        let raw_of = |u: usize| -> Vec<i64> {
+            let start: usize = lengths[..u].iter().sum();
+            items[start..start + lengths[u]].to_vec()
+        };
+        let enc = |x: &i64| iv.get(x) as u32;
+        // Every user's sequence is its whole raw sequence, encoded.
+        for u in 0..lengths.len() {
+            let idx = uv.get(&(100 + u as i64)) as u32;
+            let want: Vec<u32> = raw_of(u).iter().map(enc).collect();
+            assert_eq!(seqs.sequence(idx), want.as_slice());
+        }
+        let mut train_rows = 0;
+        for (name, want) in [
+            (files::TRAIN, Role::Train),
+            (files::VALID, Role::Valid),
+            (files::TEST, Role::Test),
+        ] {
+            if name == files::VALID && !validation {
+                assert!(!out.join(name).exists());
+                continue;
+            }
+            let rows = SplitRows::read(&out.join(name), &seqs).unwrap();
+            let mut per_user = std::collections::HashMap::<u32, Vec<usize>>::new();
+            for r in 0..rows.len() {
+                let (idx, p) = (rows.user[r], rows.position[r] as usize);
+                let u = (*uv.raw(idx as i32).unwrap() - 100) as usize;
+                let raw = raw_of(u);
+                assert_eq!(role(p, raw.len(), validation), want);
+                assert_eq!(seqs.target(idx, p as u32), enc(&raw[p]));
+                let h: Vec<u32> = raw[p.saturating_sub(max_len)..p].iter().map(enc).collect();
+                assert_eq!(seqs.history(idx, p as u32, max_len), h.as_slice());
+                per_user.entry(idx).or_default().push(p);
+            }
+            if want == Role::Train {
+                train_rows = rows.len();
+                for (idx, positions) in &per_user {
+                    let u = (*uv.raw(*idx as i32).unwrap() - 100) as usize;
+                    let raw = raw_of(u);
+                    // The training positions with a known target, all or capped.
+                    let eligible = (1..raw.len())
+                        .filter(|&p| {
+                            role(p, raw.len(), validation) == Role::Train && enc(&raw[p]) != 1
+                        })
+                        .count();
+                    assert_eq!(positions.len(), cap.map_or(eligible, |c| eligible.min(c)));
+                }
+            }
+        }
+        assert_eq!(train_rows, m.stats.train_examples);
+    }
+
+    use recall_features::split::{Role, role};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn written_rows_read_back_as_built_from_the_raw_interactions(
+            lengths in proptest::collection::vec(1usize..25, 1..12),
+            item_seed: u64,
+            validation: bool,
+            max_len in 1usize..8,
+            cap in proptest::option::of(1usize..6),
+        ) {
+            check(&lengths, item_seed, validation, max_len, cap);
+        }
+    }
 }
 
 #[test]
@@ -249,19 +409,17 @@ fn rows_out_of_order_are_sorted_by_user_and_seq() {
     let Vocabulary::Int(items) = &e.items else {
         panic!()
     };
-    let raw = |i: &i32| *items.raw(*i).unwrap();
+    let raw = |i: &u32| *items.raw(*i as i32).unwrap();
+    let history = |r: usize| e.sequences.history(e.test.user[r], e.test.position[r], 50);
     // Users come in order of first appearance (2, then 1), each in seq order.
-    assert_eq!(
-        e.test.history_of(0).iter().map(raw).collect::<Vec<_>>(),
-        vec![20]
-    );
-    assert_eq!(
-        e.test.history_of(1).iter().map(raw).collect::<Vec<_>>(),
-        vec![10, 11]
-    );
+    assert_eq!(history(0).iter().map(raw).collect::<Vec<_>>(), vec![20]);
+    assert_eq!(history(1).iter().map(raw).collect::<Vec<_>>(), vec![10, 11]);
     // Both test targets (21 and 12) occur only as held-out targets, so they are out of
     // vocabulary: fitted on training data only.
-    assert_eq!(e.test.target, vec![1, 1]);
+    let targets: Vec<u32> = (0..2)
+        .map(|r| e.sequences.target(e.test.user[r], e.test.position[r]))
+        .collect();
+    assert_eq!(targets, vec![1, 1]);
     assert_eq!(e.manifest.stats.test_targets_oov, 2);
 }
 

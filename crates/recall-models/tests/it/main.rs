@@ -191,12 +191,7 @@ fn batch_norm_trains_checkpoints_and_infers_per_row() {
     assert_eq!(all, loaded.embed_split(&data, &data.test).unwrap());
     // The first test row alone gives the same vector as within the whole split (up to the
     // last bits: the matrix kernel sums in another order for one row).
-    let mut one = data.test.clone();
-    one.user.truncate(1);
-    one.target.truncate(1);
-    one.age_bucket.truncate(1);
-    one.target_seq.truncate(1);
-    one.history_offsets.truncate(2);
+    let one = data.test.select(&[0]);
     let alone = model.embed_split(&data, &one).unwrap();
     assert!(
         alone
@@ -401,4 +396,63 @@ fn a_second_round_trains_on_hard_negatives_mined_by_the_first() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("past the catalogue"), "{err}");
+}
+
+/// With a per-user cap on training examples, what a user has seen still comes from the whole
+/// training sequence: evaluation's seen filter (every item before the target) and the
+/// negatives' positive exclusion (every training interaction). Both once came from the kept
+/// examples only, and lost the positions the cap dropped.
+#[test]
+fn a_per_user_cap_drops_examples_not_what_the_user_saw() {
+    let (dir, encoded) = synthetic_encoded(serde_json::json!({
+        "max_examples_per_user": { "count": 2, "pick": "random", "seed": 1 }, "max_len": 3
+    }));
+    encoded.write(&dir.join("encode")).unwrap();
+    let data = EncodedData::read_dir(&dir.join("encode")).unwrap();
+    assert!(data.train.len() <= 2 * 300);
+    let split = EvalSplit::read(&dir.join("encode"), "test.parquet").unwrap();
+    // The raw interactions, each user's items in order, through the item vocabulary.
+    let raw = recall_core::Table::read(&dir.join("interactions.parquet")).unwrap();
+    let (users, items) = (raw.ints("user_id").unwrap(), raw.ints("item_id").unwrap());
+    let vocab =
+        recall_features::Vocabulary::load(&dir.join("encode/vocab_item_id.parquet")).unwrap();
+    let user_vocab =
+        recall_features::Vocabulary::load(&dir.join("encode/vocab_user_id.parquet")).unwrap();
+    let enc = |ids: Vec<i64>| vocab.encode(&recall_core::RawIds::Int(ids));
+    let mut checked = 0;
+    for row in 0..split.rows() {
+        let u = split.user_idx[row];
+        let raw_user = user_vocab.raw_ids().take(&[(u - 2) as usize]);
+        let recall_core::RawIds::Int(raw_user) = raw_user else {
+            panic!()
+        };
+        let mine: Vec<i64> = users
+            .iter()
+            .zip(&items)
+            .filter(|(x, _)| **x == raw_user[0])
+            .map(|(_, &i)| i)
+            .collect();
+        let n = mine.len();
+        // Test target: the last item; before it: the validation target and training items.
+        let mut before: Vec<u32> = enc(mine[..n - 1].to_vec())
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        before.sort_unstable();
+        before.dedup();
+        assert_eq!(split.seen.get(row), before.as_slice(), "test row {row}");
+        let mut training: Vec<u32> =
+            enc(mine[..recall_features::split::training_len(n, true)].to_vec())
+                .iter()
+                .map(|&i| i as u32)
+                .collect();
+        training.sort_unstable();
+        training.dedup();
+        assert_eq!(data.user_positives[u as usize], training, "user {u}");
+        checked += usize::from(n > 4);
+    }
+    assert!(
+        checked > 100,
+        "users long enough for the cap to drop examples: {checked}"
+    );
 }
