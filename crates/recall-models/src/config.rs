@@ -274,7 +274,9 @@ pub struct TrainConfig {
     pub negatives: usize,
     #[serde(default = "default_sampler")]
     pub sampler: NegativeSampler,
-    /// Subtract ln q of each candidate from its logit (softmax losses). Default true.
+    /// Subtract ln q of each candidate from its logit (softmax losses). In-batch candidates:
+    /// q is the item's share of the training examples' targets (`logq_source = "counts"`) or
+    /// the streaming estimate; sampled negatives: their sampler's probability. Default true.
     #[serde(default = "default_true")]
     pub logq_correction: bool,
     /// Default 1024.
@@ -298,7 +300,10 @@ pub struct TrainConfig {
     /// The streaming estimator's settings (with `logq_source = "streaming"`).
     #[serde(default, skip_serializing_if = "StreamingLogq::is_default")]
     pub logq_streaming: StreamingLogq,
-    /// Hard negatives mined by an earlier model (sampled losses only).
+    /// Hard negatives mined by an earlier model (sampled losses only). With the sampled
+    /// softmax's logQ correction each candidate is corrected by its probability under the
+    /// row's whole proposal: the sampler's q, plus for items of the user's hard pool their
+    /// share of the hard draws (uniform over the pool); see `train::sampled_log_q`.
     #[serde(default)]
     pub hard_negatives: Option<HardNegativeConfig>,
     /// Stop each epoch after this many batches (smoke runs, throughput measurements).

@@ -163,6 +163,17 @@ impl TwoTower {
     }
 }
 
+/// Each item's share of the training examples' targets (an item never a target gets the
+/// share of one, so its logQ stays finite).
+pub fn example_target_q(data: &EncodedData) -> Vec<f64> {
+    let mut counts = vec![0u64; data.item_table_size];
+    for r in 0..data.train.len() {
+        counts[data.target(&data.train, r) as usize] += 1;
+    }
+    let total = data.train.len().max(1) as f64;
+    counts.iter().map(|&c| c.max(1) as f64 / total).collect()
+}
+
 /// Where a batch's negatives come from.
 struct Negatives<'a> {
     sampler: &'a dyn ItemSampler,
@@ -566,13 +577,11 @@ fn train_in_pool(
             ..ParamsAdamW::default()
         },
     )?;
-    // q of every item as an in-batch candidate: its share of training targets.
-    let total = data.item_counts.iter().sum::<u64>().max(1) as f64;
-    let target_q: Vec<f64> = data
-        .item_counts
-        .iter()
-        .map(|&c| c.max(1) as f64 / total)
-        .collect();
+    // q of every item as an in-batch candidate: its share of the training examples' targets,
+    // the distribution in-batch candidates are drawn from (and what the streaming estimator
+    // converges to). Not `item_counts`, the training interactions: those also count each
+    // user's first item and, under a per-user cap, the positions the cap dropped.
+    let target_q = example_target_q(data);
     // With the streaming source, q follows the estimator of Yi et al. (2019) as batches go by
     // (the counts stand in until an item has been seen twice).
     let mut streaming = (config.logq_source == LogqSource::Streaming).then(|| {

@@ -455,4 +455,20 @@ fn a_per_user_cap_drops_examples_not_what_the_user_saw() {
         checked > 100,
         "users long enough for the cap to drop examples: {checked}"
     );
+    // One popularity: what popularity negatives draw from is what the popularity baseline
+    // ranks by (the vocabulary's counts of training interactions), cap or not.
+    assert_eq!(&data.item_counts[2..], &split.popularity[2..]);
+    // The count-based logQ of in-batch candidates follows the examples' targets instead: the
+    // distribution in-batch negatives come from.
+    let q = train::example_target_q(&data);
+    let mut targets = vec![0usize; data.item_table_size];
+    for r in 0..data.train.len() {
+        targets[data.target(&data.train, r) as usize] += 1;
+    }
+    for (i, &t) in targets.iter().enumerate().filter(|(_, t)| **t > 0) {
+        assert!(
+            (q[i] * data.train.len() as f64 - t as f64).abs() < 1e-6,
+            "item {i}"
+        );
+    }
 }
