@@ -117,6 +117,21 @@ impl TopK {
         &self.scores[self.lists.offsets[user]..self.lists.offsets[user + 1]]
     }
 
+    /// The rankings of the first `n` users.
+    pub fn head(&self, n: usize) -> TopK {
+        let n = n.min(self.users());
+        let rows: Vec<Vec<(u32, f32)>> = (0..n)
+            .map(|u| {
+                self.list(u)
+                    .iter()
+                    .copied()
+                    .zip(self.scores(u).iter().copied())
+                    .collect()
+            })
+            .collect();
+        TopK::from_ranked(self.k, self.rankable_items, rows)
+    }
+
     /// Builds a ranking from per-user (item, score) lists already ordered best first.
     pub fn from_ranked(k: usize, rankable_items: usize, rows: Vec<Vec<(u32, f32)>>) -> Self {
         let lists = Lists::from_rows(
@@ -282,8 +297,31 @@ pub fn inner_products(
 
 /// Exact top-`k` of every row of `users` against every row of `items` by inner product.
 pub fn exact(users: &Embeddings, items: &Embeddings, k: usize, options: &Options) -> Result<TopK> {
-    let _span =
-        tracing::info_span!("exact_topk", users = users.rows(), items = items.rows(), k).entered();
+    let exclude = options.exclude.as_ref();
+    let mut lists = exact_views(users, items, k, options, &[exclude])?;
+    Ok(lists.remove(0))
+}
+
+/// Exact top-`k` of every user for several exclusion views in one pass over the score
+/// blocks: each block's products are computed once and offered to every view (the matrix
+/// product is most of the cost at a large catalogue). `views[v]` is that view's exclusion
+/// lists (`None`: nothing excluded); `options.exclude` is ignored. Returns one ranking per
+/// view, each equal to [`exact`] with that view's exclusions.
+pub fn exact_views(
+    users: &Embeddings,
+    items: &Embeddings,
+    k: usize,
+    options: &Options,
+    views: &[Option<&Lists>],
+) -> Result<Vec<TopK>> {
+    let _span = tracing::info_span!(
+        "exact_topk",
+        users = users.rows(),
+        items = items.rows(),
+        k,
+        views = views.len()
+    )
+    .entered();
     if users.dim() != items.dim() {
         return Err(Error::invalid(
             "top-K",
@@ -302,7 +340,7 @@ pub fn exact(users: &Embeddings, items: &Embeddings, k: usize, options: &Options
             format!("must be between 1 and the number of rankable items ({rankable}), got {k}"),
         ));
     }
-    if let Some(ex) = &options.exclude {
+    for ex in views.iter().flatten() {
         if ex.users() != users.rows() {
             return Err(Error::invalid(
                 "top-K exclusions",
@@ -310,21 +348,25 @@ pub fn exact(users: &Embeddings, items: &Embeddings, k: usize, options: &Options
             ));
         }
     }
-    let exclude = options.exclude.as_ref().map(Lists::sorted_unique);
+    let excludes: Vec<Option<Lists>> = views.iter().map(|v| v.map(Lists::sorted_unique)).collect();
     let dim = users.dim();
     let (ub, ib) = (options.user_block.max(1), options.item_block.max(1));
     let n_items = items.rows();
+    let n_views = views.len();
 
-    let blocks: Vec<Vec<Vec<(u32, f32)>>> = users
+    let blocks: Vec<Vec<Vec<Vec<(u32, f32)>>>> = users
         .as_slice()
         .par_chunks(ub * dim)
         .enumerate()
         .map(|(b, user_rows)| {
             let m = user_rows.len() / dim;
-            let mut selectors: Vec<Selector> = (0..m).map(|_| Selector::new(k)).collect();
-            // Per-user cursor into its sorted exclusion list, advanced block by block.
-            let mut cursors = vec![0usize; m];
+            // selectors[v * m + u]: view v of user u.
+            let mut selectors: Vec<Selector> = (0..m * n_views).map(|_| Selector::new(k)).collect();
+            // Per view and user, a cursor into the sorted exclusion list, advanced block by
+            // block.
+            let mut cursors = vec![0usize; m * n_views];
             let mut scores = vec![0f32; m * ib.min(n_items)];
+            let mut saved: Vec<(usize, f32)> = Vec::new();
             let mut start = first;
             while start < n_items {
                 let end = (start + ib).min(n_items);
@@ -338,30 +380,54 @@ pub fn exact(users: &Embeddings, items: &Embeddings, k: usize, options: &Options
                     block_scores,
                     1,
                 );
-                for (u, sel) in selectors.iter_mut().enumerate() {
+                for u in 0..m {
                     let row = &mut block_scores[u * n..(u + 1) * n];
-                    if let Some(ex) = &exclude {
+                    for (v, exclude) in excludes.iter().enumerate() {
+                        let sel = &mut selectors[v * m + u];
+                        let Some(ex) = exclude else {
+                            sel.offer_row(row, start as u32);
+                            continue;
+                        };
                         let list = ex.get(b * ub + u);
-                        let c = &mut cursors[u];
+                        let c = &mut cursors[v * m + u];
+                        saved.clear();
                         while *c < list.len() && (list[*c] as usize) < end {
-                            if list[*c] as usize >= start {
-                                row[list[*c] as usize - start] = f32::NEG_INFINITY;
+                            let i = list[*c] as usize;
+                            if i >= start {
+                                saved.push((i - start, row[i - start]));
+                                row[i - start] = f32::NEG_INFINITY;
                             }
                             *c += 1;
                         }
+                        sel.offer_row(row, start as u32);
+                        // The next view sees the true scores again.
+                        for &(j, x) in &saved {
+                            row[j] = x;
+                        }
                     }
-                    sel.offer_row(row, start as u32);
                 }
                 start = end;
             }
-            selectors.into_iter().map(Selector::finish).collect()
+            let mut per_view: Vec<Vec<Vec<(u32, f32)>>> =
+                (0..n_views).map(|_| Vec::with_capacity(m)).collect();
+            for (i, sel) in selectors.into_iter().enumerate() {
+                per_view[i / m].push(sel.finish());
+            }
+            per_view
         })
         .collect();
-    Ok(TopK::from_ranked(
-        k,
-        rankable,
-        blocks.into_iter().flatten().collect(),
-    ))
+    let mut rows: Vec<Vec<Vec<(u32, f32)>>> = (0..n_views)
+        .map(|_| Vec::with_capacity(users.rows()))
+        .collect();
+    for block in blocks {
+        for (v, lists) in block.into_iter().enumerate() {
+            rows[v].extend(lists);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| TopK::from_ranked(k, rankable, r))
+        .collect())
 }
 
 #[cfg(test)]
@@ -462,6 +528,31 @@ mod tests {
             for (u, e) in expected.iter().enumerate() {
                 prop_assert_eq!(top.list(u), e.as_slice());
             }
+        }
+    }
+
+    proptest! {
+        /// One pass over several views gives each view exactly what a pass of its own gives.
+        #[test]
+        fn views_in_one_pass_equal_separate_passes(
+            n_users in 1usize..12,
+            n_items in 3usize..60,
+            seed: u64,
+            item_block in 1usize..20,
+        ) {
+            let mut state = seed | 1;
+            let mut next = move || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; (state % 1000) as f32 / 500.0 - 1.0 };
+            let dim = 3;
+            let users = Embeddings::new(dim, (0..n_users * dim).map(|_| next()).collect()).unwrap();
+            let items = Embeddings::new(dim, (0..n_items * dim).map(|_| next()).collect()).unwrap();
+            let seen = Lists::from_rows(&(0..n_users).map(|u| (0..n_items as u32).filter(|i| (i + u as u32) % 3 == 0).collect()).collect::<Vec<_>>());
+            let options = Options { first_item: 1, item_block, user_block: 4, ..Options::default() };
+            let k = (n_items / 3).max(1);
+            let both = exact_views(&users, &items, k, &options, &[None, Some(&seen)]).unwrap();
+            let plain = exact(&users, &items, k, &options).unwrap();
+            let filtered = exact(&users, &items, k, &Options { exclude: Some(seen.clone()), ..options.clone() }).unwrap();
+            prop_assert_eq!(&both[0], &plain);
+            prop_assert_eq!(&both[1], &filtered);
         }
     }
 }

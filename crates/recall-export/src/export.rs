@@ -200,12 +200,13 @@ fn record(dir: &Path, file: &str, rows: Option<u64>) -> Result<FileRecord> {
     })
 }
 
-/// Compares the index with the exact ranking on the first `probe` users (unfiltered top-k).
+/// Compares the index with the exact ranking (`exact`, unfiltered, every user; it took
+/// `exact_seconds`) on the first `probe` users.
 fn measure_index(
     index: &ApproximateIndex,
     users: &Embeddings,
-    items: &Embeddings,
-    k: usize,
+    exact: &TopK,
+    exact_seconds: f64,
     probe: usize,
     build_seconds: f64,
 ) -> Result<IndexQuality> {
@@ -213,28 +214,17 @@ fn measure_index(
     let n = probe.clamp(1, users.rows().max(1));
     let probe_users = Embeddings::new(users.dim(), users.as_slice()[..n * users.dim()].to_vec())
         .map_err(Error::Core)?;
-    let start = Instant::now();
-    let exact = topk::exact(
-        &probe_users,
-        items,
-        k,
-        &Options {
-            first_item: FIRST_ITEM,
-            ..Options::default()
-        },
-    )
-    .map_err(Error::Core)?;
-    let exact_seconds = start.elapsed().as_secs_f64();
+    let k = exact.k;
     let start = Instant::now();
     let approximate = index.top_k(&probe_users, k, None)?;
     let index_seconds = start.elapsed().as_secs_f64();
     Ok(IndexQuality {
         k,
         probe_users: n,
-        recall: index::recall_at(&approximate, &exact, k),
+        recall: index::recall_at(&approximate, &exact.head(n), k),
         build_seconds,
         index_queries_per_second: n as f64 / index_seconds.max(1e-9),
-        exact_queries_per_second: n as f64 / exact_seconds.max(1e-9),
+        exact_queries_per_second: users.rows() as f64 / exact_seconds.max(1e-9),
     })
 }
 
@@ -353,8 +343,33 @@ pub fn export_model(
         None,
     )?;
 
+    // The candidates (seen items filtered when configured) and, for the index's quality, the
+    // unfiltered ranking: one pass over the score blocks for both.
     let exclude = config.filter_seen.then(|| seen_items(&data, &serving));
-    let top = exact_candidates(&users, &all_items, config.top_k, exclude)?;
+    let mut views = Vec::new();
+    if config.build_index || exclude.is_none() {
+        views.push(None);
+    }
+    if let Some(seen) = &exclude {
+        views.push(Some(seen));
+    }
+    let start = Instant::now();
+    let mut ranked = topk::exact_views(
+        &users,
+        &all_items,
+        config.top_k,
+        &Options {
+            first_item: FIRST_ITEM,
+            ..Options::default()
+        },
+        &views,
+    )?;
+    let exact_seconds = start.elapsed().as_secs_f64();
+    let top = ranked
+        .pop()
+        .ok_or_else(|| Error::Invalid("no ranking computed".into()))?;
+    // Without seen filtering the candidates are the unfiltered ranking.
+    let unfiltered = ranked.pop();
     let candidate_rows = crate::candidates::write(
         &out.join("candidates.parquet"),
         &user_ids,
@@ -422,8 +437,8 @@ pub fn export_model(
         let quality = measure_index(
             &index,
             &users,
-            &all_items,
-            config.top_k,
+            unfiltered.as_ref().unwrap_or(&top),
+            exact_seconds,
             config.probe_users,
             build_seconds,
         )?;
