@@ -16,7 +16,10 @@
 //! let encoded = encode(&EncodeInput::read_dir(&dir)?, &EncodeConfig::default())?;
 //! // One test row per user, and histories never longer than max_len (50).
 //! assert_eq!(encoded.test.len(), 300);
-//! assert!((0..encoded.train.len()).all(|i| encoded.train.history_of(i).len() <= 50));
+//! let train = &encoded.train;
+//! assert!((0..train.len()).all(|i| {
+//!     encoded.sequences.history(train.user[i], train.position[i], 50).len() <= 50
+//! }));
 //! encoded.write(&dir.join("encoded"))?;
 //! # Ok::<(), recall_core::Error>(())
 //! ```
