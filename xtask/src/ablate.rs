@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, PipelineConfig};
@@ -192,23 +191,6 @@ fn per_user(evaluate_dir: &Path, filtered: bool, column: &str) -> Result<Vec<f64
     Ok(out)
 }
 
-/// Mean difference `a - b` and its paired bootstrap 95 % interval.
-fn paired_difference(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
-    let n = a.len().min(b.len());
-    let diff: Vec<f64> = (0..n).map(|i| a[i] - b[i]).collect();
-    let mean = diff.iter().sum::<f64>() / n.max(1) as f64;
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| diff[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * resamples as f64) as usize).min(resamples.saturating_sub(1))];
-    if resamples == 0 || n == 0 {
-        return (mean, mean, mean);
-    }
-    (mean, at(0.025), at(0.975))
-}
-
 const METRICS: [&str; 3] = ["hit_rate", "ndcg", "mrr"];
 
 /// One measured run of a variant.
@@ -384,8 +366,14 @@ fn write_report(
                 let values = seed_mean(runs, filter, m);
                 let baseline = seed_mean(&measured[0], filter, m);
                 let value = mean(&values);
-                let (d, lo, hi) =
-                    paired_difference(&values, &baseline, ablation.resamples, 17 + m as u64);
+                let (d, lo, hi) = recall_eval::metrics::paired_bootstrap(
+                    &values,
+                    &baseline,
+                    ablation.resamples,
+                    0.95,
+                    17 + m as u64,
+                )
+                .unwrap_or((0.0, 0.0, 0.0));
                 let per_seed: Vec<f64> =
                     runs.iter().map(|r| mean(&r.per_user[filter][m])).collect();
                 row.insert(
@@ -504,27 +492,6 @@ mod tests {
             grids += 1;
         }
         assert!(grids >= 1);
-    }
-
-    #[test]
-    fn paired_intervals_separate_an_effect_from_noise() {
-        let base: Vec<f64> = (0..2000).map(|i| f64::from(i % 3 == 0)).collect();
-        // A variant that gains a hit for one user in ten: a clear effect.
-        let better: Vec<f64> = base
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| if i % 10 == 1 { 1.0 } else { b })
-            .collect();
-        let (d, lo, hi) = paired_difference(&better, &base, 500, 1);
-        // One in ten gains a hit unless it had one (one in thirty): +1/10 - 1/30.
-        assert!(
-            (d - 1.0 / 15.0).abs() < 1e-3 && lo > 0.0 && hi > lo,
-            "{d} {lo} {hi}"
-        );
-        // Swapping hits between users leaves the mean alone: the interval straddles zero.
-        let shuffled: Vec<f64> = (0..2000).map(|i| f64::from(i % 3 == 1)).collect();
-        let (d, lo, hi) = paired_difference(&shuffled, &base, 500, 1);
-        assert!(d.abs() < 0.01 && lo < 0.0 && hi > 0.0, "{d} {lo} {hi}");
     }
 
     #[test]

@@ -48,9 +48,12 @@ impl Table {
             path: path.to_owned(),
             source: e,
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| parquet_err(Box::new(e)))?
-            .with_batch_size(64 * 1024);
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(Box::new(e)))?;
+        // The whole table is wanted in memory: one batch of every row, so nothing is copied
+        // again to concatenate batches (which also held the table twice at the peak).
+        let rows = builder.metadata().file_metadata().num_rows().max(1);
+        let builder = builder.with_batch_size(usize::try_from(rows).unwrap_or(usize::MAX));
         let file_schema = builder.schema().clone();
         let builder = match columns {
             Some(names) => {
@@ -68,11 +71,15 @@ impl Table {
         };
         let reader = builder.build().map_err(|e| parquet_err(Box::new(e)))?;
         let schema = reader.schema();
-        let batches = reader
+        let mut batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| parquet_err(Box::new(e)))?;
-        let batch = arrow_select::concat::concat_batches(&schema, &batches)
-            .map_err(|e| Error::arrow("concatenating record batches", e))?;
+        let batch = if batches.len() == 1 {
+            batches.swap_remove(0)
+        } else {
+            arrow_select::concat::concat_batches(&schema, &batches)
+                .map_err(|e| Error::arrow("concatenating record batches", e))?
+        };
         Ok(Table {
             path: path.to_owned(),
             file_schema,

@@ -167,6 +167,21 @@ pub fn bootstrap_mean(
     Some((at(tail), at(1.0 - tail)))
 }
 
+/// Paired comparison of two runs over the same users: the mean of `a[i] - b[i]` and its
+/// percentile-bootstrap interval (`level`), resampling users, so what the two runs share per
+/// user (hard users stay hard) cancels. `None` for no users or no resamples.
+pub fn paired_bootstrap(
+    a: &[f64],
+    b: &[f64],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> Option<(f64, f64, f64)> {
+    let diff: Vec<f64> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+    let mean = diff.iter().sum::<f64>() / diff.len().max(1) as f64;
+    bootstrap_mean(&diff, resamples, level, seed).map(|(lo, hi)| (mean, lo, hi))
+}
+
 /// Evaluates `top` (one ranking per query row) against `truth` (one set per query row) at
 /// each K in `ks` (each at most `top.k`). `popularity[i]` is item `i`'s training count.
 pub fn evaluate(
@@ -316,6 +331,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("K = 2"), "{msg}");
+    }
+
+    #[test]
+    fn paired_intervals_separate_an_effect_from_noise() {
+        let base: Vec<f64> = (0..2000).map(|i| f64::from(i % 3 == 0)).collect();
+        // A variant that gains a hit for one user in ten: a clear effect.
+        let better: Vec<f64> = base
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if i % 10 == 1 { 1.0 } else { b })
+            .collect();
+        let (d, lo, hi) = paired_bootstrap(&better, &base, 500, 0.95, 1).unwrap();
+        // One in ten gains a hit unless it had one (one in thirty): +1/10 - 1/30.
+        assert!(
+            (d - 1.0 / 15.0).abs() < 1e-3 && lo > 0.0 && hi > lo,
+            "{d} {lo} {hi}"
+        );
+        // Swapping hits between users leaves the mean alone: the interval straddles zero.
+        let shuffled: Vec<f64> = (0..2000).map(|i| f64::from(i % 3 == 1)).collect();
+        let (d, lo, hi) = paired_bootstrap(&shuffled, &base, 500, 0.95, 1).unwrap();
+        assert!(d.abs() < 0.01 && lo < 0.0 && hi > 0.0, "{d} {lo} {hi}");
+        assert_eq!(paired_bootstrap(&[], &[], 500, 0.95, 1), None);
     }
 
     #[test]
