@@ -53,6 +53,13 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
             config.name
         );
     }
+    if config.evaluate.index && !config.export.build_index {
+        anyhow::bail!(
+            "{}: `evaluate.index = true` (the default) scores the serving index the export stage builds, \
+             but `export.build_index = false`: set `evaluate.index = false` or build the index",
+            origin.display()
+        );
+    }
     // Impossible model settings fail here, before any stage runs, with the key as the file
     // spells it: `[[models]] "youtubednn": configuration key `model.temperature`: ...`.
     for entry in &config.models {
@@ -98,6 +105,21 @@ mod tests {
             "expected the shipped pipelines in {}",
             dir.display()
         );
+    }
+
+    #[test]
+    fn scoring_an_index_that_export_does_not_build_is_refused() {
+        let text =
+            "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[export]\nbuild_index = false\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(
+            err.contains("p.toml")
+                && err.contains("evaluate.index")
+                && err.contains("export.build_index"),
+            "{err}"
+        );
+        let text = format!("{text}[evaluate]\nindex = false\n");
+        parse(&text, Path::new("p.toml")).unwrap();
     }
 
     #[test]

@@ -62,6 +62,8 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    // Evaluation's and export's long loops log at the same interval as training.
+    recall_eval::progress::set_interval(xtask::progress::log_interval());
     let cli = Cli::parse();
     std::env::set_current_dir(project_root())?;
     match cli.command {

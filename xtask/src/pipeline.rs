@@ -21,11 +21,11 @@ pub enum Stage {
     Encode,
     /// Every `[[models]]` entry trained (negative sampling happens here) and checkpointed.
     Train,
-    /// Exact full-catalogue ranking of the test split for models and baselines (and, with
-    /// `evaluate.index`, the same through the HNSW serving index).
-    Evaluate,
     /// Embeddings, candidates, weights and the serving index of every model.
     Export,
+    /// Exact full-catalogue ranking of the test split for models and baselines (and, with
+    /// `evaluate.index`, the same through the serving index export saved: the file users get).
+    Evaluate,
     /// metrics.json, report.md and metrics.svg.
     Report,
 }
@@ -35,8 +35,8 @@ impl Stage {
         Stage::Ingest,
         Stage::Encode,
         Stage::Train,
-        Stage::Evaluate,
         Stage::Export,
+        Stage::Evaluate,
         Stage::Report,
     ];
 
@@ -410,29 +410,43 @@ pub fn execute_locked(
                 forced,
                 |dir| crate::stages::train::run(&encode_dir, dir, &config.models, config.seed),
             )?,
-            Stage::Evaluate => run_stage(
-                stage,
-                &evaluate_dir,
-                config_hash(&(
-                    &config.evaluate,
-                    &config.models,
-                    config.seed,
-                    &config.export.index,
-                ))?,
-                &[outputs_of(&encode_dir), outputs_of(&train_dir)].concat(),
-                forced,
-                |dir| {
-                    crate::stages::evaluate::run(
-                        &encode_dir,
-                        &train_dir,
-                        dir,
-                        &config.models,
-                        &config.evaluate,
-                        &config.export.index,
-                        config.seed,
-                    )
-                },
-            )?,
+            Stage::Evaluate => {
+                // With `evaluate.index` the inputs include the index files export saved, so the
+                // manifest records (with checksums) which index was scored.
+                let index_dir = (config.evaluate.index && !layout.skip.contains(&Stage::Export))
+                    .then_some(export_dir.as_path());
+                let indexes = index_dir
+                    .map(|dir| {
+                        outputs_of(dir)
+                            .into_iter()
+                            .filter(|p| {
+                                p.file_name().is_some_and(|n| {
+                                    n.to_string_lossy()
+                                        .starts_with(recall_export::export::INDEX_FILE)
+                                })
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                run_stage(
+                    stage,
+                    &evaluate_dir,
+                    config_hash(&(&config.evaluate, &config.models, config.seed))?,
+                    &[outputs_of(&encode_dir), outputs_of(&train_dir), indexes].concat(),
+                    forced,
+                    |dir| {
+                        crate::stages::evaluate::run(
+                            &encode_dir,
+                            &train_dir,
+                            index_dir,
+                            dir,
+                            &config.models,
+                            &config.evaluate,
+                            config.seed,
+                        )
+                    },
+                )?
+            }
             Stage::Export => {
                 let hash = config_hash(&(&config.export, &config.models, config.seed))?;
                 run_stage(
@@ -462,8 +476,8 @@ pub fn execute_locked(
                     Stage::Ingest,
                     Stage::Encode,
                     Stage::Train,
-                    Stage::Evaluate,
                     Stage::Export,
+                    Stage::Evaluate,
                 ]
                 .iter()
                 .filter(|s| !layout.skip.contains(s))

@@ -12,7 +12,7 @@ use recall_models::train::{EpochLog, Progress};
 /// overrides; default 30).
 pub const PROGRESS_SECONDS_VAR: &str = "RECALL_PROGRESS_SECONDS";
 
-fn log_interval() -> Duration {
+pub fn log_interval() -> Duration {
     let seconds = std::env::var(PROGRESS_SECONDS_VAR)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())

@@ -1,5 +1,5 @@
 //! An unattended batch job gets killed: this test SIGKILLs `xtask pipeline` at spread-out
-//! points of a run (through ingest, encode, train, evaluate and export), reruns it each time
+//! points of a run (through ingest, encode, train, export and evaluate), reruns it each time
 //! from whatever was left, and checks that the final outputs are byte for byte those of an
 //! uninterrupted run of the same pipeline, and that the metrics are identical (determinism).
 
@@ -130,7 +130,7 @@ fn a_killed_pipeline_resumes_to_byte_identical_outputs() {
     // Kill at spread-out fractions of an uninterrupted run's duration, each time continuing
     // from what the previous killed attempt left behind. Training dominates the run and
     // restarts from scratch when killed, so the late fractions are there to reach the
-    // evaluate and export stages of a resumed attempt.
+    // export and evaluate stages of a resumed attempt.
     let killed = dir.path().join("killed");
     let mut interrupted = 0;
     let mut completed_stages = std::collections::BTreeSet::new();
@@ -142,7 +142,7 @@ fn a_killed_pipeline_resumes_to_byte_identical_outputs() {
             interrupted += 1;
         }
         child.wait().unwrap();
-        let stages = ["ingest", "encode", "train", "evaluate", "export"];
+        let stages = ["ingest", "encode", "train", "export", "evaluate"];
         completed_stages.insert(
             stages
                 .iter()
@@ -167,7 +167,7 @@ fn a_run_aborted_in_every_stage_resumes_to_byte_identical_outputs() {
     let (config, clean, _) = clean_run(dir.path());
 
     let aborted = dir.path().join("aborted");
-    let stages = ["ingest", "encode", "train", "evaluate", "export", "report"];
+    let stages = ["ingest", "encode", "train", "export", "evaluate", "report"];
     for (i, stage) in stages.iter().enumerate() {
         let status = pipeline(&config, &aborted)
             .env(xtask::pipeline::ABORT_BEFORE_MANIFEST, stage)

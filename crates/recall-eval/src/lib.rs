@@ -42,6 +42,7 @@
 pub mod baselines;
 pub mod embeddings;
 pub mod metrics;
+pub mod progress;
 pub mod split;
 pub mod topk;
 

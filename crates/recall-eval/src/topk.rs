@@ -354,6 +354,7 @@ pub fn exact_views(
     let n_items = items.rows();
     let n_views = views.len();
 
+    let progress = crate::progress::RateLog::new("exact top-K", "users", users.rows());
     let blocks: Vec<Vec<Vec<Vec<(u32, f32)>>>> = users
         .as_slice()
         .par_chunks(ub * dim)
@@ -413,6 +414,7 @@ pub fn exact_views(
             for (i, sel) in selectors.into_iter().enumerate() {
                 per_view[i / m].push(sel.finish());
             }
+            progress.add(m);
             per_view
         })
         .collect();

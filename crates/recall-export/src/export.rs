@@ -25,6 +25,9 @@ use recall_eval::topk::{self, Lists, Options, TopK};
 use recall_models::data::SplitRows;
 use recall_models::train::FIRST_ITEM;
 
+/// The serving index's file in a model's export directory (its sidecar adds `.json`).
+pub const INDEX_FILE: &str = "item_index.usearch";
+
 /// First index of a known value in every vocabulary (0 padding, 1 out-of-vocabulary).
 const FIRST_KNOWN: u32 = recall_core::columns::FIRST_KNOWN_INDEX as u32;
 use recall_models::{EncodedData, TwoTower, checkpoint};
@@ -427,13 +430,9 @@ pub fn export_model(
         let start = Instant::now();
         let index = ApproximateIndex::build(&all_items, FIRST_ITEM as usize, config.index)?;
         let build_seconds = start.elapsed().as_secs_f64();
-        index.save(&out.join("item_index.usearch"))?;
-        files.push(record(
-            out,
-            "item_index.usearch",
-            Some(index.sidecar().items as u64),
-        )?);
-        files.push(record(out, "item_index.usearch.json", None)?);
+        index.save(&out.join(INDEX_FILE))?;
+        files.push(record(out, INDEX_FILE, Some(index.sidecar().items as u64))?);
+        files.push(record(out, &format!("{INDEX_FILE}.json"), None)?);
         let quality = measure_index(
             &index,
             &users,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use recall_eval::Embeddings;
+use recall_eval::progress::RateLog;
 use recall_eval::topk::{Lists, TopK};
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -148,11 +149,13 @@ impl ApproximateIndex {
         inner
             .reserve_capacity_and_threads(rows, threads.max(rayon::current_num_threads()))
             .map_err(|e| native("reserving the index", e))?;
+        let progress = RateLog::new("index build", "items", rows);
         if threads == 1 {
             for row in first_row..items.rows() {
                 inner
                     .add(row as u64, items.row(row))
                     .map_err(|e| native("adding an item", e))?;
+                progress.add(1);
             }
         } else {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -162,7 +165,10 @@ impl ApproximateIndex {
             pool.install(|| {
                 (first_row..items.rows())
                     .into_par_iter()
-                    .try_for_each(|row| inner.add(row as u64, items.row(row)))
+                    .try_for_each(|row| {
+                        progress.add(1);
+                        inner.add(row as u64, items.row(row))
+                    })
             })
             .map_err(|e| native("adding an item", e))?;
         }
@@ -271,9 +277,13 @@ impl ApproximateIndex {
                 users.rows()
             )));
         }
+        let progress = RateLog::new("index queries", "users", users.rows());
         let rows = (0..users.rows())
             .into_par_iter()
-            .map(|u| self.search(users.row(u), k, exclude.map_or(&[][..], |e| e.get(u))))
+            .map(|u| {
+                progress.add(1);
+                self.search(users.row(u), k, exclude.map_or(&[][..], |e| e.get(u)))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(TopK::from_ranked(k, self.sidecar.items, rows))
     }

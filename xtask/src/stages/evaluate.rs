@@ -10,7 +10,8 @@ use recall_eval::baselines;
 use recall_eval::metrics::{self, Metric};
 use recall_eval::split::EvalSplit;
 use recall_eval::topk::{self, Options, TopK};
-use recall_export::index::{ApproximateIndex, IndexConfig};
+use recall_export::export::INDEX_FILE;
+use recall_export::index::ApproximateIndex;
 use recall_models::{EncodedData, checkpoint, train::FIRST_ITEM};
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +34,9 @@ pub struct EvaluateConfig {
     /// Bootstrap resamples for the confidence intervals. Default 1000.
     #[serde(default = "default_bootstrap")]
     pub bootstrap: usize,
-    /// Also rank through the HNSW serving index (settings from `[export.index]`), reported as
-    /// model `<name>+hnsw`, so the cost of the approximation shows in HitRate. Default true.
+    /// Also rank through the HNSW serving index that export saved (`export/<model>/
+    /// item_index.usearch`, the file users get), reported as model `<name>+hnsw`, so the cost
+    /// of the approximation shows in HitRate. Needs `export.build_index`. Default true.
     #[serde(default = "default_index")]
     pub index: bool,
 }
@@ -120,10 +122,11 @@ fn score(
 pub fn run(
     encode_dir: &Path,
     train_dir: &Path,
+    // Export's directory when the `+hnsw` rows are wanted: each model's saved index is scored.
+    index_dir: Option<&Path>,
     out: &Path,
     models: &[ModelEntry],
     config: &EvaluateConfig,
-    index_config: &IndexConfig,
     seed: u64,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
     let split = EvalSplit::read(encode_dir, "test.parquet").context("reading the test split")?;
@@ -155,17 +158,26 @@ pub fn run(
         let users = model.embed_split(data, &data.test)?;
         let items = model.embed_items(data)?;
         let embed_seconds = start.elapsed().as_secs_f64();
-        let index = if config.index {
-            let start = std::time::Instant::now();
-            let index = ApproximateIndex::build(&items, FIRST_ITEM as usize, *index_config)
-                .with_context(|| format!("building the serving index of `{}`", entry.name))?;
-            eval_seconds.insert(
-                format!("{}+hnsw_build", entry.name),
-                serde_json::json!(start.elapsed().as_secs_f64()),
-            );
-            Some(index)
-        } else {
-            None
+        let index = match index_dir {
+            Some(dir) => {
+                let path = dir.join(&entry.name).join(INDEX_FILE);
+                let index = ApproximateIndex::load(&path).with_context(|| {
+                    format!(
+                        "loading the serving index of `{}` that the export stage saved (rerun with --from export)",
+                        entry.name
+                    )
+                })?;
+                if index.sidecar().items != items.rows().saturating_sub(FIRST_ITEM as usize) {
+                    anyhow::bail!(
+                        "{} indexes {} items, the model embeds {}: it belongs to another run (rerun with --from export)",
+                        path.display(),
+                        index.sidecar().items,
+                        items.rows().saturating_sub(FIRST_ITEM as usize)
+                    );
+                }
+                Some(index)
+            }
+            None => None,
         };
         // Unfiltered and seen-filtered top-K from one pass over the score blocks.
         let start = std::time::Instant::now();
