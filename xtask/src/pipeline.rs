@@ -533,7 +533,7 @@ mod tests {
             .collect()
     }
 
-    const ALL: [&str; 6] = ["ingest", "encode", "train", "evaluate", "export", "report"];
+    const ALL: [&str; 6] = ["ingest", "encode", "train", "export", "evaluate", "report"];
 
     fn run_ran(config: &PipelineConfig, run: &Path) -> Vec<&'static str> {
         ran(&execute(config, run, None, false, false).unwrap())

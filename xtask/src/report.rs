@@ -51,7 +51,7 @@ pub fn write(
     let export = manifest(run_dir, "export")
         .map(|m| m.stats)
         .unwrap_or_default();
-    for stage in ["ingest", "encode", "train", "evaluate", "export"] {
+    for stage in ["ingest", "encode", "train", "export", "evaluate"] {
         if let Some(m) = manifest(run_dir, stage) {
             timings.insert(stage.to_owned(), serde_json::json!(m.seconds));
         }
