@@ -366,14 +366,15 @@ fn write_report(
                 let values = seed_mean(runs, filter, m);
                 let baseline = seed_mean(&measured[0], filter, m);
                 let value = mean(&values);
-                let (d, lo, hi) = recall_eval::metrics::paired_bootstrap(
+                let (d, ci) = recall_eval::metrics::paired_bootstrap(
                     &values,
                     &baseline,
                     ablation.resamples,
                     0.95,
                     17 + m as u64,
-                )
-                .unwrap_or((0.0, 0.0, 0.0));
+                );
+                // Without resamples the interval collapses onto the difference, as before.
+                let (lo, hi) = ci.unwrap_or((d, d));
                 let per_seed: Vec<f64> =
                     runs.iter().map(|r| mean(&r.per_user[filter][m])).collect();
                 row.insert(

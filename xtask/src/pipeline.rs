@@ -31,7 +31,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 6] = [
+    /// Every stage, in the order a run executes them.
+    pub const ALL: [Stage; 6] = [
         Stage::Ingest,
         Stage::Encode,
         Stage::Train,
@@ -472,18 +473,12 @@ pub fn execute_locked(
                 &report_dir,
                 config_hash(&(&config.name, &config.models))?,
                 // The report also reads the earlier manifests (counts, timings).
-                &[
-                    Stage::Ingest,
-                    Stage::Encode,
-                    Stage::Train,
-                    Stage::Export,
-                    Stage::Evaluate,
-                ]
-                .iter()
-                .filter(|s| !layout.skip.contains(s))
-                .map(|s| layout.dir(*s).join(crate::manifest::MANIFEST_FILE))
-                .chain(outputs_of(&evaluate_dir))
-                .collect::<Vec<_>>(),
+                &Stage::ALL
+                    .iter()
+                    .filter(|s| **s != Stage::Report && !layout.skip.contains(s))
+                    .map(|s| layout.dir(*s).join(crate::manifest::MANIFEST_FILE))
+                    .chain(outputs_of(&evaluate_dir))
+                    .collect::<Vec<_>>(),
                 forced,
                 |dir| crate::report::write(config, layout, dir),
             )?,

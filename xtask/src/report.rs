@@ -16,14 +16,7 @@ use crate::config::PipelineConfig;
 use crate::manifest::Manifest;
 use crate::pipeline::{Layout, Stage};
 
-fn manifest(layout: &Layout, stage: &str) -> Option<Manifest> {
-    let stage = match stage {
-        "ingest" => Stage::Ingest,
-        "encode" => Stage::Encode,
-        "train" => Stage::Train,
-        "evaluate" => Stage::Evaluate,
-        _ => Stage::Export,
-    };
+fn manifest(layout: &Layout, stage: Stage) -> Option<Manifest> {
     Manifest::read(layout.dir(stage))
 }
 
@@ -38,22 +31,22 @@ pub fn write(
         &std::fs::read(&results_path)
             .with_context(|| format!("reading {}", results_path.display()))?,
     )?;
-    let ingest = manifest(run_dir, "ingest")
+    let ingest = manifest(run_dir, Stage::Ingest)
         .map(|m| m.stats)
         .unwrap_or_default();
-    let encode = manifest(run_dir, "encode")
+    let encode = manifest(run_dir, Stage::Encode)
         .map(|m| m.stats)
         .unwrap_or_default();
-    let train = manifest(run_dir, "train")
+    let train = manifest(run_dir, Stage::Train)
         .map(|m| m.stats)
         .unwrap_or_default();
     let mut timings = serde_json::Map::new();
-    let export = manifest(run_dir, "export")
+    let export = manifest(run_dir, Stage::Export)
         .map(|m| m.stats)
         .unwrap_or_default();
-    for stage in ["ingest", "encode", "train", "export", "evaluate"] {
-        if let Some(m) = manifest(run_dir, stage) {
-            timings.insert(stage.to_owned(), serde_json::json!(m.seconds));
+    for stage in Stage::ALL.iter().filter(|s| **s != Stage::Report) {
+        if let Some(m) = manifest(run_dir, *stage) {
+            timings.insert(stage.name().to_owned(), serde_json::json!(m.seconds));
         }
     }
     let mut throughput = serde_json::Map::new();

@@ -169,17 +169,18 @@ pub fn bootstrap_mean(
 
 /// Paired comparison of two runs over the same users: the mean of `a[i] - b[i]` and its
 /// percentile-bootstrap interval (`level`), resampling users, so what the two runs share per
-/// user (hard users stay hard) cancels. `None` for no users or no resamples.
+/// user (hard users stay hard) cancels. The interval is `None` for no users or no resamples
+/// (the mean is 0 for no users).
 pub fn paired_bootstrap(
     a: &[f64],
     b: &[f64],
     resamples: usize,
     level: f64,
     seed: u64,
-) -> Option<(f64, f64, f64)> {
+) -> (f64, Option<(f64, f64)>) {
     let diff: Vec<f64> = a.iter().zip(b).map(|(a, b)| a - b).collect();
     let mean = diff.iter().sum::<f64>() / diff.len().max(1) as f64;
-    bootstrap_mean(&diff, resamples, level, seed).map(|(lo, hi)| (mean, lo, hi))
+    (mean, bootstrap_mean(&diff, resamples, level, seed))
 }
 
 /// Evaluates `top` (one ranking per query row) against `truth` (one set per query row) at
@@ -342,7 +343,9 @@ mod tests {
             .enumerate()
             .map(|(i, &b)| if i % 10 == 1 { 1.0 } else { b })
             .collect();
-        let (d, lo, hi) = paired_bootstrap(&better, &base, 500, 0.95, 1).unwrap();
+        let (d, Some((lo, hi))) = paired_bootstrap(&better, &base, 500, 0.95, 1) else {
+            panic!("no interval")
+        };
         // One in ten gains a hit unless it had one (one in thirty): +1/10 - 1/30.
         assert!(
             (d - 1.0 / 15.0).abs() < 1e-3 && lo > 0.0 && hi > lo,
@@ -350,9 +353,14 @@ mod tests {
         );
         // Swapping hits between users leaves the mean alone: the interval straddles zero.
         let shuffled: Vec<f64> = (0..2000).map(|i| f64::from(i % 3 == 1)).collect();
-        let (d, lo, hi) = paired_bootstrap(&shuffled, &base, 500, 0.95, 1).unwrap();
+        let (d, Some((lo, hi))) = paired_bootstrap(&shuffled, &base, 500, 0.95, 1) else {
+            panic!("no interval")
+        };
         assert!(d.abs() < 0.01 && lo < 0.0 && hi > 0.0, "{d} {lo} {hi}");
-        assert_eq!(paired_bootstrap(&[], &[], 500, 0.95, 1), None);
+        assert_eq!(paired_bootstrap(&[], &[], 500, 0.95, 1), (0.0, None));
+        // No resamples: the mean difference without an interval.
+        let (d, ci) = paired_bootstrap(&better, &base, 0, 0.95, 1);
+        assert!((d - 1.0 / 15.0).abs() < 1e-3 && ci.is_none(), "{d} {ci:?}");
     }
 
     #[test]

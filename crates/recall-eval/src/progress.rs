@@ -54,7 +54,7 @@ impl RateLog {
     pub fn add(&self, n: usize) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         // Counting one at a time, look at the clock on every 64th unit only.
-        if n < 64 && done % 64 != 0 {
+        if n < 64 && !done.is_multiple_of(64) {
             return;
         }
         // A busy lock means another thread is logging right now: skip, never wait.
