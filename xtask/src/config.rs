@@ -60,6 +60,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
             origin.display()
         );
     }
+    config
+        .export
+        .validate()
+        .with_context(|| format!("{}: [export]", origin.display()))?;
     // Impossible model settings fail here, before any stage runs, with the key as the file
     // spells it: `[[models]] "youtubednn": configuration key `model.temperature`: ...`.
     for entry in &config.models {
@@ -120,6 +124,14 @@ mod tests {
         );
         let text = format!("{text}[evaluate]\nindex = false\n");
         parse(&text, Path::new("p.toml")).unwrap();
+        // Candidates through an index that is not built: refused at load, with the key.
+        let text = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[evaluate]\nindex = false\n\
+                    [export]\nbuild_index = false\ncandidates = \"index\"\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(
+            err.contains("p.toml") && err.contains("export.candidates"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -46,6 +46,16 @@ impl Embeddings {
         &self.data
     }
 
+    /// Rows `range` (clamped to the rows there are) as a matrix of their own.
+    pub fn select_rows(&self, range: std::ops::Range<usize>) -> Embeddings {
+        let end = range.end.min(self.rows());
+        let start = range.start.min(end);
+        Embeddings {
+            dim: self.dim,
+            data: self.data[start * self.dim..end * self.dim].to_vec(),
+        }
+    }
+
     /// Reads `(ids, embeddings)` from a Parquet table with an id column and a vector column
     /// (FixedSizeList<Float32> or List<Float32>), as the export stage writes them.
     pub fn read_parquet(

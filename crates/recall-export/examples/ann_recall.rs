@@ -85,9 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(i), Some(u)) => {
             let (_, items) = Embeddings::read_parquet(&i, "item_id", "embedding")?;
             let (_, users) = Embeddings::read_parquet(&u, "user_id", "embedding")?;
-            let n = queries.min(users.rows());
-            let users = Embeddings::new(users.dim(), users.as_slice()[..n * users.dim()].to_vec())?;
-            (items, users)
+            (items, users.select_rows(0..queries))
         }
         _ if synthetic > 0 => clustered(synthetic, queries, dim, 7),
         _ => return Err("give --items and --users, or --synthetic N".into()),

@@ -1,6 +1,8 @@
 //! Per-user candidate lists as Parquet, one row per (user, rank):
 //! `user_id` (original id), `rank` (Int32, 1 = best), `item_id` (original id), `score`
 //! (Float32, the inner product of the user and item embeddings), sorted by user then rank.
+//! Key-value metadata: `recall.k`, and `recall.search` (`exact` or `index`: how they were
+//! ranked).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use arrow_array::{Float32Array, Int32Array};
 use recall_core::RawIds;
 use recall_eval::TopK;
 
+use crate::export::CandidateSearch;
 use crate::{Error, Result};
 
 /// Writes `top` atomically. Row `u` of `top` belongs to `user_ids[u]`; an item index `i` in it
@@ -19,6 +22,7 @@ pub fn write(
     item_ids: &RawIds,
     first_item: u32,
     top: &TopK,
+    search: CandidateSearch,
 ) -> Result<usize> {
     if user_ids.len() != top.users() {
         return Err(Error::Invalid(format!(
@@ -53,7 +57,18 @@ pub fn write(
         ("item_id", item_ids.take(&item_rows).to_array(), false),
         ("score", Arc::new(Float32Array::from(scores)), false),
     ])?;
-    recall_core::write::write_parquet(path, &batch, &[("recall.k", top.k.to_string())])?;
+    let search = match search {
+        CandidateSearch::Exact => "exact",
+        CandidateSearch::Index => "index",
+    };
+    recall_core::write::write_parquet(
+        path,
+        &batch,
+        &[
+            ("recall.k", top.k.to_string()),
+            ("recall.search", search.to_owned()),
+        ],
+    )?;
     Ok(rows)
 }
 
@@ -69,13 +84,16 @@ mod tests {
         let top = TopK::from_ranked(2, 3, vec![vec![(3, 0.9), (2, 0.5)], vec![(4, 0.7)]]);
         let users = RawIds::Int(vec![100, 200]);
         let items = RawIds::Int(vec![7, 8, 9]);
-        assert_eq!(write(&path, &users, &items, 2, &top).unwrap(), 3);
+        assert_eq!(
+            write(&path, &users, &items, 2, &top, CandidateSearch::Exact).unwrap(),
+            3
+        );
         let t = Table::read(&path).unwrap();
         assert_eq!(t.ints("user_id").unwrap(), [100, 100, 200]);
         assert_eq!(t.ints("rank").unwrap(), [1, 2, 1]);
         assert_eq!(t.ints("item_id").unwrap(), [8, 7, 9]);
         let bad = TopK::from_ranked(2, 3, vec![vec![(9, 0.9)], vec![]]);
-        let err = write(&path, &users, &items, 2, &bad)
+        let err = write(&path, &users, &items, 2, &bad, CandidateSearch::Exact)
             .unwrap_err()
             .to_string();
         assert!(err.contains("item index 9 has no id"), "{err}");

@@ -21,7 +21,7 @@ fn default_connectivity() -> usize {
     16
 }
 fn default_expansion_add() -> usize {
-    128
+    32
 }
 fn default_expansion_search() -> usize {
     256
@@ -30,16 +30,19 @@ fn default_build_threads() -> usize {
     1
 }
 
-/// HNSW settings (`[export.index]`). The defaults reach recall@100 above 0.95 against the exact
-/// ranking on the catalogues measured in `ARCHITECTURE.md`; raise `expansion_search` for more
-/// recall at lower query speed (it can be changed after loading).
+/// HNSW settings (`[export.index]`). The defaults were chosen on trained embeddings of a
+/// 994,433-item catalogue (`MEASUREMENTS.md`, issue 21): recall@100 0.998 against the exact
+/// ranking with a one-thread build of 120 s, where `expansion_add` 128 took four times as long
+/// for 0.9999. Raise `expansion_search` for more recall at lower query speed (it can be
+/// changed after loading), `expansion_add` for a better graph at a slower build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexConfig {
     /// Graph degree (HNSW `M`). Default 16.
     #[serde(default = "default_connectivity")]
     pub connectivity: usize,
-    /// Candidate list size while inserting (`efConstruction`). Default 128.
+    /// Candidate list size while inserting (`efConstruction`). Default 32: build time grows
+    /// about linearly with it.
     #[serde(default = "default_expansion_add")]
     pub expansion_add: usize,
     /// Candidate list size while searching (`ef`); at least K is used. Default 256.
@@ -47,8 +50,8 @@ pub struct IndexConfig {
     pub expansion_search: usize,
     /// Threads inserting items. Default 1: items go in in key order and the same embeddings
     /// give the same graph, file and `+hnsw` metrics on every run. More threads build
-    /// proportionally faster (a 1,000,000-item catalogue: 111 s on 2 threads) but the graph
-    /// then depends on thread timing.
+    /// proportionally faster (994,433 trained items: 120 s on one thread, 63 s on 2) but the
+    /// graph then depends on thread timing.
     #[serde(default = "default_build_threads")]
     pub build_threads: usize,
 }
@@ -65,7 +68,7 @@ impl Default for IndexConfig {
 }
 
 impl IndexConfig {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.connectivity < 2
             || self.expansion_add == 0
             || self.expansion_search == 0

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use recall_core::{RawIds, Table};
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
 use recall_eval::Embeddings;
+use recall_export::export::CandidateSearch;
 use recall_export::index::{self, ApproximateIndex};
 use recall_export::{ExportConfig, export_model};
 use recall_features::encode::{EncodeConfig, EncodeInput, encode};
@@ -278,4 +279,78 @@ fn candidates_exclude_the_whole_history_under_a_per_user_cap() {
             "user {u} was offered item {i}, seen before"
         );
     }
+}
+
+/// Candidates through the serving index (`candidates = "index"`): the same files, marked as
+/// such, seen items still left out, and on this small catalogue the same lists as the exact
+/// ranking; asking for them without an index is refused before any work.
+#[test]
+fn candidates_through_the_index_match_the_exact_ones_on_a_small_catalogue() {
+    let (dir, encode_dir, model_dir) = trained();
+    let run = |out: &str, candidates| {
+        let config = ExportConfig {
+            top_k: 10,
+            candidates,
+            ..ExportConfig::default()
+        };
+        let out = dir.path().join(out);
+        export_model(
+            &encode_dir,
+            &model_dir,
+            &out,
+            "m",
+            &config,
+            "h",
+            &Device::Cpu,
+        )
+        .map(|s| (s, out))
+    };
+    let (exact, exact_dir) = run("exact", CandidateSearch::Exact).unwrap();
+    let (indexed, index_dir) = run("index", CandidateSearch::Index).unwrap();
+    assert_eq!(indexed.candidates, CandidateSearch::Index);
+    assert_eq!(exact.candidates, CandidateSearch::Exact);
+    let lists = |d: &Path| {
+        let c = d.join("candidates.parquet");
+        (ints(&c, "user_id"), ints(&c, "item_id"))
+    };
+    let (a, b) = (lists(&exact_dir), lists(&index_dir));
+    assert_eq!(a.0, b.0);
+    let same = a.1.iter().zip(&b.1).filter(|(x, y)| x == y).count();
+    assert!(
+        same as f64 >= 0.99 * a.1.len() as f64,
+        "{same} of {}",
+        a.1.len()
+    );
+    let metadata = |d: &Path| {
+        Table::read(&d.join("candidates.parquet"))
+            .unwrap()
+            .metadata("recall.search")
+            .map(str::to_owned)
+    };
+    assert_eq!(metadata(&exact_dir).as_deref(), Some("exact"));
+    assert_eq!(metadata(&index_dir).as_deref(), Some("index"));
+    // The probe's recall is measured on the same users either way.
+    assert_eq!(
+        exact.index.as_ref().unwrap().probe_users,
+        indexed.index.as_ref().unwrap().probe_users
+    );
+
+    let no_index = ExportConfig {
+        build_index: false,
+        candidates: CandidateSearch::Index,
+        ..ExportConfig::default()
+    };
+    let err = export_model(
+        &encode_dir,
+        &model_dir,
+        &dir.path().join("never"),
+        "m",
+        &no_index,
+        "h",
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("export.build_index"), "{err}");
+    assert!(!dir.path().join("never").exists());
 }
