@@ -25,6 +25,19 @@ pub enum Activation {
     Prelu,
 }
 
+/// What a tower's last layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LastLayer {
+    /// A plain linear layer (no batch norm, no activation) before the L2 normalisation. The
+    /// default.
+    #[default]
+    Linear,
+    /// Like every hidden layer: batch norm (when `batch_norm`) and the activation, then the L2
+    /// normalisation, as torch-rechub's towers (its `MLP(output_layer=False)`).
+    LikeHidden,
+}
+
 /// History pooling (padding is always masked out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -132,6 +145,16 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+impl LastLayer {
+    fn is_linear(&self) -> bool {
+        *self == LastLayer::Linear
+    }
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
 impl LrSchedule {
     fn is_constant(&self) -> bool {
         *self == LrSchedule::Constant
@@ -231,6 +254,10 @@ pub struct ModelConfig {
     /// activation), as `torch.nn.BatchNorm1d`. Default false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub batch_norm: bool,
+    /// The towers' last layer: `"linear"` (default) or `"like-hidden"` (batch norm and the
+    /// activation as on the hidden layers).
+    #[serde(default, skip_serializing_if = "LastLayer::is_linear")]
+    pub last_layer: LastLayer,
     /// Scores are cosine / temperature. Default 0.05.
     #[serde(default = "default_temperature")]
     pub temperature: f64,
@@ -288,6 +315,10 @@ pub struct TrainConfig {
     /// Adam learning rate (dense layers and embedding rows). Default 1e-3.
     #[serde(default = "default_lr")]
     pub lr: f64,
+    /// L2 penalty added to every gradient, as `torch.optim.Adam(weight_decay=...)` (coupled,
+    /// not AdamW's decoupled decay); embedding rows decay when a batch touches them. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub weight_decay: f64,
     /// Stop after this many epochs without a better validation HitRate@K. Default 2.
     #[serde(default = "default_patience")]
     pub patience: usize,
@@ -371,6 +402,9 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", "must be a positive number");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", "must be a number >= 0");
         }
         if let Some(h) = &self.hard_negatives {
             if matches!(self.loss, Loss::InBatch | Loss::Mixed)

@@ -25,8 +25,11 @@ pub mod config;
 pub mod data;
 pub mod fused;
 pub mod model;
+pub mod norm_op;
 pub mod pool_op;
 pub mod sparse;
+pub mod tables;
+pub mod tower;
 pub mod train;
 
 pub use config::{ModelConfig, ModelKind, TrainConfig};

@@ -22,6 +22,9 @@ pub struct AdamSettings {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// Coupled L2 penalty: `weight_decay * w` is added to a touched row's gradient, as
+    /// `torch.optim.Adam(weight_decay=...)` does (rows no batch touches do not decay).
+    pub weight_decay: f64,
 }
 
 /// A host-side embedding table with lazy Adam state.
@@ -228,10 +231,12 @@ impl SparseTable {
             let step = adam.lr as f32 * c2.sqrt() / c1;
             let g = &grad[local * self.dim..(local + 1) * self.dim];
             let base = row * self.dim;
+            let decay = adam.weight_decay as f32;
             for k in 0..self.dim {
                 let i = base + k;
-                self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[k];
-                self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[k] * g[k];
+                let g = g[k] + decay * self.weights[i];
+                self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+                self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
                 self.weights[i] -= step * self.m[i] / (self.v[i].sqrt() + adam.eps as f32);
             }
         }
@@ -294,6 +299,7 @@ mod tests {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: 0.0,
         };
         t.apply(&g, grad, adam).unwrap();
         for row in 0..4 {

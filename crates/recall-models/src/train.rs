@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::{LogqSource, Loss, NegativeSampler, TrainConfig};
 use crate::data::{EncodedData, SplitRows};
-use crate::model::{Pass, StepRows, TwoTower, UserRows};
+use crate::model::{Pass, StepTables, TwoTower, UserRows};
 use crate::sparse::AdamSettings;
 use crate::{Error, Result};
 
@@ -259,7 +259,7 @@ fn batch_loss(
     sampler: &dyn ItemSampler,
     target_q: &dyn Fn(u32) -> f64,
     hard: Option<&HardRound>,
-) -> Result<(Tensor, StepRows)> {
+) -> Result<(Tensor, StepTables)> {
     let rows = &draw.rows[..];
     let split = &data.train;
     let dev = &model.device;
@@ -560,6 +560,7 @@ fn train_in_pool(
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
+        weight_decay: config.weight_decay,
     };
     let steps_per_epoch = data
         .train
@@ -649,7 +650,16 @@ fn train_in_pool(
                  (nothing is saved by this run; earlier checkpoints stay as they were)"
                 )));
             }
-            let grads = loss.backward()?;
+            let mut grads = loss.backward()?;
+            if config.weight_decay > 0.0 {
+                // Coupled L2 as torch's Adam: the penalty's gradient joins the loss's.
+                for (_, var) in &model.params {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        let decayed = (g + (var.as_tensor() * config.weight_decay)?)?;
+                        grads.insert(var.as_tensor(), decayed);
+                    }
+                }
+            }
             let lr = config.lr
                 * config
                     .lr_schedule
@@ -658,13 +668,7 @@ fn train_in_pool(
             opt.set_learning_rate(lr);
             adam.lr = lr;
             opt.step(&grads)?;
-            let tables = model.tables.named_mut();
-            let mut tables: Vec<_> = tables.into_iter().map(|(_, t)| t).collect();
-            for (slot, g) in &step.gathered {
-                if let Some(grad) = grads.get(g.var.as_tensor()) {
-                    tables[*slot].apply(g, grad, adam)?;
-                }
-            }
+            model.tables.apply(&step, &grads, adam)?;
             loss_sum += value;
             batches += 1;
             progress.batch_done(value, rows.len());

@@ -1,0 +1,293 @@
+//! MLP towers: dense layers with optional batch normalisation, an activation (ReLU, PReLU or
+//! none) and dropout, over candle `Var`s initialised from the seed and named for checkpoints.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng;
+
+use crate::Result;
+use crate::config::{Activation, LastLayer};
+use crate::fused::bias_activation;
+use crate::norm_op::{BatchStats, batch_norm_activation};
+
+/// A dense layer: `act(x W^T + b)` with `act(v) = v` for `v > 0`, else `alpha * v` per output
+/// column, so one fused op serves PReLU (alpha learned), ReLU (alpha 0) and the identity
+/// (alpha 1, a plain linear last layer); with batch normalisation `act(BN(x W^T) + b)`.
+#[derive(Debug, Clone)]
+struct Layer {
+    weight: Tensor,
+    bias: Tensor,
+    alpha: Tensor,
+    norm: Option<BatchNorm>,
+}
+
+/// Batch normalisation (as `torch.nn.BatchNorm1d`): batch statistics while training, which
+/// also move the running ones (momentum 0.1, unbiased variance), the running statistics at
+/// inference. The running statistics are `Var`s without gradients, so they live with the
+/// parameters (checkpoints, snapshots) and the optimiser leaves them alone.
+#[derive(Debug, Clone)]
+struct BatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    /// Moves the running statistics towards a training batch's (unbiased variance, as torch).
+    fn update_running(&self, stats: &BatchStats) -> Result<()> {
+        let m = BN_MOMENTUM as f32;
+        let n = stats.n;
+        let unbiased = (n / (n.max(2.0) - 1.0)) as f32;
+        let dev = self.running_mean.device();
+        let mean = self.running_mean.as_tensor().to_vec1::<f32>()?;
+        let var = self.running_var.as_tensor().to_vec1::<f32>()?;
+        let mean: Vec<f32> = mean
+            .iter()
+            .zip(&stats.mean)
+            .map(|(r, b)| (1.0 - m) * r + m * b)
+            .collect();
+        let var: Vec<f32> = var
+            .iter()
+            .zip(&stats.var)
+            .map(|(r, b)| (1.0 - m) * r + m * b * unbiased)
+            .collect();
+        let c = mean.len();
+        self.running_mean.set(&Tensor::from_vec(mean, c, dev)?)?;
+        self.running_var.set(&Tensor::from_vec(var, c, dev)?)?;
+        Ok(())
+    }
+}
+
+/// What a tower is built from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TowerSpec<'a> {
+    pub name: &'a str,
+    pub input: usize,
+    pub widths: &'a [usize],
+    pub activation: Activation,
+    pub batch_norm: bool,
+    pub last_layer: LastLayer,
+}
+
+/// An MLP with named parameters.
+#[derive(Debug, Clone)]
+pub struct Tower {
+    layers: Vec<Layer>,
+}
+
+/// A source of dropout keep/scale masks of a given shape.
+pub type MaskSource<'a> = &'a mut dyn FnMut(&[usize]) -> Result<Tensor>;
+
+/// How a forward pass runs, as candle's `ModuleT` train flag: inference uses batch
+/// normalisation's running statistics and no dropout; training uses batch statistics (moving
+/// the running ones) and dropout masks at `dropout` (none at 0).
+pub enum Pass<'a> {
+    Infer,
+    Train { dropout: f32, mask: MaskSource<'a> },
+}
+
+impl Pass<'_> {
+    pub fn is_training(&self) -> bool {
+        matches!(self, Pass::Train { .. })
+    }
+
+    pub(crate) fn dropout_active(&self) -> bool {
+        matches!(self, Pass::Train { dropout, .. } if *dropout > 0.0)
+    }
+}
+
+impl std::fmt::Debug for Pass<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pass::Infer => f.write_str("Infer"),
+            Pass::Train { dropout, .. } => {
+                f.debug_struct("Train").field("dropout", dropout).finish()
+            }
+        }
+    }
+}
+
+/// Named dense parameters, for the optimiser and checkpoints.
+pub type Params = Vec<(String, Var)>;
+
+impl Tower {
+    pub(crate) fn new(
+        spec: &TowerSpec<'_>,
+        rng: &mut impl Rng,
+        device: &Device,
+        params: &mut Params,
+    ) -> Result<Self> {
+        let TowerSpec {
+            name,
+            input,
+            widths,
+            activation,
+            batch_norm,
+            last_layer,
+        } = *spec;
+        let mut layers = Vec::new();
+        let mut fan_in = input;
+        for (i, &w) in widths.iter().enumerate() {
+            // Kaiming-uniform bounds as in torch's Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let weight: Vec<f32> = (0..w * fan_in)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let bias: Vec<f32> = (0..w).map(|_| rng.random_range(-bound..bound)).collect();
+            let wv = Var::from_tensor(&Tensor::from_vec(weight, (w, fan_in), device)?)?;
+            let bv = Var::from_tensor(&Tensor::from_vec(bias, w, device)?)?;
+            params.push((format!("{name}.{i}.weight"), wv.clone()));
+            params.push((format!("{name}.{i}.bias"), bv.clone()));
+            let plain = i + 1 == widths.len() && last_layer == LastLayer::Linear;
+            let alpha = match activation {
+                _ if plain => Tensor::ones(w, DType::F32, device)?,
+                Activation::Relu => Tensor::zeros(w, DType::F32, device)?,
+                Activation::Prelu => {
+                    let a = Var::from_tensor(&Tensor::full(0.25f32, w, device)?)?;
+                    params.push((format!("{name}.{i}.prelu"), a.clone()));
+                    a.as_tensor().clone()
+                }
+            };
+            let norm = if batch_norm && !plain {
+                let var = |what: &str, value: f32, params: &mut Params| -> Result<Var> {
+                    let v = Var::from_tensor(&Tensor::full(value, w, device)?)?;
+                    params.push((format!("{name}.{i}.bn_{what}"), v.clone()));
+                    Ok(v)
+                };
+                Some(BatchNorm {
+                    gamma: var("weight", 1.0, params)?.as_tensor().clone(),
+                    beta: var("bias", 0.0, params)?.as_tensor().clone(),
+                    running_mean: var("running_mean", 0.0, params)?,
+                    running_var: var("running_var", 1.0, params)?,
+                })
+            } else {
+                None
+            };
+            layers.push(Layer {
+                weight: wv.as_tensor().clone(),
+                bias: bv.as_tensor().clone(),
+                alpha,
+                norm,
+            });
+            fan_in = w;
+        }
+        Ok(Tower { layers })
+    }
+
+    pub(crate) fn has_batch_norm(&self) -> bool {
+        self.layers.iter().any(|l| l.norm.is_some())
+    }
+
+    /// Applies the tower in `pass` mode. `row_weights`: how many batch rows each input row
+    /// stands for, when the tower runs once per distinct input (batch normalisation then sees
+    /// the statistics of the full batch, repeats included); `None` when every row is one.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        pass: &mut Pass<'_>,
+        row_weights: Option<&[f32]>,
+    ) -> Result<Tensor> {
+        let mut x = x.clone();
+        let training = pass.is_training();
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            let z = x.matmul(&l.weight.t()?)?;
+            x = match &l.norm {
+                Some(norm) => {
+                    let params = Tensor::stack(&[&norm.gamma, &norm.beta, &l.bias, &l.alpha], 0)?;
+                    let running = (!training).then(|| {
+                        (
+                            norm.running_mean.as_tensor(),
+                            norm.running_var.as_tensor(),
+                        )
+                    });
+                    let (y, stats) = batch_norm_activation(&z, &params, running, row_weights)?;
+                    if training {
+                        norm.update_running(&stats)?;
+                    }
+                    y
+                }
+                None => bias_activation(&z, &l.bias, &l.alpha)?,
+            };
+            if i + 1 < n {
+                if let Pass::Train { dropout, mask } = pass {
+                    if *dropout > 0.0 {
+                        x = x.mul(&mask(x.dims())?)?;
+                    }
+                }
+            }
+        }
+        Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn tower(batch_norm: bool, last_layer: LastLayer) -> (Tower, Params) {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut params = Vec::new();
+        let spec = TowerSpec {
+            name: "t",
+            input: 3,
+            widths: &[4, 2],
+            activation: Activation::Prelu,
+            batch_norm,
+            last_layer,
+        };
+        let t = Tower::new(&spec, &mut rng, &Device::Cpu, &mut params).unwrap();
+        (t, params)
+    }
+
+    /// The last layer is plain by default and like the hidden ones with `like-hidden`: its
+    /// parameters are named as torch's would be.
+    #[test]
+    fn the_last_layer_gets_norm_and_activation_only_when_asked() {
+        let names = |p: &Params| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        let (_, linear) = tower(true, LastLayer::Linear);
+        let (_, hidden) = tower(true, LastLayer::LikeHidden);
+        assert!(names(&linear).contains(&"t.0.bn_weight".to_owned()));
+        assert!(!names(&linear).iter().any(|n| n.starts_with("t.1.bn") || n == "t.1.prelu"));
+        for n in ["t.1.bn_weight", "t.1.bn_running_var", "t.1.prelu"] {
+            assert!(names(&hidden).contains(&n.to_owned()), "{n}");
+        }
+    }
+
+    /// Distinct rows weighted by their copies normalise exactly as the batch with its repeats
+    /// does, and move the running statistics the same way; inference leaves them alone.
+    #[test]
+    fn weighted_rows_equal_the_batch_with_repeats() {
+        let dev = Device::Cpu;
+        let distinct = Tensor::new(&[[1f32, 4.0, 0.5], [2.0, -1.0, 0.0], [5.0, 0.5, -2.0]], &dev)
+            .unwrap();
+        let copies = Tensor::new(&[0u32, 1, 1, 2, 2, 2], &dev).unwrap();
+        let repeated = distinct.index_select(&copies, 0).unwrap();
+        let (a, pa) = tower(true, LastLayer::LikeHidden);
+        let (b, pb) = tower(true, LastLayer::LikeHidden);
+        let mut mask = |_: &[usize]| -> Result<Tensor> { unreachable!("no dropout") };
+        let mut train = Pass::Train {
+            dropout: 0.0,
+            mask: &mut mask,
+        };
+        let full = a.forward(&repeated, &mut train, None).unwrap();
+        let weighted = b
+            .forward(&distinct, &mut train, Some(&[1.0, 2.0, 3.0]))
+            .unwrap()
+            .index_select(&copies, 0)
+            .unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let close = |x: Vec<f32>, y: Vec<f32>| x.iter().zip(&y).all(|(p, q)| (p - q).abs() < 1e-5);
+        assert!(close(v(&full), v(&weighted)));
+        for ((na, va), (_, vb)) in pa.iter().zip(&pb) {
+            assert!(close(v(va.as_tensor()), v(vb.as_tensor())), "{na}");
+        }
+        let before: Vec<Vec<f32>> = pa.iter().map(|(_, p)| v(p.as_tensor())).collect();
+        a.forward(&distinct, &mut Pass::Infer, None).unwrap();
+        let after: Vec<Vec<f32>> = pa.iter().map(|(_, p)| v(p.as_tensor())).collect();
+        assert_eq!(before, after);
+    }
+}
