@@ -109,6 +109,16 @@ pub struct FeatureSpec {
     /// Column in the side table.
     pub column: String,
     pub kind: FeatureKind,
+    /// Name of the encoded feature (its `<name>_idx` column, `vocab_<name>.parquet`, the
+    /// model's table). Default: the column's name. Lets one column be encoded twice, such as
+    /// genres as a bag and its first value as a category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For `categorical` over a list column (List<Utf8> or a `|`-separated string): encode the
+    /// list's first value (torch-rechub's `cate_id`, a movie's first genre); an empty list is
+    /// missing (OOV). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_of_list: bool,
     /// For `categorical` and `bag`: values rarer than this become OOV. Default 1.
     #[serde(default = "default_min_count")]
     pub min_count: u64,
@@ -170,6 +180,13 @@ impl EncodeInput {
     }
 }
 
+impl FeatureSpec {
+    /// The encoded feature's name: `name`, else the column's.
+    pub fn feature_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.column)
+    }
+}
+
 impl EncodeConfig {
     fn validate(&self) -> Result<()> {
         if self.max_len == 0 {
@@ -179,8 +196,24 @@ impl EncodeConfig {
             ("user_features", &self.user_features),
             ("item_features", &self.item_features),
         ] {
+            let mut names = std::collections::HashSet::new();
             for (i, spec) in specs.iter().enumerate() {
                 let key = format!("encode.{side}[{i}] ({})", spec.column);
+                if !names.insert(spec.feature_name()) {
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "a second feature named {:?}: give one of them another `name`",
+                            spec.feature_name()
+                        ),
+                    ));
+                }
+                if spec.first_of_list && spec.kind != FeatureKind::Categorical {
+                    return Err(Error::config(
+                        key,
+                        "`first_of_list` needs kind = \"categorical\"",
+                    ));
+                }
                 match spec.kind {
                     FeatureKind::Quantile if spec.buckets.is_none_or(|b| b < 2) => {
                         return Err(Error::config(
@@ -258,7 +291,15 @@ enum Categorical {
     Str(Vec<Option<String>>),
 }
 
-fn categorical(table: &Table, column: &str) -> Result<Categorical> {
+fn categorical(table: &Table, column: &str, first_of_list: bool) -> Result<Categorical> {
+    if first_of_list {
+        return Ok(Categorical::Str(
+            bag(table, column)?
+                .into_iter()
+                .map(|values| values.into_iter().next())
+                .collect(),
+        ));
+    }
     match table.column(column)?.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(Categorical::Str(
             table
@@ -342,14 +383,15 @@ fn encode_side(
         .collect();
 
     for spec in specs {
-        let name = spec.column.clone();
+        let name = spec.feature_name().to_owned();
+        let column = spec.column.as_str();
         let out_col = col::encoded(&name);
         let key = format!("encode.{side}_features ({name})");
         let mut out_col = out_col;
         let mut scaling = None;
         let (array, table_size, boundaries): (ArrayRef, usize, Option<Vec<f64>>) = match spec.kind {
             FeatureKind::Dense => {
-                let values = table.nullable_floats(&name)?;
+                let values = table.nullable_floats(column)?;
                 let present: Vec<f64> = rows
                     .iter()
                     .filter_map(|r| r.and_then(|r| values[r]).map(f64::from))
@@ -376,7 +418,7 @@ fn encode_side(
                 (Arc::new(Float32Array::from(standardised)), 0, None)
             }
             FeatureKind::Categorical => {
-                let (encoded, v) = match categorical(table, &name)? {
+                let (encoded, v) = match categorical(table, column, spec.first_of_list)? {
                     Categorical::Int(values) => {
                         let v = VocabOf::fit(
                             rows.iter().flatten().filter_map(|&r| values[r].as_ref()),
@@ -408,7 +450,7 @@ fn encode_side(
                 (Arc::new(Int32Array::from(encoded)), size, None)
             }
             FeatureKind::Bag => {
-                let values = bag(table, &name)?;
+                let values = bag(table, column)?;
                 let v: VocabOf<String> = VocabOf::fit(
                     rows.iter()
                         .flatten()
@@ -428,7 +470,7 @@ fn encode_side(
                 (Arc::new(builder.finish()), size, None)
             }
             FeatureKind::Quantile | FeatureKind::Boundaries => {
-                let values = table.nullable_floats(&name)?;
+                let values = table.nullable_floats(column)?;
                 let present = || {
                     rows.iter()
                         .map(|r| r.and_then(|r| values[r]).map(f64::from))

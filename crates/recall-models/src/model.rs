@@ -15,10 +15,10 @@ use crate::data::EncodedData;
 pub use crate::fused::l2_normalize;
 use crate::pool_op::{SegmentPool, pool_rows};
 use crate::sparse::{Distinct, Gathered, SparseTable};
-pub use crate::tables::{ItemFeatureSource, StepTables, Tables};
 use crate::tables::dense_inputs;
-pub use crate::tower::{MaskSource, Params, Pass, Tower};
+pub use crate::tables::{ItemFeatureSource, StepTables, Tables};
 use crate::tower::TowerSpec;
+pub use crate::tower::{MaskSource, Params, Pass, Tower};
 
 /// DSSM or YoutubeDNN.
 #[derive(Debug, Clone)]
@@ -174,7 +174,9 @@ impl TwoTower {
         Ok((user_tower, item_tower, params))
     }
 
-    pub(crate) fn tables_input_dims(&self) -> (usize, usize) {
+    /// Input widths of the user and item towers (the item's is that of the embedding alone
+    /// for YoutubeDNN, which has no item tower).
+    pub fn input_widths(&self) -> (usize, usize) {
         self.dims
     }
 
@@ -270,12 +272,14 @@ impl TwoTower {
         let mut parts = vec![self.pool(&step.item, rows.histories.iter().copied())?];
         if self.config.recent_items > 0 {
             let recent = self.config.recent_items;
-            parts.push(self.pool(
-                &step.item,
-                rows.histories
-                    .iter()
-                    .map(|h| &h[h.len().saturating_sub(recent)..]),
-            )?);
+            parts.push(
+                self.pool(
+                    &step.item,
+                    rows.histories
+                        .iter()
+                        .map(|h| &h[h.len().saturating_sub(recent)..]),
+                )?,
+            );
         }
         if let Some(g) = &step.user_id {
             parts.push(g.lookup(rows.users, &[b], dev)?);
@@ -291,12 +295,14 @@ impl TwoTower {
             parts.push(dense_inputs(&data.user_dense, rows.users, dev)?);
         }
         for (g, &source) in step.history_features.iter().zip(&self.history_sources) {
-            parts.push(self.pool(
-                g,
-                rows.histories
-                    .iter()
-                    .map(|h| h.iter().flat_map(move |&i| source.values(data, i))),
-            )?);
+            parts.push(
+                self.pool(
+                    g,
+                    rows.histories
+                        .iter()
+                        .map(|h| h.iter().flat_map(move |&i| source.values(data, i))),
+                )?,
+            );
         }
         let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
         l2_normalize(&self.user_tower.forward(&x, pass, None)?)

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use crate::Result;
-use crate::fused::contiguous;
+use crate::fused::{contiguous, leaky, leaky_slope};
 
 /// The numerical guard of the variance, as `torch.nn.BatchNorm1d`'s default.
 pub const BN_EPS: f64 = 1e-5;
@@ -129,7 +129,9 @@ impl CustomOp2 for BatchNormActivation {
                     var: var.clone(),
                     n: n as f64,
                 },
-                _ => candle_core::bail!("batch-norm-activation: running statistics of width {c} needed"),
+                _ => candle_core::bail!(
+                    "batch-norm-activation: running statistics of width {c} needed"
+                ),
             }
         };
         let rstd = inverse_std(&stats.var);
@@ -141,18 +143,16 @@ impl CustomOp2 for BatchNormActivation {
         let shift: Vec<f32> = (0..c)
             .map(|j| beta[j] + bias[j] - stats.mean[j] * scale[j])
             .collect();
-        let mut out = vec![0f32; n * c];
-        for (o_row, z_row) in out.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
-            for ((((o, &z), &s), &t), &a) in o_row
-                .iter_mut()
-                .zip(z_row)
-                .zip(&scale)
-                .zip(&shift)
-                .zip(alpha)
-            {
-                let v = z * s + t;
-                *o = if v > 0.0 { v } else { a * v };
-            }
+        let mut out = Vec::with_capacity(n * c);
+        for z_row in z.chunks_exact(c) {
+            out.extend(
+                z_row
+                    .iter()
+                    .zip(&scale)
+                    .zip(&shift)
+                    .zip(alpha)
+                    .map(|(((&z, &s), &t), &a)| leaky(z * s + t, a)),
+            );
         }
         *self.stats()? = stats;
         Ok((CpuStorage::F32(out), Shape::from((n, c))))
@@ -215,15 +215,20 @@ impl CustomOp3 for BatchNormActivationGrad {
         let (gamma, rest) = params.split_at(c);
         let (beta, rest) = rest.split_at(c);
         let (bias, alpha) = rest.split_at(c);
-        let mean = &self.stats.mean;
+        let mean = &self.stats.mean[..c];
         let rstd = inverse_std(&self.stats.var);
+        let rstd = &rstd[..c];
         let shift: Vec<f32> = beta.iter().zip(bias).map(|(b, c)| b + c).collect();
+        let shift = &shift[..c];
         let mut out = vec![0f32; (n + 4) * c];
         let (dz, sums) = out.split_at_mut(n * c);
         let (dgamma, sums) = sums.split_at_mut(c);
         let (dbeta, sums) = sums.split_at_mut(c);
         let (dbias, dalpha) = sums.split_at_mut(c);
-        // Pass 1: dv = g * act'(v) into dz, and the column sums of dv, dv * xhat, g * v (v < 0).
+        // Every slice is exactly `c` long, so the column loops below run without bounds checks
+        // and, branch-free, vectorise across the row.
+        // Pass 1: dv = g * act'(v) into dz, and the column sums of dv, dv * xhat and of g * v
+        // where v <= 0 (alpha's gradient).
         for ((d_row, z_row), g_row) in dz
             .chunks_exact_mut(c)
             .zip(z.chunks_exact(c))
@@ -232,28 +237,31 @@ impl CustomOp3 for BatchNormActivationGrad {
             for j in 0..c {
                 let xhat = (z_row[j] - mean[j]) * rstd[j];
                 let v = gamma[j] * xhat + shift[j];
-                let positive = v > 0.0;
-                let dv = if positive { g_row[j] } else { alpha[j] * g_row[j] };
+                let dv = g_row[j] * leaky_slope(v, alpha[j]);
                 d_row[j] = dv;
                 dbeta[j] += dv;
                 dgamma[j] += dv * xhat;
-                dalpha[j] += if positive { 0.0 } else { g_row[j] * v };
+                dalpha[j] += g_row[j] * v.min(0.0);
             }
         }
         dbias.copy_from_slice(dbeta);
-        // Pass 2: dz = gamma * rstd * (dv - w/n * sum(dv) - w * xhat / n * sum(dv * xhat)) in
+        let (dbeta, dgamma) = (&dbeta[..c], &dgamma[..c]);
+        // Pass 2: dz = gamma * rstd * (dv - w/n * (sum(dv) + xhat * sum(dv * xhat))) in
         // training (the statistics depend on every row); gamma * rstd * dv at inference.
         let inv_n = (1.0 / self.stats.n.max(1e-12)) as f32;
+        let k: Vec<f32> = gamma.iter().zip(rstd).map(|(g, r)| g * r).collect();
+        let k = &k[..c];
         for (r, (d_row, z_row)) in dz.chunks_exact_mut(c).zip(z.chunks_exact(c)).enumerate() {
+            if !self.batch {
+                for j in 0..c {
+                    d_row[j] *= k[j];
+                }
+                continue;
+            }
             let w = self.weights.as_ref().map_or(1.0, |w| w[r]) * inv_n;
             for j in 0..c {
-                let k = gamma[j] * rstd[j];
-                d_row[j] = if self.batch {
-                    let xhat = (z_row[j] - mean[j]) * rstd[j];
-                    k * (d_row[j] - w * dbeta[j] - w * xhat * dgamma[j])
-                } else {
-                    k * d_row[j]
-                };
+                let xhat = (z_row[j] - mean[j]) * rstd[j];
+                d_row[j] = k[j] * (d_row[j] - w * (dbeta[j] + xhat * dgamma[j]));
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((n + 4, c))))
@@ -422,7 +430,10 @@ mod tests {
             assert!(close(&s1.mean, &s2.mean, 1e-6) && close(&s1.var, &s2.var, 1e-5));
             assert!((s1.n - s2.n).abs() < 1e-9);
             for (a, b) in g1.iter().zip(&g2) {
-                assert!(close(a, b, 1e-4), "{a:?} vs {b:?} ({running:?}, {weights:?})");
+                assert!(
+                    close(a, b, 1e-4),
+                    "{a:?} vs {b:?} ({running:?}, {weights:?})"
+                );
             }
         }
     }

@@ -197,12 +197,8 @@ impl Tower {
             x = match &l.norm {
                 Some(norm) => {
                     let params = Tensor::stack(&[&norm.gamma, &norm.beta, &l.bias, &l.alpha], 0)?;
-                    let running = (!training).then(|| {
-                        (
-                            norm.running_mean.as_tensor(),
-                            norm.running_var.as_tensor(),
-                        )
-                    });
+                    let running = (!training)
+                        .then(|| (norm.running_mean.as_tensor(), norm.running_var.as_tensor()));
                     let (y, stats) = batch_norm_activation(&z, &params, running, row_weights)?;
                     if training {
                         norm.update_running(&stats)?;
@@ -251,7 +247,11 @@ mod tests {
         let (_, linear) = tower(true, LastLayer::Linear);
         let (_, hidden) = tower(true, LastLayer::LikeHidden);
         assert!(names(&linear).contains(&"t.0.bn_weight".to_owned()));
-        assert!(!names(&linear).iter().any(|n| n.starts_with("t.1.bn") || n == "t.1.prelu"));
+        assert!(
+            !names(&linear)
+                .iter()
+                .any(|n| n.starts_with("t.1.bn") || n == "t.1.prelu")
+        );
         for n in ["t.1.bn_weight", "t.1.bn_running_var", "t.1.prelu"] {
             assert!(names(&hidden).contains(&n.to_owned()), "{n}");
         }
@@ -262,8 +262,11 @@ mod tests {
     #[test]
     fn weighted_rows_equal_the_batch_with_repeats() {
         let dev = Device::Cpu;
-        let distinct = Tensor::new(&[[1f32, 4.0, 0.5], [2.0, -1.0, 0.0], [5.0, 0.5, -2.0]], &dev)
-            .unwrap();
+        let distinct = Tensor::new(
+            &[[1f32, 4.0, 0.5], [2.0, -1.0, 0.0], [5.0, 0.5, -2.0]],
+            &dev,
+        )
+        .unwrap();
         let copies = Tensor::new(&[0u32, 1, 1, 2, 2, 2], &dev).unwrap();
         let repeated = distinct.index_select(&copies, 0).unwrap();
         let (a, pa) = tower(true, LastLayer::LikeHidden);

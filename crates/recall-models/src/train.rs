@@ -500,8 +500,23 @@ pub trait Progress: Sync {
     fn epoch_started(&self, _epoch: usize, _batches: usize) {}
     /// A batch of `examples` training examples finished with this loss.
     fn batch_done(&self, _loss: f64, _examples: usize) {}
+    /// Where that batch's time went (called just before `batch_done`).
+    fn batch_phases(&self, _phases: &StepPhases) {}
     /// An epoch (and its validation) finished.
     fn epoch_finished(&self, _log: &EpochLog) {}
+}
+
+/// Seconds one training step spent in each phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepPhases {
+    /// Waiting for the drawing thread's batch (rows and negatives): 0 when it keeps ahead.
+    pub waiting: f64,
+    /// Gathering the rows of the embedding tables and the forward pass to the loss.
+    pub forward: f64,
+    /// The backward pass.
+    pub backward: f64,
+    /// Adam on the dense parameters and the lazy row-wise Adam on the gathered rows.
+    pub update: f64,
 }
 
 /// The [`Progress`] that ignores everything.
@@ -624,7 +639,8 @@ fn train_in_pool(
             hard,
         };
         let order = &order;
-        let mut train_batch = |draw: BatchDraw| -> Result<()> {
+        let mut train_batch = |draw: BatchDraw, waiting: f64| -> Result<()> {
+            let started = Instant::now();
             let rows = &draw.rows;
             // q per draw of an in-batch candidate: the estimator's expected count per batch
             // over the batch size, or its share of training targets.
@@ -650,7 +666,9 @@ fn train_in_pool(
                  (nothing is saved by this run; earlier checkpoints stay as they were)"
                 )));
             }
+            let forward = started.elapsed().as_secs_f64();
             let mut grads = loss.backward()?;
+            let backward = started.elapsed().as_secs_f64() - forward;
             if config.weight_decay > 0.0 {
                 // Coupled L2 as torch's Adam: the penalty's gradient joins the loss's.
                 for (_, var) in &model.params {
@@ -669,6 +687,12 @@ fn train_in_pool(
             adam.lr = lr;
             opt.step(&grads)?;
             model.tables.apply(&step, &grads, adam)?;
+            progress.batch_phases(&StepPhases {
+                waiting,
+                forward,
+                backward,
+                update: started.elapsed().as_secs_f64() - forward - backward,
+            });
             loss_sum += value;
             batches += 1;
             progress.batch_done(value, rows.len());
@@ -692,8 +716,11 @@ fn train_in_pool(
                     }
                 }
             });
+            let mut waited_from = Instant::now();
             for draw in receiver {
-                train_batch(draw?)?;
+                let waiting = waited_from.elapsed().as_secs_f64();
+                train_batch(draw?, waiting)?;
+                waited_from = Instant::now();
             }
             Ok(())
         })?;
@@ -760,7 +787,7 @@ impl TwoTower {
     pub fn rebuild_dense(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
         let dev = self.device.clone();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-        let fresh = TwoTower::fresh_towers(&self.config, self.tables_input_dims(), &mut rng, &dev)?;
+        let fresh = TwoTower::fresh_towers(&self.config, self.input_widths(), &mut rng, &dev)?;
         // Fresh Vars (then overwritten) so the copy shares no storage with the original.
         self.user_tower = fresh.0;
         self.item_tower = fresh.1;

@@ -26,6 +26,8 @@ fn spec(column: &str, kind: FeatureKind) -> FeatureSpec {
     FeatureSpec {
         column: column.into(),
         kind,
+        name: None,
+        first_of_list: false,
         min_count: 1,
         buckets: None,
         boundaries: None,
@@ -351,6 +353,69 @@ fn encoded_side_tables_follow_vocabulary_order() {
     let (offsets, genres) = items.int_lists("genres_idx").unwrap();
     assert_eq!(offsets.len(), items.num_rows() + 1);
     assert!(genres.iter().all(|&g| g >= 2));
+}
+
+/// A list column encoded twice: as a bag, and its first value as a category under another
+/// name (torch-rechub's `cate_id`), each with a vocabulary of its own; a name used twice and
+/// `first_of_list` on another kind are refused with the key.
+#[test]
+fn the_first_value_of_a_list_is_a_category_of_its_own() {
+    let dir = synthetic_dir();
+    let input = EncodeInput::read_dir(dir.path()).unwrap();
+    let first = FeatureSpec {
+        name: Some("cate_id".into()),
+        first_of_list: true,
+        ..spec("genres", FeatureKind::Categorical)
+    };
+    let config = EncodeConfig {
+        item_features: vec![spec("genres", FeatureKind::Bag), first.clone()],
+        ..EncodeConfig::default()
+    };
+    let e = encode(&input, &config).unwrap();
+    let items = Table::from_batch("items", e.item_table.clone());
+    let (offsets, bags) = items.int_lists("genres_idx").unwrap();
+    let cate = items.ints("cate_id_idx").unwrap();
+    let vocab = |name: &str| {
+        e.feature_vocabs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let (genre_names, cate_names) = (vocab("genres").raw_ids(), vocab("cate_id").raw_ids());
+    for (row, &c) in cate.iter().enumerate() {
+        let bag = &bags[offsets[row]..offsets[row + 1]];
+        let Some(&g) = bag.first() else {
+            assert_eq!(c, 1, "an item without genres has an OOV category");
+            continue;
+        };
+        // Both vocabularies name the same genre for this item.
+        assert_eq!(
+            genre_names.display(g as usize - 2),
+            cate_names.display(c as usize - 2)
+        );
+    }
+    let twice = EncodeConfig {
+        item_features: vec![
+            spec("genres", FeatureKind::Bag),
+            spec("genres", FeatureKind::Categorical),
+        ],
+        ..EncodeConfig::default()
+    };
+    let err = encode(&input, &twice).unwrap_err().to_string();
+    assert!(
+        err.contains("encode.item_features[1]") && err.contains("name"),
+        "{err}"
+    );
+    let wrong_kind = EncodeConfig {
+        item_features: vec![FeatureSpec {
+            kind: FeatureKind::Bag,
+            ..first
+        }],
+        ..EncodeConfig::default()
+    };
+    let err = encode(&input, &wrong_kind).unwrap_err().to_string();
+    assert!(err.contains("first_of_list"), "{err}");
 }
 
 fn interactions_table(dir: &Path, users: Vec<i64>, items: Vec<i64>, seq: Vec<i64>) -> EncodeInput {
