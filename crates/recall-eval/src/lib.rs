@@ -8,6 +8,8 @@
 //!   popularity, per-user values and seeded bootstrap confidence intervals.
 //! - [`baselines`]: most-popular and random rankings on the same split.
 //! - [`embeddings`]: embedding matrices, from memory or from Parquet (`id` + vector columns).
+//! - [`matmul`]: bounds-checked f32 matrix products over slices (the `gemm` kernel), shared
+//!   with the fused training ops of `recall-models`.
 //!
 //! This crate knows no model: anything that produces vectors can be scored.
 //!
@@ -41,6 +43,7 @@
 
 pub mod baselines;
 pub mod embeddings;
+pub mod matmul;
 pub mod metrics;
 pub mod progress;
 pub mod split;

@@ -251,7 +251,6 @@ impl Selector {
 
 /// `scores[u * n + i] = users[u] · items[i]` (row-major `m x dim` times `n x dim`), through
 /// gemm, on `threads` threads (1 inside the parallel top-K; more for a plain product).
-#[allow(unsafe_code)]
 pub fn inner_products(
     users: &[f32],
     items: &[f32],
@@ -259,40 +258,15 @@ pub fn inner_products(
     scores: &mut [f32],
     threads: usize,
 ) {
-    let m = users.len() / dim;
-    let n = items.len() / dim;
-    assert_eq!(scores.len(), m * n, "score buffer matches the block");
-    // SAFETY: `users` is m x dim row-major (row stride dim, column stride 1), `items` is
-    // n x dim row-major read as the dim x n matrix items^T (row stride 1, column stride dim),
-    // `scores` is m x n row-major; the assert above and the slice lengths keep every index
-    // that gemm computes from these strides in bounds, and the three slices do not overlap.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            dim,
-            scores.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            users.as_ptr(),
-            1,
-            dim as isize,
-            items.as_ptr(),
-            dim as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            },
-        );
-    }
+    use crate::matmul::{Matrix, matmul};
+    let (m, n) = (users.len() / dim, items.len() / dim);
+    matmul(
+        Matrix::row_major(users, m, dim),
+        Matrix::row_major(items, n, dim).t(),
+        scores,
+        false,
+        threads,
+    );
 }
 
 /// Exact top-`k` of every row of `users` against every row of `items` by inner product.

@@ -10,6 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::Result;
+use crate::norm_op::{Affine, activate, activate_backward};
 
 /// The f32 values of a contiguous CPU tensor; `what` names the op in errors.
 pub(crate) fn contiguous<'a>(
@@ -71,16 +72,7 @@ impl CustomOp3 for BiasActivation {
                 alpha.len()
             )
         }
-        let mut out = Vec::with_capacity(n * c);
-        for z_row in z.chunks_exact(c) {
-            out.extend(
-                z_row
-                    .iter()
-                    .zip(bias)
-                    .zip(alpha)
-                    .map(|((&z, &b), &a)| leaky(z + b, a)),
-            );
-        }
+        let out = activate(z, &Affine::bias(bias), alpha);
         Ok((CpuStorage::F32(out), Shape::from((n, c))))
     }
 
@@ -136,29 +128,11 @@ impl CustomOp3 for BiasActivationGrad {
             )
         }
         let (bias, alpha) = bias_alpha.split_at(c);
-        let mut out = vec![0f32; (n + 2) * c];
-        let (gz, sums) = out.split_at_mut(n * c);
-        let (gb, ga) = sums.split_at_mut(c);
-        for ((gz_row, z_row), g_row) in gz
-            .chunks_exact_mut(c)
-            .zip(z.chunks_exact(c))
-            .zip(g.chunks_exact(c))
-        {
-            // Branch-free, column-wise accumulation: vectorises across the row.
-            for (((((d, &z), &g), (&b, &a)), gb), ga) in gz_row
-                .iter_mut()
-                .zip(z_row)
-                .zip(g_row)
-                .zip(bias.iter().zip(alpha))
-                .zip(gb.iter_mut())
-                .zip(ga.iter_mut())
-            {
-                let v = z + b;
-                *d = g * leaky_slope(v, a);
-                *gb += *d;
-                *ga += g * v.min(0.0);
-            }
-        }
+        let t = activate_backward(z, g, &Affine::bias(bias), alpha, None);
+        let mut out = t.dz;
+        out.reserve(2 * c);
+        out.extend(t.dbias);
+        out.extend(t.dalpha);
         Ok((CpuStorage::F32(out), Shape::from((n + 2, c))))
     }
 }

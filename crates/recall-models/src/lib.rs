@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod fused;
+mod mlp_op;
 pub mod model;
 pub mod norm_op;
 pub mod pool_op;

@@ -53,7 +53,7 @@ impl BatchNormActivation {
 }
 
 /// Column means and biased variances of `z` (`n` rows of `c`), rows weighted by `weights`.
-fn column_stats(z: &[f32], c: usize, weights: Option<&[f32]>) -> BatchStats {
+pub(crate) fn column_stats(z: &[f32], c: usize, weights: Option<&[f32]>) -> BatchStats {
     let rows = z.len() / c.max(1);
     let mut sum = vec![0f64; c];
     let n: f64 = weights.map_or(rows as f64, |w| w.iter().map(|&x| f64::from(x)).sum());
@@ -98,6 +98,165 @@ fn inverse_std(var: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// The affine map a layer applies before its activation, per column: `v = z * scale + shift`.
+#[derive(Debug, Clone)]
+pub(crate) struct Affine {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl Affine {
+    /// No normalisation: `v = z + bias`.
+    pub(crate) fn bias(bias: &[f32]) -> Self {
+        Affine {
+            scale: vec![1.0; bias.len()],
+            shift: bias.to_vec(),
+        }
+    }
+
+    /// Batch normalisation with `stats` then the bias: `scale = gamma / sqrt(var + eps)`,
+    /// `shift = beta + bias - mean * scale`.
+    pub(crate) fn normalised(
+        gamma: &[f32],
+        beta: &[f32],
+        bias: &[f32],
+        stats: &BatchStats,
+    ) -> Self {
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(inverse_std(&stats.var))
+            .map(|(g, r)| g * r)
+            .collect();
+        let shift = (0..gamma.len())
+            .map(|j| beta[j] + bias[j] - stats.mean[j] * scale[j])
+            .collect();
+        Affine { scale, shift }
+    }
+}
+
+/// `y = leaky(z * scale + shift, alpha)` over the rows of `z` (as wide as `affine`).
+pub(crate) fn activate(z: &[f32], affine: &Affine, alpha: &[f32]) -> Vec<f32> {
+    let c = affine.scale.len();
+    let mut out = Vec::with_capacity(z.len());
+    for z_row in z.chunks_exact(c) {
+        out.extend(
+            z_row
+                .iter()
+                .zip(&affine.scale)
+                .zip(&affine.shift)
+                .zip(alpha)
+                .map(|(((&z, &s), &t), &a)| leaky(z * s + t, a)),
+        );
+    }
+    out
+}
+
+/// What the backward pass of a normalised layer needs besides its affine map.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NormGrad<'a> {
+    pub stats: &'a BatchStats,
+    /// Batch statistics (every row's gradient depends on every other row) or running ones.
+    pub batch: bool,
+    pub weights: Option<&'a [f32]>,
+}
+
+/// Gradients of a layer's tail (normalisation, bias, activation): `dz` `[N, C]`, and per
+/// column the bias's (also beta's), alpha's and gamma's (empty without normalisation).
+#[derive(Debug, Clone)]
+pub(crate) struct TailGrads {
+    pub dz: Vec<f32>,
+    pub dbias: Vec<f32>,
+    pub dalpha: Vec<f32>,
+    pub dgamma: Vec<f32>,
+}
+
+/// The backward pass of [`activate`] given the gradient `g` of its output.
+pub(crate) fn activate_backward(
+    z: &[f32],
+    g: &[f32],
+    affine: &Affine,
+    alpha: &[f32],
+    norm: Option<NormGrad<'_>>,
+) -> TailGrads {
+    let c = affine.scale.len();
+    let mut t = TailGrads {
+        dz: vec![0f32; z.len()],
+        dbias: vec![0f32; c],
+        dalpha: vec![0f32; c],
+        dgamma: if norm.is_some() {
+            vec![0f32; c]
+        } else {
+            Vec::new()
+        },
+    };
+    let rstd = norm.map(|n| inverse_std(&n.stats.var));
+    // Every slice below is re-sliced to exactly `c`, so the column loops run without bounds
+    // checks and, branch-free, vectorise across the row.
+    let (scale, shift, alpha) = (&affine.scale[..c], &affine.shift[..c], &alpha[..c]);
+    {
+        let (dbias, dalpha) = (&mut t.dbias[..c], &mut t.dalpha[..c]);
+        // Pass 1: dv = g * act'(v), and the column sums of dv and g * min(v, 0) (and of
+        // dv * xhat for a normalised layer).
+        let rows =
+            t.dz.chunks_exact_mut(c)
+                .zip(z.chunks_exact(c))
+                .zip(g.chunks_exact(c));
+        match (norm, &rstd) {
+            (Some(norm), Some(rstd)) => {
+                let (mean, rstd) = (&norm.stats.mean[..c], &rstd[..c]);
+                let dgamma = &mut t.dgamma[..c];
+                for ((d_row, z_row), g_row) in rows {
+                    let (d_row, z_row, g_row) = (&mut d_row[..c], &z_row[..c], &g_row[..c]);
+                    for j in 0..c {
+                        let v = z_row[j] * scale[j] + shift[j];
+                        let dv = g_row[j] * leaky_slope(v, alpha[j]);
+                        d_row[j] = dv;
+                        dbias[j] += dv;
+                        dgamma[j] += dv * (z_row[j] - mean[j]) * rstd[j];
+                        dalpha[j] += g_row[j] * v.min(0.0);
+                    }
+                }
+            }
+            _ => {
+                for ((d_row, z_row), g_row) in rows {
+                    let (d_row, z_row, g_row) = (&mut d_row[..c], &z_row[..c], &g_row[..c]);
+                    for j in 0..c {
+                        let v = z_row[j] * scale[j] + shift[j];
+                        let dv = g_row[j] * leaky_slope(v, alpha[j]);
+                        d_row[j] = dv;
+                        dbias[j] += dv;
+                        dalpha[j] += g_row[j] * v.min(0.0);
+                    }
+                }
+            }
+        }
+    }
+    let (Some(norm), Some(rstd)) = (norm, &rstd) else {
+        return t;
+    };
+    // Pass 2: dz = scale * (dv - w/n * (sum(dv) + xhat * sum(dv * xhat))) with batch
+    // statistics (every row's gradient depends on every other row), scale * dv with running
+    // ones (`scale = gamma * rstd`).
+    let (mean, rstd) = (&norm.stats.mean[..c], &rstd[..c]);
+    let (sum_dv, sum_dvx) = (&t.dbias[..c], &t.dgamma[..c]);
+    let inv_n = (1.0 / norm.stats.n.max(1e-12)) as f32;
+    for (r, (d_row, z_row)) in t.dz.chunks_exact_mut(c).zip(z.chunks_exact(c)).enumerate() {
+        let (d_row, z_row) = (&mut d_row[..c], &z_row[..c]);
+        if !norm.batch {
+            for j in 0..c {
+                d_row[j] *= scale[j];
+            }
+            continue;
+        }
+        let w = norm.weights.map_or(1.0, |w| w[r]) * inv_n;
+        for j in 0..c {
+            let xhat = (z_row[j] - mean[j]) * rstd[j];
+            d_row[j] = scale[j] * (d_row[j] - w * (sum_dv[j] + xhat * sum_dvx[j]));
+        }
+    }
+    t
+}
+
 impl CustomOp2 for BatchNormActivation {
     fn name(&self) -> &'static str {
         "batch-norm-activation"
@@ -134,26 +293,10 @@ impl CustomOp2 for BatchNormActivation {
                 ),
             }
         };
-        let rstd = inverse_std(&stats.var);
         let (gamma, rest) = params.split_at(c);
         let (beta, rest) = rest.split_at(c);
         let (bias, alpha) = rest.split_at(c);
-        // y = act(z * scale + shift) with scale = gamma * rstd, shift = beta + bias - mean * scale.
-        let scale: Vec<f32> = gamma.iter().zip(&rstd).map(|(g, r)| g * r).collect();
-        let shift: Vec<f32> = (0..c)
-            .map(|j| beta[j] + bias[j] - stats.mean[j] * scale[j])
-            .collect();
-        let mut out = Vec::with_capacity(n * c);
-        for z_row in z.chunks_exact(c) {
-            out.extend(
-                z_row
-                    .iter()
-                    .zip(&scale)
-                    .zip(&shift)
-                    .zip(alpha)
-                    .map(|(((&z, &s), &t), &a)| leaky(z * s + t, a)),
-            );
-        }
+        let out = activate(z, &Affine::normalised(gamma, beta, bias, &stats), alpha);
         *self.stats()? = stats;
         Ok((CpuStorage::F32(out), Shape::from((n, c))))
     }
@@ -215,55 +358,20 @@ impl CustomOp3 for BatchNormActivationGrad {
         let (gamma, rest) = params.split_at(c);
         let (beta, rest) = rest.split_at(c);
         let (bias, alpha) = rest.split_at(c);
-        let mean = &self.stats.mean[..c];
-        let rstd = inverse_std(&self.stats.var);
-        let rstd = &rstd[..c];
-        let shift: Vec<f32> = beta.iter().zip(bias).map(|(b, c)| b + c).collect();
-        let shift = &shift[..c];
-        let mut out = vec![0f32; (n + 4) * c];
-        let (dz, sums) = out.split_at_mut(n * c);
-        let (dgamma, sums) = sums.split_at_mut(c);
-        let (dbeta, sums) = sums.split_at_mut(c);
-        let (dbias, dalpha) = sums.split_at_mut(c);
-        // Every slice is exactly `c` long, so the column loops below run without bounds checks
-        // and, branch-free, vectorise across the row.
-        // Pass 1: dv = g * act'(v) into dz, and the column sums of dv, dv * xhat and of g * v
-        // where v <= 0 (alpha's gradient).
-        for ((d_row, z_row), g_row) in dz
-            .chunks_exact_mut(c)
-            .zip(z.chunks_exact(c))
-            .zip(g.chunks_exact(c))
-        {
-            for j in 0..c {
-                let xhat = (z_row[j] - mean[j]) * rstd[j];
-                let v = gamma[j] * xhat + shift[j];
-                let dv = g_row[j] * leaky_slope(v, alpha[j]);
-                d_row[j] = dv;
-                dbeta[j] += dv;
-                dgamma[j] += dv * xhat;
-                dalpha[j] += g_row[j] * v.min(0.0);
-            }
-        }
-        dbias.copy_from_slice(dbeta);
-        let (dbeta, dgamma) = (&dbeta[..c], &dgamma[..c]);
-        // Pass 2: dz = gamma * rstd * (dv - w/n * (sum(dv) + xhat * sum(dv * xhat))) in
-        // training (the statistics depend on every row); gamma * rstd * dv at inference.
-        let inv_n = (1.0 / self.stats.n.max(1e-12)) as f32;
-        let k: Vec<f32> = gamma.iter().zip(rstd).map(|(g, r)| g * r).collect();
-        let k = &k[..c];
-        for (r, (d_row, z_row)) in dz.chunks_exact_mut(c).zip(z.chunks_exact(c)).enumerate() {
-            if !self.batch {
-                for j in 0..c {
-                    d_row[j] *= k[j];
-                }
-                continue;
-            }
-            let w = self.weights.as_ref().map_or(1.0, |w| w[r]) * inv_n;
-            for j in 0..c {
-                let xhat = (z_row[j] - mean[j]) * rstd[j];
-                d_row[j] = k[j] * (d_row[j] - w * (dbeta[j] + xhat * dgamma[j]));
-            }
-        }
+        let affine = Affine::normalised(gamma, beta, bias, &self.stats);
+        let norm = NormGrad {
+            stats: &self.stats,
+            batch: self.batch,
+            weights: self.weights.as_deref(),
+        };
+        let t = activate_backward(z, g, &affine, alpha, Some(norm));
+        let mut out = t.dz;
+        out.reserve(4 * c);
+        out.extend(t.dgamma);
+        // beta and the Linear bias enter the same sum, so their gradients are equal.
+        out.extend_from_slice(&t.dbias);
+        out.extend(t.dbias);
+        out.extend(t.dalpha);
         Ok((CpuStorage::F32(out), Shape::from((n + 4, c))))
     }
 }

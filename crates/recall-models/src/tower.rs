@@ -7,6 +7,7 @@ use rand::Rng;
 use crate::Result;
 use crate::config::{Activation, LastLayer};
 use crate::fused::bias_activation;
+use crate::mlp_op::{LayerShape, Statistics, fused_mlp};
 use crate::norm_op::{BatchStats, batch_norm_activation};
 
 /// A dense layer: `act(x W^T + b)` with `act(v) = v` for `v > 0`, else `alpha * v` per output
@@ -35,6 +36,15 @@ struct BatchNorm {
 const BN_MOMENTUM: f64 = 0.1;
 
 impl BatchNorm {
+    /// The running statistics, as inference normalises with them.
+    fn running(&self) -> Result<BatchStats> {
+        Ok(BatchStats {
+            mean: self.running_mean.as_tensor().to_vec1()?,
+            var: self.running_var.as_tensor().to_vec1()?,
+            n: 0.0,
+        })
+    }
+
     /// Moves the running statistics towards a training batch's (unbiased variance, as torch).
     fn update_running(&self, stats: &BatchStats) -> Result<()> {
         let m = BN_MOMENTUM as f32;
@@ -183,7 +193,72 @@ impl Tower {
     /// Applies the tower in `pass` mode. `row_weights`: how many batch rows each input row
     /// stands for, when the tower runs once per distinct input (batch normalisation then sees
     /// the statistics of the full batch, repeats included); `None` when every row is one.
+    /// On CPU without dropout the whole tower is one fused op (`mlp_op`).
     pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        pass: &mut Pass<'_>,
+        row_weights: Option<&[f32]>,
+    ) -> Result<Tensor> {
+        if x.device().is_cpu() && !pass.dropout_active() {
+            return self.forward_fused(x, pass.is_training(), row_weights);
+        }
+        self.forward_layered(x, pass, row_weights)
+    }
+
+    /// [`forward`](Self::forward) as one fused op: the parameters packed in one vector, the
+    /// running statistics moved by the batch's in training.
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        training: bool,
+        row_weights: Option<&[f32]>,
+    ) -> Result<Tensor> {
+        let mut parts = Vec::new();
+        let mut shapes = Vec::with_capacity(self.layers.len());
+        let mut offset = 0;
+        for l in &self.layers {
+            let (output, input) = l.weight.dims2()?;
+            parts.extend([l.weight.flatten_all()?, l.bias.clone(), l.alpha.clone()]);
+            if let Some(norm) = &l.norm {
+                parts.extend([norm.gamma.clone(), norm.beta.clone()]);
+            }
+            let shape = LayerShape {
+                input,
+                output,
+                norm: l.norm.is_some(),
+                offset,
+            };
+            offset += shape.packed_len();
+            shapes.push(shape);
+        }
+        let params = Tensor::cat(&parts, 0)?;
+        let statistics = if training {
+            Statistics::Batch {
+                weights: row_weights.map(<[f32]>::to_vec),
+            }
+        } else {
+            Statistics::Running(
+                self.layers
+                    .iter()
+                    .map(|l| l.norm.as_ref().map(BatchNorm::running).transpose())
+                    .collect::<Result<_>>()?,
+            )
+        };
+        let (y, used) = fused_mlp(x, &params, shapes, statistics)?;
+        if training {
+            for (l, stats) in self.layers.iter().zip(&used) {
+                if let (Some(norm), Some(stats)) = (&l.norm, stats) {
+                    norm.update_running(stats)?;
+                }
+            }
+        }
+        Ok(y)
+    }
+
+    /// [`forward`](Self::forward) layer by layer from candle ops and the per-layer fused ops
+    /// (dropout, other devices, and the fused tower's reference in tests).
+    pub(crate) fn forward_layered(
         &self,
         x: &Tensor,
         pass: &mut Pass<'_>,
@@ -207,12 +282,11 @@ impl Tower {
                 }
                 None => bias_activation(&z, &l.bias, &l.alpha)?,
             };
-            if i + 1 < n {
-                if let Pass::Train { dropout, mask } = pass {
-                    if *dropout > 0.0 {
-                        x = x.mul(&mask(x.dims())?)?;
-                    }
-                }
+            if i + 1 < n
+                && let Pass::Train { dropout, mask } = pass
+                && *dropout > 0.0
+            {
+                x = x.mul(&mask(x.dims())?)?;
             }
         }
         Ok(x)
@@ -222,6 +296,7 @@ impl Tower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Var;
     use rand::SeedableRng;
 
     fn tower(batch_norm: bool, last_layer: LastLayer) -> (Tower, Params) {
@@ -237,6 +312,99 @@ mod tests {
         };
         let t = Tower::new(&spec, &mut rng, &Device::Cpu, &mut params).unwrap();
         (t, params)
+    }
+
+    /// The fused tower gives the layer-by-layer path's output, every gradient (input and
+    /// parameters) and running statistics: with and without batch norm, PReLU and ReLU, a
+    /// plain or activated last layer, rows weighted or not, and at inference.
+    #[test]
+    fn the_fused_tower_matches_the_layered_one() {
+        let dev = Device::Cpu;
+        let x_values: Vec<f32> = (0..6 * 3)
+            .map(|k| ((k * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        for (batch_norm, last_layer, activation) in [
+            (true, LastLayer::LikeHidden, Activation::Prelu),
+            (true, LastLayer::Linear, Activation::Relu),
+            (false, LastLayer::Linear, Activation::Prelu),
+            (false, LastLayer::LikeHidden, Activation::Relu),
+        ] {
+            for weights in [None, Some(&[1.0f32, 2.0, 1.0, 3.0, 1.0, 1.0][..])] {
+                let make = || {
+                    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
+                    let mut params = Vec::new();
+                    let spec = TowerSpec {
+                        name: "t",
+                        input: 3,
+                        widths: &[5, 4, 2],
+                        activation,
+                        batch_norm,
+                        last_layer,
+                    };
+                    let t = Tower::new(&spec, &mut rng, &dev, &mut params).unwrap();
+                    (t, params)
+                };
+                let run = |fused: bool| {
+                    let (tower, params) = make();
+                    let x = Var::from_tensor(
+                        &Tensor::from_vec(x_values.clone(), (6, 3), &dev).unwrap(),
+                    )
+                    .unwrap();
+                    let mut mask = |_: &[usize]| -> Result<Tensor> { unreachable!() };
+                    let mut pass = Pass::Train {
+                        dropout: 0.0,
+                        mask: &mut mask,
+                    };
+                    let y = if fused {
+                        tower.forward(x.as_tensor(), &mut pass, weights).unwrap()
+                    } else {
+                        tower
+                            .forward_layered(x.as_tensor(), &mut pass, weights)
+                            .unwrap()
+                    };
+                    let w = Tensor::from_vec(
+                        (0..y.elem_count())
+                            .map(|k| k as f32 * 0.3 - 1.0)
+                            .collect::<Vec<_>>(),
+                        y.shape(),
+                        &dev,
+                    )
+                    .unwrap();
+                    let grads = (y.clone() * w)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap();
+                    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let mut all = vec![("y".to_owned(), flat(&y))];
+                    all.push(("dx".into(), flat(grads.get(x.as_tensor()).unwrap())));
+                    for (name, var) in &params {
+                        all.push((name.clone(), flat(var.as_tensor())));
+                        if let Some(g) = grads.get(var.as_tensor()) {
+                            all.push((format!("d {name}"), flat(g)));
+                        }
+                    }
+                    let inferred = if fused {
+                        tower.forward(x.as_tensor(), &mut Pass::Infer, None)
+                    } else {
+                        tower.forward_layered(x.as_tensor(), &mut Pass::Infer, None)
+                    };
+                    all.push(("inference".into(), flat(&inferred.unwrap())));
+                    all
+                };
+                let (a, b) = (run(true), run(false));
+                assert_eq!(a.len(), b.len());
+                for ((name, p), (_, q)) in a.iter().zip(&b) {
+                    let ok =
+                        p.len() == q.len() && p.iter().zip(q).all(|(u, v)| (u - v).abs() < 1e-4);
+                    assert!(
+                        ok,
+                        "{name} ({batch_norm}, {last_layer:?}, {activation:?}, {weights:?}): {p:?} vs {q:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// The last layer is plain by default and like the hidden ones with `like-hidden`: its
