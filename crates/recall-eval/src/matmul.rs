@@ -3,8 +3,6 @@
 //! This is the workspace's one call into the unsafe kernel; every view is bounds-checked
 //! before it.
 
-use rayon::prelude::*;
-
 /// A matrix view over a slice: element `(i, j)` is `data[i * row_stride + j * col_stride]`, so
 /// a row-major matrix and its transpose are both views of the same data.
 #[derive(Debug, Clone, Copy)]
@@ -35,27 +33,6 @@ impl<'a> Matrix<'a> {
             cols: self.rows,
             row_stride: self.col_stride,
             col_stride: self.row_stride,
-            ..self
-        }
-    }
-
-    /// Rows `skip..skip + len` (past the end: an empty view, which the bounds check refuses
-    /// if it is used).
-    fn rows(self, skip: usize, len: usize) -> Self {
-        let start = (skip * self.row_stride).min(self.data.len());
-        Matrix {
-            data: &self.data[start..],
-            rows: len,
-            ..self
-        }
-    }
-
-    /// Columns `skip..skip + len`.
-    fn columns(self, skip: usize, len: usize) -> Self {
-        let start = (skip * self.col_stride).min(self.data.len());
-        Matrix {
-            data: &self.data[start..],
-            cols: len,
             ..self
         }
     }
@@ -124,57 +101,6 @@ pub fn matmul(a: Matrix<'_>, b: Matrix<'_>, c: &mut [f32], accumulate: bool, thr
     }
 }
 
-/// [`matmul`] with the work split by rows of `a` (and `c`) across the current rayon pool,
-/// each part on one thread; with `split_inner`, the inner dimension is split instead and the
-/// parts' products summed (for a small `c` over a long inner dimension, such as a weight
-/// gradient `dz^T x` over a batch). For the tall, narrow products of a training step this
-/// kept both cores busier than gemm's own parallelism, which splits the narrow output.
-pub fn matmul_split(a: Matrix<'_>, b: Matrix<'_>, c: &mut [f32], split_inner: bool) {
-    let threads = rayon::current_num_threads();
-    let (rows, inner) = (a.rows, a.cols);
-    let parts = threads
-        .min(if split_inner { inner } else { rows } / 256)
-        .max(1);
-    if parts == 1 {
-        matmul(a, b, c, false, 1);
-        return;
-    }
-    assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
-    assert_eq!(c.len(), a.rows * b.cols, "matmul: output buffer size");
-    if split_inner {
-        // c = the sum over parts of a[:, part] b[part, :].
-        let chunk = inner.div_ceil(parts);
-        let partials: Vec<Vec<f32>> = (0..parts)
-            .into_par_iter()
-            .map(|p| {
-                let start = p * chunk;
-                let len = chunk.min(inner - start);
-                let mut out = vec![0f32; a.rows * b.cols];
-                matmul(
-                    a.columns(start, len),
-                    b.rows(start, len),
-                    &mut out,
-                    false,
-                    1,
-                );
-                out
-            })
-            .collect();
-        c.copy_from_slice(&partials[0]);
-        for part in &partials[1..] {
-            c.iter_mut().zip(part).for_each(|(x, y)| *x += y);
-        }
-    } else {
-        let chunk = rows.div_ceil(parts);
-        c.par_chunks_mut(chunk * b.cols)
-            .enumerate()
-            .for_each(|(p, out)| {
-                let len = out.len() / b.cols;
-                matmul(a.rows(p * chunk, len), b, out, false, 1);
-            });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,41 +142,6 @@ mod tests {
                     .all(|(a, b)| (a - 2.0 * b).abs() < 1e-5)
             );
         }
-    }
-
-    /// Split by rows or by the inner dimension, on two threads, the product is the same.
-    #[test]
-    fn split_products_equal_the_whole() {
-        let (n, k, m) = (1000, 7, 5);
-        let x: Vec<f32> = (0..n * k)
-            .map(|v| ((v * 13 % 17) as f32 - 8.0) / 8.0)
-            .collect();
-        let w: Vec<f32> = (0..m * k).map(|v| (v as f32 - 10.0) / 10.0).collect();
-        let g: Vec<f32> = (0..n * m)
-            .map(|v| ((v * 7 % 11) as f32 - 5.0) / 5.0)
-            .collect();
-        let (xm, wm, gm) = (
-            Matrix::row_major(&x, n, k),
-            Matrix::row_major(&w, m, k),
-            Matrix::row_major(&g, n, m),
-        );
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut whole = vec![0f32; n * m];
-            matmul(xm, wm.t(), &mut whole, false, 1);
-            let mut split = vec![0f32; n * m];
-            matmul_split(xm, wm.t(), &mut split, false);
-            assert_eq!(whole, split);
-            // dW = g^T x over the 1,000 rows, split in two.
-            let mut whole = vec![0f32; m * k];
-            matmul(gm.t(), xm, &mut whole, false, 1);
-            let mut split = vec![0f32; m * k];
-            matmul_split(gm.t(), xm, &mut split, true);
-            assert!(whole.iter().zip(&split).all(|(a, b)| (a - b).abs() < 1e-3));
-        });
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use recall_eval::matmul::{Matrix, matmul_split};
+use recall_eval::matmul::{Matrix, matmul};
 
 use crate::Result;
 use crate::fused::contiguous;
@@ -128,6 +128,9 @@ impl CustomOp2 for FusedMlp {
         let x = contiguous(s1, l1, self.name())?;
         let params = contiguous(s2, l2, self.name())?;
         self.check(n, input, params.len())?;
+        // gemm splits each product's output between the threads (never a sum), so the result
+        // is the same on any number of them.
+        let threads = rayon::current_num_threads();
         let mut cache = Cache::default();
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
@@ -136,11 +139,12 @@ impl CustomOp2 for FusedMlp {
                 _ => x,
             };
             let mut z = vec![0f32; n * l.output];
-            matmul_split(
+            matmul(
                 Matrix::row_major(layer_input, n, l.input),
                 Matrix::row_major(&params[l.weight()], l.output, l.input).t(),
                 &mut z,
                 false,
+                threads,
             );
             let stats = match (&self.statistics, l.norm) {
                 (_, false) => None,
@@ -221,6 +225,7 @@ impl CustomOp3 for FusedMlpGrad<'_> {
         {
             candle_core::bail!("fused-mlp: backward without its forward pass")
         }
+        let threads = rayon::current_num_threads();
         let mut out = vec![0f32; n * input + params.len()];
         let (dx, dparams) = out.split_at_mut(n * input);
         let mut g = grad.to_vec();
@@ -251,19 +256,20 @@ impl CustomOp3 for FusedMlpGrad<'_> {
             let layer_input: &[f32] = if i == 0 { x } else { &cache.hidden[i - 1] };
             let dz = Matrix::row_major(&tail.dz, n, l.output);
             // dW = dz^T x.
-            matmul_split(
+            matmul(
                 dz.t(),
                 Matrix::row_major(layer_input, n, l.input),
                 &mut dparams[l.weight()],
-                true,
+                false,
+                threads,
             );
             // The gradient of the layer's input: dz W.
             let weight = Matrix::row_major(&params[l.weight()], l.output, l.input);
             if i == 0 {
-                matmul_split(dz, weight, dx, false);
+                matmul(dz, weight, dx, false, threads);
             } else {
                 let mut next = vec![0f32; n * l.input];
-                matmul_split(dz, weight, &mut next, false);
+                matmul(dz, weight, &mut next, false, threads);
                 g = next;
             }
         }

@@ -205,6 +205,37 @@ fn batch_norm_trains_checkpoints_and_infers_per_row() {
     );
 }
 
+/// The step's products split their output between threads, never a sum: one and two
+/// training threads give bit-identical weights, batch norm and the fused towers included.
+#[test]
+fn one_or_two_threads_train_bit_identical_weights() {
+    let dir = encoded();
+    let data = EncodedData::read_dir(&dir).unwrap();
+    for kind in ["youtubednn", "dssm"] {
+        let (mut m, mut t) = configs(kind);
+        m.batch_norm = true;
+        m.last_layer = recall_models::config::LastLayer::LikeHidden;
+        t.epochs = 1;
+        t.batch_size = 512;
+        let weights = |threads: usize| {
+            let t = TrainConfig {
+                threads: Some(threads),
+                ..t.clone()
+            };
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+            let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+            train::train(&mut model, &data, &t, 5).unwrap();
+            let out = tempfile::tempdir().unwrap();
+            checkpoint::save(&model, out.path()).unwrap();
+            std::fs::read(out.path().join("model.safetensors")).unwrap()
+        };
+        assert!(
+            weights(1) == weights(2),
+            "{kind}: weights differ between 1 and 2 threads"
+        );
+    }
+}
+
 /// A small synthetic dataset ingested into a fresh directory and encoded with `config` (an
 /// `EncodeConfig` as JSON); the caller writes the encoding where it wants it.
 fn synthetic_encoded(config: serde_json::Value) -> (PathBuf, recall_features::Encoded) {
