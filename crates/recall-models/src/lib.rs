@@ -20,6 +20,7 @@
 //! the examples do. Training uses `TrainConfig::threads` threads (default: the cores, at most
 //! 4) plus one that draws the next batch's negatives.
 
+pub mod adam;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

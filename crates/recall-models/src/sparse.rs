@@ -15,17 +15,7 @@ use rand::Rng;
 
 use crate::Result;
 
-/// Adam settings shared by the sparse tables.
-#[derive(Debug, Clone, Copy)]
-pub struct AdamSettings {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    /// Coupled L2 penalty: `weight_decay * w` is added to a touched row's gradient, as
-    /// `torch.optim.Adam(weight_decay=...)` does (rows no batch touches do not decay).
-    pub weight_decay: f64,
-}
+pub use crate::adam::AdamSettings;
 
 /// A host-side embedding table with lazy Adam state.
 #[derive(Debug, Clone)]
@@ -215,30 +205,26 @@ impl SparseTable {
         })
     }
 
-    /// Lazy Adam on the gathered rows, given the gradient of the gathered `Var`.
+    /// Lazy Adam on the gathered rows, given the gradient of the gathered `Var`: each row
+    /// steps with its own count of updates.
     pub fn apply(&mut self, gathered: &Gathered, grad: &Tensor, adam: AdamSettings) -> Result<()> {
         let grad: Vec<f32> = grad.flatten_all()?.to_vec1()?;
-        let (b1, b2) = (adam.beta1 as f32, adam.beta2 as f32);
+        let d = self.dim;
         for (local, &id) in gathered.ids().iter().enumerate() {
             if id == 0 && self.zero_padding {
                 continue;
             }
             let row = id as usize;
             self.steps[row] += 1;
-            let t = self.steps[row] as i32;
-            let c1 = 1.0 - b1.powi(t);
-            let c2 = 1.0 - b2.powi(t);
-            let step = adam.lr as f32 * c2.sqrt() / c1;
-            let g = &grad[local * self.dim..(local + 1) * self.dim];
-            let base = row * self.dim;
-            let decay = adam.weight_decay as f32;
-            for k in 0..self.dim {
-                let i = base + k;
-                let g = g[k] + decay * self.weights[i];
-                self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
-                self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
-                self.weights[i] -= step * self.m[i] / (self.v[i].sqrt() + adam.eps as f32);
-            }
+            let span = row * d..(row + 1) * d;
+            crate::adam::step(
+                &mut self.weights[span.clone()],
+                &mut self.m[span.clone()],
+                &mut self.v[span],
+                &grad[local * d..(local + 1) * d],
+                self.steps[row] as i32,
+                adam,
+            );
         }
         Ok(())
     }
@@ -294,14 +280,7 @@ mod tests {
             grad.to_vec2::<f32>().unwrap(),
             vec![vec![2.0, -4.0], vec![1.0, -2.0]]
         );
-        let adam = AdamSettings {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        };
-        t.apply(&g, grad, adam).unwrap();
+        t.apply(&g, grad, AdamSettings::new(0.01, 0.0)).unwrap();
         for row in 0..4 {
             for k in 0..2 {
                 let d = t.weights[row * 2 + k] - before[row * 2 + k];

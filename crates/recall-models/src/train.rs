@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use candle_core::{D, Tensor};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use recall_eval::topk::{self, Lists};
@@ -16,10 +15,10 @@ use recall_sampling::inbatch::{Slots, StreamingFrequency};
 use recall_sampling::{ItemSampler, Popularity, Uniform};
 use serde::Serialize;
 
+use crate::adam::{AdamSettings, DenseAdam};
 use crate::config::{LogqSource, Loss, NegativeSampler, TrainConfig};
 use crate::data::{EncodedData, SplitRows};
 use crate::model::{Pass, StepTables, TwoTower, UserRows};
-use crate::sparse::AdamSettings;
 use crate::{Error, Result};
 
 /// First item index that is a real item (0 padding, 1 out-of-vocabulary).
@@ -570,13 +569,7 @@ fn train_in_pool(
     let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let sampler = sampler(config, data)?;
-    let mut adam = AdamSettings {
-        lr: config.lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: config.weight_decay,
-    };
+    let mut adam = AdamSettings::new(config.lr, config.weight_decay);
     let steps_per_epoch = data
         .train
         .len()
@@ -584,15 +577,7 @@ fn train_in_pool(
         .min(config.max_batches_per_epoch.unwrap_or(usize::MAX));
     let total_steps = steps_per_epoch * config.epochs;
     let mut step_index = 0usize;
-    let vars = model.params.iter().map(|(_, v)| v.clone()).collect();
-    let mut opt = AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr: config.lr,
-            weight_decay: 0.0,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let mut opt = DenseAdam::new(model.params.iter().map(|(_, v)| v.clone()));
     // q of every item as an in-batch candidate: its share of the training examples' targets,
     // the distribution in-batch candidates are drawn from (and what the streaming estimator
     // converges to). Not `item_counts`, the training interactions: those also count each
@@ -667,25 +652,15 @@ fn train_in_pool(
                 )));
             }
             let forward = started.elapsed().as_secs_f64();
-            let mut grads = loss.backward()?;
+            let grads = loss.backward()?;
             let backward = started.elapsed().as_secs_f64() - forward;
-            if config.weight_decay > 0.0 {
-                // Coupled L2 as torch's Adam: the penalty's gradient joins the loss's.
-                for (_, var) in &model.params {
-                    if let Some(g) = grads.get(var.as_tensor()) {
-                        let decayed = (g + (var.as_tensor() * config.weight_decay)?)?;
-                        grads.insert(var.as_tensor(), decayed);
-                    }
-                }
-            }
             let lr = config.lr
                 * config
                     .lr_schedule
                     .factor(step_index, total_steps, config.warmup_steps);
             step_index += 1;
-            opt.set_learning_rate(lr);
             adam.lr = lr;
-            opt.step(&grads)?;
+            opt.step(&grads, adam)?;
             model.tables.apply(&step, &grads, adam)?;
             progress.batch_phases(&StepPhases {
                 waiting,
