@@ -7,7 +7,7 @@
 //! do one pass forward and one backward. On other devices the same maths runs through
 //! generic candle ops (what the tests compare against).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::Result;
 use crate::norm_op::{Affine, activate, activate_backward};
@@ -249,6 +249,109 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 pub fn l2_normalize_generic(x: &Tensor) -> Result<Tensor> {
     let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + f64::from(L2_EPS))?.sqrt()?;
     Ok(x.broadcast_div(&norm)?)
+}
+
+/// `scores[b, j] = scale * users[b] · items[b * c + j]`: each row's own `c` candidates, as a
+/// sampled loss scores them. Generic ops broadcast the users over `[B, c, d]`, multiply and
+/// sum (three passes over that size forward, more backward); this is one each way.
+#[derive(Debug, Clone, Copy)]
+struct RowScores {
+    candidates: usize,
+    scale: f32,
+}
+
+impl CustomOp2 for RowScores {
+    fn name(&self) -> &'static str {
+        "row-scores"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, d) = l1.shape().dims2()?;
+        let c = self.candidates;
+        let users = contiguous(s1, l1, self.name())?;
+        let items = contiguous(s2, l2, self.name())?;
+        if items.len() != b * c * d {
+            candle_core::bail!(
+                "row-scores: users [{b}, {d}], {} item values for {c} each",
+                items.len()
+            )
+        }
+        let out: Vec<f32> = users
+            .chunks_exact(d)
+            .zip(items.chunks_exact(c * d))
+            .flat_map(|(u, row)| {
+                row.chunks_exact(d)
+                    .map(move |v| self.scale * u.iter().zip(v).map(|(a, b)| a * b).sum::<f32>())
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from((b, c))))
+    }
+
+    fn bwd(
+        &self,
+        users: &Tensor,
+        items: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, d) = users.dims2()?;
+        let c = self.candidates;
+        let u: Vec<f32> = users.flatten_all()?.to_vec1()?;
+        let v: Vec<f32> = items.flatten_all()?.to_vec1()?;
+        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let mut du = vec![0f32; b * d];
+        let mut dv = vec![0f32; b * c * d];
+        for r in 0..b {
+            let ur = &u[r * d..(r + 1) * d];
+            let dur = &mut du[r * d..(r + 1) * d];
+            for j in 0..c {
+                let k = self.scale * g[r * c + j];
+                let at = (r * c + j) * d;
+                dur.iter_mut()
+                    .zip(&v[at..at + d])
+                    .for_each(|(o, x)| *o += k * x);
+                dv[at..at + d]
+                    .iter_mut()
+                    .zip(ur)
+                    .for_each(|(o, x)| *o = k * x);
+            }
+        }
+        Ok((
+            Some(Tensor::from_vec(du, (b, d), users.device())?),
+            Some(Tensor::from_vec(dv, items.shape(), items.device())?),
+        ))
+    }
+}
+
+/// `[B, c]` scores of each user against its own `c` candidates (`items` `[B * c, d]`, row
+/// `b`'s first), times `scale`.
+pub fn row_scores(users: &Tensor, items: &Tensor, candidates: usize, scale: f64) -> Result<Tensor> {
+    if users.device().is_cpu() {
+        let op = RowScores {
+            candidates,
+            scale: scale as f32,
+        };
+        return Ok(users.contiguous()?.apply_op2(&items.contiguous()?, op)?);
+    }
+    row_scores_generic(users, items, candidates, scale)
+}
+
+/// The same from generic candle ops.
+pub fn row_scores_generic(
+    users: &Tensor,
+    items: &Tensor,
+    candidates: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, d) = users.dims2()?;
+    let v = items.reshape((b, candidates, d))?;
+    Ok((v.broadcast_mul(&users.unsqueeze(1)?)?.sum(D::Minus1)? * scale)?)
 }
 
 /// Softmax cross-entropy over in-batch candidates, row `i`'s label in column `i`: per row
@@ -511,6 +614,55 @@ mod tests {
         assert!(close(&ga1, &ga2), "{ga1} {ga2}");
         // By hand: row 0 of z + b is [0.6, -0.6, -0.5]; PReLU with alpha [0.25, 0, 1].
         assert_eq!(y1.to_vec2::<f32>().unwrap()[0], vec![0.6, 0.0, -0.5]);
+    }
+
+    /// Row scores and their gradients equal the generic broadcast-multiply-sum.
+    #[test]
+    fn row_scores_match_generic_ops() {
+        let dev = Device::Cpu;
+        let (b, c, d) = (3, 4, 5);
+        let var = |n: usize, k: usize| {
+            let v: Vec<f32> = (0..n).map(|i| ((i * k % 13) as f32 - 6.0) / 5.0).collect();
+            Var::from_tensor(&Tensor::from_vec(v, n, &dev).unwrap()).unwrap()
+        };
+        let (u, v) = (var(b * d, 7), var(b * c * d, 3));
+        let w = Tensor::from_vec(
+            (0..b * c).map(|i| i as f32 - 4.0).collect::<Vec<_>>(),
+            (b, c),
+            &dev,
+        )
+        .unwrap();
+        let run = |fused: bool| {
+            let (ut, vt) = (
+                u.as_tensor().reshape((b, d)).unwrap(),
+                v.as_tensor().reshape((b * c, d)).unwrap(),
+            );
+            let f = if fused {
+                row_scores
+            } else {
+                row_scores_generic
+            };
+            let s = f(&ut, &vt, c, 20.0).unwrap();
+            let g = (s.clone() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (
+                flat(&s),
+                flat(g.get(u.as_tensor()).unwrap()),
+                flat(g.get(v.as_tensor()).unwrap()),
+            )
+        };
+        let (a, bb) = (run(true), run(false));
+        for (x, y) in [(&a.0, &bb.0), (&a.1, &bb.1), (&a.2, &bb.2)] {
+            assert!(
+                x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-3),
+                "{x:?} vs {y:?}"
+            );
+        }
     }
 
     /// `fast_exp` stays within 3e-7 of libm's `exp` (relative) over the range that does not

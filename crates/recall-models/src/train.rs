@@ -335,10 +335,8 @@ fn batch_loss(
         mask: &mut mask,
     };
     let u = model.users(data, &step, &urows, &mut pass)?;
-    let v = model
-        .items(data, &step, &candidates, &mut pass)?
-        .reshape((b, n + 1, ()))?;
-    let mut logits = (v.broadcast_mul(&u.unsqueeze(1)?)?.sum(D::Minus1)? / temperature)?;
+    let v = model.items(data, &step, &candidates, &mut pass)?;
+    let mut logits = crate::fused::row_scores(&u, &v, n + 1, 1.0 / temperature)?;
     if config.logq_correction && matches!(config.loss, Loss::SampledSoftmax) {
         let q = sampled_log_q(data, draw, &candidates, n, sampler, hard)?;
         logits = (logits + Tensor::from_vec(q, (b, n + 1), dev)?)?;
