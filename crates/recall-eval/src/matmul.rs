@@ -101,6 +101,60 @@ pub fn matmul(a: Matrix<'_>, b: Matrix<'_>, c: &mut [f32], accumulate: bool, thr
     }
 }
 
+/// `a b` into a new row-major buffer, which the kernel writes without reading: no pass to
+/// zero it first (on a training step's activations and gradients those passes were a
+/// measurable share of the memory traffic).
+#[allow(unsafe_code)]
+pub fn product(a: Matrix<'_>, b: Matrix<'_>, threads: usize) -> Vec<f32> {
+    let len = a.rows * b.cols;
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    if a.cols == 0 {
+        c.resize(len, 0.0);
+        return c;
+    }
+    assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "matmul: view outside its data"
+    );
+    if len == 0 {
+        return c;
+    }
+    // SAFETY: as in `matmul`, every index is inside the three buffers; `c` has capacity for
+    // `len` values and gemm with `read_dst = false` writes each of them once without reading
+    // any (alpha is not applied to an unread destination), so all `len` are initialised when
+    // `set_len` makes them visible.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            c.as_mut_ptr(),
+            1,
+            b.cols as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+        c.set_len(len);
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +184,7 @@ mod tests {
             let mut c = vec![0f32; 6];
             matmul(xm, wm.t(), &mut c, false, threads); // x w^T: 3 x 2
             assert_eq!(c, naive(xm, wm.t()));
+            assert_eq!(product(xm, wm.t(), threads), c);
             let mut d = vec![0f32; 8];
             let cm = Matrix::row_major(&c, 3, 2);
             matmul(cm.t(), xm, &mut d, false, threads); // c^T x: 2 x 4

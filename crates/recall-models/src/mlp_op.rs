@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use recall_eval::matmul::{Matrix, matmul};
+use recall_eval::matmul::{Matrix, matmul, product};
 
 use crate::Result;
 use crate::fused::contiguous;
@@ -138,12 +138,9 @@ impl CustomOp2 for FusedMlp {
                 Some(h) if i > 0 => h,
                 _ => x,
             };
-            let mut z = vec![0f32; n * l.output];
-            matmul(
+            let z = product(
                 Matrix::row_major(layer_input, n, l.input),
                 Matrix::row_major(&params[l.weight()], l.output, l.input).t(),
-                &mut z,
-                false,
                 threads,
             );
             let stats = match (&self.statistics, l.norm) {
@@ -268,9 +265,7 @@ impl CustomOp3 for FusedMlpGrad<'_> {
             if i == 0 {
                 matmul(dz, weight, dx, false, threads);
             } else {
-                let mut next = vec![0f32; n * l.input];
-                matmul(dz, weight, &mut next, false, threads);
-                g = next;
+                g = product(dz, weight, threads);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from(n * input + params.len())))
