@@ -13,9 +13,9 @@ use crate::Result;
 use crate::config::{ModelConfig, ModelKind, Pooling};
 use crate::data::EncodedData;
 pub use crate::fused::l2_normalize;
-use crate::pool_op::{SegmentPool, pool_rows};
-use crate::sparse::{Distinct, Gathered, SparseTable};
-use crate::tables::dense_inputs;
+use crate::input_op::InputPlan;
+use crate::sparse::{Distinct, SparseTable};
+use crate::tables::dense_values;
 pub use crate::tables::{ItemFeatureSource, StepTables, Tables};
 use crate::tower::TowerSpec;
 pub use crate::tower::{MaskSource, Params, Pass, Tower};
@@ -180,21 +180,6 @@ impl TwoTower {
         self.dims
     }
 
-    /// Sum or mean of the embeddings of each list (the mean divides by the list's true length;
-    /// there is no padding to mask), fused into one op on CPU (see `pool_op`).
-    fn pool<'a, L>(&self, g: &Gathered, lists: impl IntoIterator<Item = L>) -> Result<Tensor>
-    where
-        L: IntoIterator<Item = &'a u32>,
-    {
-        let op = SegmentPool::from_lists(
-            lists
-                .into_iter()
-                .map(|l| l.into_iter().map(|id| g.local_index(*id))),
-            self.config.pooling == Pooling::Mean,
-        );
-        pool_rows(g.var.as_tensor(), op)
-    }
-
     /// Gathers, for one step, the item rows of histories and `candidates` plus the side tables'
     /// rows.
     pub fn gather(
@@ -267,45 +252,45 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let b = rows.users.len();
-        let dev = &self.device;
-        let mut parts = vec![self.pool(&step.item, rows.histories.iter().copied())?];
+        let mean = self.config.pooling == Pooling::Mean;
+        let mut plan = InputPlan::new(rows.users.len());
+        let items = plan.table(&step.item);
+        plan.pool(items, rows.histories.iter().copied(), mean);
         if self.config.recent_items > 0 {
             let recent = self.config.recent_items;
-            parts.push(
-                self.pool(
-                    &step.item,
-                    rows.histories
-                        .iter()
-                        .map(|h| &h[h.len().saturating_sub(recent)..]),
-                )?,
-            );
+            let newest = rows
+                .histories
+                .iter()
+                .map(|h| &h[h.len().saturating_sub(recent)..]);
+            plan.pool(items, newest, mean);
         }
         if let Some(g) = &step.user_id {
-            parts.push(g.lookup(rows.users, &[b], dev)?);
+            let t = plan.table(g);
+            plan.lookup(t, rows.users.iter().copied());
         }
         for (g, f) in step.user_features.iter().zip(&data.user_features) {
-            let ids: Vec<u32> = rows.users.iter().map(|&u| f.values[u as usize]).collect();
-            parts.push(g.lookup(&ids, &[b], dev)?);
+            let t = plan.table(g);
+            plan.lookup(t, rows.users.iter().map(|&u| f.values[u as usize]));
         }
         if let Some(g) = &step.age {
-            parts.push(g.lookup(rows.ages, &[b], dev)?);
+            let t = plan.table(g);
+            plan.lookup(t, rows.ages.iter().copied());
         }
         if self.config.user_features && !data.user_dense.is_empty() {
-            parts.push(dense_inputs(&data.user_dense, rows.users, dev)?);
-        }
-        for (g, &source) in step.history_features.iter().zip(&self.history_sources) {
-            parts.push(
-                self.pool(
-                    g,
-                    rows.histories
-                        .iter()
-                        .map(|h| h.iter().flat_map(move |&i| source.values(data, i))),
-                )?,
+            plan.values(
+                data.user_dense.len(),
+                dense_values(&data.user_dense, rows.users),
             );
         }
-        let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
-        l2_normalize(&self.user_tower.forward(&x, pass, None)?)
+        for (g, &source) in step.history_features.iter().zip(&self.history_sources) {
+            let t = plan.table(g);
+            let lists = rows
+                .histories
+                .iter()
+                .map(|h| h.iter().flat_map(move |&i| source.values(data, i)));
+            plan.pool(t, lists, mean);
+        }
+        l2_normalize(&self.user_tower.forward(&plan.assemble()?, pass, None)?)
     }
 
     /// Item vectors `[N, out]` for `candidates`, L2-normalised.
@@ -365,24 +350,24 @@ impl TwoTower {
         pass: &mut Pass<'_>,
         row_weights: Option<&[f32]>,
     ) -> Result<Tensor> {
-        let n = candidates.len();
-        let dev = &self.device;
-        let mut parts = vec![step.item.lookup(candidates, &[n], dev)?];
+        let mean = self.config.pooling == Pooling::Mean;
+        let mut plan = InputPlan::new(candidates.len());
+        let items = plan.table(&step.item);
+        plan.lookup(items, candidates.iter().copied());
         for (g, &source) in step.item_features.iter().zip(&self.item_sources) {
+            let t = plan.table(g);
             if source.is_scalar() {
-                let ids: Vec<u32> = candidates
-                    .iter()
-                    .map(|&c| source.values(data, c)[0])
-                    .collect();
-                parts.push(g.lookup(&ids, &[n], dev)?);
+                plan.lookup(t, candidates.iter().map(|&c| source.values(data, c)[0]));
             } else {
-                parts.push(self.pool(g, candidates.iter().map(|&c| source.values(data, c)))?);
+                plan.pool(t, candidates.iter().map(|&c| source.values(data, c)), mean);
             }
         }
         if self.config.item_features && !data.item_dense.is_empty() {
-            parts.push(dense_inputs(&data.item_dense, candidates, dev)?);
+            plan.values(
+                data.item_dense.len(),
+                dense_values(&data.item_dense, candidates),
+            );
         }
-        let x = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?;
-        l2_normalize(&tower.forward(&x, pass, row_weights)?)
+        l2_normalize(&tower.forward(&plan.assemble()?, pass, row_weights)?)
     }
 }

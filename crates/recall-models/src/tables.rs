@@ -1,7 +1,5 @@
 //! A model's embedding tables, and the rows of them one training step gathered, by name.
 
-use candle_core::{Device, Tensor};
-
 use crate::Result;
 use crate::data::EncodedData;
 use crate::sparse::{AdamSettings, Gathered, SparseTable};
@@ -169,15 +167,11 @@ impl Tables {
     }
 }
 
-/// `[rows, features]` of dense feature values for entity indices `rows`.
-pub(crate) fn dense_inputs(
-    features: &[crate::data::DenseFeature],
-    rows: &[u32],
-    dev: &Device,
-) -> Result<Tensor> {
+/// Dense feature values for entity indices `rows`, row after row (`features.len()` each).
+pub(crate) fn dense_values(features: &[crate::data::DenseFeature], rows: &[u32]) -> Vec<f32> {
     let mut v = Vec::with_capacity(rows.len() * features.len());
     for &r in rows {
         v.extend(features.iter().map(|f| f.values[r as usize]));
     }
-    Ok(Tensor::from_vec(v, (rows.len(), features.len()), dev)?)
+    v
 }
