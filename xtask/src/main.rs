@@ -48,12 +48,28 @@ enum Command {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc hands freed pages back to the OS (purges them) a moment after they empty, and the
+/// next training step faults them in again, zeroed by the kernel: at torch-rechub's YoutubeDNN
+/// sizes about 10,000 page faults per 400 steps and a tenth of the step time (the kernel's
+/// `clear_page` in a profile). A step reuses the same buffers every time, so keep them; peak
+/// memory is unchanged (MEASUREMENTS.md, issue 18).
+fn keep_freed_pages() {
+    // `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3); -1: never purge.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets one option value; mimalloc reads options at every purge decision.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, -1)
+    }
+}
+
 fn main() -> Result<()> {
     // SAFETY: first thing in main, no other thread yet.
     #[allow(unsafe_code)]
     unsafe {
         recall_models::tune_candle_cpu()
     };
+    keep_freed_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -28,8 +28,7 @@ use rand::SeedableRng;
 use recall_models::train::{Progress, StepPhases};
 use recall_models::{EncodedData, TwoTower, train};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod common;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: first thing in main, no other thread yet.
@@ -37,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe {
         recall_models::tune_candle_cpu()
     };
+    common::allocator::keep_freed_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(
         args.first()

@@ -11,9 +11,7 @@ use rand::SeedableRng;
 use recall_models::config::{Loss, ModelConfig, ModelKind, TrainConfig};
 use recall_models::{EncodedData, TwoTower, train};
 
-// The allocator the pipeline binary uses too (see the workspace Cargo.toml).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod common;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: first thing in main, no other thread yet.
@@ -21,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe {
         recall_models::tune_candle_cpu()
     };
+    common::allocator::keep_freed_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(
         args.first()
