@@ -67,17 +67,13 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
     // Impossible model settings fail here, before any stage runs, with the key as the file
     // spells it: `[[models]] "youtubednn": configuration key `model.temperature`: ...`.
     for entry in &config.models {
-        entry
-            .model
-            .validate()
-            .and_then(|()| entry.train.validate())
-            .with_context(|| {
-                format!(
-                    "{}: [[models]] entry name = {:?}",
-                    origin.display(),
-                    entry.name
-                )
-            })?;
+        entry.train.validate_for(&entry.model).with_context(|| {
+            format!(
+                "{}: [[models]] entry name = {:?}",
+                origin.display(),
+                entry.name
+            )
+        })?;
     }
     Ok(config)
 }

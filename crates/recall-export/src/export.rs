@@ -203,6 +203,26 @@ fn seen_items(data: &EncodedData, serving: &SplitRows) -> Lists {
 /// The PyTorch counterpart of a checkpoint tensor, from its name (see
 /// `recall_models::checkpoint`).
 fn torch_counterpart(name: &str, shape: &[usize]) -> String {
+    if name == "sequence.position_embedding" {
+        return format!(
+            "nn.Embedding(num_embeddings={}, embedding_dim={}).weight (SASRec positions counted from the newest item: row {} is the newest)",
+            shape.first().copied().unwrap_or(0),
+            shape.get(1).copied().unwrap_or(0),
+            shape.first().copied().unwrap_or(1).saturating_sub(1)
+        );
+    }
+    if let Some(part) = name.rsplit('.').next().and_then(|l| l.strip_prefix("ln_")) {
+        return format!(
+            "nn.LayerNorm({}, eps=1e-5).{part}",
+            shape.first().copied().unwrap_or(0)
+        );
+    }
+    if name.ends_with(".qkv.weight") && shape.len() == 2 {
+        return format!(
+            "nn.MultiheadAttention(embed_dim={}).in_proj_weight (queries, keys, values stacked: [3 dim, dim])",
+            shape[1]
+        );
+    }
     if name.ends_with(".weight") && shape.len() == 2 {
         format!(
             "nn.Linear(in_features={}, out_features={}).weight (same [out, in] layout)",

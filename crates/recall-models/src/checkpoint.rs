@@ -8,7 +8,13 @@
 //! `item_tower.<i>.*` (like `nn.Linear` weights); `history_feature.<name>` (an item feature
 //! pooled over the history); with batch normalisation `<tower>.<i>.bn_weight`, `.bn_bias`,
 //! `.bn_running_mean`, `.bn_running_var` (`nn.BatchNorm1d`, applied to `x W^T` before the
-//! Linear bias).
+//! Linear bias). SASRec: `sequence.position_embedding` `[max_len, dim]` (row `max_len - 1` is
+//! the newest item's position), per block `i` `sequence.<i>.attention.ln_weight` / `ln_bias`
+//! (the pre-attention `nn.LayerNorm`), `sequence.<i>.attention.qkv.weight` `[3 dim, dim]` and
+//! `.bias` (queries, keys, values stacked, as `nn.MultiheadAttention.in_proj_*`),
+//! `sequence.<i>.attention.output.*`, `sequence.<i>.ffn.ln_*`, `sequence.<i>.ffn.0.*` and
+//! `sequence.<i>.ffn.1.*` (the feed-forward `nn.Linear`s, ReLU between), `sequence.final.ln_*`
+//! and, with user features, `sequence.side.*` (their projection, added at every position).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -14,6 +14,10 @@ pub enum ModelKind {
     /// User tower over user features, pooled watch history and example age; the item side is
     /// the item embedding table itself (shared with the history); L2-normalised.
     Youtubednn,
+    /// SASRec: a causal self-attention user tower over the item history (`blocks`, `heads`,
+    /// `max_len`, `ffn_width`, `dropout`), trained to predict the next item at every position;
+    /// the item side is the item table, as YoutubeDNN's.
+    Sasrec,
 }
 
 /// Hidden-layer activation.
@@ -63,6 +67,9 @@ pub enum Loss {
     Pointwise,
     /// BPR: -log sigmoid(s_pos - s_neg) over `negatives` sampled items.
     Pairwise,
+    /// Softmax over the whole catalogue (no sampling, no correction): exact, and affordable
+    /// where the catalogue is a few thousand items (ML-1M); YoutubeDNN and SASRec.
+    FullSoftmax,
 }
 
 /// Where the in-batch logQ correction takes q from.
@@ -225,6 +232,18 @@ fn default_k() -> usize {
 fn default_std() -> f32 {
     0.05
 }
+fn default_blocks() -> usize {
+    2
+}
+fn is_default_blocks(n: &usize) -> bool {
+    *n == default_blocks()
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+fn one() -> usize {
+    1
+}
 
 /// Architecture settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -288,6 +307,19 @@ pub struct ModelConfig {
     /// Standard deviation of embedding initialisation. Default 0.05.
     #[serde(default = "default_std")]
     pub init_std: f32,
+    /// SASRec: attention blocks. Default 2.
+    #[serde(default = "default_blocks", skip_serializing_if = "is_default_blocks")]
+    pub blocks: usize,
+    /// SASRec: attention heads (`embedding_dim` must divide by it). Default 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub heads: usize,
+    /// SASRec: the newest items the attention sees (training windows and the history a user
+    /// is embedded at). Default, and at most: the encode stage's `max_len`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+    /// SASRec: hidden width of each block's feed-forward net. Default `embedding_dim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffn_width: Option<usize>,
 }
 
 /// Optimisation settings.
@@ -384,7 +416,36 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", "must be in [0, 1)");
         }
+        if self.kind == ModelKind::Sasrec {
+            if self.recent_items > 0 || !self.history_features.is_empty() {
+                return bad(
+                    "recent_items",
+                    "SASRec attends over the history itself: recent_items and history_features are for the pooling kinds",
+                );
+            }
+            if self.blocks == 0 || self.heads == 0 || self.embedding_dim % self.heads != 0 {
+                return bad(
+                    "heads",
+                    "SASRec needs at least one block and one head, and embedding_dim divisible by heads",
+                );
+            }
+            if self.max_len == Some(0) || self.ffn_width == Some(0) {
+                return bad("max_len", "max_len and ffn_width must be at least 1");
+            }
+        }
         Ok(())
+    }
+
+    /// The width of user and item vectors.
+    pub fn output_dim(&self) -> usize {
+        match self.kind {
+            ModelKind::Sasrec => self.embedding_dim,
+            _ => self
+                .user_tower
+                .last()
+                .copied()
+                .unwrap_or(self.embedding_dim),
+        }
     }
 }
 
@@ -397,7 +458,7 @@ impl TrainConfig {
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1");
         }
-        if !matches!(self.loss, Loss::InBatch) && self.negatives == 0 {
+        if !matches!(self.loss, Loss::InBatch | Loss::FullSoftmax) && self.negatives == 0 {
             return bad("negatives", "sampled losses need at least 1 negative");
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -407,7 +468,7 @@ impl TrainConfig {
             return bad("weight_decay", "must be a number >= 0");
         }
         if let Some(h) = &self.hard_negatives {
-            if matches!(self.loss, Loss::InBatch | Loss::Mixed)
+            if matches!(self.loss, Loss::InBatch | Loss::Mixed | Loss::FullSoftmax)
                 || h.count == 0
                 || h.count > self.negatives
             {
@@ -463,6 +524,36 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Checks this training setting against the model it trains (`validate` checks each
+    /// alone): SASRec predicts the next item at every position of a window against a candidate
+    /// set the batch shares, so it takes the shared losses only; full softmax needs an item
+    /// side that is the item table or a tower cheap enough to run over the catalogue.
+    pub fn validate_for(&self, model: &ModelConfig) -> Result<(), Error> {
+        self.validate()?;
+        model.validate()?;
+        if model.kind == ModelKind::Sasrec {
+            if !matches!(self.loss, Loss::InBatch | Loss::Mixed | Loss::FullSoftmax) {
+                return Err(Error::config(
+                    "train.loss",
+                    "SASRec trains every position against candidates its batch shares: use \"in-batch\", \"mixed\" or \"full-softmax\"",
+                ));
+            }
+            if self.hard_negatives.is_some() {
+                return Err(Error::config(
+                    "train.hard_negatives",
+                    "hard negatives need a per-row sampled loss, which SASRec does not use",
+                ));
+            }
+            if self.logq_source == LogqSource::Streaming {
+                return Err(Error::config(
+                    "train.logq_source",
+                    "SASRec corrects its shared candidates by their inclusion probability from counts: leave logq_source at \"counts\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The threads a training run uses for its tensor ops (see [`TrainConfig::threads`]).
     pub fn training_threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {
@@ -475,7 +566,42 @@ impl TrainConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::LrSchedule;
+    use super::{LrSchedule, ModelConfig, TrainConfig};
+
+    fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// SASRec's settings that cannot work fail with the key to change.
+    #[test]
+    fn sasrec_rejects_per_row_losses_hard_negatives_and_streaming_logq() {
+        let model: ModelConfig = parse(serde_json::json!({ "kind": "sasrec" }));
+        let ok: TrainConfig = parse(serde_json::json!({ "loss": "full-softmax" }));
+        ok.validate_for(&model).unwrap();
+        for (train, key) in [
+            (
+                serde_json::json!({ "loss": "sampled-softmax" }),
+                "train.loss",
+            ),
+            (serde_json::json!({ "loss": "pointwise" }), "train.loss"),
+            (
+                serde_json::json!({ "loss": "mixed", "hard_negatives": { "from": "youtubednn", "band": [10, 50], "count": 4 } }),
+                "train.hard_negatives",
+            ),
+            (
+                serde_json::json!({ "loss": "in-batch", "logq_source": "streaming" }),
+                "train.logq_source",
+            ),
+        ] {
+            let err = parse::<TrainConfig>(train)
+                .validate_for(&model)
+                .unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        // The YoutubeDNN-only inputs are refused on the model side.
+        let pooled: ModelConfig = parse(serde_json::json!({ "kind": "sasrec", "recent_items": 3 }));
+        assert!(ok.validate_for(&pooled).is_err());
+    }
 
     #[test]
     fn schedules_warm_up_then_hold_or_decay_to_zero() {

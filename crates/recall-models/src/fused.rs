@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape,
 
 use crate::Result;
 use crate::norm_op::{Affine, activate, activate_backward};
+use crate::par::for_rows;
 
 /// The f32 values of a contiguous CPU tensor; `what` names the op in errors.
 pub(crate) fn contiguous<'a>(
@@ -354,10 +355,10 @@ pub fn row_scores_generic(
     Ok((v.broadcast_mul(&users.unsqueeze(1)?)?.sum(D::Minus1)? * scale)?)
 }
 
-/// Softmax cross-entropy over in-batch candidates, row `i`'s label in column `i`: per row
-/// `logsumexp_j(x_ij) - x_ii` with `x_ij = scale * l_ij + column_bias[j]`, where columns other
-/// than `i` that hold row `i`'s own target (accidental hits) are left out. Output: the per-row
-/// losses `[B]`.
+/// Softmax cross-entropy over candidates the rows share, row `i`'s label in column
+/// `labels[i]` (in-batch: column `i`): per row `logsumexp_j(x_ij) - x_i,label` with
+/// `x_ij = scale * l_ij + column_bias[j]`, where columns other than the label that hold row
+/// `i`'s own target (accidental hits) are left out. Output: the per-row losses `[B]`.
 ///
 /// Built from generic ops this was a bias matrix, an add, a scaled copy, candle's log-softmax
 /// (max, subtract, exp, sum, log, subtract), a gather and the backward of each: a dozen passes
@@ -369,6 +370,7 @@ struct InBatchSoftmax {
     column_bias: Vec<f32>,
     row_targets: Vec<u32>,
     column_items: Vec<u32>,
+    labels: Vec<u32>,
     /// The forward pass's softmax, taken by the backward pass.
     softmax: std::sync::Mutex<Vec<f32>>,
 }
@@ -394,9 +396,10 @@ impl CustomOp1 for InBatchSoftmax {
         let (b, c) = layout.shape().dims2()?;
         let logits = contiguous(storage, layout, self.name())?;
         if self.row_targets.len() != b
+            || self.labels.len() != b
             || self.column_items.len() != c
             || self.column_bias.len() != c
-            || b > c
+            || self.labels.iter().any(|&l| l as usize >= c)
         {
             candle_core::bail!(
                 "in-batch-softmax: logits [{b}, {c}], {} targets, {} candidates, {} corrections",
@@ -406,35 +409,40 @@ impl CustomOp1 for InBatchSoftmax {
             )
         }
         let mut softmax = vec![0f32; b * c];
-        let mut losses = Vec::with_capacity(b);
-        for (i, (x, l)) in softmax
-            .chunks_exact_mut(c)
-            .zip(logits.chunks_exact(c))
-            .enumerate()
-        {
-            let target = self.row_targets[i];
-            // Branch-free over the row; the label column is never a hit and is set after.
-            for ((x, &l), (&bias, &item)) in x
-                .iter_mut()
-                .zip(l)
-                .zip(self.column_bias.iter().zip(&self.column_items))
-            {
-                *x = if item == target {
-                    f32::NEG_INFINITY
-                } else {
-                    self.scale * l + bias
-                };
-            }
-            x[i] = self.scale * l[i] + self.column_bias[i];
-            let max = lane_max(x);
-            let label = x[i] - max;
-            x.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-            let sum = lane_sum(x);
-            let inverse = 1.0 / sum;
-            x.iter_mut().for_each(|v| *v *= inverse);
-            // loss = logsumexp - x_ii = ln(sum) + max - x_ii.
-            losses.push(sum.ln() - label);
-        }
+        let losses: Vec<f32> = {
+            use rayon::prelude::*;
+            softmax
+                .par_chunks_mut(c)
+                .zip(logits.par_chunks(c))
+                .enumerate()
+                .with_min_len(crate::par::ROWS_PER_TASK)
+                .map(|(i, (x, l))| {
+                    let (target, label) = (self.row_targets[i], self.labels[i] as usize);
+                    // Branch-free over the row; the label column is never a hit and is set
+                    // after.
+                    for ((x, &l), (&bias, &item)) in x
+                        .iter_mut()
+                        .zip(l)
+                        .zip(self.column_bias.iter().zip(&self.column_items))
+                    {
+                        *x = if item == target {
+                            f32::NEG_INFINITY
+                        } else {
+                            self.scale * l + bias
+                        };
+                    }
+                    x[label] = self.scale * l[label] + self.column_bias[label];
+                    let max = lane_max(x);
+                    let label_logit = x[label] - max;
+                    x.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+                    let sum = lane_sum(x);
+                    let inverse = 1.0 / sum;
+                    x.iter_mut().for_each(|v| *v *= inverse);
+                    // loss = logsumexp - x_label = ln(sum) + max - x_label.
+                    sum.ln() - label_logit
+                })
+                .collect()
+        };
         *self.cache()? = softmax;
         Ok((CpuStorage::F32(losses), Shape::from(b)))
     }
@@ -452,11 +460,14 @@ impl CustomOp1 for InBatchSoftmax {
             candle_core::bail!("in-batch-softmax: backward without its forward pass")
         }
         let g: Vec<f32> = grad.to_vec1()?;
-        for (i, (row, &gi)) in d.chunks_exact_mut(c).zip(&g).enumerate() {
-            row[i] -= 1.0;
-            let k = gi * self.scale;
-            row.iter_mut().for_each(|v| *v *= k);
-        }
+        for_rows(&mut d, c, |first, chunk| {
+            for (k, row) in chunk.chunks_exact_mut(c).enumerate() {
+                let i = first + k;
+                row[self.labels[i] as usize] -= 1.0;
+                let s = g[i] * self.scale;
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        });
         Ok(Some(Tensor::from_vec(d, (b, c), arg.device())?))
     }
 }
@@ -467,7 +478,7 @@ impl CustomOp1 for InBatchSoftmax {
 /// (relative error below 3e-7, about 4 ulp, tested), and `2^n` built in the exponent
 /// bits. `-inf` gives exactly 0 (masked columns); inputs below about -87 flush to 0.
 #[inline(always)]
-fn fast_exp(x: f32) -> f32 {
+pub(crate) fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n * LN2_HI is exact for the n that occur.
     const LN2_HI: f32 = 0.693_359_4;
@@ -486,7 +497,7 @@ fn fast_exp(x: f32) -> f32 {
 }
 
 /// The largest value, over eight independent lanes (a single running maximum does not vectorise).
-fn lane_max(values: &[f32]) -> f32 {
+pub(crate) fn lane_max(values: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = values.chunks_exact(8);
     let rest = chunks.remainder();
@@ -502,7 +513,7 @@ fn lane_max(values: &[f32]) -> f32 {
 
 /// The sum, over eight independent lanes (vectorises; the order differs from a running sum
 /// only in rounding).
-fn lane_sum(values: &[f32]) -> f32 {
+pub(crate) fn lane_sum(values: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = values.chunks_exact(8);
     let rest = chunks.remainder();
@@ -525,20 +536,74 @@ pub fn in_batch_softmax_loss(
     column_items: &[u32],
     column_bias: &[f32],
 ) -> Result<Tensor> {
+    let labels: Vec<u32> = (0..row_targets.len() as u32).collect();
+    softmax_loss(
+        logits,
+        scale,
+        row_targets,
+        column_items,
+        column_bias,
+        &labels,
+    )
+}
+
+/// [`in_batch_softmax_loss`] with row `i`'s label in column `labels[i]`: the form for a
+/// candidate set the rows share (the whole catalogue, the batch's distinct targets plus
+/// sampled items).
+pub fn softmax_loss(
+    logits: &Tensor,
+    scale: f64,
+    row_targets: &[u32],
+    column_items: &[u32],
+    column_bias: &[f32],
+    labels: &[u32],
+) -> Result<Tensor> {
     if logits.device().is_cpu() {
         let op = InBatchSoftmax {
             scale: scale as f32,
             column_bias: column_bias.to_vec(),
             row_targets: row_targets.to_vec(),
             column_items: column_items.to_vec(),
+            labels: labels.to_vec(),
             softmax: Default::default(),
         };
         return Ok(logits.contiguous()?.apply_op1(op)?.mean_all()?);
     }
-    in_batch_softmax_loss_generic(logits, scale, row_targets, column_items, column_bias)
+    softmax_loss_generic(
+        logits,
+        scale,
+        row_targets,
+        column_items,
+        column_bias,
+        labels,
+    )
 }
 
 /// The same from generic candle ops.
+pub fn softmax_loss_generic(
+    logits: &Tensor,
+    scale: f64,
+    row_targets: &[u32],
+    column_items: &[u32],
+    column_bias: &[f32],
+    labels: &[u32],
+) -> Result<Tensor> {
+    let (b, c) = logits.dims2()?;
+    let mut bias = Vec::with_capacity(b * c);
+    for (&target, &label) in row_targets.iter().zip(labels) {
+        for (j, (&item, &correction)) in column_items.iter().zip(column_bias).enumerate() {
+            let hit = j != label as usize && item == target;
+            bias.push(if hit { f32::NEG_INFINITY } else { correction });
+        }
+    }
+    let dev = logits.device();
+    let x = ((logits * scale)? + Tensor::from_vec(bias, (b, c), dev)?)?;
+    let labels = Tensor::from_slice(labels, (b, 1), dev)?;
+    let ls = candle_nn::ops::log_softmax(&x, D::Minus1)?;
+    Ok(ls.gather(&labels, 1)?.mean_all()?.neg()?)
+}
+
+/// [`in_batch_softmax_loss`] from generic candle ops.
 pub fn in_batch_softmax_loss_generic(
     logits: &Tensor,
     scale: f64,
@@ -546,25 +611,15 @@ pub fn in_batch_softmax_loss_generic(
     column_items: &[u32],
     column_bias: &[f32],
 ) -> Result<Tensor> {
-    let (b, c) = logits.dims2()?;
-    // The first B columns are the batch's targets: their hits are the sampling crate's.
-    let hits = recall_sampling::inbatch::accidental_hits(row_targets);
-    let mut bias = Vec::with_capacity(b * c);
-    for (i, &target) in row_targets.iter().enumerate() {
-        for (j, (&item, &correction)) in column_items.iter().zip(column_bias).enumerate() {
-            let hit = if j < b {
-                hits[i * b + j]
-            } else {
-                item == target
-            };
-            bias.push(if hit { f32::NEG_INFINITY } else { correction });
-        }
-    }
-    let dev = logits.device();
-    let x = ((logits * scale)? + Tensor::from_vec(bias, (b, c), dev)?)?;
-    let labels = Tensor::from_vec((0..b as u32).collect::<Vec<_>>(), (b, 1), dev)?;
-    let ls = candle_nn::ops::log_softmax(&x, D::Minus1)?;
-    Ok(ls.gather(&labels, 1)?.mean_all()?.neg()?)
+    let labels: Vec<u32> = (0..row_targets.len() as u32).collect();
+    softmax_loss_generic(
+        logits,
+        scale,
+        row_targets,
+        column_items,
+        column_bias,
+        &labels,
+    )
 }
 
 #[cfg(test)]

@@ -21,14 +21,21 @@
 //! 4) plus one that draws the next batch's negatives.
 
 pub mod adam;
+mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+mod embed;
 pub mod fused;
+mod hard;
 pub mod input_op;
+pub mod loss;
 mod mlp_op;
 pub mod model;
 pub mod norm_op;
+mod par;
+pub mod seq_op;
+pub mod sequence;
 pub mod sparse;
 pub mod tables;
 pub mod tower;

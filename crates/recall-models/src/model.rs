@@ -14,19 +14,23 @@ use crate::config::{ModelConfig, ModelKind, Pooling};
 use crate::data::EncodedData;
 pub use crate::fused::l2_normalize;
 use crate::input_op::InputPlan;
+use crate::sequence::{Padded, SequenceEncoder, SequenceSpec};
 use crate::sparse::{Distinct, SparseTable};
 use crate::tables::dense_values;
 pub use crate::tables::{ItemFeatureSource, StepTables, Tables};
 use crate::tower::TowerSpec;
 pub use crate::tower::{MaskSource, Params, Pass, Tower};
 
-/// DSSM or YoutubeDNN.
+/// DSSM, YoutubeDNN or SASRec.
 #[derive(Debug, Clone)]
 pub struct TwoTower {
     pub config: ModelConfig,
     pub tables: Tables,
+    /// The MLP over the user input (DSSM, YoutubeDNN; empty for SASRec).
     pub user_tower: Tower,
     pub item_tower: Option<Tower>,
+    /// SASRec's self-attention over the history.
+    pub sequence: Option<SequenceEncoder>,
     pub params: Params,
     pub device: Device,
     /// Input widths of the user and item towers.
@@ -35,6 +39,16 @@ pub struct TwoTower {
     history_sources: Vec<ItemFeatureSource>,
     /// Sources of `tables.item_features` (DSSM), in the same order.
     item_sources: Vec<ItemFeatureSource>,
+    /// SASRec's encoder settings (to rebuild it from a checkpoint).
+    sequence_spec: Option<SequenceSpec>,
+}
+
+/// Freshly initialised dense parts of a model, with their named parameters.
+pub(crate) struct Towers {
+    pub user: Tower,
+    pub item: Option<Tower>,
+    pub sequence: Option<SequenceEncoder>,
+    pub params: Params,
 }
 
 /// The rows of one forward pass on the user side.
@@ -67,8 +81,11 @@ impl TwoTower {
         } else {
             Vec::new()
         };
-        let age = (config.example_age && data.age_table_size > 0)
-            .then(|| SparseTable::new(data.age_table_size, fd, std, rng));
+        // Example age is per training example; SASRec trains every position of a window at
+        // once and leaves it out.
+        let age =
+            (config.example_age && data.age_table_size > 0 && config.kind != ModelKind::Sasrec)
+                .then(|| SparseTable::new(data.age_table_size, fd, std, rng));
         let mut history_sources = Vec::new();
         let mut history_features = Vec::new();
         for name in &config.history_features {
@@ -117,8 +134,32 @@ impl TwoTower {
                 + usize::from(age.is_some()))
             + user_dense;
         let item_in = d + fd * item_features.len() + item_dense;
-        let (user_tower, item_tower, params) =
-            Self::fresh_towers(config, (user_in, item_in), rng, device)?;
+        let sequence_spec = if config.kind == ModelKind::Sasrec {
+            let max_len = config.max_len.unwrap_or(data.max_len);
+            if max_len > data.max_len {
+                return Err(recall_core::Error::config(
+                    "model.max_len",
+                    format!(
+                        "{max_len} is longer than the histories the encode stage keeps (encode.max_len = {}): raise encode.max_len",
+                        data.max_len
+                    ),
+                )
+                .into());
+            }
+            Some(SequenceSpec {
+                dim: d,
+                blocks: config.blocks,
+                heads: config.heads,
+                max_len,
+                ffn: config.ffn_width.unwrap_or(d),
+                // The user's side inputs (no history pooling): ids, features, dense values.
+                side: user_in - d * pooled - fd * history_features.len(),
+                dropout: config.dropout,
+            })
+        } else {
+            None
+        };
+        let towers = Self::fresh_towers(config, (user_in, item_in), sequence_spec, rng, device)?;
         Ok(TwoTower {
             config: config.clone(),
             tables: Tables {
@@ -129,23 +170,27 @@ impl TwoTower {
                 history_features,
                 item_features,
             },
-            user_tower,
-            item_tower,
-            params,
+            user_tower: towers.user,
+            item_tower: towers.item,
+            sequence: towers.sequence,
+            params: towers.params,
             device: device.clone(),
             dims: (user_in, item_in),
             history_sources,
             item_sources,
+            sequence_spec,
         })
     }
 
-    /// Newly initialised towers for inputs of widths `dims` (user, item).
+    /// Newly initialised towers for inputs of widths `dims` (user, item), and SASRec's
+    /// encoder for `sequence`.
     pub(crate) fn fresh_towers(
         config: &ModelConfig,
         dims: (usize, usize),
+        sequence: Option<SequenceSpec>,
         rng: &mut impl Rng,
         device: &Device,
-    ) -> Result<(Tower, Option<Tower>, Params)> {
+    ) -> Result<Towers> {
         let mut params = Vec::new();
         let spec = |name, input, widths| TowerSpec {
             name,
@@ -155,12 +200,27 @@ impl TwoTower {
             batch_norm: config.batch_norm,
             last_layer: config.last_layer,
         };
+        let user_widths: &[usize] = if sequence.is_some() {
+            &[]
+        } else {
+            &config.user_tower
+        };
         let user_tower = Tower::new(
-            &spec("user_tower", dims.0, &config.user_tower),
+            &spec("user_tower", dims.0, user_widths),
             rng,
             device,
             &mut params,
         )?;
+        let sequence = match sequence {
+            Some(spec) => Some(SequenceEncoder::new(
+                spec,
+                config.init_std,
+                rng,
+                device,
+                &mut params,
+            )?),
+            None => None,
+        };
         let item_tower = if config.kind == ModelKind::Dssm {
             Some(Tower::new(
                 &spec("item_tower", dims.1, &config.item_tower),
@@ -171,7 +231,16 @@ impl TwoTower {
         } else {
             None
         };
-        Ok((user_tower, item_tower, params))
+        Ok(Towers {
+            user: user_tower,
+            item: item_tower,
+            sequence,
+            params,
+        })
+    }
+
+    pub(crate) fn sequence_spec(&self) -> Option<SequenceSpec> {
+        self.sequence_spec
     }
 
     /// Input widths of the user and item towers (the item's is that of the embedding alone
@@ -252,6 +321,9 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
+        if self.sequence.is_some() {
+            return self.sequence_users(data, step, rows, pass);
+        }
         let mean = self.config.pooling == Pooling::Mean;
         let mut plan = InputPlan::new(rows.users.len());
         let items = plan.table(&step.item);
@@ -291,6 +363,72 @@ impl TwoTower {
             plan.pool(t, lists, mean);
         }
         l2_normalize(&self.user_tower.forward(&plan.assemble()?, pass, None)?)
+    }
+
+    /// The user's side inputs (user id, features, dense values) as SASRec adds them to every
+    /// position: `[B, side]`, or `None` when the model has none.
+    pub(crate) fn side_inputs(
+        &self,
+        data: &EncodedData,
+        step: &StepTables,
+        users: &[u32],
+    ) -> Result<Option<Tensor>> {
+        let mut plan = InputPlan::new(users.len());
+        let mut any = false;
+        if let Some(g) = &step.user_id {
+            let t = plan.table(g);
+            plan.lookup(t, users.iter().copied());
+            any = true;
+        }
+        for (g, f) in step.user_features.iter().zip(&data.user_features) {
+            let t = plan.table(g);
+            plan.lookup(t, users.iter().map(|&u| f.values[u as usize]));
+            any = true;
+        }
+        if self.config.user_features && !data.user_dense.is_empty() {
+            plan.values(data.user_dense.len(), dense_values(&data.user_dense, users));
+            any = true;
+        }
+        Ok(if any { Some(plan.assemble()?) } else { None })
+    }
+
+    /// SASRec's hidden states `[B, len, dim]`: the encoder over each row's newest `max_len`
+    /// history items, left-padded to the longest (`len`), the newest at `len - 1`.
+    pub fn sequence_hidden(
+        &self,
+        data: &EncodedData,
+        step: &StepTables,
+        rows: &UserRows,
+        pass: &mut Pass<'_>,
+    ) -> Result<Tensor> {
+        let encoder = self.sequence.as_ref().ok_or_else(|| {
+            crate::Error::Training(format!(
+                "a {:?} model has no sequence encoder",
+                self.config.kind
+            ))
+        })?;
+        let max_len = encoder.spec().max_len;
+        let windows = Padded::new(
+            rows.histories
+                .iter()
+                .map(|h| &h[h.len().saturating_sub(max_len)..]),
+        );
+        let side = self.side_inputs(data, step, rows.users)?;
+        let hidden = encoder.forward(&step.item, &windows, side.as_ref(), pass)?;
+        Ok(hidden.reshape((windows.rows(), windows.len, ()))?)
+    }
+
+    /// SASRec's user vectors: the hidden state at each row's newest position, L2-normalised.
+    fn sequence_users(
+        &self,
+        data: &EncodedData,
+        step: &StepTables,
+        rows: &UserRows,
+        pass: &mut Pass<'_>,
+    ) -> Result<Tensor> {
+        let hidden = self.sequence_hidden(data, step, rows, pass)?;
+        let len = hidden.dim(1)?;
+        l2_normalize(&hidden.narrow(1, len - 1, 1)?.squeeze(1)?)
     }
 
     /// Item vectors `[N, out]` for `candidates`, L2-normalised.

@@ -4,21 +4,20 @@
 
 use std::time::Instant;
 
-use candle_core::{D, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use recall_eval::topk::{self, Lists};
-use recall_eval::{Embeddings, metrics};
-use recall_sampling::exclude::{draw_excluding_with_mass, excluded_mass};
-use recall_sampling::hard::HardNegatives;
+use recall_sampling::exclude::excluded_mass;
 use recall_sampling::inbatch::{Slots, StreamingFrequency};
-use recall_sampling::{ItemSampler, Popularity, Uniform};
 use serde::Serialize;
 
 use crate::adam::{AdamSettings, DenseAdam};
-use crate::config::{LogqSource, Loss, NegativeSampler, TrainConfig};
-use crate::data::{EncodedData, SplitRows};
-use crate::model::{Pass, StepTables, TwoTower, UserRows};
+pub use crate::batch::example_target_q;
+use crate::batch::{BatchDraw, Negatives, Windows, batch_loss, draw_batch, sampler};
+use crate::config::{LogqSource, TrainConfig};
+use crate::data::EncodedData;
+pub use crate::hard::{HardRound, mine_hard_negatives, mining_split};
+pub use crate::loss::{bce_with_logits, bpr, softmax_first};
+use crate::model::TwoTower;
 use crate::{Error, Result};
 
 /// First item index that is a real item (0 padding, 1 out-of-vocabulary).
@@ -42,442 +41,6 @@ pub struct TrainReport {
     pub best_epoch: usize,
     pub train_seconds: f64,
     pub examples_per_second: f64,
-}
-
-/// Stable binary cross-entropy on logits: `relu(x) - x*y + ln(1 + exp(-|x|))`, mean.
-pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let loss = (logits.relu()? - logits.mul(labels)?)?
-        .add(&logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
-    Ok(loss.mean_all()?)
-}
-
-/// Softmax cross-entropy with the label in column 0: `-mean(log_softmax(logits)[:, 0])`.
-pub fn softmax_first(logits: &Tensor) -> Result<Tensor> {
-    let ls = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    Ok(ls.narrow(1, 0, 1)?.mean_all()?.neg()?)
-}
-
-/// BPR: `mean(softplus(-(s_pos - s_neg)))` with the positive in column 0.
-pub fn bpr(logits: &Tensor) -> Result<Tensor> {
-    let n = logits.dim(1)?;
-    let diff = logits
-        .narrow(1, 0, 1)?
-        .broadcast_sub(&logits.narrow(1, 1, n - 1)?)?;
-    // softplus(-d) = relu(-d) + ln(1 + exp(-|d|)), stable for large |d|.
-    let neg = diff.neg()?;
-    let sp = (neg.relu()? + diff.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
-    Ok(sp.mean_all()?)
-}
-
-fn sampler(config: &TrainConfig, data: &EncodedData) -> Result<Box<dyn ItemSampler>> {
-    let end = data.item_table_size as u32;
-    Ok(match config.sampler {
-        NegativeSampler::Uniform => Box::new(Uniform::new(FIRST_ITEM, end)?),
-        NegativeSampler::Popularity { alpha } => {
-            Box::new(Popularity::new(&data.item_counts, FIRST_ITEM, alpha)?)
-        }
-    })
-}
-
-/// Histories (borrowed from the sequences), users and age buckets of some rows of a split.
-fn user_rows<'a>(
-    data: &'a EncodedData,
-    split: &SplitRows,
-    rows: &[usize],
-) -> (Vec<&'a [u32]>, Vec<u32>, Vec<u32>) {
-    (
-        rows.iter().map(|&r| data.history(split, r)).collect(),
-        rows.iter().map(|&r| split.user[r]).collect(),
-        rows.iter().map(|&r| split.age_bucket[r]).collect(),
-    )
-}
-
-impl TwoTower {
-    /// Embeddings of every row of `split` (the user side at that row's history and age).
-    pub fn embed_split(&self, data: &EncodedData, split: &SplitRows) -> Result<Embeddings> {
-        let mut out = Vec::with_capacity(split.len() * self.output_dim());
-        for chunk in (0..split.len()).collect::<Vec<_>>().chunks(4096) {
-            let (hist, users, ages) = user_rows(data, split, chunk);
-            let rows = UserRows {
-                users: &users,
-                histories: &hist,
-                ages: &ages,
-            };
-            let step = self.gather(data, &rows, &[])?;
-            let u = self.users(data, &step, &rows, &mut Pass::Infer)?;
-            out.extend(u.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(Embeddings::new(self.output_dim(), out)?)
-    }
-
-    /// Embeddings of every item index (rows 0 and 1 are the reserved slots; skip them when
-    /// ranking).
-    pub fn embed_items(&self, data: &EncodedData) -> Result<Embeddings> {
-        let all: Vec<u32> = (0..data.item_table_size as u32).collect();
-        let mut out = Vec::with_capacity(all.len() * self.output_dim());
-        for chunk in all.chunks(8192) {
-            let rows = UserRows {
-                users: &[],
-                histories: &[],
-                ages: &[],
-            };
-            let step = self.gather(data, &rows, chunk)?;
-            out.extend(
-                self.items(data, &step, chunk, &mut Pass::Infer)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?,
-            );
-        }
-        Ok(Embeddings::new(self.output_dim(), out)?)
-    }
-
-    pub fn output_dim(&self) -> usize {
-        self.config
-            .user_tower
-            .last()
-            .copied()
-            .unwrap_or(self.config.embedding_dim)
-    }
-
-    /// HitRate@k of `split` (exact full-catalogue ranking, nothing filtered).
-    pub fn hit_rate(&self, data: &EncodedData, split: &SplitRows, k: usize) -> Result<f64> {
-        let users = self.embed_split(data, split)?;
-        let items = self.embed_items(data)?;
-        let top = topk::exact(
-            &users,
-            &items,
-            k,
-            &topk::Options {
-                first_item: FIRST_ITEM,
-                ..Default::default()
-            },
-        )?;
-        let truth = Lists::from_rows(
-            &(0..split.len())
-                .map(|r| vec![data.target(split, r)])
-                .collect::<Vec<_>>(),
-        );
-        let report = metrics::evaluate(&top, &truth, &[k], None)?;
-        Ok(report.at(k).map_or(0.0, |m| m.hit_rate))
-    }
-}
-
-/// Each item's share of the training examples' targets (an item never a target gets the
-/// share of one, so its logQ stays finite).
-pub fn example_target_q(data: &EncodedData) -> Vec<f64> {
-    let mut counts = vec![0u64; data.item_table_size];
-    for r in 0..data.train.len() {
-        counts[data.target(&data.train, r) as usize] += 1;
-    }
-    let total = data.train.len().max(1) as f64;
-    counts.iter().map(|&c| c.max(1) as f64 / total).collect()
-}
-
-/// Where a batch's negatives come from.
-struct Negatives<'a> {
-    sampler: &'a dyn ItemSampler,
-    /// Sampler mass of each user's positives (see `draw_excluding_with_mass`).
-    user_mass: &'a [f64],
-    hard: Option<&'a HardRound>,
-}
-
-/// Everything random about one batch, drawn ahead of the step that trains on it: the rows,
-/// the sampled negatives and a seed for the dropout masks. Drawing does not depend on the
-/// model, so a second thread draws batch t + 1 while batch t trains (sampling was about a
-/// seventh of a YoutubeDNN step at torch-rechub's sizes).
-struct BatchDraw {
-    rows: Vec<usize>,
-    /// Sampled losses: `negatives` items per row, row after row (a row's hard negatives
-    /// first). Mixed: the draws the whole batch shares. In-batch: none.
-    negatives: Vec<u32>,
-    /// How many of each row's negatives are hard ones (empty without a hard round).
-    hard_counts: Vec<usize>,
-    dropout_seed: u64,
-}
-
-/// Draws a batch's negatives (never one of the user's training positives for per-row
-/// negatives; mixed negatives are shared by the batch and masked where they hit a target).
-fn draw_batch(
-    data: &EncodedData,
-    config: &TrainConfig,
-    rows: &[usize],
-    negatives: &Negatives<'_>,
-    rng: &mut Xoshiro256PlusPlus,
-) -> Result<BatchDraw> {
-    let dropout_seed = rng.random();
-    let mut hard_counts = Vec::new();
-    let drawn = match config.loss {
-        Loss::InBatch => Vec::new(),
-        Loss::Mixed => (0..config.negatives)
-            .map(|_| negatives.sampler.draw(rng))
-            .collect(),
-        _ => {
-            let n = config.negatives;
-            let mut all = Vec::with_capacity(rows.len() * n);
-            let mut negs = Vec::with_capacity(n);
-            for &r in rows {
-                negs.clear();
-                let user = data.train.user[r] as usize;
-                let positives = &data.user_positives[user];
-                // Hard negatives first (users the mining model ranked), the rest from the sampler.
-                if let Some(h) = negatives.hard.filter(|h| h.has_ranking(user)) {
-                    h.negatives
-                        .draw(user, rng, positives, h.count.min(n), &mut negs)?;
-                }
-                if negatives.hard.is_some() {
-                    hard_counts.push(negs.len());
-                }
-                let rest = n - negs.len();
-                draw_excluding_with_mass(
-                    negatives.sampler,
-                    rng,
-                    positives,
-                    negatives.user_mass[user],
-                    rest,
-                    &mut negs,
-                )?;
-                all.extend_from_slice(&negs);
-            }
-            all
-        }
-    };
-    Ok(BatchDraw {
-        rows: rows.to_vec(),
-        negatives: drawn,
-        hard_counts,
-        dropout_seed,
-    })
-}
-
-/// Loss of one drawn batch.
-fn batch_loss(
-    model: &TwoTower,
-    data: &EncodedData,
-    config: &TrainConfig,
-    draw: &BatchDraw,
-    sampler: &dyn ItemSampler,
-    target_q: &dyn Fn(u32) -> f64,
-    hard: Option<&HardRound>,
-) -> Result<(Tensor, StepTables)> {
-    let rows = &draw.rows[..];
-    let split = &data.train;
-    let dev = &model.device;
-    let (hist, users, ages) = user_rows(data, split, rows);
-    let targets: Vec<u32> = rows.iter().map(|&r| data.target(split, r)).collect();
-    let b = rows.len();
-    let temperature = model.config.temperature;
-    let dropout_rate = model.config.dropout;
-    let mut dropout_rng = Xoshiro256PlusPlus::seed_from_u64(draw.dropout_seed);
-    let mut mask = |shape: &[usize]| -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let keep = 1.0 / (1.0 - dropout_rate);
-        let m: Vec<f32> = (0..n)
-            .map(|_| {
-                if dropout_rng.random::<f32>() < dropout_rate {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect();
-        Ok(Tensor::from_vec(m, shape, dev)?)
-    };
-    let urows = UserRows {
-        users: &users,
-        histories: &hist,
-        ages: &ages,
-    };
-
-    if matches!(config.loss, Loss::InBatch | Loss::Mixed) {
-        // Candidates: the batch's targets and, for mixed negatives, `negatives` items drawn
-        // for the whole batch. Each column is corrected by its log expected count (logQ), and
-        // a column holding row i's own target elsewhere is an accidental hit, masked.
-        let batch = recall_sampling::inbatch::mixed_from_draws(
-            &targets,
-            target_q,
-            sampler,
-            &draw.negatives,
-        );
-        let c = batch.items.len();
-        let step = model.gather(data, &urows, &batch.items)?;
-        let mut pass = Pass::Train {
-            dropout: dropout_rate,
-            mask: &mut mask,
-        };
-        let u = model.users(data, &step, &urows, &mut pass)?;
-        let v = model.items(data, &step, &batch.items, &mut pass)?;
-        let logits = u.matmul(&v.t()?)?;
-        let column_bias: Vec<f32> = if config.logq_correction {
-            batch.log_expected_count.iter().map(|c| -c).collect()
-        } else {
-            vec![0.0; c]
-        };
-        let loss = crate::fused::in_batch_softmax_loss(
-            &logits,
-            1.0 / temperature,
-            &targets,
-            &batch.items,
-            &column_bias,
-        )?;
-        return Ok((loss, step));
-    }
-
-    // Each row's positive, then its sampled negatives.
-    let n = config.negatives;
-    let mut candidates = Vec::with_capacity(b * (n + 1));
-    for (k, &target) in targets.iter().enumerate() {
-        candidates.push(target);
-        candidates.extend_from_slice(&draw.negatives[k * n..(k + 1) * n]);
-    }
-    let step = model.gather(data, &urows, &candidates)?;
-    let mut pass = Pass::Train {
-        dropout: dropout_rate,
-        mask: &mut mask,
-    };
-    let u = model.users(data, &step, &urows, &mut pass)?;
-    let v = model.items(data, &step, &candidates, &mut pass)?;
-    let mut logits = crate::fused::row_scores(&u, &v, n + 1, 1.0 / temperature)?;
-    if config.logq_correction && matches!(config.loss, Loss::SampledSoftmax) {
-        let q = sampled_log_q(data, draw, &candidates, n, sampler, hard)?;
-        logits = (logits + Tensor::from_vec(q, (b, n + 1), dev)?)?;
-    }
-    let loss = match config.loss {
-        Loss::SampledSoftmax => softmax_first(&logits)?,
-        Loss::Pairwise => bpr(&logits)?,
-        _ => {
-            let mut labels = vec![0f32; b * (n + 1)];
-            (0..b).for_each(|i| labels[i * (n + 1)] = 1.0);
-            bce_with_logits(&logits, &Tensor::from_vec(labels, (b, n + 1), dev)?)?
-        }
-    };
-    Ok((loss, step))
-}
-
-/// `-ln q` of every candidate of a sampled-softmax batch (`n + 1` per row: the positive, then
-/// the row's negatives), where `q` is the candidate's probability per draw under the row's
-/// whole proposal. Without hard negatives that is the sampler's `q`. With `h` of the row's `n`
-/// negatives drawn uniformly from the user's hard pool (rank band minus positives) and the rest
-/// from the sampler, an item's expected count among the negatives is
-/// `(n - h) q_sampler + h [in pool] / |pool|`; divided by `n - h` (a constant per row, which
-/// the softmax ignores) so rows without hard negatives keep exactly the sampler's `q`. The
-/// positive column gets the same formula at its own item, as in any sampled softmax.
-fn sampled_log_q(
-    data: &EncodedData,
-    draw: &BatchDraw,
-    candidates: &[u32],
-    n: usize,
-    sampler: &dyn ItemSampler,
-    hard: Option<&HardRound>,
-) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(candidates.len());
-    for (k, (&r, row)) in draw.rows.iter().zip(candidates.chunks(n + 1)).enumerate() {
-        let h = draw.hard_counts.get(k).copied().unwrap_or(0);
-        let pool = match hard {
-            Some(round) if h > 0 => {
-                let user = data.train.user[r] as usize;
-                let mut pool = round.negatives.pool(user, &data.user_positives[user])?;
-                pool.sort_unstable();
-                pool
-            }
-            _ => Vec::new(),
-        };
-        out.extend(row.iter().map(|&c| {
-            -(proposal_q(sampler.probability(c), &pool, h, n, c)
-                .max(1e-12)
-                .ln() as f32)
-        }));
-    }
-    Ok(out)
-}
-
-/// The per-draw probability of `item` for a row whose `n` negatives are `h` uniform draws from
-/// `pool` (sorted) and `n - h` draws from a sampler giving it `sampler_q`, scaled by
-/// `1 / (n - h)` (see [`sampled_log_q`]).
-fn proposal_q(sampler_q: f64, pool: &[u32], h: usize, n: usize, item: u32) -> f64 {
-    if h == 0 || pool.binary_search(&item).is_err() {
-        return sampler_q;
-    }
-    // Validation keeps at least one sampler draw per row when logQ is on.
-    let from_sampler = n.saturating_sub(h).max(1) as f64;
-    sampler_q + h as f64 / pool.len() as f64 / from_sampler
-}
-
-/// Hard negatives of a second training round: rankings mined from another model (one per
-/// user index) and how many of each example's `negatives` come from them.
-#[derive(Debug, Clone)]
-pub struct HardRound {
-    pub negatives: HardNegatives,
-    pub count: usize,
-    ranked_users: Vec<bool>,
-}
-
-impl HardRound {
-    fn has_ranking(&self, user: usize) -> bool {
-        self.ranked_users.get(user).copied().unwrap_or(false)
-    }
-}
-
-/// Mines hard negatives with a trained `model`: each user is embedded at its last training
-/// example (no validation or test information), ranked exactly against the catalogue without
-/// its training positives, and ranks `band.0..band.1` become that user's hard-negative pool.
-pub fn mine_hard_negatives(
-    model: &TwoTower,
-    data: &EncodedData,
-    band: (usize, usize),
-    count: usize,
-) -> Result<HardRound> {
-    let _span = tracing::info_span!("mine_hard_negatives", lo = band.0, hi = band.1).entered();
-    let rankable = data.item_table_size.saturating_sub(FIRST_ITEM as usize);
-    // Validate the band before the expensive part.
-    HardNegatives::new(Vec::new(), band.0, band.1, rankable)?;
-    let sub = mining_split(data);
-    let users = model.embed_split(data, &sub)?;
-    let items = model.embed_items(data)?;
-    let exclude = Lists::from_rows(
-        &sub.user
-            .iter()
-            .map(|&u| data.user_positives[u as usize].clone())
-            .collect::<Vec<_>>(),
-    );
-    let top = topk::exact(
-        &users,
-        &items,
-        band.1,
-        &topk::Options {
-            first_item: FIRST_ITEM,
-            exclude: Some(exclude),
-            ..Default::default()
-        },
-    )?;
-    let mut rankings = vec![Vec::new(); data.user_table_size];
-    let mut ranked_users = vec![false; data.user_table_size];
-    for (i, &u) in sub.user.iter().enumerate() {
-        rankings[u as usize] = top.list(i).to_vec();
-        ranked_users[u as usize] = top.list(i).len() > band.0;
-    }
-    Ok(HardRound {
-        negatives: HardNegatives::new(rankings, band.0, band.1, rankable)?,
-        count,
-        ranked_users,
-    })
-}
-
-/// The rows a miner embeds: each user at its last training example (no validation or test
-/// information), at the serving example-age bucket (age 0, as the user is embedded when the
-/// model serves).
-pub fn mining_split(data: &EncodedData) -> SplitRows {
-    let train = &data.train;
-    let mut last: Vec<Option<usize>> = vec![None; data.user_table_size];
-    for r in 0..train.len() {
-        let u = train.user[r] as usize;
-        if last[u].is_none_or(|p| train.position[p] < train.position[r]) {
-            last[u] = Some(r);
-        }
-    }
-    let rows: Vec<usize> = last.iter().flatten().copied().collect();
-    let mut sub = train.select(&rows);
-    sub.age_bucket.fill(data.serving_age_bucket);
-    sub
 }
 
 /// Trains `model` on `data.train`, validating on `data.valid` after each epoch.
@@ -542,7 +105,7 @@ pub fn train_observed(
     hard: Option<&HardRound>,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
-    config.validate()?;
+    config.validate_for(&model.config)?;
     // The step's tensor ops run in a pool of their own: whole-catalogue work (evaluation,
     // export) keeps the global pool. At torch-rechub's sizes on 2 cores, two threads here (with
     // candle's element-wise pool off, see `tune_candle_cpu`) made DSSM steps about 10 % and
@@ -568,9 +131,13 @@ fn train_in_pool(
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let sampler = sampler(config, data)?;
     let mut adam = AdamSettings::new(config.lr, config.weight_decay);
-    let steps_per_epoch = data
-        .train
-        .len()
+    // What an epoch shuffles and batches: the split's rows, or SASRec's windows of them.
+    let windows = model
+        .sequence
+        .as_ref()
+        .map(|e| Windows::new(data, e.spec().max_len));
+    let units = windows.as_ref().map_or(data.train.len(), Windows::len);
+    let steps_per_epoch = units
         .div_ceil(config.batch_size)
         .min(config.max_batches_per_epoch.unwrap_or(usize::MAX));
     let total_steps = steps_per_epoch * config.epochs;
@@ -597,7 +164,7 @@ fn train_in_pool(
         .iter()
         .map(|p| excluded_mass(sampler.as_ref(), p))
         .collect();
-    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    let mut order: Vec<usize> = (0..units).collect();
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize, TwoTower)> = None;
     let mut trained_examples = 0usize;
@@ -633,7 +200,16 @@ fn train_in_pool(
                 Some(count) => count / b,
                 None => target_q[t as usize],
             };
-            let (loss, step) = batch_loss(model, data, config, &draw, sampler.as_ref(), &q, hard)?;
+            let (loss, step, examples) = batch_loss(
+                model,
+                data,
+                config,
+                &draw,
+                sampler.as_ref(),
+                &q,
+                hard,
+                windows.as_ref(),
+            )?;
             if let Some(stream) = streaming.as_mut() {
                 stream.update(
                     &rows
@@ -668,8 +244,8 @@ fn train_in_pool(
             });
             loss_sum += value;
             batches += 1;
-            progress.batch_done(value, rows.len());
-            trained_examples += rows.len();
+            progress.batch_done(value, examples);
+            trained_examples += examples;
             Ok(())
         };
         std::thread::scope(|scope| -> Result<()> {
@@ -740,109 +316,4 @@ fn train_in_pool(
         train_seconds,
         examples_per_second: trained_examples as f64 / train_seconds.max(1e-9),
     })
-}
-
-impl TwoTower {
-    /// A deep copy whose dense `Var`s are independent of this model's (candle `Var`s share
-    /// storage when cloned).
-    pub fn snapshot(&self) -> Result<TwoTower> {
-        let mut copy = self.clone();
-        let data = self
-            .params
-            .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
-            .collect::<Result<Vec<_>>>()?;
-        copy.rebuild_dense(&data)?;
-        Ok(copy)
-    }
-
-    /// Replaces dense parameters by the given tensors (by name), rebuilding the towers.
-    pub fn rebuild_dense(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
-        let dev = self.device.clone();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-        let fresh = TwoTower::fresh_towers(&self.config, self.input_widths(), &mut rng, &dev)?;
-        // Fresh Vars (then overwritten) so the copy shares no storage with the original.
-        self.user_tower = fresh.0;
-        self.item_tower = fresh.1;
-        self.params = fresh.2;
-        for (name, var) in &self.params {
-            let t = tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| Error::Training(format!("checkpoint lacks tensor `{name}`")))?;
-            var.set(&t.1.to_device(&dev)?)?;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
-
-    fn t(v: &[f32], shape: (usize, usize)) -> Tensor {
-        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
-    }
-
-    fn close(a: f32, b: f32) -> bool {
-        (a - b).abs() < 1e-5
-    }
-
-    /// BCE on logits [2, -1, 40] with labels [1, 0, 0]: ln(1+e^-2) = 0.126928,
-    /// ln(1+e^-1) = 0.313262, 40 + ln(1+e^-40) = 40.0 (the naive form overflows); mean 13.480063.
-    #[test]
-    fn bce_matches_hand_values_and_survives_large_logits() {
-        let loss =
-            bce_with_logits(&t(&[2.0, -1.0, 40.0], (1, 3)), &t(&[1.0, 0.0, 0.0], (1, 3))).unwrap();
-        assert!(close(
-            loss.to_scalar::<f32>().unwrap(),
-            (0.126928 + 0.313262 + 40.0) / 3.0
-        ));
-    }
-
-    /// Softmax CE with the label first: logits [1, 2, 3]: -ln(e^1 / (e^1+e^2+e^3)) = 2.407606;
-    /// its gradient is softmax - onehot = [0.090031 - 1, 0.244728, 0.665241].
-    #[test]
-    fn softmax_loss_and_gradient_match_hand_values() {
-        let x = Var::from_tensor(&t(&[1.0, 2.0, 3.0], (1, 3))).unwrap();
-        let loss = softmax_first(x.as_tensor()).unwrap();
-        assert!(close(loss.to_scalar::<f32>().unwrap(), 2.407606));
-        let g = loss.backward().unwrap();
-        let grad = g.get(x.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
-        for (a, b) in grad[0].iter().zip([0.090031 - 1.0, 0.244728, 0.665241]) {
-            assert!(close(*a, b), "{a} vs {b}");
-        }
-    }
-
-    /// BPR with s_pos = 3 and negatives [1, 3]: softplus(-2) = 0.126928, softplus(0) = 0.693147.
-    #[test]
-    fn bpr_matches_hand_values() {
-        let loss = bpr(&t(&[3.0, 1.0, 3.0], (1, 3))).unwrap();
-        assert!(close(
-            loss.to_scalar::<f32>().unwrap(),
-            (0.126928 + 0.693147) / 2.0
-        ));
-    }
-
-    /// Hard negatives are corrected by their own proposal (a uniform draw from the pool), not
-    /// by the sampler's probability alone: 2 of 4 negatives from a pool of 4 items give a pool
-    /// item `2/4` expected draws on top of the sampler's 2 q, so per sampler draw q + 0.25.
-    #[test]
-    fn hard_negatives_are_corrected_by_their_own_proposal() {
-        let pool = [5, 7, 9, 11];
-        assert!((proposal_q(0.01, &pool, 2, 4, 7) - 0.26).abs() < 1e-12);
-        assert_eq!(proposal_q(0.01, &pool, 2, 4, 6), 0.01);
-        // Rows without hard draws keep the sampler's q exactly.
-        assert_eq!(proposal_q(0.01, &pool, 0, 4, 7), 0.01);
-    }
-
-    #[test]
-    fn l2_normalize_gives_unit_rows() {
-        let n = crate::model::l2_normalize(&t(&[3.0, 4.0, 0.0, 2.0], (2, 2))).unwrap();
-        assert_eq!(
-            n.to_vec2::<f32>().unwrap(),
-            vec![vec![0.6, 0.8], vec![0.0, 1.0]]
-        );
-    }
 }

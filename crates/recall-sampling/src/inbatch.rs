@@ -184,6 +184,63 @@ pub fn mixed_from_draws(
     }
 }
 
+/// The candidates a batch's rows share, each item once: the batch's targets and the shared
+/// draws, with the log of each item's probability of being in the set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedCandidates {
+    pub items: Vec<u32>,
+    /// `ln pi_j`, `pi_j = 1 - (1 - q_j)^T (1 - s_j)^D`: the chance that `T` target draws with
+    /// probability `q_j` or `D` sampler draws with probability `s_j` brought item `j` in.
+    pub log_inclusion: Vec<f32>,
+    /// Column of each target (in the order given).
+    pub target_columns: Vec<u32>,
+}
+
+/// The distinct candidates of a batch of `targets` (training targets, drawn with probability
+/// `q` each) and `drawn` items from `sampler` (none for in-batch only), for a softmax whose
+/// rows share one candidate set (a sequence model scores every position of its batch against
+/// the same columns). Removing an item's duplicates changes its proposal from an expected
+/// count to an inclusion probability `pi`, so its correction is `-ln pi` (sampled softmax with
+/// a candidate set drawn by inclusion, Bengio and Senecal 2008): close to `-ln(T q)` for rare
+/// items, close to 0 for items nearly every batch contains.
+pub fn shared_candidates(
+    targets: &[u32],
+    q: impl Fn(u32) -> f64,
+    sampler: Option<&dyn ItemSampler>,
+    drawn: &[u32],
+) -> SharedCandidates {
+    let mut column: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    let mut items = Vec::new();
+    let mut target_columns = Vec::with_capacity(targets.len());
+    for &i in targets.iter().chain(drawn) {
+        let next = items.len() as u32;
+        let c = *column.entry(i).or_insert_with(|| {
+            items.push(i);
+            next
+        });
+        if target_columns.len() < targets.len() {
+            target_columns.push(c);
+        }
+    }
+    let (t, d) = (targets.len() as f64, drawn.len() as f64);
+    let log_inclusion = items
+        .iter()
+        .map(|&i| {
+            // ln(1 - exp(T ln(1 - q) + D ln(1 - s))), computed without cancellation.
+            let mut log_miss = t * (-q(i).clamp(0.0, 1.0)).ln_1p();
+            if let Some(s) = sampler {
+                log_miss += d * (-s.probability(i).clamp(0.0, 1.0)).ln_1p();
+            }
+            (-(log_miss.exp_m1())).max(f64::MIN_POSITIVE).ln() as f32
+        })
+        .collect();
+    SharedCandidates {
+        items,
+        log_inclusion,
+        target_columns,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +257,22 @@ mod tests {
                 prop_assert!((f64::from(*ci) + q.ln()).abs() < 1e-5);
             }
         }
+    }
+
+    /// Each item once, targets mapped to their columns; the inclusion probability of a rare
+    /// item is about its expected count, of an item certain to be drawn 1 (no correction).
+    #[test]
+    fn shared_candidates_are_distinct_with_inclusion_probabilities() {
+        let q = |i: u32| if i == 9 { 1.0 } else { 1e-6 };
+        let sampler = Uniform::new(0, 100).unwrap();
+        let c = shared_candidates(&[9, 4, 9], q, Some(&sampler), &[4, 50]);
+        assert_eq!(c.items, vec![9, 4, 50]);
+        assert_eq!(c.target_columns, vec![0, 1, 0]);
+        // Item 9 is certain: ln 1 = 0.
+        assert!(c.log_inclusion[0].abs() < 1e-6);
+        // Item 50: 3 target draws at 1e-6 and 2 uniform draws at 1/100: about 0.0199.
+        let expected = 1.0 - (1.0f64 - 1e-6).powi(3) * (1.0f64 - 0.01).powi(2);
+        assert!((f64::from(c.log_inclusion[2]) - expected.ln()).abs() < 1e-5);
     }
 
     #[test]

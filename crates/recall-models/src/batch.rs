@@ -1,0 +1,421 @@
+//! What a training step is made of: the rows (or SASRec windows) of a batch, their
+//! histories, the negatives drawn for them ahead of the step, and the batch's loss.
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use recall_sampling::exclude::draw_excluding_with_mass;
+use recall_sampling::{ItemSampler, Popularity, Uniform};
+
+use crate::Result;
+use crate::config::{Loss, NegativeSampler, TrainConfig};
+use crate::data::{EncodedData, SplitRows};
+use crate::hard::HardRound;
+use crate::loss::{bce_with_logits, bpr, sampled_log_q, softmax_first};
+use crate::model::{Pass, StepTables, TwoTower, UserRows};
+use crate::sequence::Padded;
+use crate::train::FIRST_ITEM;
+
+pub(crate) fn sampler(config: &TrainConfig, data: &EncodedData) -> Result<Box<dyn ItemSampler>> {
+    let end = data.item_table_size as u32;
+    Ok(match config.sampler {
+        NegativeSampler::Uniform => Box::new(Uniform::new(FIRST_ITEM, end)?),
+        NegativeSampler::Popularity { alpha } => {
+            Box::new(Popularity::new(&data.item_counts, FIRST_ITEM, alpha)?)
+        }
+    })
+}
+
+/// Histories (borrowed from the sequences), users and age buckets of some rows of a split.
+pub(crate) fn user_rows<'a>(
+    data: &'a EncodedData,
+    split: &SplitRows,
+    rows: &[usize],
+) -> (Vec<&'a [u32]>, Vec<u32>, Vec<u32>) {
+    (
+        rows.iter().map(|&r| data.history(split, r)).collect(),
+        rows.iter().map(|&r| split.user[r]).collect(),
+        rows.iter().map(|&r| split.age_bucket[r]).collect(),
+    )
+}
+
+/// Each item's share of the training examples' targets (an item never a target gets the
+/// share of one, so its logQ stays finite).
+pub fn example_target_q(data: &EncodedData) -> Vec<f64> {
+    let mut counts = vec![0u64; data.item_table_size];
+    for r in 0..data.train.len() {
+        counts[data.target(&data.train, r) as usize] += 1;
+    }
+    let total = data.train.len().max(1) as f64;
+    counts.iter().map(|&c| c.max(1) as f64 / total).collect()
+}
+
+/// Where a batch's negatives come from.
+pub(crate) struct Negatives<'a> {
+    pub(crate) sampler: &'a dyn ItemSampler,
+    /// Sampler mass of each user's positives (see `draw_excluding_with_mass`).
+    pub(crate) user_mass: &'a [f64],
+    pub(crate) hard: Option<&'a HardRound>,
+}
+
+/// Everything random about one batch, drawn ahead of the step that trains on it: the rows,
+/// the sampled negatives and a seed for the dropout masks. Drawing does not depend on the
+/// model, so a second thread draws batch t + 1 while batch t trains (sampling was about a
+/// seventh of a YoutubeDNN step at torch-rechub's sizes).
+pub(crate) struct BatchDraw {
+    /// Rows of the training split, or SASRec's windows.
+    pub rows: Vec<usize>,
+    /// Sampled losses: `negatives` items per row, row after row (a row's hard negatives
+    /// first). Mixed: the draws the whole batch shares. In-batch: none.
+    negatives: Vec<u32>,
+    /// How many of each row's negatives are hard ones (empty without a hard round).
+    pub(crate) hard_counts: Vec<usize>,
+    dropout_seed: u64,
+}
+
+/// Draws a batch's negatives (never one of the user's training positives for per-row
+/// negatives; mixed negatives are shared by the batch and masked where they hit a target).
+pub(crate) fn draw_batch(
+    data: &EncodedData,
+    config: &TrainConfig,
+    rows: &[usize],
+    negatives: &Negatives<'_>,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<BatchDraw> {
+    let dropout_seed = rng.random();
+    let mut hard_counts = Vec::new();
+    let drawn = match config.loss {
+        Loss::InBatch | Loss::FullSoftmax => Vec::new(),
+        Loss::Mixed => (0..config.negatives)
+            .map(|_| negatives.sampler.draw(rng))
+            .collect(),
+        _ => {
+            let n = config.negatives;
+            let mut all = Vec::with_capacity(rows.len() * n);
+            let mut negs = Vec::with_capacity(n);
+            for &r in rows {
+                negs.clear();
+                let user = data.train.user[r] as usize;
+                let positives = &data.user_positives[user];
+                // Hard negatives first (users the mining model ranked), the rest from the sampler.
+                if let Some(h) = negatives.hard.filter(|h| h.has_ranking(user)) {
+                    h.negatives
+                        .draw(user, rng, positives, h.count.min(n), &mut negs)?;
+                }
+                if negatives.hard.is_some() {
+                    hard_counts.push(negs.len());
+                }
+                let rest = n - negs.len();
+                draw_excluding_with_mass(
+                    negatives.sampler,
+                    rng,
+                    positives,
+                    negatives.user_mass[user],
+                    rest,
+                    &mut negs,
+                )?;
+                all.extend_from_slice(&negs);
+            }
+            all
+        }
+    };
+    Ok(BatchDraw {
+        rows: rows.to_vec(),
+        negatives: drawn,
+        hard_counts,
+        dropout_seed,
+    })
+}
+
+/// The dropout masks of a step: keep/scale masks of any shape at `rate`, from the batch's
+/// own seed (so the batches depend on the seed only).
+fn dropout_masks(
+    seed: u64,
+    rate: f32,
+    dev: &candle_core::Device,
+) -> impl FnMut(&[usize]) -> Result<Tensor> + '_ {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    move |shape: &[usize]| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let keep = 1.0 / (1.0 - rate);
+        let m: Vec<f32> = (0..n)
+            .map(|_| {
+                if rng.random::<f32>() < rate {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        Ok(Tensor::from_vec(m, shape, dev)?)
+    }
+}
+
+/// Loss of one drawn batch, the step's gathered rows, and how many training examples (rows,
+/// or SASRec's target positions) it trained on.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_loss(
+    model: &TwoTower,
+    data: &EncodedData,
+    config: &TrainConfig,
+    draw: &BatchDraw,
+    sampler: &dyn ItemSampler,
+    target_q: &dyn Fn(u32) -> f64,
+    hard: Option<&HardRound>,
+    windows: Option<&Windows>,
+) -> Result<(Tensor, StepTables, usize)> {
+    if let (Some(encoder), Some(windows)) = (&model.sequence, windows) {
+        return sequence_loss(
+            model, encoder, data, config, draw, windows, sampler, target_q,
+        );
+    }
+    let rows = &draw.rows[..];
+    let split = &data.train;
+    let dev = &model.device;
+    let (hist, users, ages) = user_rows(data, split, rows);
+    let targets: Vec<u32> = rows.iter().map(|&r| data.target(split, r)).collect();
+    let b = rows.len();
+    let temperature = model.config.temperature;
+    let dropout_rate = model.config.dropout;
+    let mut mask = dropout_masks(draw.dropout_seed, dropout_rate, dev);
+    let urows = UserRows {
+        users: &users,
+        histories: &hist,
+        ages: &ages,
+    };
+
+    if config.loss == Loss::FullSoftmax {
+        // Every item is a column, the target's own the label; nothing to correct or mask.
+        let items: Vec<u32> = (FIRST_ITEM..data.item_table_size as u32).collect();
+        let labels: Vec<u32> = targets.iter().map(|&t| t - FIRST_ITEM).collect();
+        let step = model.gather(data, &urows, &items)?;
+        let mut pass = Pass::Train {
+            dropout: dropout_rate,
+            mask: &mut mask,
+        };
+        let u = model.users(data, &step, &urows, &mut pass)?;
+        let v = model.items(data, &step, &items, &mut pass)?;
+        let loss = crate::fused::softmax_loss(
+            &u.matmul(&v.t()?)?,
+            1.0 / temperature,
+            &targets,
+            &items,
+            &vec![0.0; items.len()],
+            &labels,
+        )?;
+        return Ok((loss, step, b));
+    }
+    if matches!(config.loss, Loss::InBatch | Loss::Mixed) {
+        // Candidates: the batch's targets and, for mixed negatives, `negatives` items drawn
+        // for the whole batch. Each column is corrected by its log expected count (logQ), and
+        // a column holding row i's own target elsewhere is an accidental hit, masked.
+        let batch = recall_sampling::inbatch::mixed_from_draws(
+            &targets,
+            target_q,
+            sampler,
+            &draw.negatives,
+        );
+        let c = batch.items.len();
+        let step = model.gather(data, &urows, &batch.items)?;
+        let mut pass = Pass::Train {
+            dropout: dropout_rate,
+            mask: &mut mask,
+        };
+        let u = model.users(data, &step, &urows, &mut pass)?;
+        let v = model.items(data, &step, &batch.items, &mut pass)?;
+        let logits = u.matmul(&v.t()?)?;
+        let column_bias: Vec<f32> = if config.logq_correction {
+            batch.log_expected_count.iter().map(|c| -c).collect()
+        } else {
+            vec![0.0; c]
+        };
+        let loss = crate::fused::in_batch_softmax_loss(
+            &logits,
+            1.0 / temperature,
+            &targets,
+            &batch.items,
+            &column_bias,
+        )?;
+        return Ok((loss, step, b));
+    }
+
+    // Each row's positive, then its sampled negatives.
+    let n = config.negatives;
+    let mut candidates = Vec::with_capacity(b * (n + 1));
+    for (k, &target) in targets.iter().enumerate() {
+        candidates.push(target);
+        candidates.extend_from_slice(&draw.negatives[k * n..(k + 1) * n]);
+    }
+    let step = model.gather(data, &urows, &candidates)?;
+    let mut pass = Pass::Train {
+        dropout: dropout_rate,
+        mask: &mut mask,
+    };
+    let u = model.users(data, &step, &urows, &mut pass)?;
+    let v = model.items(data, &step, &candidates, &mut pass)?;
+    let mut logits = crate::fused::row_scores(&u, &v, n + 1, 1.0 / temperature)?;
+    if config.logq_correction && matches!(config.loss, Loss::SampledSoftmax) {
+        let q = sampled_log_q(data, draw, &candidates, n, sampler, hard)?;
+        logits = (logits + Tensor::from_vec(q, (b, n + 1), dev)?)?;
+    }
+    let loss = match config.loss {
+        Loss::SampledSoftmax => softmax_first(&logits)?,
+        Loss::Pairwise => bpr(&logits)?,
+        _ => {
+            let mut labels = vec![0f32; b * (n + 1)];
+            (0..b).for_each(|i| labels[i * (n + 1)] = 1.0);
+            bce_with_logits(&logits, &Tensor::from_vec(labels, (b, n + 1), dev)?)?
+        }
+    };
+    Ok((loss, step, b))
+}
+
+/// A SASRec training window: the targets at positions `end - len + 1 ..= end` of `user`'s
+/// sequence, each predicted from the items before it within the window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    user: u32,
+    end: u32,
+    len: u32,
+    /// Where its `len` flags start in [`Windows::trainable`].
+    start: usize,
+}
+
+/// SASRec's training units: each user's training targets (the encode stage's train rows)
+/// cut, from the newest back, into windows of at most `max_len` positions. A window's inputs
+/// are the `len` items just before its targets, so every position trains on its own prefix
+/// within the window.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Windows {
+    windows: Vec<Window>,
+    /// Per window position, whether its target is a training example (a train row: a known
+    /// target, within any per-user cap).
+    trainable: Vec<bool>,
+}
+
+impl Windows {
+    pub(crate) fn new(data: &EncodedData, max_len: usize) -> Self {
+        let split = &data.train;
+        let mut out = Windows::default();
+        let mut r = 0;
+        // Train rows are grouped by user, positions ascending (the encode contract).
+        while r < split.len() {
+            let user = split.user[r];
+            let mut e = r;
+            while e < split.len() && split.user[e] == user {
+                e += 1;
+            }
+            let positions = &split.position[r..e];
+            let mut end = positions[positions.len() - 1];
+            while end >= 1 {
+                let len = (max_len as u32).min(end);
+                let first = end - len + 1;
+                let start = out.trainable.len();
+                out.trainable
+                    .extend((first..=end).map(|p| positions.binary_search(&p).is_ok()));
+                if out.trainable[start..].iter().any(|&t| t) {
+                    out.windows.push(Window {
+                        user,
+                        end,
+                        len,
+                        start,
+                    });
+                } else {
+                    out.trainable.truncate(start);
+                }
+                end -= len;
+            }
+            r = e;
+        }
+        out
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// The input items of window `w` (oldest first).
+    fn inputs<'a>(&self, data: &'a EncodedData, w: &Window) -> &'a [u32] {
+        let seq = data.sequences.sequence(w.user);
+        &seq[(w.end - w.len) as usize..w.end as usize]
+    }
+}
+
+/// SASRec's loss on a batch of windows: every trainable position's user vector (the encoder's
+/// output there) scored against the candidates the batch shares — the whole catalogue, or the
+/// batch's distinct targets (plus, mixed, the shared draws) corrected by their inclusion
+/// probability — in one softmax with the position's target as its label.
+#[allow(clippy::too_many_arguments)]
+fn sequence_loss(
+    model: &TwoTower,
+    encoder: &crate::sequence::SequenceEncoder,
+    data: &EncodedData,
+    config: &TrainConfig,
+    draw: &BatchDraw,
+    windows: &Windows,
+    sampler: &dyn ItemSampler,
+    target_q: &dyn Fn(u32) -> f64,
+) -> Result<(Tensor, StepTables, usize)> {
+    let dev = &model.device;
+    let chosen: Vec<&Window> = draw.rows.iter().map(|&i| &windows.windows[i]).collect();
+    let inputs: Vec<&[u32]> = chosen.iter().map(|w| windows.inputs(data, w)).collect();
+    let users: Vec<u32> = chosen.iter().map(|w| w.user).collect();
+    let padded = Padded::new(inputs.iter().copied());
+    // The trainable positions, as rows of the encoder's [B * len, d] output, and their targets.
+    let (mut picks, mut targets) = (Vec::new(), Vec::new());
+    for (b, w) in chosen.iter().enumerate() {
+        let seq = data.sequences.sequence(w.user);
+        let first_target = (w.end - w.len + 1) as usize;
+        for j in 0..w.len as usize {
+            if windows.trainable[w.start + j] {
+                picks.push((b * padded.len + padded.pads[b] + j) as u32);
+                targets.push(seq[first_target + j]);
+            }
+        }
+    }
+    let (items, bias, labels) = if config.loss == Loss::FullSoftmax {
+        let items: Vec<u32> = (FIRST_ITEM..data.item_table_size as u32).collect();
+        let labels = targets.iter().map(|&t| t - FIRST_ITEM).collect();
+        let bias = vec![0.0; items.len()];
+        (items, bias, labels)
+    } else {
+        let shared = recall_sampling::inbatch::shared_candidates(
+            &targets,
+            target_q,
+            (config.loss == Loss::Mixed).then_some(sampler),
+            &draw.negatives,
+        );
+        let bias = if config.logq_correction {
+            shared.log_inclusion.iter().map(|l| -l).collect()
+        } else {
+            vec![0.0; shared.items.len()]
+        };
+        (shared.items, bias, shared.target_columns)
+    };
+    let urows = UserRows {
+        users: &users,
+        histories: &inputs,
+        ages: &[],
+    };
+    let step = model.gather(data, &urows, &items)?;
+    let side = model.side_inputs(data, &step, &users)?;
+    let mut mask = dropout_masks(draw.dropout_seed, model.config.dropout, dev);
+    let mut pass = Pass::Train {
+        dropout: model.config.dropout,
+        mask: &mut mask,
+    };
+    let hidden = encoder.forward(&step.item, &padded, side.as_ref(), &mut pass)?;
+    let count = picks.len();
+    let picks = Tensor::from_vec(picks, count, dev)?;
+    let u = crate::fused::l2_normalize(&hidden.index_select(&picks, 0)?)?;
+    let v = model.items(data, &step, &items, &mut pass)?;
+    let loss = crate::fused::softmax_loss(
+        &u.matmul(&v.t()?)?,
+        1.0 / model.config.temperature,
+        &targets,
+        &items,
+        &bias,
+        &labels,
+    )?;
+    Ok((loss, step, count))
+}

@@ -1,0 +1,444 @@
+//! The sequence tower's element-wise ops as fused CPU ops with hand-written backward passes:
+//! layer normalisation over the last dimension and the causal, padding-aware attention
+//! softmax.
+//!
+//! candle's own `layer_norm` and `softmax_last_dim` return no gradient for their inputs
+//! (`../shared/notes/candle-on-cpu.md`), and building them from generic ops costs a temporary
+//! per step forward and more backward. Each op here is one pass forward and one or two
+//! backward; other devices run the generic form, which the tests compare against.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
+
+use crate::Result;
+use crate::fused::{contiguous, fast_exp, lane_max, lane_sum};
+
+/// The variance guard of layer normalisation (torch's default).
+pub const LN_EPS: f32 = 1e-5;
+
+/// Per-row layer normalisation: `y = (x - mean) / sqrt(var + eps) * gamma + beta` over the
+/// last dimension of a `[N, D]` input.
+#[derive(Debug, Default)]
+struct LayerNorm {
+    /// Per row, the mean and inverse standard deviation the forward pass used.
+    stats: Mutex<Vec<(f32, f32)>>,
+}
+
+fn row_stats(row: &[f32]) -> (f32, f32) {
+    let d = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / d;
+    let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / d;
+    (mean, 1.0 / (var + LN_EPS).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, d) = l1.shape().dims2()?;
+        let x = contiguous(s1, l1, self.name())?;
+        let gamma = contiguous(s2, l2, self.name())?;
+        let beta = contiguous(s3, l3, self.name())?;
+        if gamma.len() != d || beta.len() != d {
+            candle_core::bail!(
+                "layer-norm: rows of {d}, gamma {}, beta {}",
+                gamma.len(),
+                beta.len()
+            )
+        }
+        let mut out = Vec::with_capacity(n * d);
+        let mut stats = Vec::with_capacity(n);
+        for row in x.chunks_exact(d) {
+            let (mean, rstd) = row_stats(row);
+            stats.push((mean, rstd));
+            out.extend(
+                row.iter()
+                    .zip(gamma)
+                    .zip(beta)
+                    .map(|((&x, &g), &b)| (x - mean) * rstd * g + b),
+            );
+        }
+        *self.stats.lock().map_err(|_| poisoned("layer-norm"))? = stats;
+        Ok((CpuStorage::F32(out), Shape::from((n, d))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, _) = x.dims2()?;
+        let stats = std::mem::take(&mut *self.stats.lock().map_err(|_| poisoned("layer-norm"))?);
+        if stats.len() != n {
+            candle_core::bail!("layer-norm: backward without its forward pass")
+        }
+        let all = x.apply_op3_no_bwd(&grad.contiguous()?, gamma, &LayerNormGrad { stats })?;
+        Ok((
+            Some(all.narrow(0, 0, n)?),
+            Some(all.get(n)?),
+            Some(all.get(n + 1)?),
+        ))
+    }
+}
+
+fn poisoned(op: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{op}: a panic poisoned its cache"))
+}
+
+/// The backward pass of [`LayerNorm`]: inputs x, the gradient, gamma; output `[N + 2, D]`:
+/// dx, then dgamma, then dbeta.
+#[derive(Debug)]
+struct LayerNormGrad {
+    stats: Vec<(f32, f32)>,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, d) = l1.shape().dims2()?;
+        let x = contiguous(s1, l1, self.name())?;
+        let g = contiguous(s2, l2, self.name())?;
+        let gamma = contiguous(s3, l3, self.name())?;
+        let mut out = vec![0f32; (n + 2) * d];
+        let (dx, sums) = out.split_at_mut(n * d);
+        let (dgamma, dbeta) = sums.split_at_mut(d);
+        let inv_d = 1.0 / d as f32;
+        for (((dx_row, x_row), g_row), &(mean, rstd)) in dx
+            .chunks_exact_mut(d)
+            .zip(x.chunks_exact(d))
+            .zip(g.chunks_exact(d))
+            .zip(&self.stats)
+        {
+            // dxhat = g * gamma; dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+            let (mut sum, mut dot) = (0f32, 0f32);
+            for j in 0..d {
+                let xhat = (x_row[j] - mean) * rstd;
+                let dxhat = g_row[j] * gamma[j];
+                sum += dxhat;
+                dot += dxhat * xhat;
+                dgamma[j] += g_row[j] * xhat;
+                dbeta[j] += g_row[j];
+            }
+            let (sum, dot) = (sum * inv_d, dot * inv_d);
+            for j in 0..d {
+                let xhat = (x_row[j] - mean) * rstd;
+                dx_row[j] = rstd * (g_row[j] * gamma[j] - sum - xhat * dot);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n + 2, d))))
+    }
+}
+
+/// Layer normalisation of the rows of `x` (`[..., D]`), with `gamma` and `beta` (`[D]`).
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return layer_norm_generic(x, gamma, beta);
+    }
+    let dims = x.dims().to_vec();
+    let d = *dims.last().unwrap_or(&1);
+    let rows = x.contiguous()?.reshape(((), d))?;
+    let y = rows.apply_op3(gamma, beta, LayerNorm::default())?;
+    Ok(y.reshape(dims)?)
+}
+
+/// The same from generic candle ops.
+pub fn layer_norm_generic(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(var + f64::from(LN_EPS))?.sqrt()?)?;
+    Ok(normed.broadcast_mul(gamma)?.broadcast_add(beta)?)
+}
+
+/// The causal attention softmax: for scores `[B * H, L, L]` (query rows, key columns) of `B`
+/// left-padded sequences (`pads[b]` leading positions are padding) with `H` heads each, row
+/// `i` of sequence `b` is `softmax(scale * s)` over keys `pads[b] <= j <= i`; everything else
+/// is 0, and a padded query row is all 0.
+#[derive(Debug, Clone)]
+struct CausalSoftmax {
+    heads: usize,
+    pads: Vec<usize>,
+    scale: f32,
+}
+
+impl CausalSoftmax {
+    /// The keys query `i` of attention row block `n` may see.
+    fn keys(&self, n: usize, i: usize) -> std::ops::Range<usize> {
+        let pad = self.pads[n / self.heads];
+        if i < pad { 0..0 } else { pad..i + 1 }
+    }
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, l, l2) = layout.shape().dims3()?;
+        let s = contiguous(storage, layout, self.name())?;
+        if l != l2 || n != self.pads.len() * self.heads || self.pads.iter().any(|&p| p > l) {
+            candle_core::bail!(
+                "causal-softmax: scores [{n}, {l}, {l2}] for {} sequences of {} heads",
+                self.pads.len(),
+                self.heads
+            )
+        }
+        let mut out = vec![0f32; n * l * l];
+        for (m, (o_block, s_block)) in out
+            .chunks_exact_mut(l * l)
+            .zip(s.chunks_exact(l * l))
+            .enumerate()
+        {
+            for (i, (o, row)) in o_block
+                .chunks_exact_mut(l)
+                .zip(s_block.chunks_exact(l))
+                .enumerate()
+            {
+                let keys = self.keys(m, i);
+                if keys.is_empty() {
+                    continue;
+                }
+                let (o, row) = (&mut o[keys.clone()], &row[keys]);
+                o.iter_mut()
+                    .zip(row)
+                    .for_each(|(o, &x)| *o = self.scale * x);
+                let max = lane_max(o);
+                o.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+                let inverse = 1.0 / lane_sum(o);
+                o.iter_mut().for_each(|v| *v *= inverse);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, l, l))))
+    }
+
+    /// `ds = scale * p * (dp - sum_j dp_j p_j)` on each row's visible keys.
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (n, l, _) = arg.dims3()?;
+        let p: Vec<f32> = res.flatten_all()?.to_vec1()?;
+        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let mut out = vec![0f32; n * l * l];
+        for m in 0..n {
+            for i in 0..l {
+                let keys = self.keys(m, i);
+                if keys.is_empty() {
+                    continue;
+                }
+                let at = (m * l + i) * l;
+                let (pr, gr) = (
+                    &p[at + keys.start..at + keys.end],
+                    &g[at + keys.start..at + keys.end],
+                );
+                let dot: f32 = pr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                out[at + keys.start..at + keys.end]
+                    .iter_mut()
+                    .zip(pr.iter().zip(gr))
+                    .for_each(|(o, (&p, &g))| *o = self.scale * p * (g - dot));
+            }
+        }
+        Ok(Some(Tensor::from_vec(out, (n, l, l), arg.device())?))
+    }
+}
+
+/// Attention probabilities from `scores` (`[B * H, L, L]`, `H` heads per sequence) of left
+/// padded sequences (`pads`), each row a softmax of `scale * scores` over the keys it may see
+/// (itself and earlier, never padding); padded query rows are 0.
+pub fn causal_softmax(scores: &Tensor, heads: usize, pads: &[usize], scale: f64) -> Result<Tensor> {
+    if !scores.device().is_cpu() {
+        return causal_softmax_generic(scores, heads, pads, scale);
+    }
+    let op = CausalSoftmax {
+        heads,
+        pads: pads.to_vec(),
+        scale: scale as f32,
+    };
+    Ok(scores.contiguous()?.apply_op1(op)?)
+}
+
+/// The same from generic candle ops: a `-1e9` bias on hidden keys, candle's softmax (which
+/// back-propagates), and the padded query rows zeroed.
+pub fn causal_softmax_generic(
+    scores: &Tensor,
+    heads: usize,
+    pads: &[usize],
+    scale: f64,
+) -> Result<Tensor> {
+    let (n, l, _) = scores.dims3()?;
+    let op = CausalSoftmax {
+        heads,
+        pads: pads.to_vec(),
+        scale: scale as f32,
+    };
+    let mut bias = vec![-1e9f32; n * l * l];
+    let mut rows = vec![0f32; n * l];
+    for m in 0..n {
+        for i in 0..l {
+            let keys = op.keys(m, i);
+            rows[m * l + i] = if keys.is_empty() { 0.0 } else { 1.0 };
+            bias[(m * l + i) * l + keys.start..(m * l + i) * l + keys.end].fill(0.0);
+        }
+    }
+    let dev = scores.device();
+    let x = ((scores * scale)? + Tensor::from_vec(bias, (n, l, l), dev)?)?;
+    let p = candle_nn::ops::softmax(&x, D::Minus1)?;
+    Ok(p.broadcast_mul(&Tensor::from_vec(rows, (n, l, 1), dev)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+    }
+
+    /// Layer norm: values and the gradients of x, gamma and beta equal the generic ops'.
+    #[test]
+    fn fused_layer_norm_matches_generic_ops() {
+        let dev = Device::Cpu;
+        let var = |v: Vec<f32>, shape: &[usize]| {
+            Var::from_tensor(&Tensor::from_vec(v, shape, &dev).unwrap()).unwrap()
+        };
+        let x = var(
+            (0..2 * 3 * 4)
+                .map(|k| ((k * 7 % 11) as f32 - 5.0) / 3.0)
+                .collect(),
+            &[2, 3, 4],
+        );
+        let gamma = var(vec![1.5, 0.5, -1.0, 2.0], &[4]);
+        let beta = var(vec![0.1, -0.2, 0.0, 0.3], &[4]);
+        let w = Tensor::from_vec(
+            (0..24).map(|k| k as f32 * 0.2 - 2.0).collect::<Vec<_>>(),
+            (2, 3, 4),
+            &dev,
+        )
+        .unwrap();
+        let run = |fused: bool| {
+            let f = if fused {
+                layer_norm
+            } else {
+                layer_norm_generic
+            };
+            let y = f(x.as_tensor(), gamma.as_tensor(), beta.as_tensor()).unwrap();
+            let g = (y.clone() * &w)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut all = vec![values(&y)];
+            for v in [&x, &gamma, &beta] {
+                all.push(values(g.get(v.as_tensor()).unwrap()));
+            }
+            all
+        };
+        for (a, b) in run(true).iter().zip(&run(false)) {
+            assert!(close(a, b, 1e-3), "{a:?} vs {b:?}");
+        }
+    }
+
+    /// The causal softmax sees only itself and earlier non-padded keys, zeroes padded query
+    /// rows, and its gradient equals the generic ops'.
+    #[test]
+    fn causal_softmax_masks_the_future_and_padding() {
+        let dev = Device::Cpu;
+        let (b, h, l) = (2, 2, 4);
+        let s = Var::from_tensor(
+            &Tensor::from_vec(
+                (0..b * h * l * l)
+                    .map(|k| ((k * 5 % 13) as f32 - 6.0) / 4.0)
+                    .collect::<Vec<_>>(),
+                (b * h, l, l),
+                &dev,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let pads = [0usize, 2];
+        let w = Tensor::from_vec(
+            (0..b * h * l * l)
+                .map(|k| (k % 7) as f32 - 3.0)
+                .collect::<Vec<_>>(),
+            (b * h, l, l),
+            &dev,
+        )
+        .unwrap();
+        let run = |fused: bool| {
+            let f = if fused {
+                causal_softmax
+            } else {
+                causal_softmax_generic
+            };
+            let p = f(s.as_tensor(), h, &pads, 0.5).unwrap();
+            let g = (p.clone() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            (values(&p), values(g.get(s.as_tensor()).unwrap()))
+        };
+        let (fused, generic) = (run(true), run(false));
+        assert!(
+            close(&fused.0, &generic.0, 1e-5),
+            "{:?} vs {:?}",
+            fused.0,
+            generic.0
+        );
+        assert!(
+            close(&fused.1, &generic.1, 1e-4),
+            "{:?} vs {:?}",
+            fused.1,
+            generic.1
+        );
+        let p = &fused.0;
+        // Sequence 0, head 0, query 1: keys 0 and 1 only, summing to 1.
+        let row = &p[l..2 * l];
+        assert!(row[2] == 0.0 && row[3] == 0.0 && (row[0] + row[1] - 1.0).abs() < 1e-6);
+        // Sequence 1 (two padded positions): query rows 0 and 1 are zero, query 2 sees key 2.
+        let block = &p[2 * l * l..3 * l * l];
+        assert!(block[..2 * l].iter().all(|&v| v == 0.0));
+        assert_eq!(&block[2 * l..3 * l], &[0.0, 0.0, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,297 @@
+//! The sequence user tower (SASRec, Kang and McAuley 2018): causal multi-head self-attention
+//! over the item history, pre-layer-norm blocks (attention, then a two-layer feed-forward
+//! net, each with a residual and dropout), learned position embeddings counted from the
+//! newest item, and a final layer norm. The user vector at a position is the block stack's
+//! output there; the item side is the item table itself (shared with the history, as in
+//! YoutubeDNN), so score = cosine / temperature after L2 normalisation.
+//!
+//! Windows are left-padded to the batch's longest; padded positions are never attended to and
+//! their outputs are never read. On CPU the element-wise parts run as fused ops (`seq_op.rs`,
+//! `fused.rs`), the products through candle's (batched) matmul.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng;
+
+use crate::Result;
+use crate::fused::bias_activation;
+use crate::seq_op::{causal_softmax, layer_norm};
+use crate::sparse::Gathered;
+use crate::tower::{Params, Pass};
+
+/// What the encoder is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct SequenceSpec {
+    /// Width of item embeddings and of every block.
+    pub dim: usize,
+    pub blocks: usize,
+    pub heads: usize,
+    /// Longest window (position embeddings).
+    pub max_len: usize,
+    /// Hidden width of the feed-forward net.
+    pub ffn: usize,
+    /// Width of the user side features added to every position (0: none).
+    pub side: usize,
+    pub dropout: f32,
+}
+
+/// `x W^T + b` over the rows of `x`.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(
+        name: &str,
+        input: usize,
+        output: usize,
+        rng: &mut impl Rng,
+        device: &Device,
+        params: &mut Params,
+    ) -> Result<Self> {
+        // As torch's Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        let bound = 1.0 / (input as f32).sqrt();
+        let w: Vec<f32> = (0..input * output)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let b: Vec<f32> = (0..output)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let weight = Var::from_tensor(&Tensor::from_vec(w, (output, input), device)?)?;
+        let bias = Var::from_tensor(&Tensor::from_vec(b, output, device)?)?;
+        params.push((format!("{name}.weight"), weight.clone()));
+        params.push((format!("{name}.bias"), bias.clone()));
+        Ok(Linear {
+            weight: weight.as_tensor().clone(),
+            bias: bias.as_tensor().clone(),
+        })
+    }
+
+    /// `act(x W^T + b)` for `[N, in]` rows; `alpha` 1 is the identity, 0 ReLU.
+    fn forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+        bias_activation(&x.matmul(&self.weight.t()?)?, &self.bias, alpha)
+    }
+}
+
+/// Layer norm parameters (gamma, beta).
+#[derive(Debug, Clone)]
+struct Norm {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+impl Norm {
+    fn new(name: &str, dim: usize, device: &Device, params: &mut Params) -> Result<Self> {
+        let gamma = Var::from_tensor(&Tensor::ones(dim, DType::F32, device)?)?;
+        let beta = Var::from_tensor(&Tensor::zeros(dim, DType::F32, device)?)?;
+        params.push((format!("{name}.ln_weight"), gamma.clone()));
+        params.push((format!("{name}.ln_bias"), beta.clone()));
+        Ok(Norm {
+            gamma: gamma.as_tensor().clone(),
+            beta: beta.as_tensor().clone(),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        layer_norm(x, &self.gamma, &self.beta)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attention_norm: Norm,
+    /// Queries, keys and values in one product (`[3 dim, dim]`).
+    qkv: Linear,
+    output: Linear,
+    ffn_norm: Norm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+}
+
+/// The causal self-attention user tower.
+#[derive(Debug, Clone)]
+pub struct SequenceEncoder {
+    spec: SequenceSpec,
+    /// `[max_len, dim]`: row `max_len - 1` is the newest item's position.
+    positions: Tensor,
+    blocks: Vec<Block>,
+    final_norm: Norm,
+    /// Projects the user side features onto every position (`side > 0`).
+    side: Option<Linear>,
+    /// Activation slopes of the fused bias op: 1 (identity) for `dim` and `3 dim` outputs, 0
+    /// (ReLU) for the feed-forward hidden layer.
+    identity: Tensor,
+    identity_qkv: Tensor,
+    relu: Tensor,
+}
+
+/// Left-padded windows of a batch: `pads[b]` leading positions of row `b` are padding.
+#[derive(Debug, Clone)]
+pub struct Padded {
+    /// Positions per row (the longest window).
+    pub len: usize,
+    pub pads: Vec<usize>,
+    /// Item ids, `len` per row, padding (0) first.
+    pub ids: Vec<u32>,
+}
+
+impl Padded {
+    /// The windows left-padded to the longest (an empty window becomes one padding item, so
+    /// that every row has an output).
+    pub fn new<'a>(windows: impl IntoIterator<Item = &'a [u32]>) -> Self {
+        let windows: Vec<&[u32]> = windows.into_iter().collect();
+        let len = windows.iter().map(|w| w.len()).max().unwrap_or(0).max(1);
+        let mut pads = Vec::with_capacity(windows.len());
+        let mut ids = Vec::with_capacity(windows.len() * len);
+        for w in windows {
+            let pad = len - w.len().max(1);
+            pads.push(pad);
+            ids.extend(std::iter::repeat_n(0, len - w.len()));
+            ids.extend_from_slice(w);
+        }
+        Padded { len, pads, ids }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.pads.len()
+    }
+}
+
+impl SequenceEncoder {
+    pub fn new(
+        spec: SequenceSpec,
+        init_std: f32,
+        rng: &mut impl Rng,
+        device: &Device,
+        params: &mut Params,
+    ) -> Result<Self> {
+        let d = spec.dim;
+        let positions: Vec<f32> = (0..spec.max_len * d)
+            .map(|_| {
+                let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-7), rng.random());
+                init_std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+            })
+            .collect();
+        let positions = Var::from_tensor(&Tensor::from_vec(positions, (spec.max_len, d), device)?)?;
+        params.push(("sequence.position_embedding".into(), positions.clone()));
+        let mut blocks = Vec::with_capacity(spec.blocks);
+        for i in 0..spec.blocks {
+            let name = |part: &str| format!("sequence.{i}.{part}");
+            blocks.push(Block {
+                attention_norm: Norm::new(&name("attention"), d, device, params)?,
+                qkv: Linear::new(&name("attention.qkv"), d, 3 * d, rng, device, params)?,
+                output: Linear::new(&name("attention.output"), d, d, rng, device, params)?,
+                ffn_norm: Norm::new(&name("ffn"), d, device, params)?,
+                ffn_in: Linear::new(&name("ffn.0"), d, spec.ffn, rng, device, params)?,
+                ffn_out: Linear::new(&name("ffn.1"), spec.ffn, d, rng, device, params)?,
+            });
+        }
+        let final_norm = Norm::new("sequence.final", d, device, params)?;
+        let side = if spec.side > 0 {
+            Some(Linear::new(
+                "sequence.side",
+                spec.side,
+                d,
+                rng,
+                device,
+                params,
+            )?)
+        } else {
+            None
+        };
+        Ok(SequenceEncoder {
+            spec,
+            positions: positions.as_tensor().clone(),
+            blocks,
+            final_norm,
+            side,
+            identity: Tensor::ones(d, DType::F32, device)?,
+            identity_qkv: Tensor::ones(3 * d, DType::F32, device)?,
+            relu: Tensor::zeros(spec.ffn, DType::F32, device)?,
+        })
+    }
+
+    pub fn spec(&self) -> &SequenceSpec {
+        &self.spec
+    }
+
+    fn dropout(&self, x: Tensor, pass: &mut Pass<'_>) -> Result<Tensor> {
+        match pass {
+            Pass::Train { dropout, mask } if *dropout > 0.0 => Ok(x.mul(&mask(x.dims())?)?),
+            _ => Ok(x),
+        }
+    }
+
+    /// Hidden states `[B * len, dim]` of the padded windows (row `b`'s positions, oldest first,
+    /// padding before them), from the gathered item rows and, with side features, `side`
+    /// (`[B, side]`).
+    pub fn forward(
+        &self,
+        items: &Gathered,
+        windows: &Padded,
+        side: Option<&Tensor>,
+        pass: &mut Pass<'_>,
+    ) -> Result<Tensor> {
+        let (b, l, d, h) = (windows.rows(), windows.len, self.spec.dim, self.spec.heads);
+        if l > self.spec.max_len {
+            return Err(crate::Error::Training(format!(
+                "a window of {l} items is longer than the model's max_len {}",
+                self.spec.max_len
+            )));
+        }
+        let dev = self.positions.device();
+        // Item rows plus the positions counted from the newest (row max_len - 1).
+        let x = items
+            .lookup(&windows.ids, &[b, l], dev)?
+            .broadcast_add(&self.positions.narrow(0, self.spec.max_len - l, l)?)?;
+        let mut x = match (&self.side, side) {
+            (Some(project), Some(s)) => {
+                let s = project.forward(s, &self.identity)?.unsqueeze(1)?;
+                x.broadcast_add(&s)?
+            }
+            _ => x,
+        };
+        x = self.dropout(x.reshape((b * l, d))?, pass)?;
+        let dh = d / h;
+        let scale = 1.0 / (dh as f64).sqrt();
+        for block in &self.blocks {
+            // Attention: queries, keys and values of the normalised input, heads apart.
+            let qkv = block
+                .qkv
+                .forward(&block.attention_norm.forward(&x)?, &self.identity_qkv)?;
+            let split = |k: usize| -> Result<Tensor> {
+                let part = qkv.narrow(1, k * d, d)?;
+                if h == 1 {
+                    Ok(part.reshape((b, l, d))?)
+                } else {
+                    Ok(part
+                        .reshape((b, l, h, dh))?
+                        .transpose(1, 2)?
+                        .contiguous()?
+                        .reshape((b * h, l, dh))?)
+                }
+            };
+            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+            let scores = q.matmul(&k.t()?)?;
+            let p = self.dropout(causal_softmax(&scores, h, &windows.pads, scale)?, pass)?;
+            let mut a = p.matmul(&v)?;
+            if h > 1 {
+                a = a.reshape((b, h, l, dh))?.transpose(1, 2)?.contiguous()?;
+            }
+            let o = block
+                .output
+                .forward(&a.reshape((b * l, d))?, &self.identity)?;
+            x = (x + self.dropout(o, pass)?)?;
+            // Feed-forward net on the normalised result.
+            let f = block
+                .ffn_in
+                .forward(&block.ffn_norm.forward(&x)?, &self.relu)?;
+            let f = block
+                .ffn_out
+                .forward(&self.dropout(f, pass)?, &self.identity)?;
+            x = (x + self.dropout(f, pass)?)?;
+        }
+        self.final_norm.forward(&x)
+    }
+}
