@@ -23,10 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(
         args.first()
-            .ok_or("usage: train_encoded ENCODE_DIR [dssm|youtubednn] [EPOCHS] [LOSS]")?,
+            .ok_or("usage: train_encoded ENCODE_DIR [dssm|youtubednn|sasrec] [EPOCHS] [LOSS]")?,
     );
     let kind = match args.get(1).map(String::as_str) {
         Some("dssm") => ModelKind::Dssm,
+        Some("sasrec") => ModelKind::Sasrec,
         _ => ModelKind::Youtubednn,
     };
     let epochs = args.get(2).map(|e| e.parse()).transpose()?.unwrap_or(5);
@@ -38,6 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model_config: ModelConfig = serde_json::from_value(serde_json::json!({ "kind": kind }))?;
     let train_config: TrainConfig =
         serde_json::from_value(serde_json::json!({ "epochs": epochs, "loss": loss }))?;
+    // Settings that cannot train together fail here, naming the key.
+    train_config.validate_for(&model_config)?;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(42);
     let mut model = TwoTower::new(&model_config, &data, &mut rng, &Device::Cpu)?;
     let report = train::train(&mut model, &data, &train_config, 42)?;

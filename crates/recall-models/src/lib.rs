@@ -38,6 +38,8 @@ pub mod seq_op;
 pub mod sequence;
 pub mod sparse;
 pub mod tables;
+#[cfg(test)]
+mod testing;
 pub mod tower;
 pub mod train;
 

@@ -323,13 +323,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn values(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_vec1().unwrap()
-    }
-
-    fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
-    }
+    use crate::testing::{close, values};
 
     /// Layer norm: values and the gradients of x, gamma and beta equal the generic ops'.
     #[test]
