@@ -270,10 +270,6 @@ pub(crate) fn batch_loss(
     Ok((loss, step, b))
 }
 
-/// Batches whose windows are sorted by length together (see [`Windows::bucket_by_length`]):
-/// enough for batches of like lengths, few enough that an epoch's batches still mix users.
-const BUCKET_BATCHES: usize = 16;
-
 /// A SASRec training window: the targets at positions `end - len + 1 ..= end` of `user`'s
 /// sequence, each predicted from the items before it within the window.
 #[derive(Debug, Clone, Copy)]
@@ -336,30 +332,6 @@ impl Windows {
 
     pub(crate) fn len(&self) -> usize {
         self.windows.len()
-    }
-
-    /// Reorders a shuffled epoch `order` so that each batch holds windows of similar length: the
-    /// windows sorted by length within spans of [`BUCKET_BATCHES`] batches (stably, so equal
-    /// lengths keep their shuffled order), then the whole batches shuffled, a partial batch
-    /// kept last so that batch boundaries stay where the epoch loop cuts them. A batch is padded
-    /// to its longest window: on ML-1M (max_len 200, most users' windows shorter) random batches
-    /// ran the encoder on about 40 % padding.
-    pub(crate) fn bucket_by_length(&self, order: &mut Vec<usize>, batch: usize, rng: &mut impl Rng) {
-        let batch = batch.max(1);
-        for span in order.chunks_mut(batch * BUCKET_BATCHES) {
-            span.sort_by_key(|&w| self.windows[w].len);
-        }
-        let full = order.len() / batch;
-        let mut blocks: Vec<usize> = (0..full).collect();
-        for i in (1..blocks.len()).rev() {
-            blocks.swap(i, rng.random_range(0..=i));
-        }
-        let mut out = Vec::with_capacity(order.len());
-        for b in blocks {
-            out.extend_from_slice(&order[b * batch..(b + 1) * batch]);
-        }
-        out.extend_from_slice(&order[full * batch..]);
-        *order = out;
     }
 
     /// The input items of window `w` (oldest first).
@@ -446,58 +418,4 @@ fn sequence_loss(
         &labels,
     )?;
     Ok((loss, step, count))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bucketing permutes the epoch (every window once), keeps a partial batch last, and makes
-    /// each full batch a run of like lengths: padded positions fall well below random batches'.
-    #[test]
-    fn bucketing_batches_windows_of_like_length() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
-        let lengths: Vec<u32> = (0..1000).map(|_| rng.random_range(1..=200)).collect();
-        let windows = Windows {
-            windows: lengths
-                .iter()
-                .map(|&len| Window {
-                    user: 0,
-                    end: len,
-                    len,
-                    start: 0,
-                })
-                .collect(),
-            trainable: Vec::new(),
-        };
-        let batch = 64;
-        let mut order: Vec<usize> = (0..lengths.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.random_range(0..=i));
-        }
-        let padding = |order: &[usize]| -> u32 {
-            order
-                .chunks(batch)
-                .map(|b| {
-                    let longest = b.iter().map(|&w| lengths[w]).max().unwrap();
-                    b.iter().map(|&w| longest - lengths[w]).sum::<u32>()
-                })
-                .sum()
-        };
-        let random = padding(&order);
-        windows.bucket_by_length(&mut order, batch, &mut rng);
-        let mut sorted = order.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..lengths.len()).collect::<Vec<_>>());
-        // One span here (1,000 windows < 16 batches): the partial batch is its longest windows,
-        // still last.
-        let cut = order.len() / batch * batch;
-        let shortest_last = order[cut..].iter().map(|&w| lengths[w]).min().unwrap();
-        assert!(order[..cut].iter().all(|&w| lengths[w] <= shortest_last));
-        let bucketed = padding(&order);
-        assert!(
-            bucketed * 5 < random,
-            "padding {bucketed} bucketed vs {random} random"
-        );
-    }
 }

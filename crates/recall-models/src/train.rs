@@ -176,9 +176,6 @@ fn train_in_pool(
         for i in (1..order.len()).rev() {
             order.swap(i, rng.random_range(0..=i));
         }
-        if let Some(windows) = &windows {
-            windows.bucket_by_length(&mut order, config.batch_size, &mut rng);
-        }
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         let examples_before = trained_examples;
         let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
