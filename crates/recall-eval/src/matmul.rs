@@ -54,12 +54,8 @@ impl<'a> Matrix<'a> {
 /// slice: a caller's bug, checked before the kernel runs.
 #[allow(unsafe_code)]
 pub fn matmul(a: Matrix<'_>, b: Matrix<'_>, c: &mut [f32], accumulate: bool, threads: usize) {
-    assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
+    check_views(a, b);
     assert_eq!(c.len(), a.rows * b.cols, "matmul: output buffer size");
-    assert!(
-        a.in_bounds() && b.in_bounds(),
-        "matmul: view outside its data"
-    );
     if c.is_empty() {
         return;
     }
@@ -69,36 +65,9 @@ pub fn matmul(a: Matrix<'_>, b: Matrix<'_>, c: &mut [f32], accumulate: bool, thr
         }
         return;
     }
-    // SAFETY: the asserts above keep every index gemm derives from these dimensions and
-    // strides inside the three slices (c is a.rows x b.cols row-major: row stride b.cols,
-    // column stride 1); `c` is borrowed mutably, so it overlaps neither input.
-    unsafe {
-        gemm::gemm(
-            a.rows,
-            b.cols,
-            a.cols,
-            c.as_mut_ptr(),
-            1,
-            b.cols as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            },
-        );
-    }
+    // SAFETY: `check_views` and the length assert keep every index inside the inputs and
+    // `c`; `c` is borrowed mutably, so it overlaps neither input.
+    unsafe { gemm_into(a, b, c.as_mut_ptr(), accumulate, threads) }
 }
 
 /// `a b` into a new row-major buffer, which the kernel writes without reading: no pass to
@@ -112,34 +81,55 @@ pub fn product(a: Matrix<'_>, b: Matrix<'_>, threads: usize) -> Vec<f32> {
         c.resize(len, 0.0);
         return c;
     }
+    check_views(a, b);
+    if len == 0 {
+        return c;
+    }
+    // SAFETY: as in `matmul`; `c` has capacity for `len` values and gemm with
+    // `read_dst = false` writes each of them once without reading any (alpha is not applied
+    // to an unread destination), so all `len` are initialised when `set_len` exposes them.
+    unsafe {
+        gemm_into(a, b, c.as_mut_ptr(), false, threads);
+        c.set_len(len);
+    }
+    c
+}
+
+/// The shapes chain and both views stay inside their slices (a caller's bug otherwise).
+fn check_views(a: Matrix<'_>, b: Matrix<'_>) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     assert!(
         a.in_bounds() && b.in_bounds(),
         "matmul: view outside its data"
     );
-    if len == 0 {
-        return c;
-    }
-    // SAFETY: as in `matmul`, every index is inside the three buffers; `c` has capacity for
-    // `len` values and gemm with `read_dst = false` writes each of them once without reading
-    // any (alpha is not applied to an unread destination), so all `len` are initialised when
-    // `set_len` makes them visible.
+}
+
+/// The one call into gemm: `dst = a b`, or `dst += a b` with `read_dst`, `dst` row-major
+/// `a.rows x b.cols`.
+///
+/// # Safety
+/// `a` and `b` pass [`check_views`], `a.cols > 0`, and `dst` is valid for writes (and, with
+/// `read_dst`, reads) of `a.rows * b.cols` values and overlaps neither input.
+#[allow(unsafe_code)]
+unsafe fn gemm_into(a: Matrix<'_>, b: Matrix<'_>, dst: *mut f32, read_dst: bool, threads: usize) {
+    // SAFETY: the caller's contract above; gemm derives every index from these dimensions
+    // and strides (dst: row stride b.cols, column stride 1).
     unsafe {
         gemm::gemm(
             a.rows,
             b.cols,
             a.cols,
-            c.as_mut_ptr(),
+            dst,
             1,
             b.cols as isize,
-            false,
+            read_dst,
             a.data.as_ptr(),
             a.col_stride as isize,
             a.row_stride as isize,
             b.data.as_ptr(),
             b.col_stride as isize,
             b.row_stride as isize,
-            0.0,
+            if read_dst { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -150,9 +140,7 @@ pub fn product(a: Matrix<'_>, b: Matrix<'_>, threads: usize) -> Vec<f32> {
                 gemm::Parallelism::None
             },
         );
-        c.set_len(len);
     }
-    c
 }
 
 #[cfg(test)]
