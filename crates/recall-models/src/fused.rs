@@ -627,9 +627,10 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    use crate::testing::values;
+
     fn close(a: &Tensor, b: &Tensor) -> bool {
-        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let (a, b) = (values(a), values(b));
         a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5)
     }
 
@@ -704,11 +705,10 @@ mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             (
-                flat(&s),
-                flat(g.get(u.as_tensor()).unwrap()),
-                flat(g.get(v.as_tensor()).unwrap()),
+                values(&s),
+                values(g.get(u.as_tensor()).unwrap()),
+                values(g.get(v.as_tensor()).unwrap()),
             )
         };
         let (a, bb) = (run(true), run(false));
@@ -748,10 +748,10 @@ mod tests {
     fn in_batch_softmax_matches_generic_ops_and_masks_hits() {
         let dev = Device::Cpu;
         let (b, c) = (4, 6);
-        let values: Vec<f32> = (0..b * c)
+        let raw: Vec<f32> = (0..b * c)
             .map(|k| ((k * 7 % 11) as f32 - 5.0) / 4.0)
             .collect();
-        let logits = Var::from_tensor(&Tensor::from_vec(values, (b, c), &dev).unwrap()).unwrap();
+        let logits = Var::from_tensor(&Tensor::from_vec(raw, (b, c), &dev).unwrap()).unwrap();
         let targets = [5u32, 7, 5, 9];
         let items = [5u32, 7, 5, 9, 7, 3];
         let bias = [0.3f32, -0.2, 0.3, 0.1, -0.5, 0.0];
@@ -785,10 +785,7 @@ mod tests {
             l2.to_scalar::<f32>().unwrap(),
         );
         assert!((l1 - l2).abs() < 1e-4 * l2.abs().max(1.0), "{l1} vs {l2}");
-        let (g1, g2): (Vec<f32>, Vec<f32>) = (
-            g1.flatten_all().unwrap().to_vec1().unwrap(),
-            g2.flatten_all().unwrap().to_vec1().unwrap(),
-        );
+        let (g1, g2) = (values(&g1), values(&g2));
         for (a, b) in g1.iter().zip(&g2) {
             assert!((a - b).abs() < 1e-4, "{g1:?} vs {g2:?}");
         }

@@ -351,6 +351,8 @@ mod tests {
     use crate::sparse::SparseTable;
     use candle_core::Device;
 
+    use crate::testing::values;
+
     /// Pooled (mean and sum), looked-up and given blocks, forward and backward, by hand and
     /// against the generic ops, over two tables of different widths.
     #[test]
@@ -391,11 +393,10 @@ mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             (
                 x.to_vec2::<f32>().unwrap(),
-                flat(grads.get(gi.var.as_tensor()).unwrap()),
-                flat(grads.get(gu.var.as_tensor()).unwrap()),
+                values(grads.get(gi.var.as_tensor()).unwrap()),
+                values(grads.get(gu.var.as_tensor()).unwrap()),
             )
         };
         let (fused, generic) = (run(true), run(false));

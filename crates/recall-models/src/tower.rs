@@ -299,6 +299,8 @@ mod tests {
     use candle_core::Var;
     use rand::SeedableRng;
 
+    use crate::testing::values;
+
     fn tower(batch_norm: bool, last_layer: LastLayer) -> (Tower, Params) {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
         let mut params = Vec::new();
@@ -376,13 +378,12 @@ mod tests {
                         .unwrap()
                         .backward()
                         .unwrap();
-                    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    let mut all = vec![("y".to_owned(), flat(&y))];
-                    all.push(("dx".into(), flat(grads.get(x.as_tensor()).unwrap())));
+                    let mut all = vec![("y".to_owned(), values(&y))];
+                    all.push(("dx".into(), values(grads.get(x.as_tensor()).unwrap())));
                     for (name, var) in &params {
-                        all.push((name.clone(), flat(var.as_tensor())));
+                        all.push((name.clone(), values(var.as_tensor())));
                         if let Some(g) = grads.get(var.as_tensor()) {
-                            all.push((format!("d {name}"), flat(g)));
+                            all.push((format!("d {name}"), values(g)));
                         }
                     }
                     let inferred = if fused {
@@ -390,7 +391,7 @@ mod tests {
                     } else {
                         tower.forward_layered(x.as_tensor(), &mut Pass::Infer, None)
                     };
-                    all.push(("inference".into(), flat(&inferred.unwrap())));
+                    all.push(("inference".into(), values(&inferred.unwrap())));
                     all
                 };
                 let (a, b) = (run(true), run(false));
@@ -450,15 +451,17 @@ mod tests {
             .unwrap()
             .index_select(&copies, 0)
             .unwrap();
-        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let close = |x: Vec<f32>, y: Vec<f32>| x.iter().zip(&y).all(|(p, q)| (p - q).abs() < 1e-5);
-        assert!(close(v(&full), v(&weighted)));
+        assert!(close(values(&full), values(&weighted)));
         for ((na, va), (_, vb)) in pa.iter().zip(&pb) {
-            assert!(close(v(va.as_tensor()), v(vb.as_tensor())), "{na}");
+            assert!(
+                close(values(va.as_tensor()), values(vb.as_tensor())),
+                "{na}"
+            );
         }
-        let before: Vec<Vec<f32>> = pa.iter().map(|(_, p)| v(p.as_tensor())).collect();
+        let before: Vec<Vec<f32>> = pa.iter().map(|(_, p)| values(p.as_tensor())).collect();
         a.forward(&distinct, &mut Pass::Infer, None).unwrap();
-        let after: Vec<Vec<f32>> = pa.iter().map(|(_, p)| v(p.as_tensor())).collect();
+        let after: Vec<Vec<f32>> = pa.iter().map(|(_, p)| values(p.as_tensor())).collect();
         assert_eq!(before, after);
     }
 }
