@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the checks CI runs, in one place so a developer runs exactly the same:
 //! rustfmt, the scheduled workflow against GitHub's schema, the default pipeline end to end
-//! into `target/ci-runs/` (forced, so it really runs), its exports read back with pyarrow, doc
-//! tests, and the test suite (nextest when installed, else cargo test).
+//! into `target/ci-runs/` (forced, so it really runs), its exports read back with pyarrow,
+//! reproduced by the Python reference towers and loaded into FAISS and LanceDB (`python/`),
+//! the options-coverage pipeline through the reference towers, doc tests, and the test suite
+//! (nextest when installed, else cargo test).
 //!
 //! The Python checks run in a virtual environment of their own under `target/ci-python/`,
 //! created and filled from PyPI on first use: the user's own Python stays untouched and a
@@ -37,8 +39,14 @@ fn has_nextest() -> bool {
 }
 
 /// What the Python checks import, and the PyPI packages that provide it.
-const PYTHON_MODULES: &str = "import pyarrow, numpy, check_jsonschema";
-const PYTHON_PACKAGES: &[&str] = &["pyarrow", "numpy", "check-jsonschema"];
+const PYTHON_MODULES: &str = "import pyarrow, numpy, check_jsonschema, faiss, lancedb";
+const PYTHON_PACKAGES: &[&str] = &[
+    "pyarrow",
+    "numpy",
+    "check-jsonschema",
+    "faiss-cpu",
+    "lancedb",
+];
 
 /// The interpreter of `target/ci-python/`, created with `python3 -m venv` and given
 /// [`PYTHON_PACKAGES`] by pip when it lacks them (once; later runs find them installed).
@@ -75,6 +83,15 @@ fn python_env(target: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
+/// Runs a pipeline file end to end into `target/ci-runs/<name>/` (forced, so it really runs);
+/// returns that run directory.
+fn ci_pipeline(file: &str) -> Result<PathBuf> {
+    let config = crate::config::load(Path::new(file))?;
+    let run_dir = Path::new("target/ci-runs").join(&config.name);
+    crate::pipeline::execute(&config, &run_dir, None, false, true)?;
+    Ok(run_dir)
+}
+
 pub fn run() -> Result<()> {
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     let python = python_env(Path::new("target"))?;
@@ -96,19 +113,32 @@ pub fn run() -> Result<()> {
     args.extend(workflows.iter().map(String::as_str));
     sh(&python, &args)?;
 
-    let config = crate::config::load(Path::new("pipelines/default.toml"))?;
-    let run_dir = Path::new("target/ci-runs").join(&config.name);
-    crate::pipeline::execute(&config, &run_dir, None, false, true)?;
-    // The exports as a Python user reads them.
-    let export_dir = run_dir.join("export");
+    // The default pipeline's exports as a Python user reads them: pyarrow, the reference
+    // towers from raw inputs, FAISS and LanceDB against the exact candidates. Then the
+    // options-coverage pipeline (every tower option a shipped pipeline uses) through the
+    // reference towers.
+    let default = ci_pipeline("pipelines/default.toml")?;
+    let (export, ingest) = (default.join("export"), default.join("ingest"));
+    let (export, ingest) = (export.to_string_lossy(), ingest.to_string_lossy());
+    sh(
+        &python,
+        &["crates/recall-export/tests/read_with_pyarrow.py", &export],
+    )
+    .context("reading the exports with pyarrow failed")?;
+    sh(&python, &["python/check_reference.py", &export, &ingest])
+        .context("the Python reference towers do not reproduce the exported vectors")?;
+    sh(&python, &["python/check_vector_dbs.py", &export, &ingest])
+        .context("FAISS / LanceDB do not return the exact candidates")?;
+    let options = ci_pipeline("pipelines/options-coverage.toml")?;
     sh(
         &python,
         &[
-            "crates/recall-export/tests/read_with_pyarrow.py",
-            &export_dir.to_string_lossy(),
+            "python/check_reference.py",
+            &options.join("export").to_string_lossy(),
+            &options.join("ingest").to_string_lossy(),
         ],
     )
-    .context("reading the exports with pyarrow failed")?;
+    .context("the Python reference towers do not reproduce the options-coverage exports")?;
     sh("cargo", &["test", "--workspace", "--doc"])?;
     // The test runner goes last, so its summary closes the output.
     if has_nextest() {

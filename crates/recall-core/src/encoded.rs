@@ -522,6 +522,21 @@ pub struct EncodedFeature {
     /// Dense features: the (mean, standard deviation) they were standardised with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<(f64, f64)>,
+    /// The side-table column the feature was encoded from, where it differs from `name`
+    /// (absent in files written before it was recorded: then it is `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Categorical over a list column: the list's first value was encoded (a `|`-separated
+    /// string is a list; an empty list is missing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_of_list: bool,
+}
+
+impl EncodedFeature {
+    /// The side-table column the feature was encoded from.
+    pub fn source_column(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// Counts for the manifest and the report.

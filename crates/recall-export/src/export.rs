@@ -247,6 +247,54 @@ fn torch_counterpart(name: &str, shape: &[usize]) -> String {
     }
 }
 
+/// Where export puts what turns raw inputs into table rows (see [`copy_encoding`]).
+pub const ENCODING_DIR: &str = "encoding";
+
+/// Copies into `out/encoding/` what a reader outside Rust needs to turn raw inputs into the
+/// tables' rows: `features.json` (kinds, source columns, boundaries, scaling) and the
+/// vocabularies of the side features (and of user ids when the model embeds them). Item ids
+/// need no copy: `item_embeddings.parquet` maps them (`index_key`).
+fn copy_encoding(encode_dir: &Path, out: &Path, user_ids: bool) -> Result<Vec<FileRecord>> {
+    let manifest = encoded::FeatureManifest::read(encode_dir)?;
+    let mut names = vec![files::FEATURES.to_owned()];
+    if user_ids {
+        names.push(files::vocab(USER_ID));
+    }
+    names.extend(
+        manifest
+            .user_features
+            .iter()
+            .chain(&manifest.item_features)
+            .filter(|f| {
+                matches!(
+                    f.kind,
+                    encoded::FeatureKind::Categorical | encoded::FeatureKind::Bag
+                )
+            })
+            .map(|f| files::vocab(&f.name)),
+    );
+    std::fs::create_dir_all(out.join(ENCODING_DIR)).map_err(|e| {
+        recall_core::Error::io(
+            "cannot create the export directory",
+            &out.join(ENCODING_DIR),
+            e,
+        )
+    })?;
+    names
+        .iter()
+        .map(|name| {
+            let file = format!("{ENCODING_DIR}/{name}");
+            copy_file(&encode_dir.join(name), &out.join(&file))?;
+            let rows = if name.ends_with(".parquet") {
+                Some(recall_core::table::parquet_row_count(&out.join(&file))?)
+            } else {
+                None
+            };
+            record(out, &file, rows)
+        })
+        .collect()
+}
+
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
     let bytes = std::fs::read(from).map_err(|e| recall_core::Error::io("cannot read", from, e))?;
     recall_core::write::write_bytes(to, &bytes)?;
@@ -506,8 +554,10 @@ pub fn export_model(
             "format": "safetensors, row-major float32",
             "note": "Linear weights are [out, in] like torch.nn.Linear; embedding rows are the encoder's indices (vocab_*.parquet), 0 padding and 1 out-of-vocabulary",
             "tensors": tensor_map,
+            "layout": model.input_layout(&data),
         }))?,
     )?;
+    let encoding = copy_encoding(encode_dir, out, model.tables.user_id.is_some())?;
 
     let mut files = vec![
         record(out, "item_embeddings.parquet", Some(item_rows as u64))?,
@@ -521,6 +571,7 @@ pub fn export_model(
         record(out, "config.json", None)?,
         record(out, "tensors.json", None)?,
     ];
+    files.extend(encoding);
     let index = match &index {
         Some((index, build_seconds)) => {
             files.push(record(out, INDEX_FILE, Some(index.sidecar().items as u64))?);

@@ -162,7 +162,10 @@ fn exports_are_keyed_by_original_ids_and_consistent_with_each_other() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     let files = manifest["files"].as_array().unwrap();
-    assert_eq!(files.len(), 8);
+    // The eight outputs, and the encoding a reader outside Rust needs (this encode has no side
+    // features, so features.json alone).
+    assert_eq!(files.len(), 9);
+    assert!(files.iter().any(|f| f["file"] == "encoding/features.json"));
     for f in files {
         let path = out.join(f["file"].as_str().unwrap());
         assert_eq!(
@@ -172,6 +175,26 @@ fn exports_are_keyed_by_original_ids_and_consistent_with_each_other() {
     }
     let tensors = std::fs::read_to_string(out.join("tensors.json")).unwrap();
     assert!(tensors.contains("\"item_embedding\"") && tensors.contains("nn.Embedding"));
+    // The input layout names tensors the checkpoint has, and its widths add up.
+    let tensors: serde_json::Value = serde_json::from_str(&tensors).unwrap();
+    let names: Vec<&str> = tensors["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let user = &tensors["layout"]["user_input"];
+    let parts = user["parts"].as_array().unwrap();
+    assert!(!parts.is_empty());
+    for part in parts {
+        let table = part["table"].as_str().unwrap_or("item_embedding");
+        assert!(names.contains(&table), "{table} is not a checkpoint tensor");
+    }
+    let width: u64 = parts.iter().map(|p| p["width"].as_u64().unwrap()).sum();
+    assert_eq!(user["width"].as_u64(), Some(width));
+    for layer in user["encoder"]["layers"].as_array().into_iter().flatten() {
+        assert!(names.contains(&layer["weight"].as_str().unwrap()));
+    }
 }
 
 #[test]

@@ -490,6 +490,7 @@ fn encode_side(
             }
         };
         columns.push((out_col.clone(), array));
+        let source = (column != name).then(|| column.to_owned());
         described.push(EncodedFeature {
             name,
             column: out_col,
@@ -497,6 +498,8 @@ fn encode_side(
             table_size,
             boundaries,
             scaling,
+            source,
+            first_of_list: spec.first_of_list,
         });
     }
     Ok((to_batch(columns)?, described))
@@ -648,6 +651,8 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
                     table_size: buckets.table_size(),
                     boundaries: Some(buckets.boundaries().to_vec()),
                     scaling: None,
+                    source: None,
+                    first_of_list: false,
                 };
                 (Some(buckets), Some(feature), serving)
             }

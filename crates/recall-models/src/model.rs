@@ -36,11 +36,28 @@ pub struct TwoTower {
     /// Input widths of the user and item towers.
     dims: (usize, usize),
     /// Sources of `tables.history_features`, in the same order.
-    history_sources: Vec<ItemFeatureSource>,
+    pub(crate) history_sources: Vec<ItemFeatureSource>,
     /// Sources of `tables.item_features` (DSSM), in the same order.
-    item_sources: Vec<ItemFeatureSource>,
+    pub(crate) item_sources: Vec<ItemFeatureSource>,
     /// SASRec's encoder settings (to rebuild it from a checkpoint).
     sequence_spec: Option<SequenceSpec>,
+}
+
+/// The spec of tower `name` of a model with `config`.
+pub(crate) fn tower_spec<'a>(
+    config: &ModelConfig,
+    name: &'a str,
+    input: usize,
+    widths: &'a [usize],
+) -> TowerSpec<'a> {
+    TowerSpec {
+        name,
+        input,
+        widths,
+        activation: config.activation,
+        batch_norm: config.batch_norm,
+        last_layer: config.last_layer,
+    }
 }
 
 /// Freshly initialised dense parts of a model, with their named parameters.
@@ -192,14 +209,7 @@ impl TwoTower {
         device: &Device,
     ) -> Result<Towers> {
         let mut params = Vec::new();
-        let spec = |name, input, widths| TowerSpec {
-            name,
-            input,
-            widths,
-            activation: config.activation,
-            batch_norm: config.batch_norm,
-            last_layer: config.last_layer,
-        };
+        let spec = |name, input, widths| tower_spec(config, name, input, widths);
         let user_widths: &[usize] = if sequence.is_some() {
             &[]
         } else {

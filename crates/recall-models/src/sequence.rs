@@ -34,6 +34,78 @@ pub struct SequenceSpec {
     pub dropout: f32,
 }
 
+// Checkpoint names of the encoder's parts: `new` registers them, `describe` lists them.
+const POSITIONS: &str = "sequence.position_embedding";
+const FINAL_NORM: &str = "sequence.final";
+const SIDE: &str = "sequence.side";
+const ATTENTION_NORM: &str = "attention";
+const QKV: &str = "attention.qkv";
+const OUTPUT: &str = "attention.output";
+const FFN_NORM: &str = "ffn";
+const FFN_IN: &str = "ffn.0";
+const FFN_OUT: &str = "ffn.1";
+
+fn block_part(block: usize, part: &str) -> String {
+    format!("sequence.{block}.{part}")
+}
+
+fn linear_names(name: &str) -> (String, String) {
+    (format!("{name}.weight"), format!("{name}.bias"))
+}
+
+fn norm_names(name: &str) -> (String, String) {
+    (format!("{name}.ln_weight"), format!("{name}.ln_bias"))
+}
+
+impl SequenceSpec {
+    /// The encoder's structure with its checkpoint tensor names and the computation, for
+    /// readers outside Rust (the `encoder` of the exported input layout).
+    pub(crate) fn describe(&self) -> serde_json::Value {
+        let linear = |name: &str, activation: &str| {
+            let (w, b) = linear_names(name);
+            serde_json::json!({ "weight": w, "bias": b, "activation": activation })
+        };
+        let norm = |name: &str| {
+            let (g, b) = norm_names(name);
+            serde_json::json!({ "weight": g, "bias": b })
+        };
+        let blocks: Vec<serde_json::Value> = (0..self.blocks)
+            .map(|i| {
+                let name = |part: &str| block_part(i, part);
+                serde_json::json!({
+                    "attention_norm": norm(&name(ATTENTION_NORM)),
+                    "qkv": linear(&name(QKV), "identity"),
+                    "output": linear(&name(OUTPUT), "identity"),
+                    "ffn_norm": norm(&name(FFN_NORM)),
+                    "ffn_in": linear(&name(FFN_IN), "relu"),
+                    "ffn_out": linear(&name(FFN_OUT), "identity"),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "kind": "sasrec",
+            "dim": self.dim,
+            "heads": self.heads,
+            "max_len": self.max_len,
+            "ffn_width": self.ffn,
+            "layer_norm_eps": crate::seq_op::LN_EPS,
+            "positions": POSITIONS,
+            "side": (self.side > 0).then(|| linear(SIDE, "identity")),
+            "blocks": blocks,
+            "final_norm": norm(FINAL_NORM),
+            "computation": "x[t] = item_embedding[window[t]] + positions[max_len - L + t] for the window's L items, \
+                oldest first (row max_len - 1 is the newest item's position), plus side W^T + b on every \
+                position when `side` is set (the side parts concatenated); per block, pre-layer-norm: \
+                h = LN(x); [q | k | v] = h W_qkv^T + b (dim columns each; head j uses columns \
+                j*dim/heads .. (j+1)*dim/heads of each); a = softmax(q k^T / sqrt(dim/heads)) v with \
+                position t attending to positions <= t; heads concatenated; x = x + a W_o^T + b_o; \
+                x = x + ffn_out(relu(ffn_in(LN(x)))); the user vector is final_norm(x) at the newest \
+                position, then L2-normalised. LN(v) = (v - mean) / sqrt(var + eps) * weight + bias, \
+                var the biased variance over the dim values. No dropout at inference.",
+        })
+    }
+}
+
 /// `x W^T + b` over the rows of `x`.
 #[derive(Debug, Clone)]
 struct Linear {
@@ -60,8 +132,9 @@ impl Linear {
             .collect();
         let weight = Var::from_tensor(&Tensor::from_vec(w, (output, input), device)?)?;
         let bias = Var::from_tensor(&Tensor::from_vec(b, output, device)?)?;
-        params.push((format!("{name}.weight"), weight.clone()));
-        params.push((format!("{name}.bias"), bias.clone()));
+        let (w_name, b_name) = linear_names(name);
+        params.push((w_name, weight.clone()));
+        params.push((b_name, bias.clone()));
         Ok(Linear {
             weight: weight.as_tensor().clone(),
             bias: bias.as_tensor().clone(),
@@ -85,8 +158,9 @@ impl Norm {
     fn new(name: &str, dim: usize, device: &Device, params: &mut Params) -> Result<Self> {
         let gamma = Var::from_tensor(&Tensor::ones(dim, DType::F32, device)?)?;
         let beta = Var::from_tensor(&Tensor::zeros(dim, DType::F32, device)?)?;
-        params.push((format!("{name}.ln_weight"), gamma.clone()));
-        params.push((format!("{name}.ln_bias"), beta.clone()));
+        let (g_name, b_name) = norm_names(name);
+        params.push((g_name, gamma.clone()));
+        params.push((b_name, beta.clone()));
         Ok(Norm {
             gamma: gamma.as_tensor().clone(),
             beta: beta.as_tensor().clone(),
@@ -174,29 +248,22 @@ impl SequenceEncoder {
             })
             .collect();
         let positions = Var::from_tensor(&Tensor::from_vec(positions, (spec.max_len, d), device)?)?;
-        params.push(("sequence.position_embedding".into(), positions.clone()));
+        params.push((POSITIONS.into(), positions.clone()));
         let mut blocks = Vec::with_capacity(spec.blocks);
         for i in 0..spec.blocks {
-            let name = |part: &str| format!("sequence.{i}.{part}");
+            let name = |part: &str| block_part(i, part);
             blocks.push(Block {
-                attention_norm: Norm::new(&name("attention"), d, device, params)?,
-                qkv: Linear::new(&name("attention.qkv"), d, 3 * d, rng, device, params)?,
-                output: Linear::new(&name("attention.output"), d, d, rng, device, params)?,
-                ffn_norm: Norm::new(&name("ffn"), d, device, params)?,
-                ffn_in: Linear::new(&name("ffn.0"), d, spec.ffn, rng, device, params)?,
-                ffn_out: Linear::new(&name("ffn.1"), spec.ffn, d, rng, device, params)?,
+                attention_norm: Norm::new(&name(ATTENTION_NORM), d, device, params)?,
+                qkv: Linear::new(&name(QKV), d, 3 * d, rng, device, params)?,
+                output: Linear::new(&name(OUTPUT), d, d, rng, device, params)?,
+                ffn_norm: Norm::new(&name(FFN_NORM), d, device, params)?,
+                ffn_in: Linear::new(&name(FFN_IN), d, spec.ffn, rng, device, params)?,
+                ffn_out: Linear::new(&name(FFN_OUT), spec.ffn, d, rng, device, params)?,
             });
         }
-        let final_norm = Norm::new("sequence.final", d, device, params)?;
+        let final_norm = Norm::new(FINAL_NORM, d, device, params)?;
         let side = if spec.side > 0 {
-            Some(Linear::new(
-                "sequence.side",
-                spec.side,
-                d,
-                rng,
-                device,
-                params,
-            )?)
+            Some(Linear::new(SIDE, spec.side, d, rng, device, params)?)
         } else {
             None
         };

@@ -81,6 +81,37 @@ pub(crate) struct TowerSpec<'a> {
     pub last_layer: LastLayer,
 }
 
+/// A layer's activation, as the tower applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerActivation {
+    Identity,
+    Relu,
+    Prelu,
+}
+
+/// What layer `i` of a tower is: its activation and whether batch norm precedes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerForm {
+    pub activation: LayerActivation,
+    pub batch_norm: bool,
+}
+
+impl TowerSpec<'_> {
+    /// Layer `i`'s form: the last layer is plain (no batch norm, identity) unless
+    /// `last_layer = "like-hidden"`. [`Tower::new`] and the exported layout both read it.
+    pub(crate) fn layer_form(&self, i: usize) -> LayerForm {
+        let plain = i + 1 == self.widths.len() && self.last_layer == LastLayer::Linear;
+        LayerForm {
+            activation: match self.activation {
+                _ if plain => LayerActivation::Identity,
+                Activation::Relu => LayerActivation::Relu,
+                Activation::Prelu => LayerActivation::Prelu,
+            },
+            batch_norm: self.batch_norm && !plain,
+        }
+    }
+}
+
 /// An MLP with named parameters.
 #[derive(Debug, Clone)]
 pub struct Tower {
@@ -133,9 +164,7 @@ impl Tower {
             name,
             input,
             widths,
-            activation,
-            batch_norm,
-            last_layer,
+            ..
         } = *spec;
         let mut layers = Vec::new();
         let mut fan_in = input;
@@ -150,17 +179,17 @@ impl Tower {
             let bv = Var::from_tensor(&Tensor::from_vec(bias, w, device)?)?;
             params.push((format!("{name}.{i}.weight"), wv.clone()));
             params.push((format!("{name}.{i}.bias"), bv.clone()));
-            let plain = i + 1 == widths.len() && last_layer == LastLayer::Linear;
-            let alpha = match activation {
-                _ if plain => Tensor::ones(w, DType::F32, device)?,
-                Activation::Relu => Tensor::zeros(w, DType::F32, device)?,
-                Activation::Prelu => {
+            let form = spec.layer_form(i);
+            let alpha = match form.activation {
+                LayerActivation::Identity => Tensor::ones(w, DType::F32, device)?,
+                LayerActivation::Relu => Tensor::zeros(w, DType::F32, device)?,
+                LayerActivation::Prelu => {
                     let a = Var::from_tensor(&Tensor::full(0.25f32, w, device)?)?;
                     params.push((format!("{name}.{i}.prelu"), a.clone()));
                     a.as_tensor().clone()
                 }
             };
-            let norm = if batch_norm && !plain {
+            let norm = if form.batch_norm {
                 let var = |what: &str, value: f32, params: &mut Params| -> Result<Var> {
                     let v = Var::from_tensor(&Tensor::full(value, w, device)?)?;
                     params.push((format!("{name}.{i}.bn_{what}"), v.clone()));
