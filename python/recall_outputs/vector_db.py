@@ -75,8 +75,12 @@ def lancedb_search(table, users: np.ndarray, k: int, refine_factor: int | None =
     hits = query.to_arrow()
     # LanceDB's dot distance is 1 - inner product: ascending distance is best first.
     out: list[list] = [[] for _ in range(len(users))]
-    order = np.lexsort((hits.column("_distance").to_numpy(), hits.column("query_index").to_numpy()))
-    queries = hits.column("query_index").to_numpy()[order]
+    if "query_index" in hits.column_names:
+        queries = hits.column("query_index").to_numpy()
+    else:  # one query: LanceDB leaves the column out
+        queries = np.zeros(hits.num_rows, dtype=np.int64)
+    order = np.lexsort((hits.column("_distance").to_numpy(), queries))
+    queries = queries[order]
     ids = np.asarray(hits.column("item_id").to_pylist(), dtype=object)[order]
     for q, item in zip(queries, ids):
         out[q].append(item)

@@ -3,6 +3,7 @@
 //! fuzz targets (`fuzz/`) load pipeline files through [`config::parse`].
 
 pub mod ablate;
+pub mod card;
 pub mod chart;
 pub mod ci;
 pub mod config;

@@ -196,8 +196,21 @@ pub fn write(
     }
     let md_path = out.join("report.md");
     recall_core::write::write_bytes(&md_path, md.as_bytes())?;
+    let cards = crate::card::write_all(
+        &crate::card::RunFacts {
+            config,
+            dataset: &dataset_name,
+            ingest: &ingest,
+            encode: &encode,
+            train: &train,
+            results: &results,
+        },
+        run_dir.dir(Stage::Export),
+    )?;
+    let mut written = vec![metrics_path, md_path, svg_path];
+    written.extend(cards);
     Ok((
-        vec![metrics_path, md_path, svg_path],
+        written,
         serde_json::json!({ "models": config.models.len() }),
     ))
 }

@@ -7,7 +7,8 @@
 //! | `user_embeddings.parquet` | `user_id`, `embedding`: the user tower at the user's full history (test item included) and example age 0 |
 //! | `candidates.parquet` | `user_id`, `rank`, `item_id`, `score`: top-K per user, seen items filtered when configured |
 //! | `model.safetensors`, `config.json` | the checkpoint, unchanged |
-//! | `tensors.json` | every tensor's name, shape and its PyTorch counterpart |
+//! | `tensors.json` | every tensor's name, shape and its PyTorch counterpart; `layout`: how the towers' inputs are assembled |
+//! | `encoding/` | `features.json` and the side features' vocabularies: raw inputs to table rows |
 //! | `item_index.usearch`, `item_index.usearch.json` | the HNSW serving index and its sidecar |
 //! | `manifest.json` | every file above with rows, bytes, SHA-256; model, config hash, versions, index quality |
 //!
