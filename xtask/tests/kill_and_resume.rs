@@ -62,9 +62,12 @@ fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if name == ".lock" {
                 continue;
             }
+            // Timings: the manifests, training histories, results, the report and the model
+            // cards (which quote training and index speed).
             let timed = name == "manifest.json"
                 || name == "history.json"
                 || name == "results.json"
+                || name == "README.md"
                 || rel.starts_with("report");
             assert!(
                 !name.contains(".tmp-"),
