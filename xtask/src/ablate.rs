@@ -171,6 +171,7 @@ fn variant_config(
         models,
         evaluate,
         export: base.export.clone(),
+        engine: base.engine.clone(),
         ablation: None,
     })
 }

@@ -30,6 +30,12 @@ pub struct PipelineConfig {
     /// `[export]`: candidates per user, seen filtering, the serving index.
     #[serde(default)]
     pub export: recall_export::ExportConfig,
+    /// `[engine]`: where the computing stages run (`device`). Default: the CPU.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::engine::EngineConfig::is_default"
+    )]
+    pub engine: crate::engine::EngineConfig,
     /// `[ablation]`: the grid `cargo xtask ablate` runs (ignored by `pipeline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ablation: Option<crate::ablate::AblationConfig>,

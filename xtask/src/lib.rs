@@ -7,6 +7,7 @@ pub mod card;
 pub mod chart;
 pub mod ci;
 pub mod config;
+pub mod engine;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;

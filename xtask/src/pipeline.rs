@@ -101,12 +101,27 @@ pub struct Args {
     /// When another run holds the run directory, wait for it instead of failing.
     #[arg(long)]
     wait: bool,
+    /// Device of the computing stages for this run (`cpu`, `cuda`, `cuda:N`), instead of the
+    /// file's `engine.device`.
+    #[arg(long)]
+    device: Option<crate::engine::DeviceChoice>,
 }
 
 pub fn config_hash<T: Serialize>(section: &T) -> Result<String> {
     let mut bytes = serde_json::to_vec(section)?;
     bytes.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     Ok(sha256_bytes(&bytes))
+}
+
+/// The hash of a computing stage's config `section`: as [`config_hash`] on the CPU (so existing
+/// runs stay current), with the device beside it on any other (results there are not
+/// bit-identical to the CPU's).
+fn device_hash<T: Serialize>(engine: &crate::engine::EngineConfig, section: &T) -> Result<String> {
+    if engine.is_default() {
+        config_hash(section)
+    } else {
+        config_hash(&(section, engine.device))
+    }
 }
 
 /// The fault-injection variable (see `run_stage`).
@@ -186,7 +201,10 @@ fn run_stage(
 
 /// Runs a pipeline file with the given options.
 pub fn run(args: &Args) -> Result<()> {
-    let config = config::load(&args.config)?;
+    let mut config = config::load(&args.config)?;
+    if let Some(device) = args.device {
+        config.engine.device = device;
+    }
     let run_dir = args.runs.join(&config.name);
     execute_locked(
         &config,
@@ -329,6 +347,8 @@ pub fn execute_locked(
 ) -> Result<Vec<StageReport>> {
     let run_dir = layout.root.as_path();
     let _lock = RunLock::acquire(run_dir, wait)?;
+    // Opened before any stage runs: a CUDA device a CPU build cannot use fails here.
+    let device = config.engine.device.open()?;
     let resolved = toml::to_string(config)?;
     recall_core::write::write_bytes(&run_dir.join("config.toml"), resolved.as_bytes())?;
     let ingest_dir = layout.dir(Stage::Ingest).to_owned();
@@ -406,10 +426,18 @@ pub fn execute_locked(
             Stage::Train => run_stage(
                 stage,
                 &train_dir,
-                config_hash(&(&config.models, config.seed))?,
+                device_hash(&config.engine, &(&config.models, config.seed))?,
                 &outputs_of(&encode_dir),
                 forced,
-                |dir| crate::stages::train::run(&encode_dir, dir, &config.models, config.seed),
+                |dir| {
+                    crate::stages::train::run(
+                        &encode_dir,
+                        dir,
+                        &config.models,
+                        config.seed,
+                        &device,
+                    )
+                },
             )?,
             Stage::Evaluate => {
                 // With `evaluate.index` the inputs include the index files export saved, so the
@@ -432,7 +460,10 @@ pub fn execute_locked(
                 run_stage(
                     stage,
                     &evaluate_dir,
-                    config_hash(&(&config.evaluate, &config.models, config.seed))?,
+                    device_hash(
+                        &config.engine,
+                        &(&config.evaluate, &config.models, config.seed),
+                    )?,
                     &[outputs_of(&encode_dir), outputs_of(&train_dir), indexes].concat(),
                     forced,
                     |dir| {
@@ -444,12 +475,16 @@ pub fn execute_locked(
                             &config.models,
                             &config.evaluate,
                             config.seed,
+                            &device,
                         )
                     },
                 )?
             }
             Stage::Export => {
-                let hash = config_hash(&(&config.export, &config.models, config.seed))?;
+                let hash = device_hash(
+                    &config.engine,
+                    &(&config.export, &config.models, config.seed),
+                )?;
                 run_stage(
                     stage,
                     &export_dir,
@@ -464,6 +499,7 @@ pub fn execute_locked(
                             &config.models,
                             &config.export,
                             &hash,
+                            &device,
                         )
                     },
                 )?
@@ -619,6 +655,35 @@ mod tests {
         assert!(!run.join("ingest").exists(), "nothing ran");
         drop(first);
         assert_eq!(run_ran(&tiny(5), &run), ALL);
+    }
+
+    /// A pipeline asking for CUDA on a build without it fails before any stage runs, naming
+    /// the key and the build script.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn a_cuda_device_on_a_cpu_build_fails_before_any_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"t\"\nseed = 1\n[engine]\ndevice = \"cuda\"\n\
+                    [ingest.synthetic]\nusers = 60\nitems = 40\nseed = 5\n";
+        let config = crate::config::parse(text, Path::new("d.toml")).unwrap();
+        let run = dir.path().join("t");
+        let err = execute(&config, &run, None, false, false).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("engine.device = \"cuda:0\"") && msg.contains("scripts/build-cuda.sh"),
+            "{msg}"
+        );
+        assert!(!run.join("ingest").exists(), "nothing ran");
+        let bad =
+            "name = \"t\"\nseed = 1\n[engine]\ndevice = \"gpu\"\n[ingest.synthetic]\nusers = 6\n";
+        let err = format!(
+            "{:#}",
+            crate::config::parse(bad, Path::new("d.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("d.toml") && err.contains("unknown device \"gpu\""),
+            "{err}"
+        );
     }
 
     #[test]

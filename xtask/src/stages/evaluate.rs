@@ -128,6 +128,7 @@ pub fn run(
     models: &[ModelEntry],
     config: &EvaluateConfig,
     seed: u64,
+    device: &Device,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
     let split = EvalSplit::read(encode_dir, "test.parquet").context("reading the test split")?;
     let k = config.ks.iter().copied().max().unwrap_or(50);
@@ -152,7 +153,7 @@ pub fn run(
     let mut embedded = Vec::new();
     for entry in models {
         let data = data.as_ref().context("encoded data")?;
-        let model = checkpoint::load(&train_dir.join(&entry.name), data, &Device::Cpu)
+        let model = checkpoint::load(&train_dir.join(&entry.name), data, device)
             .with_context(|| format!("loading model `{}`", entry.name))?;
         let start = std::time::Instant::now();
         let users = model.embed_split(data, &data.test)?;

@@ -17,6 +17,7 @@ pub fn run(
     models: &[ModelEntry],
     config: &ExportConfig,
     config_hash: &str,
+    device: &Device,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
     let mut written = Vec::new();
     let mut stats = serde_json::Map::new();
@@ -30,7 +31,7 @@ pub fn run(
             &entry.name,
             config,
             config_hash,
-            &Device::Cpu,
+            device,
         )
         .with_context(|| format!("exporting `{}`", entry.name))?;
         written.extend(recall_export::export::written_files(&dir, &summary));

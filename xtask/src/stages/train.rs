@@ -28,13 +28,13 @@ pub fn run(
     out: &Path,
     models: &[ModelEntry],
     seed: u64,
+    device: &Device,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
     if models.is_empty() {
         // A baselines-only pipeline: nothing to read (10 s and GBs on a 10M-row encode).
         return Ok((Vec::new(), serde_json::json!({})));
     }
     let data = EncodedData::read_dir(encode_dir).context("reading the encoded data")?;
-    let device = Device::Cpu;
     let mut written = Vec::new();
     let mut stats = serde_json::Map::new();
     // Models trained so far, for mining hard negatives in a later round.
@@ -42,7 +42,7 @@ pub fn run(
     for entry in models {
         let _span = tracing::info_span!("model", name = entry.name.as_str()).entered();
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut model = TwoTower::new(&entry.model, &data, &mut rng, &device)
+        let mut model = TwoTower::new(&entry.model, &data, &mut rng, device)
             .with_context(|| format!("model `{}`", entry.name))?;
         let hard = match &entry.train.hard_negatives {
             Some(h) => {
