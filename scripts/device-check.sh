@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The prepared GPU check (issue "The CUDA backend"): on a lent GPU machine, with the binary
+# scripts/build-cuda.sh built (target/cuda/xtask.gz) and ML-1M under data/ml-1m/ carried
+# beside the checkout, runs the ML-1M YoutubeDNN and DSSM pipelines on CUDA and prints stage
+# times, training examples/s and HitRate@50. Copies nothing from the internet. Prepare here:
+#   bash scripts/build-cuda.sh
+#   mkdir -p data/ml-1m && cp ../shared/data/ml-1m/{interactions.parquet,users.dat,movies.dat} data/ml-1m/
+# then with the `run` tool of the device machine (about 22 MB carried):
+#   run(command="bash scripts/device-check.sh", carry=["target/cuda/xtask.gz", "data/ml-1m"])
+# Each pipeline is capped (PIPELINE_TIMEOUT, default 200 s) so the whole check stays inside 8
+# minutes; the CPU figures to compare with are the same pipelines on this repository's CPU
+# machine (MEASUREMENTS.md).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin="${XTASK_BIN:-target/cuda/xtask}"
+if [ ! -x "$bin" ] && [ -f "$bin.gz" ]; then
+    gunzip -kf "$bin.gz" && chmod +x "$bin"
+fi
+runs="${RUNS_DIR:-runs-gpu}"
+limit="${PIPELINE_TIMEOUT:-200}"
+device="${DEVICE:-cuda}"
+# A dry run of the script itself on any machine: DEVICE=cpu PIPELINES=default XTASK_BIN=...
+pipelines="${PIPELINES:-ml-1m-youtubednn ml-1m-dssm}"
+
+# The CUDA libraries of the machine's Python environment (PyTorch's wheels), after the driver's.
+libs=$(python3 - <<'PY' 2>/dev/null
+import os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit
+dirs = []
+for root in nvidia.__path__:
+    for sub in sorted(os.listdir(root)):
+        lib = os.path.join(root, sub, "lib")
+        if os.path.isdir(lib):
+            dirs.append(lib)
+print(":".join(dirs))
+PY
+)
+export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+echo "binary: $bin"
+missing=$(ldd "$bin" | grep "not found" || true)
+if [ -n "$missing" ]; then
+    echo "unresolved libraries (LD_LIBRARY_PATH=$LD_LIBRARY_PATH):" >&2
+    echo "$missing" >&2
+    exit 1
+fi
+ldd "$bin" | grep -E "libcuda|cublas|curand|nvrtc|cudart" || true
+
+status=0
+for pipeline in $pipelines; do
+    echo "== $pipeline on $device"
+    start=$(date +%s)
+    RUST_LOG=info timeout "$limit" "$bin" pipeline --config "pipelines/$pipeline.toml" --device "$device" \
+        --runs "$runs" --force > "$runs-$pipeline.log" 2>&1
+    rc=$?
+    echo "exit $rc after $(( $(date +%s) - start )) s (log $runs-$pipeline.log)"
+    if [ $rc -ne 0 ]; then
+        status=1
+        tail -20 "$runs-$pipeline.log"
+        continue
+    fi
+    python3 - "$runs/$pipeline/report/metrics.json" "$runs/$pipeline/train/manifest.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+train = json.load(open(sys.argv[2]))["stats"]
+print("stage seconds:", {k: round(v, 1) for k, v in report["timings_s"].items()})
+for name, t in train.items():
+    print(f"{name}: {t['examples_per_second']:.0f} examples/s, {t['train_seconds']:.1f} s training, "
+          f"best epoch {t['best_epoch']}, per epoch {t['train_seconds'] / max(t['epochs_run'], 1):.1f} s")
+for r in report["results"]:
+    if r["search"] == "exact" and r["model"] in train:
+        print(f"{r['model']} filtered={r['filter_seen']}: HitRate@50 {r['metrics']['hit_rate@50']:.4f} "
+              f"CI {r['hit_rate_ci95'][0]:.4f}-{r['hit_rate_ci95'][1]:.4f}")
+PY
+done
+exit $status
