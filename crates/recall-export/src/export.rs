@@ -167,8 +167,10 @@ pub struct ExportSummary {
 }
 
 /// The serving view of the test split: every test user at the end of its sequence (the test
-/// item included when it is a known item; `max_len` newest kept, as the history reader cuts),
-/// at the test rows' example-age bucket, which encode sets to age 0 ("now").
+/// item included, an out-of-vocabulary one as row 1 like any other in a history, so the rule
+/// a serving system follows is simply "every interaction"; `max_len` newest kept, as the
+/// history reader cuts), at the test rows' example-age bucket, which encode sets to age 0
+/// ("now").
 pub fn serving_split(data: &EncodedData) -> (SplitRows, usize) {
     let test = &data.test;
     let mut out = SplitRows::default();
@@ -179,8 +181,7 @@ pub fn serving_split(data: &EncodedData) -> (SplitRows, usize) {
             skipped += 1;
             continue;
         }
-        let position = test.position[row] + u32::from(data.target(test, row) >= FIRST_ITEM);
-        out.push(user, position, test.age_bucket[row]);
+        out.push(user, test.position[row] + 1, test.age_bucket[row]);
     }
     (out, skipped)
 }
