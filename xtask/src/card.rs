@@ -21,12 +21,13 @@ pub struct RunFacts<'a> {
     pub train: &'a Value,
     /// `evaluate/results.json`.
     pub results: &'a Value,
+    /// The hash of the whole resolved pipeline file.
+    pub pipeline_hash: &'a str,
 }
 
 /// Writes a card into each exported model's directory under `export_dir` (models without an
 /// export, as in an ablation, get none); returns the files written.
 pub fn write_all(facts: &RunFacts<'_>, export_dir: &Path) -> Result<Vec<PathBuf>> {
-    let pipeline_hash = crate::pipeline::config_hash(facts.config)?;
     let mut written = Vec::new();
     for entry in &facts.config.models {
         let dir = export_dir.join(&entry.name);
@@ -36,7 +37,7 @@ pub fn write_all(facts: &RunFacts<'_>, export_dir: &Path) -> Result<Vec<PathBuf>
         };
         let manifest: Value = serde_json::from_slice(&text)
             .with_context(|| format!("reading {}", manifest_path.display()))?;
-        let card = render(facts, entry, &manifest, &pipeline_hash);
+        let card = render(facts, entry, &manifest, facts.pipeline_hash);
         let path = dir.join("README.md");
         recall_core::write::write_bytes(&path, card.as_bytes())?;
         written.push(path);

@@ -204,6 +204,7 @@ pub fn write(
             encode: &encode,
             train: &train,
             results: &results,
+            pipeline_hash: &crate::pipeline::config_hash(config)?,
         },
         run_dir.dir(Stage::Export),
     )?;
