@@ -76,4 +76,14 @@ for r in report["results"]:
               f"CI {r['hit_rate_ci95'][0]:.4f}-{r['hit_rate_ci95'][1]:.4f}")
 PY
 done
+# The peer on the same GPU, when it was carried: target/peer/run_peer.py (../shared/peers/
+# torch_rechub/) and target/peer/site/ holding torch-rechub 0.9.0 and what it imports beyond
+# PyTorch (pandas, scikit-learn, annoy, pyarrow), installed here for the GPU machine's Python with
+#   pip install --no-deps --target target/peer/site --python-version 3.X --only-binary=:all: ...
+if [ -f target/peer/run_peer.py ]; then
+    echo "== torch-rechub youtube_dnn on cuda"
+    PYTHONPATH=target/peer/site timeout "${PEER_TIMEOUT:-240}" python3 target/peer/run_peer.py \
+        --data data/ml-1m/interactions.parquet --models youtube_dnn --extra_topk 50,100 \
+        --num_workers 0 --device cuda || echo "peer run failed or timed out"
+fi
 exit $status
