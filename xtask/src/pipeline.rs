@@ -468,9 +468,11 @@ pub fn execute_locked(
                     forced,
                     |dir| {
                         crate::stages::evaluate::run(
-                            &encode_dir,
-                            &train_dir,
-                            index_dir,
+                            crate::stages::evaluate::Inputs {
+                                encode_dir: &encode_dir,
+                                train_dir: &train_dir,
+                                index_dir,
+                            },
                             dir,
                             &config.models,
                             &config.evaluate,

@@ -278,7 +278,7 @@ fn copy_encoding(encode_dir: &Path, out: &Path, user_ids: bool) -> Result<Vec<Fi
     std::fs::create_dir_all(out.join(ENCODING_DIR)).map_err(|e| {
         recall_core::Error::io(
             "cannot create the export directory",
-            &out.join(ENCODING_DIR),
+            out.join(ENCODING_DIR),
             e,
         )
     })?;

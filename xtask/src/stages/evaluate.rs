@@ -118,18 +118,29 @@ fn score(
     ))
 }
 
+/// The stage directories evaluation reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub encode_dir: &'a Path,
+    pub train_dir: &'a Path,
+    /// Export's directory when the `+hnsw` rows are wanted: each model's saved index is scored.
+    pub index_dir: Option<&'a Path>,
+}
+
 /// Runs the evaluation; returns written files and the metrics document.
 pub fn run(
-    encode_dir: &Path,
-    train_dir: &Path,
-    // Export's directory when the `+hnsw` rows are wanted: each model's saved index is scored.
-    index_dir: Option<&Path>,
+    inputs: Inputs<'_>,
     out: &Path,
     models: &[ModelEntry],
     config: &EvaluateConfig,
     seed: u64,
     device: &Device,
 ) -> Result<(Vec<PathBuf>, serde_json::Value)> {
+    let Inputs {
+        encode_dir,
+        train_dir,
+        index_dir,
+    } = inputs;
     let split = EvalSplit::read(encode_dir, "test.parquet").context("reading the test split")?;
     let k = config.ks.iter().copied().max().unwrap_or(50);
     let n_items = split.popularity.len();
