@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from recall_outputs.reference import ExportedModel  # noqa: E402
+from recall_outputs.vector_db import read_vectors  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -46,16 +47,12 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
     users = side_rows(raw / "users.parquet", "user_id")
     history = histories(raw / "interactions.parquet")
 
-    exported = pq.read_table(directory / "user_embeddings.parquet")
-    ids = exported.column("user_id").to_pylist()
-    dim = exported.schema.field("embedding").type.list_size
-    expected = np.asarray(exported.column("embedding").combine_chunks().flatten()).reshape(-1, dim)
+    ids, expected = read_vectors(directory / "user_embeddings.parquet", "user_id")
     got = np.stack([model.user_vector(history[u], user_id=u, user=users.get(u)) for u in ids])
     user_error = float(np.abs(got - expected).max())
     assert user_error <= TOLERANCE, f"{directory.name}: user vectors differ by {user_error:.2e}"
 
-    exported = pq.read_table(directory / "item_embeddings.parquet")
-    expected = np.asarray(exported.column("embedding").combine_chunks().flatten()).reshape(-1, dim)
+    _, expected = read_vectors(directory / "item_embeddings.parquet", "item_id")
     item_error = float(np.abs(model.item_vectors() - expected).max())
     assert item_error <= TOLERANCE, f"{directory.name}: item vectors differ by {item_error:.2e}"
     encoder = model.layout["user_input"]["encoder"]["kind"]

@@ -35,7 +35,7 @@ def seen_items(interactions: pathlib.Path) -> dict:
     return seen
 
 
-def recall(got: list, truth: dict, users: list, k: int) -> float:
+def recall(got: list, truth: dict, users: list) -> float:
     return float(np.mean([len(set(g) & set(truth[u])) / max(len(truth[u]), 1) for g, u in zip(got, users)]))
 
 
@@ -65,8 +65,8 @@ def check_model(directory: pathlib.Path, seen: dict) -> dict:
         start = time.perf_counter()
         plain = search(users[:probe], k)
         seconds = time.perf_counter() - start
-        return {"recall": recall(filtered, truth, user_ids, k),
-                "recall_unfiltered": recall(plain, unfiltered_truth, user_ids[:probe], k),
+        return {"recall": recall(filtered, truth, user_ids),
+                "recall_unfiltered": recall(plain, unfiltered_truth, user_ids[:probe]),
                 "queries_per_second": probe / seconds}
 
     results = {}

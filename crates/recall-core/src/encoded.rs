@@ -532,13 +532,6 @@ pub struct EncodedFeature {
     pub first_of_list: bool,
 }
 
-impl EncodedFeature {
-    /// The side-table column the feature was encoded from.
-    pub fn source_column(&self) -> &str {
-        self.source.as_deref().unwrap_or(&self.name)
-    }
-}
-
 /// Counts for the manifest and the report.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EncodeStats {

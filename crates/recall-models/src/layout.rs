@@ -14,7 +14,7 @@ use crate::config::{ModelKind, Pooling};
 use crate::data::EncodedData;
 use crate::model::{TwoTower, tower_spec};
 use crate::tables::ItemFeatureSource;
-use crate::tower::{LayerActivation, TowerSpec};
+use crate::tower::{LayerActivation, TowerSpec, layer_tensor};
 
 /// How raw values become the table rows the parts look up (the encode stage's rules).
 const ENCODING: &str = "Every table row is an encoded index: 0 is padding, 1 out-of-vocabulary. Raw ids \
@@ -189,7 +189,7 @@ fn mlp(spec: &TowerSpec<'_>) -> Value {
     let layers: Vec<Value> = (0..spec.widths.len())
         .map(|i| {
             let form = spec.layer_form(i);
-            let t = |part: &str| format!("{name}.{i}.{part}");
+            let t = |part: &str| layer_tensor(name, i, part);
             json!({
                 "weight": t("weight"),
                 "bias": t("bias"),

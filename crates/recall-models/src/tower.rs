@@ -112,6 +112,12 @@ impl TowerSpec<'_> {
     }
 }
 
+/// The checkpoint name of `part` (`weight`, `bias`, `prelu`, `bn_weight`, ...) of layer
+/// `layer` of tower `tower`: [`Tower::new`] registers them, the exported layout lists them.
+pub(crate) fn layer_tensor(tower: &str, layer: usize, part: &str) -> String {
+    format!("{tower}.{layer}.{part}")
+}
+
 /// An MLP with named parameters.
 #[derive(Debug, Clone)]
 pub struct Tower {
@@ -177,22 +183,22 @@ impl Tower {
             let bias: Vec<f32> = (0..w).map(|_| rng.random_range(-bound..bound)).collect();
             let wv = Var::from_tensor(&Tensor::from_vec(weight, (w, fan_in), device)?)?;
             let bv = Var::from_tensor(&Tensor::from_vec(bias, w, device)?)?;
-            params.push((format!("{name}.{i}.weight"), wv.clone()));
-            params.push((format!("{name}.{i}.bias"), bv.clone()));
+            params.push((layer_tensor(name, i, "weight"), wv.clone()));
+            params.push((layer_tensor(name, i, "bias"), bv.clone()));
             let form = spec.layer_form(i);
             let alpha = match form.activation {
                 LayerActivation::Identity => Tensor::ones(w, DType::F32, device)?,
                 LayerActivation::Relu => Tensor::zeros(w, DType::F32, device)?,
                 LayerActivation::Prelu => {
                     let a = Var::from_tensor(&Tensor::full(0.25f32, w, device)?)?;
-                    params.push((format!("{name}.{i}.prelu"), a.clone()));
+                    params.push((layer_tensor(name, i, "prelu"), a.clone()));
                     a.as_tensor().clone()
                 }
             };
             let norm = if form.batch_norm {
                 let var = |what: &str, value: f32, params: &mut Params| -> Result<Var> {
                     let v = Var::from_tensor(&Tensor::full(value, w, device)?)?;
-                    params.push((format!("{name}.{i}.bn_{what}"), v.clone()));
+                    params.push((layer_tensor(name, i, &format!("bn_{what}")), v.clone()));
                     Ok(v)
                 };
                 Some(BatchNorm {
