@@ -35,6 +35,7 @@ mod mlp_op;
 pub mod model;
 pub mod norm_op;
 mod par;
+pub mod score_op;
 pub mod seq_op;
 pub mod sequence;
 pub mod sparse;

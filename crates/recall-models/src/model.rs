@@ -402,6 +402,15 @@ impl TwoTower {
         Ok(if any { Some(plan.assemble()?) } else { None })
     }
 
+    fn encoder(&self) -> Result<&SequenceEncoder> {
+        self.sequence.as_ref().ok_or_else(|| {
+            crate::Error::Training(format!(
+                "a {:?} model has no sequence encoder",
+                self.config.kind
+            ))
+        })
+    }
+
     /// SASRec's hidden states `[B, len, dim]`: the encoder over each row's newest `max_len`
     /// history items, left-padded to the longest (`len`), the newest at `len - 1`.
     pub fn sequence_hidden(
@@ -411,12 +420,7 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let encoder = self.sequence.as_ref().ok_or_else(|| {
-            crate::Error::Training(format!(
-                "a {:?} model has no sequence encoder",
-                self.config.kind
-            ))
-        })?;
+        let encoder = self.encoder()?;
         let max_len = encoder.spec().max_len;
         let windows = Padded::new(
             rows.histories
@@ -436,9 +440,25 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let hidden = self.sequence_hidden(data, step, rows, pass)?;
-        let len = hidden.dim(1)?;
-        l2_normalize(&hidden.narrow(1, len - 1, 1)?.squeeze(1)?)
+        let encoder = self.encoder()?;
+        let max_len = encoder.spec().max_len;
+        let windows: Vec<&[u32]> = rows
+            .histories
+            .iter()
+            .map(|h| &h[h.len().saturating_sub(max_len)..])
+            .collect();
+        // Packed several to a row (the same vectors as one window per row, `sequence_hidden`,
+        // on fewer slots); each user's vector is its window's newest slot.
+        let layout = Padded::packed(windows.iter().copied(), max_len);
+        let side = self.side_inputs(data, step, rows.users)?;
+        let hidden = encoder.forward(&step.item, &layout, side.as_ref(), pass)?;
+        let newest: Vec<u32> = windows
+            .iter()
+            .zip(&layout.starts)
+            .map(|(w, &start)| (start + w.len().max(1) - 1) as u32)
+            .collect();
+        let newest = Tensor::from_vec(newest, windows.len(), &self.device)?;
+        l2_normalize(&hidden.index_select(&newest, 0)?)
     }
 
     /// Item vectors `[N, out]` for `candidates`, L2-normalised.

@@ -176,21 +176,22 @@ pub fn layer_norm_generic(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<T
 }
 
 /// The causal attention softmax: for scores `[B * H, L, L]` (query rows, key columns) of `B`
-/// left-padded sequences (`pads[b]` leading positions are padding) with `H` heads each, row
-/// `i` of sequence `b` is `softmax(scale * s)` over keys `pads[b] <= j <= i`; everything else
-/// is 0, and a padded query row is all 0.
+/// rows of `L` slots with `H` heads each, query `i` of row `b` is `softmax(scale * s)` over
+/// keys `first[b * L + i] <= j <= i` (its own segment up to itself); everything else is 0, and
+/// a padding query (`first` past `i`) is all 0.
 #[derive(Debug, Clone)]
 struct CausalSoftmax {
     heads: usize,
-    pads: Vec<usize>,
+    /// Per slot, the first key it may see ([`crate::sequence::PADDING`]: none).
+    first: Vec<u32>,
     scale: f32,
 }
 
 impl CausalSoftmax {
-    /// The keys query `i` of attention row block `n` may see.
-    fn keys(&self, n: usize, i: usize) -> std::ops::Range<usize> {
-        let pad = self.pads[n / self.heads];
-        if i < pad { 0..0 } else { pad..i + 1 }
+    /// The keys query `i` of attention row block `n` (of `l` slots) may see.
+    fn keys(&self, n: usize, i: usize, l: usize) -> std::ops::Range<usize> {
+        let first = self.first[(n / self.heads) * l + i] as usize;
+        if first > i { 0..0 } else { first..i + 1 }
     }
 }
 
@@ -206,10 +207,10 @@ impl CustomOp1 for CausalSoftmax {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, l, l2) = layout.shape().dims3()?;
         let s = contiguous(storage, layout, self.name())?;
-        if l != l2 || n != self.pads.len() * self.heads || self.pads.iter().any(|&p| p > l) {
+        if l != l2 || n * l != self.first.len() * self.heads {
             candle_core::bail!(
-                "causal-softmax: scores [{n}, {l}, {l2}] for {} sequences of {} heads",
-                self.pads.len(),
+                "causal-softmax: scores [{n}, {l}, {l2}] for {} slots of {} heads",
+                self.first.len(),
                 self.heads
             )
         }
@@ -224,7 +225,7 @@ impl CustomOp1 for CausalSoftmax {
                 .zip(s_block.chunks_exact(l))
                 .enumerate()
             {
-                let keys = self.keys(m, i);
+                let keys = self.keys(m, i, l);
                 if keys.is_empty() {
                     continue;
                 }
@@ -254,7 +255,7 @@ impl CustomOp1 for CausalSoftmax {
         let mut out = vec![0f32; n * l * l];
         for m in 0..n {
             for i in 0..l {
-                let keys = self.keys(m, i);
+                let keys = self.keys(m, i, l);
                 if keys.is_empty() {
                     continue;
                 }
@@ -274,16 +275,16 @@ impl CustomOp1 for CausalSoftmax {
     }
 }
 
-/// Attention probabilities from `scores` (`[B * H, L, L]`, `H` heads per sequence) of left
-/// padded sequences (`pads`), each row a softmax of `scale * scores` over the keys it may see
-/// (itself and earlier, never padding); padded query rows are 0.
-pub fn causal_softmax(scores: &Tensor, heads: usize, pads: &[usize], scale: f64) -> Result<Tensor> {
+/// Attention probabilities from `scores` (`[B * H, L, L]`, `H` heads per row of slots), each
+/// query a softmax of `scale * scores` over the keys it may see (`first[slot]` up to itself,
+/// see [`crate::sequence::Padded::first`]); padding queries are 0.
+pub fn causal_softmax(scores: &Tensor, heads: usize, first: &[u32], scale: f64) -> Result<Tensor> {
     if !scores.device().is_cpu() {
-        return causal_softmax_generic(scores, heads, pads, scale);
+        return causal_softmax_generic(scores, heads, first, scale);
     }
     let op = CausalSoftmax {
         heads,
-        pads: pads.to_vec(),
+        first: first.to_vec(),
         scale: scale as f32,
     };
     Ok(scores.contiguous()?.apply_op1(op)?)
@@ -294,20 +295,20 @@ pub fn causal_softmax(scores: &Tensor, heads: usize, pads: &[usize], scale: f64)
 pub fn causal_softmax_generic(
     scores: &Tensor,
     heads: usize,
-    pads: &[usize],
+    first: &[u32],
     scale: f64,
 ) -> Result<Tensor> {
     let (n, l, _) = scores.dims3()?;
     let op = CausalSoftmax {
         heads,
-        pads: pads.to_vec(),
+        first: first.to_vec(),
         scale: scale as f32,
     };
     let mut bias = vec![-1e9f32; n * l * l];
     let mut rows = vec![0f32; n * l];
     for m in 0..n {
         for i in 0..l {
-            let keys = op.keys(m, i);
+            let keys = op.keys(m, i, l);
             rows[m * l + i] = if keys.is_empty() { 0.0 } else { 1.0 };
             bias[(m * l + i) * l + keys.start..(m * l + i) * l + keys.end].fill(0.0);
         }
@@ -389,7 +390,9 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let pads = [0usize, 2];
+        // Row 0: one window of 4 slots; row 1: two padding slots, then a window of 2.
+        let pad = crate::sequence::PADDING;
+        let first = [0, 0, 0, 0, pad, pad, 2, 2];
         let w = Tensor::from_vec(
             (0..b * h * l * l)
                 .map(|k| (k % 7) as f32 - 3.0)
@@ -404,7 +407,7 @@ mod tests {
             } else {
                 causal_softmax_generic
             };
-            let p = f(s.as_tensor(), h, &pads, 0.5).unwrap();
+            let p = f(s.as_tensor(), h, &first, 0.5).unwrap();
             let g = (p.clone() * &w)
                 .unwrap()
                 .sum_all()

@@ -1,0 +1,322 @@
+//! The softmax loss straight from the vectors: `mean_i CE(softmax(scale * u_i V^T + bias), label_i)`
+//! for position (or row) vectors `u` `[N, d]` and candidate vectors `V` `[C, d]`, without the
+//! `[N, C]` logits ever becoming a tensor.
+//!
+//! A SASRec step scores about 7,300 positions against the whole ML-1M catalogue (3,704 items):
+//! as candle tensors that was a 108 MB product, its softmax, its gradient, and, in candle's
+//! backward pass, a zeroed gradient buffer plus a sum for each, every step. Page zeroing, memset
+//! and those sums were a quarter of the step in a profile (MEASUREMENTS.md, issue 17). Here the
+//! rows go in blocks through one reused buffer: the block's logits, its softmax and loss, then
+//! its gradient, which goes straight into `du` (this block's rows) and `dv` (accumulated over
+//! blocks in order). The loss is the graph's last node, so the gradient is computed in the
+//! forward pass and scaled by the incoming gradient in the backward pass.
+//!
+//! Same products, same masking and the same `fast_exp` as [`crate::fused::softmax_loss`] over
+//! `u.matmul(v.t())`; the tests compare the two, values and gradients. Other devices take that
+//! generic path.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+use recall_eval::matmul::{Matrix, matmul};
+
+use crate::Result;
+use crate::fused::{contiguous, fast_exp, lane_max, lane_sum};
+
+/// Rows per block: a `[256, C]` buffer (3.8 MB at ML-1M's catalogue) stays in cache between the
+/// product that writes it and the two that read it.
+const BLOCK_ROWS: usize = 256;
+
+/// What the loss is over, besides the two vector tensors.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    /// Each row's own target item (a column holding it is masked unless it is the label).
+    pub row_targets: &'a [u32],
+    /// The item of each column.
+    pub column_items: &'a [u32],
+    /// Added to each column's scaled logit (e.g. `-log q`).
+    pub column_bias: &'a [f32],
+    /// The label column of each row.
+    pub labels: &'a [u32],
+}
+
+/// Mean softmax cross-entropy of `scale * u v^T + bias` against the label columns, with every
+/// other column holding a row's own target masked out. `u` `[N, d]`, `v` `[C, d]`.
+pub fn vector_softmax_loss(
+    u: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    columns: Columns<'_>,
+) -> Result<Tensor> {
+    if u.device().is_cpu() {
+        let op = VectorSoftmax {
+            scale: scale as f32,
+            row_targets: columns.row_targets.to_vec(),
+            column_items: columns.column_items.to_vec(),
+            column_bias: columns.column_bias.to_vec(),
+            labels: columns.labels.to_vec(),
+            grads: Mutex::new(None),
+        };
+        return Ok(u.contiguous()?.apply_op2(&v.contiguous()?, op)?);
+    }
+    crate::fused::softmax_loss_generic(
+        &u.matmul(&v.t()?)?,
+        scale,
+        columns.row_targets,
+        columns.column_items,
+        columns.column_bias,
+        columns.labels,
+    )
+}
+
+#[derive(Debug)]
+struct VectorSoftmax {
+    scale: f32,
+    row_targets: Vec<u32>,
+    column_items: Vec<u32>,
+    column_bias: Vec<f32>,
+    labels: Vec<u32>,
+    /// `d loss / d u` and `d loss / d v` from the forward pass, taken by the backward pass.
+    grads: Mutex<Option<Grads>>,
+}
+
+/// `d loss / d u`, `d loss / d v`.
+type Grads = (Vec<f32>, Vec<f32>);
+
+impl VectorSoftmax {
+    fn cache(&self) -> candle_core::Result<std::sync::MutexGuard<'_, Option<Grads>>> {
+        self.grads.lock().map_err(|_| {
+            candle_core::Error::Msg("vector-softmax: a panic poisoned the gradient cache".into())
+        })
+    }
+
+    fn check(&self, n: usize, c: usize, d: usize, dv: usize) -> candle_core::Result<()> {
+        if d != dv
+            || self.row_targets.len() != n
+            || self.labels.len() != n
+            || self.column_items.len() != c
+            || self.column_bias.len() != c
+            || self.labels.iter().any(|&l| l as usize >= c)
+        {
+            candle_core::bail!(
+                "vector-softmax: u [{n}, {d}], v [{c}, {dv}], {} targets, {} labels, {} candidates, {} corrections",
+                self.row_targets.len(),
+                self.labels.len(),
+                self.column_items.len(),
+                self.column_bias.len()
+            )
+        }
+        Ok(())
+    }
+
+    /// Turns one row of logits into `scale / n * (softmax - onehot(label))` and returns the
+    /// row's loss.
+    fn row(&self, i: usize, x: &mut [f32], inverse_n: f32) -> f32 {
+        let (target, label) = (self.row_targets[i], self.labels[i] as usize);
+        let raw_label = x[label];
+        // Branch-free over the row; the label column is never masked and is set after.
+        for (x, (&bias, &item)) in x
+            .iter_mut()
+            .zip(self.column_bias.iter().zip(&self.column_items))
+        {
+            *x = if item == target {
+                f32::NEG_INFINITY
+            } else {
+                self.scale * *x + bias
+            };
+        }
+        x[label] = self.scale * raw_label + self.column_bias[label];
+        let max = lane_max(x);
+        let label_logit = x[label] - max;
+        x.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+        let sum = lane_sum(x);
+        let g = self.scale * inverse_n / sum;
+        x.iter_mut().for_each(|v| *v *= g);
+        x[label] -= self.scale * inverse_n;
+        // loss = logsumexp - x_label = ln(sum) + max - x_label.
+        sum.ln() - label_logit
+    }
+}
+
+impl CustomOp2 for VectorSoftmax {
+    fn name(&self) -> &'static str {
+        "vector-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, d) = l1.shape().dims2()?;
+        let (c, dv) = l2.shape().dims2()?;
+        self.check(n, c, d, dv)?;
+        let u = contiguous(s1, l1, self.name())?;
+        let v = contiguous(s2, l2, self.name())?;
+        // gemm splits a product's output between threads, never its sums, and `dv` adds the
+        // blocks in order: the same bits on any number of threads.
+        let threads = rayon::current_num_threads();
+        let inverse_n = 1.0 / n.max(1) as f32;
+        let mut du = vec![0f32; n * d];
+        let mut dv_sum = vec![0f32; c * d];
+        let mut block = vec![0f32; BLOCK_ROWS.min(n) * c];
+        let mut losses = Vec::with_capacity(n);
+        let vm = Matrix::row_major(v, c, d);
+        for first in (0..n).step_by(BLOCK_ROWS) {
+            let rows = BLOCK_ROWS.min(n - first);
+            let ub = Matrix::row_major(&u[first * d..(first + rows) * d], rows, d);
+            let g = &mut block[..rows * c];
+            matmul(ub, vm.t(), g, false, threads);
+            let block_losses: Vec<f32> = g
+                .par_chunks_mut(c)
+                .enumerate()
+                .with_min_len(crate::par::ROWS_PER_TASK / 4)
+                .map(|(k, x)| self.row(first + k, x, inverse_n))
+                .collect();
+            losses.extend(block_losses);
+            let gm = Matrix::row_major(g, rows, c);
+            matmul(
+                gm,
+                vm,
+                &mut du[first * d..(first + rows) * d],
+                false,
+                threads,
+            );
+            matmul(gm.t(), ub, &mut dv_sum, true, threads);
+        }
+        let loss = losses.iter().map(|&l| f64::from(l)).sum::<f64>() * f64::from(inverse_n);
+        *self.cache()? = Some((du, dv_sum));
+        Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        u: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some((mut du, mut dv)) = self.cache()?.take() else {
+            candle_core::bail!("vector-softmax: backward without its forward pass")
+        };
+        let g = grad.to_scalar::<f32>()?;
+        if g != 1.0 {
+            du.iter_mut().for_each(|x| *x *= g);
+            dv.iter_mut().for_each(|x| *x *= g);
+        }
+        Ok((
+            Some(Tensor::from_vec(du, u.shape(), u.device())?),
+            Some(Tensor::from_vec(dv, v.shape(), v.device())?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    use crate::testing::values;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let (a, b) = (values(a), values(b));
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Loss and both gradients equal the generic path's (candle's matmul, then the softmax
+    /// loss built from generic ops), over more rows than a block, with masked duplicate
+    /// targets, a bias and an incoming gradient other than 1.
+    #[test]
+    fn matches_generic_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let (n, c, d) = (BLOCK_ROWS * 2 + 37, 53, 16);
+        let mut random =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let u = Var::from_tensor(&Tensor::from_vec(random(n * d), (n, d), &dev).unwrap()).unwrap();
+        let v = Var::from_tensor(&Tensor::from_vec(random(c * d), (c, d), &dev).unwrap()).unwrap();
+        let column_bias = random(c);
+        // Columns hold items 10..10+c with item 12 twice (columns 2 and 7): a row whose target
+        // is 12 and label column 2 has column 7 masked.
+        let mut column_items: Vec<u32> = (10..10 + c as u32).collect();
+        column_items[7] = 12;
+        let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7) % c as u32).collect();
+        let row_targets: Vec<u32> = labels.iter().map(|&l| column_items[l as usize]).collect();
+        let columns = Columns {
+            row_targets: &row_targets,
+            column_items: &column_items,
+            column_bias: &column_bias,
+            labels: &labels,
+        };
+        let fused = vector_softmax_loss(&u, &v, 20.0, columns).unwrap();
+        let generic = crate::fused::softmax_loss_generic(
+            &u.matmul(&v.t().unwrap()).unwrap(),
+            20.0,
+            &row_targets,
+            &column_items,
+            &column_bias,
+            &labels,
+        )
+        .unwrap();
+        let (lf, lg) = (
+            fused.to_scalar::<f32>().unwrap(),
+            generic.to_scalar::<f32>().unwrap(),
+        );
+        assert!(
+            (lf - lg).abs() < 1e-4 * lg.abs().max(1.0),
+            "loss {lf} vs {lg}"
+        );
+        let gf = (fused * 3.0).unwrap().backward().unwrap();
+        let gg = (generic * 3.0).unwrap().backward().unwrap();
+        for var in [&u, &v] {
+            let (a, b) = (gf.get(var).unwrap(), gg.get(var).unwrap());
+            let diff = max_diff(a, b);
+            assert!(diff < 1e-5, "gradient differs by {diff}");
+        }
+    }
+
+    /// One thread or two: the same bits (the training step's determinism rests on it).
+    #[test]
+    fn same_bits_on_one_or_two_threads() {
+        let dev = Device::Cpu;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let (n, c, d) = (BLOCK_ROWS + 5, 300, 8);
+        let mut random =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let u = Var::from_tensor(&Tensor::from_vec(random(n * d), (n, d), &dev).unwrap()).unwrap();
+        let v = Var::from_tensor(&Tensor::from_vec(random(c * d), (c, d), &dev).unwrap()).unwrap();
+        let column_items: Vec<u32> = (0..c as u32).collect();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % c as u32).collect();
+        let bias = vec![0.0; c];
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let columns = Columns {
+                    row_targets: &labels,
+                    column_items: &column_items,
+                    column_bias: &bias,
+                    labels: &labels,
+                };
+                let loss = vector_softmax_loss(&u, &v, 10.0, columns).unwrap();
+                let grads = loss.backward().unwrap();
+                let mut out = values(&loss);
+                out.extend(values(grads.get(&u).unwrap()));
+                out.extend(values(grads.get(&v).unwrap()));
+                out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+            })
+        };
+        assert_eq!(run(1), run(2));
+    }
+}
