@@ -366,13 +366,87 @@ pub fn row_scores_generic(
 /// forward keeps the softmax for the backward, so `exp` runs once per value.
 #[derive(Debug)]
 struct InBatchSoftmax {
-    scale: f32,
-    column_bias: Vec<f32>,
-    row_targets: Vec<u32>,
-    column_items: Vec<u32>,
-    labels: Vec<u32>,
+    columns: SoftmaxColumns,
     /// The forward pass's softmax, taken by the backward pass.
     softmax: std::sync::Mutex<Vec<f32>>,
+}
+
+/// What a softmax loss over shared candidates is over: the scale, each column's item and
+/// correction, each row's own target and label column. The one owner of the loss's row
+/// kernel, for the op over logits ([`softmax_loss`]) and the op over vectors
+/// (`score_op::vector_softmax_loss`).
+#[derive(Debug)]
+pub(crate) struct SoftmaxColumns {
+    pub(crate) scale: f32,
+    pub(crate) row_targets: Vec<u32>,
+    pub(crate) column_items: Vec<u32>,
+    pub(crate) column_bias: Vec<f32>,
+    pub(crate) labels: Vec<u32>,
+}
+
+impl SoftmaxColumns {
+    pub(crate) fn new(
+        scale: f64,
+        row_targets: &[u32],
+        column_items: &[u32],
+        column_bias: &[f32],
+        labels: &[u32],
+    ) -> Self {
+        SoftmaxColumns {
+            scale: scale as f32,
+            row_targets: row_targets.to_vec(),
+            column_items: column_items.to_vec(),
+            column_bias: column_bias.to_vec(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    /// Fails unless there are `rows` targets and labels, `columns` items and corrections, and
+    /// every label is a column.
+    pub(crate) fn check(&self, op: &str, rows: usize, columns: usize) -> candle_core::Result<()> {
+        if self.row_targets.len() != rows
+            || self.labels.len() != rows
+            || self.column_items.len() != columns
+            || self.column_bias.len() != columns
+            || self.labels.iter().any(|&l| l as usize >= columns)
+        {
+            candle_core::bail!(
+                "{op}: scores of {rows} rows x {columns} columns, {} targets, {} labels, {} candidates, {} corrections",
+                self.row_targets.len(),
+                self.labels.len(),
+                self.column_items.len(),
+                self.column_bias.len()
+            )
+        }
+        Ok(())
+    }
+
+    /// Row `i`'s raw scores `x` in place into its softmax; returns the row's loss.
+    #[inline]
+    pub(crate) fn softmax_row(&self, i: usize, x: &mut [f32]) -> f32 {
+        let (target, label) = (self.row_targets[i], self.labels[i] as usize);
+        let raw_label = x[label];
+        // Branch-free over the row; the label column is never a hit and is set after.
+        for (x, (&bias, &item)) in x
+            .iter_mut()
+            .zip(self.column_bias.iter().zip(&self.column_items))
+        {
+            *x = if item == target {
+                f32::NEG_INFINITY
+            } else {
+                self.scale * *x + bias
+            };
+        }
+        x[label] = self.scale * raw_label + self.column_bias[label];
+        let max = lane_max(x);
+        let label_logit = x[label] - max;
+        x.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+        let sum = lane_sum(x);
+        let inverse = 1.0 / sum;
+        x.iter_mut().for_each(|v| *v *= inverse);
+        // loss = logsumexp - x_label = ln(sum) + max - x_label.
+        sum.ln() - label_logit
+    }
 }
 
 impl InBatchSoftmax {
@@ -395,52 +469,16 @@ impl CustomOp1 for InBatchSoftmax {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c) = layout.shape().dims2()?;
         let logits = contiguous(storage, layout, self.name())?;
-        if self.row_targets.len() != b
-            || self.labels.len() != b
-            || self.column_items.len() != c
-            || self.column_bias.len() != c
-            || self.labels.iter().any(|&l| l as usize >= c)
-        {
-            candle_core::bail!(
-                "in-batch-softmax: logits [{b}, {c}], {} targets, {} candidates, {} corrections",
-                self.row_targets.len(),
-                self.column_items.len(),
-                self.column_bias.len()
-            )
-        }
-        let mut softmax = vec![0f32; b * c];
+        self.columns.check(self.name(), b, c)?;
+        // The softmax is computed in place over a copy of the logits.
+        let mut softmax = logits.to_vec();
         let losses: Vec<f32> = {
             use rayon::prelude::*;
             softmax
                 .par_chunks_mut(c)
-                .zip(logits.par_chunks(c))
                 .enumerate()
                 .with_min_len(crate::par::ROWS_PER_TASK)
-                .map(|(i, (x, l))| {
-                    let (target, label) = (self.row_targets[i], self.labels[i] as usize);
-                    // Branch-free over the row; the label column is never a hit and is set
-                    // after.
-                    for ((x, &l), (&bias, &item)) in x
-                        .iter_mut()
-                        .zip(l)
-                        .zip(self.column_bias.iter().zip(&self.column_items))
-                    {
-                        *x = if item == target {
-                            f32::NEG_INFINITY
-                        } else {
-                            self.scale * l + bias
-                        };
-                    }
-                    x[label] = self.scale * l[label] + self.column_bias[label];
-                    let max = lane_max(x);
-                    let label_logit = x[label] - max;
-                    x.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-                    let sum = lane_sum(x);
-                    let inverse = 1.0 / sum;
-                    x.iter_mut().for_each(|v| *v *= inverse);
-                    // loss = logsumexp - x_label = ln(sum) + max - x_label.
-                    sum.ln() - label_logit
-                })
+                .map(|(i, x)| self.columns.softmax_row(i, x))
                 .collect()
         };
         *self.cache()? = softmax;
@@ -463,8 +501,8 @@ impl CustomOp1 for InBatchSoftmax {
         for_rows(&mut d, c, |first, chunk| {
             for (k, row) in chunk.chunks_exact_mut(c).enumerate() {
                 let i = first + k;
-                row[self.labels[i] as usize] -= 1.0;
-                let s = g[i] * self.scale;
+                row[self.columns.labels[i] as usize] -= 1.0;
+                let s = g[i] * self.columns.scale;
                 row.iter_mut().for_each(|v| *v *= s);
             }
         });
@@ -560,11 +598,7 @@ pub fn softmax_loss(
 ) -> Result<Tensor> {
     if logits.device().is_cpu() {
         let op = InBatchSoftmax {
-            scale: scale as f32,
-            column_bias: column_bias.to_vec(),
-            row_targets: row_targets.to_vec(),
-            column_items: column_items.to_vec(),
-            labels: labels.to_vec(),
+            columns: SoftmaxColumns::new(scale, row_targets, column_items, column_bias, labels),
             softmax: Default::default(),
         };
         return Ok(logits.contiguous()?.apply_op1(op)?.mean_all()?);

@@ -11,9 +11,9 @@
 //! blocks in order). The loss is the graph's last node, so the gradient is computed in the
 //! forward pass and scaled by the incoming gradient in the backward pass.
 //!
-//! Same products, same masking and the same `fast_exp` as [`crate::fused::softmax_loss`] over
-//! `u.matmul(v.t())`; the tests compare the two, values and gradients. Other devices take that
-//! generic path.
+//! The same row kernel as [`crate::fused::softmax_loss`] over `u.matmul(v.t())` (masking,
+//! correction, `fast_exp`: `fused::SoftmaxColumns`); the tests compare the two, values and
+//! gradients. Other devices take the generic path.
 
 use std::sync::Mutex;
 
@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use recall_eval::matmul::{Matrix, matmul};
 
 use crate::Result;
-use crate::fused::{contiguous, fast_exp, lane_max, lane_sum};
+use crate::fused::{SoftmaxColumns, contiguous};
 
 /// Rows per block: a `[256, C]` buffer (3.8 MB at ML-1M's catalogue) stays in cache between the
 /// product that writes it and the two that read it.
@@ -51,11 +51,13 @@ pub fn vector_softmax_loss(
 ) -> Result<Tensor> {
     if u.device().is_cpu() {
         let op = VectorSoftmax {
-            scale: scale as f32,
-            row_targets: columns.row_targets.to_vec(),
-            column_items: columns.column_items.to_vec(),
-            column_bias: columns.column_bias.to_vec(),
-            labels: columns.labels.to_vec(),
+            columns: SoftmaxColumns::new(
+                scale,
+                columns.row_targets,
+                columns.column_items,
+                columns.column_bias,
+                columns.labels,
+            ),
             grads: Mutex::new(None),
         };
         return Ok(u.contiguous()?.apply_op2(&v.contiguous()?, op)?);
@@ -72,11 +74,7 @@ pub fn vector_softmax_loss(
 
 #[derive(Debug)]
 struct VectorSoftmax {
-    scale: f32,
-    row_targets: Vec<u32>,
-    column_items: Vec<u32>,
-    column_bias: Vec<f32>,
-    labels: Vec<u32>,
+    columns: SoftmaxColumns,
     /// `d loss / d u` and `d loss / d v` from the forward pass, taken by the backward pass.
     grads: Mutex<Option<Grads>>,
 }
@@ -91,51 +89,14 @@ impl VectorSoftmax {
         })
     }
 
-    fn check(&self, n: usize, c: usize, d: usize, dv: usize) -> candle_core::Result<()> {
-        if d != dv
-            || self.row_targets.len() != n
-            || self.labels.len() != n
-            || self.column_items.len() != c
-            || self.column_bias.len() != c
-            || self.labels.iter().any(|&l| l as usize >= c)
-        {
-            candle_core::bail!(
-                "vector-softmax: u [{n}, {d}], v [{c}, {dv}], {} targets, {} labels, {} candidates, {} corrections",
-                self.row_targets.len(),
-                self.labels.len(),
-                self.column_items.len(),
-                self.column_bias.len()
-            )
-        }
-        Ok(())
-    }
-
     /// Turns one row of logits into `scale / n * (softmax - onehot(label))` and returns the
     /// row's loss.
     fn row(&self, i: usize, x: &mut [f32], inverse_n: f32) -> f32 {
-        let (target, label) = (self.row_targets[i], self.labels[i] as usize);
-        let raw_label = x[label];
-        // Branch-free over the row; the label column is never masked and is set after.
-        for (x, (&bias, &item)) in x
-            .iter_mut()
-            .zip(self.column_bias.iter().zip(&self.column_items))
-        {
-            *x = if item == target {
-                f32::NEG_INFINITY
-            } else {
-                self.scale * *x + bias
-            };
-        }
-        x[label] = self.scale * raw_label + self.column_bias[label];
-        let max = lane_max(x);
-        let label_logit = x[label] - max;
-        x.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-        let sum = lane_sum(x);
-        let g = self.scale * inverse_n / sum;
+        let loss = self.columns.softmax_row(i, x);
+        let g = self.columns.scale * inverse_n;
         x.iter_mut().for_each(|v| *v *= g);
-        x[label] -= self.scale * inverse_n;
-        // loss = logsumexp - x_label = ln(sum) + max - x_label.
-        sum.ln() - label_logit
+        x[self.columns.labels[i] as usize] -= g;
+        loss
     }
 }
 
@@ -153,7 +114,10 @@ impl CustomOp2 for VectorSoftmax {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, d) = l1.shape().dims2()?;
         let (c, dv) = l2.shape().dims2()?;
-        self.check(n, c, d, dv)?;
+        if d != dv {
+            candle_core::bail!("vector-softmax: u [{n}, {d}] and v [{c}, {dv}] differ in width")
+        }
+        self.columns.check(self.name(), n, c)?;
         let u = contiguous(s1, l1, self.name())?;
         let v = contiguous(s2, l2, self.name())?;
         // gemm splits a product's output between threads, never its sums, and `dv` adds the
