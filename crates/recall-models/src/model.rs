@@ -402,13 +402,24 @@ impl TwoTower {
         Ok(if any { Some(plan.assemble()?) } else { None })
     }
 
-    fn encoder(&self) -> Result<&SequenceEncoder> {
-        self.sequence.as_ref().ok_or_else(|| {
+    /// SASRec's encoder and its input windows: each row's newest `max_len` history items.
+    fn sequence_windows<'r>(
+        &self,
+        rows: &UserRows<'r>,
+    ) -> Result<(&SequenceEncoder, Vec<&'r [u32]>)> {
+        let encoder = self.sequence.as_ref().ok_or_else(|| {
             crate::Error::Training(format!(
                 "a {:?} model has no sequence encoder",
                 self.config.kind
             ))
-        })
+        })?;
+        let max_len = encoder.spec().max_len;
+        let windows = rows
+            .histories
+            .iter()
+            .map(|h| &h[h.len().saturating_sub(max_len)..])
+            .collect();
+        Ok((encoder, windows))
     }
 
     /// SASRec's hidden states `[B, len, dim]`: the encoder over each row's newest `max_len`
@@ -420,16 +431,11 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let encoder = self.encoder()?;
-        let max_len = encoder.spec().max_len;
-        let windows = Padded::new(
-            rows.histories
-                .iter()
-                .map(|h| &h[h.len().saturating_sub(max_len)..]),
-        );
+        let (encoder, windows) = self.sequence_windows(rows)?;
+        let layout = Padded::new(windows);
         let side = self.side_inputs(data, step, rows.users)?;
-        let hidden = encoder.forward(&step.item, &windows, side.as_ref(), pass)?;
-        Ok(hidden.reshape((windows.rows(), windows.len, ()))?)
+        let hidden = encoder.forward(&step.item, &layout, side.as_ref(), pass)?;
+        Ok(hidden.reshape((layout.rows(), layout.len, ()))?)
     }
 
     /// SASRec's user vectors: the hidden state at each row's newest position, L2-normalised.
@@ -440,22 +446,14 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let encoder = self.encoder()?;
-        let max_len = encoder.spec().max_len;
-        let windows: Vec<&[u32]> = rows
-            .histories
-            .iter()
-            .map(|h| &h[h.len().saturating_sub(max_len)..])
-            .collect();
+        let (encoder, windows) = self.sequence_windows(rows)?;
         // Packed several to a row (the same vectors as one window per row, `sequence_hidden`,
         // on fewer slots); each user's vector is its window's newest slot.
-        let layout = Padded::packed(windows.iter().copied(), max_len);
+        let layout = Padded::packed(windows.iter().copied(), encoder.spec().max_len);
         let side = self.side_inputs(data, step, rows.users)?;
         let hidden = encoder.forward(&step.item, &layout, side.as_ref(), pass)?;
-        let newest: Vec<u32> = windows
-            .iter()
-            .zip(&layout.starts)
-            .map(|(w, &start)| (start + w.len().max(1) - 1) as u32)
+        let newest: Vec<u32> = (0..windows.len())
+            .map(|w| layout.newest(w) as u32)
             .collect();
         let newest = Tensor::from_vec(newest, windows.len(), &self.device)?;
         l2_normalize(&hidden.index_select(&newest, 0)?)

@@ -187,6 +187,21 @@ mod tests {
 
     use crate::testing::values;
 
+    fn uniform(rng: &mut Xoshiro256PlusPlus, len: usize) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// `u` `[n, d]` and `v` `[c, d]`, uniform in [-1, 1), and the generator for more values.
+    fn random_inputs(seed: u64, n: usize, c: usize, d: usize) -> (Var, Var, Xoshiro256PlusPlus) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut var = |rows: usize| {
+            let values = uniform(&mut rng, rows * d);
+            Var::from_tensor(&Tensor::from_vec(values, (rows, d), &Device::Cpu).unwrap()).unwrap()
+        };
+        let (u, v) = (var(n), var(c));
+        (u, v, rng)
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         let (a, b) = (values(a), values(b));
         assert_eq!(a.len(), b.len());
@@ -201,14 +216,9 @@ mod tests {
     /// targets, a bias and an incoming gradient other than 1.
     #[test]
     fn matches_generic_ops_forward_and_backward() {
-        let dev = Device::Cpu;
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
         let (n, c, d) = (BLOCK_ROWS * 2 + 37, 53, 16);
-        let mut random =
-            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
-        let u = Var::from_tensor(&Tensor::from_vec(random(n * d), (n, d), &dev).unwrap()).unwrap();
-        let v = Var::from_tensor(&Tensor::from_vec(random(c * d), (c, d), &dev).unwrap()).unwrap();
-        let column_bias = random(c);
+        let (u, v, mut rng) = random_inputs(7, n, c, d);
+        let column_bias = uniform(&mut rng, c);
         // Columns hold items 10..10+c with item 12 twice (columns 2 and 7): a row whose target
         // is 12 and label column 2 has column 7 masked.
         let mut column_items: Vec<u32> = (10..10 + c as u32).collect();
@@ -251,13 +261,8 @@ mod tests {
     /// One thread or two: the same bits (the training step's determinism rests on it).
     #[test]
     fn same_bits_on_one_or_two_threads() {
-        let dev = Device::Cpu;
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
         let (n, c, d) = (BLOCK_ROWS + 5, 300, 8);
-        let mut random =
-            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
-        let u = Var::from_tensor(&Tensor::from_vec(random(n * d), (n, d), &dev).unwrap()).unwrap();
-        let v = Var::from_tensor(&Tensor::from_vec(random(c * d), (c, d), &dev).unwrap()).unwrap();
+        let (u, v, _) = random_inputs(3, n, c, d);
         let column_items: Vec<u32> = (0..c as u32).collect();
         let labels: Vec<u32> = (0..n as u32).map(|i| i % c as u32).collect();
         let bias = vec![0.0; c];

@@ -214,8 +214,9 @@ pub struct Padded {
     /// Per slot, the first slot of its row it may attend to (its segment's start);
     /// [`PADDING`] for a padding slot, which attends to nothing and is never read.
     pub first: Vec<u32>,
-    /// Per slot, its row of the position table (row `max_len - 1`: a segment's newest item).
-    positions: Vec<u32>,
+    /// Per slot, how many items of its window are newer (0: the window's newest item; the
+    /// position embedding is row `max_len - 1 -` this).
+    from_newest: Vec<u32>,
     /// Per slot, the window it belongs to (0 for padding), for per-window side features.
     owners: Vec<u32>,
     /// Per window, the slot (`row * len + offset`) of its oldest item.
@@ -225,12 +226,17 @@ pub struct Padded {
 /// [`Padded::first`] of a padding slot.
 pub const PADDING: u32 = u32::MAX;
 
+/// Slots a window takes: an empty window is one padding item, so that it still has an output.
+fn slots_of(window: &[u32]) -> usize {
+    window.len().max(1)
+}
+
 impl Padded {
     /// One window per row, left-padded to the longest, so each row's newest item is its last
     /// slot (an empty window becomes one padding item, so that every row has an output).
     pub fn new<'a>(windows: impl IntoIterator<Item = &'a [u32]>) -> Self {
         let windows: Vec<&[u32]> = windows.into_iter().collect();
-        let len = windows.iter().map(|w| w.len()).max().unwrap_or(0).max(1);
+        let len = windows.iter().map(|w| slots_of(w)).max().unwrap_or(1);
         let rows: Vec<Vec<usize>> = (0..windows.len()).map(|w| vec![w]).collect();
         Self::lay_out(&windows, &rows, len, true)
     }
@@ -241,14 +247,12 @@ impl Padded {
     /// 0.6 of them), with the same outputs at every window position.
     pub fn packed<'a>(windows: impl IntoIterator<Item = &'a [u32]>, capacity: usize) -> Self {
         let windows: Vec<&[u32]> = windows.into_iter().collect();
-        let capacity = capacity
-            .max(windows.iter().map(|w| w.len()).max().unwrap_or(0))
-            .max(1);
+        let capacity = capacity.max(windows.iter().map(|w| slots_of(w)).max().unwrap_or(1));
         let mut order: Vec<usize> = (0..windows.len()).collect();
-        order.sort_by_key(|&w| std::cmp::Reverse(windows[w].len().max(1)));
+        order.sort_by_key(|&w| std::cmp::Reverse(slots_of(windows[w])));
         let (mut rows, mut fill): (Vec<Vec<usize>>, Vec<usize>) = (Vec::new(), Vec::new());
         for w in order {
-            let need = windows[w].len().max(1);
+            let need = slots_of(windows[w]);
             match fill.iter().position(|&f| f + need <= capacity) {
                 Some(r) => {
                     rows[r].push(w);
@@ -265,30 +269,29 @@ impl Padded {
     }
 
     /// Rows of `len` slots holding the listed windows in order, padding before them (`left`)
-    /// or after. A window is at least one slot (an empty one is a padding item with an output).
+    /// or after.
     fn lay_out(windows: &[&[u32]], rows: &[Vec<usize>], len: usize, left: bool) -> Self {
         let slots = rows.len() * len;
         let mut out = Padded {
             len,
             ids: vec![0; slots],
             first: vec![PADDING; slots],
-            positions: vec![0; slots],
+            from_newest: vec![0; slots],
             owners: vec![0; slots],
             starts: vec![0; windows.len()],
         };
-        let max_len_row = |k: usize, n: usize| (len - n + k) as u32;
         for (r, members) in rows.iter().enumerate() {
-            let used: usize = members.iter().map(|&w| windows[w].len().max(1)).sum();
+            let used: usize = members.iter().map(|&w| slots_of(windows[w])).sum();
             let mut at = r * len + if left { len - used } else { 0 };
             for &w in members {
                 let items = windows[w];
-                let n = items.len().max(1);
+                let n = slots_of(items);
                 let segment = at - r * len;
                 out.starts[w] = at;
                 for k in 0..n {
                     out.ids[at + k] = if items.is_empty() { 0 } else { items[k] };
                     out.first[at + k] = segment as u32;
-                    out.positions[at + k] = max_len_row(k, n);
+                    out.from_newest[at + k] = (n - 1 - k) as u32;
                     out.owners[at + k] = w as u32;
                 }
                 at += n;
@@ -301,12 +304,17 @@ impl Padded {
         self.ids.len() / self.len
     }
 
-    /// The position table rows of every slot, for a table of `max_len` rows (the layout
-    /// counts from `len`).
+    /// The slot of window `w`'s newest item (its output is the window's user vector).
+    pub fn newest(&self, w: usize) -> usize {
+        let oldest = self.starts[w];
+        oldest + self.from_newest[oldest] as usize
+    }
+
+    /// The position table rows of every slot, for a table of `max_len` rows.
     fn position_rows(&self, max_len: usize) -> Vec<u32> {
-        self.positions
+        self.from_newest
             .iter()
-            .map(|&p| (max_len - self.len) as u32 + p)
+            .map(|&d| (max_len - 1) as u32 - d)
             .collect()
     }
 }
