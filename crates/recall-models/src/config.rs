@@ -140,6 +140,11 @@ pub enum LrSchedule {
     Cosine,
     /// Linear decay to zero.
     Linear,
+    /// Constant, then a linear decay to zero over the last `fraction` of the steps (after
+    /// warmup): the long constant phase keeps the learning of an under-trained model (where
+    /// a decay from the start lost, MEASUREMENTS.md), the cool-down ends it on the averaged
+    /// weights a small learning rate settles on instead of the last noisy step.
+    Cooldown { fraction: f64 },
 }
 
 // Options added after the first release are left out of the serialised config while they
@@ -178,6 +183,7 @@ impl LrSchedule {
             LrSchedule::Constant => 1.0,
             LrSchedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
             LrSchedule::Linear => 1.0 - t,
+            LrSchedule::Cooldown { fraction } => ((1.0 - t) / fraction).min(1.0),
         }
     }
 }
@@ -372,7 +378,8 @@ pub struct TrainConfig {
     /// Stop each epoch after this many batches (smoke runs, throughput measurements).
     #[serde(default)]
     pub max_batches_per_epoch: Option<usize>,
-    /// Learning-rate schedule (`{ kind = "cosine" }`, `"linear"`, default constant).
+    /// Learning-rate schedule (`{ kind = "cosine" }`, `"linear"`, `{ kind = "cooldown",
+    /// fraction = 0.25 }`, default constant).
     #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
     pub lr_schedule: LrSchedule,
     /// Steps of linear warmup from zero to `lr`. Default 0.
@@ -466,6 +473,11 @@ impl TrainConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", "must be a number >= 0");
+        }
+        if let LrSchedule::Cooldown { fraction } = self.lr_schedule {
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                return bad("lr_schedule.fraction", "must be in (0, 1]");
+            }
         }
         if let Some(h) = &self.hard_negatives {
             if matches!(self.loss, Loss::InBatch | Loss::Mixed | Loss::FullSoftmax)
@@ -613,6 +625,22 @@ mod tests {
         assert!((f(LrSchedule::Cosine, 60) - 0.5).abs() < 1e-12);
         assert!(f(LrSchedule::Cosine, 110).abs() < 1e-12);
         assert!((f(LrSchedule::Linear, 35) - 0.75).abs() < 1e-12);
+        // Cool-down over the last quarter of the 100 steps after warmup: full rate up to step
+        // 85, half way down at 97.5, zero at the end.
+        let cool = LrSchedule::Cooldown { fraction: 0.25 };
+        assert_eq!(f(cool, 10), 1.0);
+        assert_eq!(f(cool, 85), 1.0);
+        assert!((f(cool, 95) - 0.6).abs() < 1e-12);
+        assert!(f(cool, 110).abs() < 1e-12);
+        let with = |fraction: f64| -> TrainConfig {
+            parse(
+                serde_json::json!({ "lr_schedule": { "kind": "cooldown", "fraction": fraction } }),
+            )
+        };
+        assert_eq!(with(0.25).lr_schedule, cool);
+        assert!(with(0.25).validate().is_ok());
+        assert!(with(0.0).validate().is_err());
+        assert!(with(1.5).validate().is_err());
         // No warmup: the first step runs at the full rate.
         assert_eq!(LrSchedule::Linear.factor(0, 100, 0), 1.0);
     }
