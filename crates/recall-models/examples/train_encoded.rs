@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for e in &report.epochs {
         eprintln!("{e:?}");
     }
-    let hr = model.hit_rate(&data, &data.test, 50)?;
+    let hr = model.hit_rate(&data, &data.test, 50, false)?;
     eprintln!(
         "test HitRate@50 = {hr:.4} (best epoch {})",
         report.best_epoch

@@ -10,6 +10,7 @@ use recall_sampling::{ItemSampler, Popularity, Uniform};
 use crate::Result;
 use crate::config::{Loss, NegativeSampler, TrainConfig};
 use crate::data::{EncodedData, SplitRows};
+use crate::fused::RowExclusions;
 use crate::hard::HardRound;
 use crate::loss::{bce_with_logits, bpr, sampled_log_q, softmax_first};
 use crate::model::{Pass, StepTables, TwoTower, UserRows};
@@ -397,6 +398,9 @@ fn sequence_loss(
         };
         (shared.items, bias, shared.target_columns)
     };
+    let excluded = config
+        .exclude_seen
+        .then(|| seen_before_targets(data, &chosen, windows, &items));
     let urows = UserRows {
         users: &users,
         histories: &inputs,
@@ -423,16 +427,119 @@ fn sequence_loss(
             column_items: &items,
             column_bias: &bias,
             labels: &labels,
+            excluded: excluded.as_ref(),
         },
     )?;
     Ok((loss, step, count))
 }
 
+/// For each trainable position of `chosen` (in the order `sequence_loss` picks them), the
+/// candidate columns of the items its user interacted with before its target: the whole
+/// history, older windows included, as the evaluate stage's seen filter has it. Items that are
+/// not candidates are skipped.
+fn seen_before_targets(
+    data: &EncodedData,
+    chosen: &[&Window],
+    windows: &Windows,
+    items: &[u32],
+) -> RowExclusions {
+    let mut column_of = vec![u32::MAX; data.item_table_size];
+    for (c, &item) in items.iter().enumerate() {
+        column_of[item as usize] = c as u32;
+    }
+    let mut out = RowExclusions::default();
+    let mut seen_counts = Vec::new();
+    for w in chosen {
+        let seq = data.sequences.sequence(w.user);
+        let first_target = (w.end - w.len + 1) as usize;
+        // Window positions' targets are seq[first_target + j]: their histories are the
+        // prefixes of seq[..first_target + len - 1], so one copy serves the window's rows.
+        let prefix = &seq[..first_target + w.len as usize - 1];
+        seen_counts.clear();
+        seen_counts.push(0u32);
+        let start = out.extend(prefix.iter().filter_map(|&item| {
+            let c = column_of.get(item as usize).copied().unwrap_or(u32::MAX);
+            let kept = c != u32::MAX;
+            let n = seen_counts.last().copied().unwrap_or(0) + u32::from(kept);
+            seen_counts.push(n);
+            kept.then_some(c)
+        }));
+        for j in 0..w.len as usize {
+            if windows.trainable[w.start + j] {
+                out.push_row(start, seen_counts[first_target + j]);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dropout_masks;
+    use super::{Windows, dropout_masks, seen_before_targets};
+    use crate::data::{EncodedData, SplitRows};
     use crate::testing::values;
     use candle_core::Device;
+    use recall_core::encoded::Sequences;
+
+    /// One user (index 2) with items 2..=9 in order, positions 1..=6 trained on.
+    fn one_user(max_len: usize) -> EncodedData {
+        let items: Vec<u32> = (2..10).collect();
+        let sequences =
+            Sequences::new(vec![0, 0, 0, items.len()], items, vec![0, 0, 7], None).unwrap();
+        EncodedData {
+            user_table_size: 3,
+            item_table_size: 10,
+            max_len,
+            age_table_size: 0,
+            serving_age_bucket: 0,
+            user_features: Vec::new(),
+            item_scalar_features: Vec::new(),
+            item_bags: Vec::new(),
+            user_dense: Vec::new(),
+            item_dense: Vec::new(),
+            sequences,
+            train: SplitRows {
+                user: vec![2; 6],
+                position: (1..=6).collect(),
+                age_bucket: vec![0; 6],
+            },
+            valid: SplitRows::default(),
+            test: SplitRows::default(),
+            item_counts: vec![1; 10],
+            user_positives: Vec::new(),
+        }
+    }
+
+    /// Each trainable position leaves out exactly the columns of the items before its target,
+    /// older windows' items included, and skips items that are not candidates.
+    #[test]
+    fn seen_exclusions_are_the_history_before_each_target() {
+        let data = one_user(3);
+        let windows = Windows::new(&data, 3);
+        // Windows from the newest: targets at positions 4..=6, then 1..=3.
+        assert_eq!(windows.len(), 2);
+        let chosen: Vec<_> = windows.windows.iter().collect();
+        let seq = data.sequences.sequence(2);
+        let targets: Vec<usize> = chosen
+            .iter()
+            .flat_map(|w| (w.end - w.len + 1..=w.end).map(|p| p as usize))
+            .collect();
+        // Full softmax: every item a column (item - 2); then candidates without items 3 and 6.
+        let all: Vec<u32> = (2..10).collect();
+        let some: Vec<u32> = vec![9, 2, 4, 5, 7, 8];
+        for candidates in [&all, &some] {
+            let ex = seen_before_targets(&data, &chosen, &windows, candidates);
+            assert_eq!(ex.rows(), targets.len());
+            for (row, &p) in targets.iter().enumerate() {
+                let want: Vec<u32> = seq[..p]
+                    .iter()
+                    .filter_map(|i| candidates.iter().position(|c| c == i))
+                    .map(|c| c as u32)
+                    .collect();
+                assert_eq!(ex.row(row), &want[..], "target position {p}");
+            }
+        }
+    }
 
     /// A mask drops its rate of values, scales the rest so its mean is 1, and is the same for
     /// the same seed whatever the shapes drawn before (an odd count leaves lanes unused).

@@ -344,6 +344,12 @@ pub struct TrainConfig {
     /// the streaming estimate; sampled negatives: their sampler's probability. Default true.
     #[serde(default = "default_true")]
     pub logq_correction: bool,
+    /// SASRec: leave out of each position's softmax the items its user interacted with
+    /// before the target (the label is kept), and validate with the same seen filter. For a
+    /// model served with seen items filtered, as the evaluate stage's `_filtered` view does:
+    /// the loss then spends nothing on pushing already-seen items down. Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exclude_seen: bool,
     /// Default 1024.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -563,6 +569,12 @@ impl TrainConfig {
                 ));
             }
         }
+        if self.exclude_seen && model.kind != ModelKind::Sasrec {
+            return Err(Error::config(
+                "train.exclude_seen",
+                "leaving seen items out of the softmax is implemented for kind = \"sasrec\" (the pooling kinds' sampled losses exclude positives through their sampler)",
+            ));
+        }
         Ok(())
     }
 
@@ -586,7 +598,7 @@ mod tests {
 
     /// SASRec's settings that cannot work fail with the key to change.
     #[test]
-    fn sasrec_rejects_per_row_losses_hard_negatives_and_streaming_logq() {
+    fn sasrec_settings_that_cannot_work_name_their_key() {
         let model: ModelConfig = parse(serde_json::json!({ "kind": "sasrec" }));
         let ok: TrainConfig = parse(serde_json::json!({ "loss": "full-softmax" }));
         ok.validate_for(&model).unwrap();
@@ -613,6 +625,13 @@ mod tests {
         // The YoutubeDNN-only inputs are refused on the model side.
         let pooled: ModelConfig = parse(serde_json::json!({ "kind": "sasrec", "recent_items": 3 }));
         assert!(ok.validate_for(&pooled).is_err());
+        // Seen items leave the softmax of SASRec's shared losses only.
+        let seen: TrainConfig =
+            parse(serde_json::json!({ "loss": "in-batch", "exclude_seen": true }));
+        seen.validate_for(&model).unwrap();
+        let ydnn: ModelConfig = parse(serde_json::json!({ "kind": "youtubednn" }));
+        let err = seen.validate_for(&ydnn).unwrap_err();
+        assert!(err.to_string().contains("train.exclude_seen"), "{err}");
     }
 
     #[test]

@@ -58,16 +58,37 @@ impl TwoTower {
         self.config.output_dim()
     }
 
-    /// HitRate@k of `split` (exact full-catalogue ranking, nothing filtered).
-    pub fn hit_rate(&self, data: &EncodedData, split: &SplitRows, k: usize) -> Result<f64> {
+    /// HitRate@k of `split` (exact full-catalogue ranking; with `filter_seen`, the items each
+    /// row's user saw before its target are left out).
+    pub fn hit_rate(
+        &self,
+        data: &EncodedData,
+        split: &SplitRows,
+        k: usize,
+        filter_seen: bool,
+    ) -> Result<f64> {
         let users = self.embed_split(data, split)?;
         let items = self.embed_items(data)?;
+        // Seen: the items before each row's target, as `recall_eval::split::EvalSplit` has it.
+        let seen = filter_seen.then(|| {
+            let rows: Vec<Vec<u32>> = (0..split.len())
+                .map(|r| {
+                    let (u, p) = (split.user[r], split.position[r]);
+                    let mut before = data.sequences.history(u, p, usize::MAX).to_vec();
+                    before.sort_unstable();
+                    before.dedup();
+                    before
+                })
+                .collect();
+            Lists::from_rows(&rows)
+        });
         let top = topk::exact(
             &users,
             &items,
             k,
             &topk::Options {
                 first_item: FIRST_ITEM,
+                exclude: seen,
                 ..Default::default()
             },
         )?;

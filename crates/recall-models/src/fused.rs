@@ -382,6 +382,47 @@ pub(crate) struct SoftmaxColumns {
     pub(crate) column_items: Vec<u32>,
     pub(crate) column_bias: Vec<f32>,
     pub(crate) labels: Vec<u32>,
+    /// Columns each row leaves out besides its target's duplicates (none when empty).
+    pub(crate) excluded: RowExclusions,
+}
+
+/// Columns each row of a softmax loss leaves out of its denominator: the items its user
+/// interacted with before the row's target, when training matches evaluation with the seen
+/// filter (`TrainConfig::exclude_seen`). A row's label column is never left out. Rows share
+/// one buffer: rows of one window read longer and longer prefixes of its user's history.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowExclusions {
+    /// Row `i`'s columns are `columns[spans[i].0 ..][.. spans[i].1]`; no spans: nothing left out.
+    spans: Vec<(u32, u32)>,
+    columns: Vec<u32>,
+}
+
+impl RowExclusions {
+    /// Appends `columns` to the shared buffer and returns where they start, for [`Self::push_row`].
+    pub fn extend(&mut self, columns: impl IntoIterator<Item = u32>) -> u32 {
+        let start = self.columns.len() as u32;
+        self.columns.extend(columns);
+        start
+    }
+
+    /// Adds the next row: it leaves out the `len` columns from `start` of the shared buffer.
+    pub fn push_row(&mut self, start: u32, len: u32) {
+        debug_assert!((start + len) as usize <= self.columns.len());
+        self.spans.push((start, len));
+    }
+
+    /// Rows given (0 when nothing is left out).
+    pub fn rows(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The columns row `i` leaves out (its label may be among them; it is kept).
+    pub fn row(&self, i: usize) -> &[u32] {
+        match self.spans.get(i) {
+            Some(&(start, len)) => &self.columns[start as usize..(start + len) as usize],
+            None => &[],
+        }
+    }
 }
 
 impl SoftmaxColumns {
@@ -398,7 +439,14 @@ impl SoftmaxColumns {
             column_items: column_items.to_vec(),
             column_bias: column_bias.to_vec(),
             labels: labels.to_vec(),
+            excluded: RowExclusions::default(),
         }
+    }
+
+    /// The same, with each row leaving out `excluded`'s columns for it.
+    pub(crate) fn excluding(mut self, excluded: Option<&RowExclusions>) -> Self {
+        self.excluded = excluded.cloned().unwrap_or_default();
+        self
     }
 
     /// Fails unless there are `rows` targets and labels, `columns` items and corrections, and
@@ -409,6 +457,8 @@ impl SoftmaxColumns {
             || self.column_items.len() != columns
             || self.column_bias.len() != columns
             || self.labels.iter().any(|&l| l as usize >= columns)
+            || (self.excluded.rows() != 0 && self.excluded.rows() != rows)
+            || self.excluded.columns.iter().any(|&c| c as usize >= columns)
         {
             candle_core::bail!(
                 "{op}: scores of {rows} rows x {columns} columns, {} targets, {} labels, {} candidates, {} corrections",
@@ -436,6 +486,9 @@ impl SoftmaxColumns {
             } else {
                 self.scale * *x + bias
             };
+        }
+        for &c in self.excluded.row(i) {
+            x[c as usize] = f32::NEG_INFINITY;
         }
         x[label] = self.scale * raw_label + self.column_bias[label];
         let max = lane_max(x);
@@ -622,12 +675,39 @@ pub fn softmax_loss_generic(
     column_bias: &[f32],
     labels: &[u32],
 ) -> Result<Tensor> {
+    softmax_loss_generic_excluding(
+        logits,
+        scale,
+        row_targets,
+        column_items,
+        column_bias,
+        labels,
+        None,
+    )
+}
+
+/// [`softmax_loss_generic`] with each row also leaving out `excluded`'s columns for it.
+pub fn softmax_loss_generic_excluding(
+    logits: &Tensor,
+    scale: f64,
+    row_targets: &[u32],
+    column_items: &[u32],
+    column_bias: &[f32],
+    labels: &[u32],
+    excluded: Option<&RowExclusions>,
+) -> Result<Tensor> {
     let (b, c) = logits.dims2()?;
     let mut bias = Vec::with_capacity(b * c);
-    for (&target, &label) in row_targets.iter().zip(labels) {
+    for (i, (&target, &label)) in row_targets.iter().zip(labels).enumerate() {
+        let row = bias.len();
         for (j, (&item, &correction)) in column_items.iter().zip(column_bias).enumerate() {
             let hit = j != label as usize && item == target;
             bias.push(if hit { f32::NEG_INFINITY } else { correction });
+        }
+        for &j in excluded.map_or(&[][..], |e| e.row(i)) {
+            if j != label {
+                bias[row + j as usize] = f32::NEG_INFINITY;
+            }
         }
     }
     let dev = logits.device();

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use recall_eval::matmul::{Matrix, matmul};
 
 use crate::Result;
-use crate::fused::{SoftmaxColumns, contiguous};
+use crate::fused::{RowExclusions, SoftmaxColumns, contiguous};
 
 /// Rows per block: a `[256, C]` buffer (3.8 MB at ML-1M's catalogue) stays in cache between the
 /// product that writes it and the two that read it.
@@ -39,6 +39,8 @@ pub struct Columns<'a> {
     pub column_bias: &'a [f32],
     /// The label column of each row.
     pub labels: &'a [u32],
+    /// Columns each row also leaves out (the items its user saw before its target).
+    pub excluded: Option<&'a RowExclusions>,
 }
 
 /// Mean softmax cross-entropy of `scale * u v^T + bias` against the label columns, with every
@@ -57,18 +59,20 @@ pub fn vector_softmax_loss(
                 columns.column_items,
                 columns.column_bias,
                 columns.labels,
-            ),
+            )
+            .excluding(columns.excluded),
             grads: Mutex::new(None),
         };
         return Ok(u.contiguous()?.apply_op2(&v.contiguous()?, op)?);
     }
-    crate::fused::softmax_loss_generic(
+    crate::fused::softmax_loss_generic_excluding(
         &u.matmul(&v.t()?)?,
         scale,
         columns.row_targets,
         columns.column_items,
         columns.column_bias,
         columns.labels,
+        columns.excluded,
     )
 }
 
@@ -213,9 +217,16 @@ mod tests {
 
     /// Loss and both gradients equal the generic path's (candle's matmul, then the softmax
     /// loss built from generic ops), over more rows than a block, with masked duplicate
-    /// targets, a bias and an incoming gradient other than 1.
+    /// targets, a bias and an incoming gradient other than 1; without and with columns left
+    /// out per row (some rows listing their own label, which is kept).
     #[test]
     fn matches_generic_ops_forward_and_backward() {
+        for with_exclusions in [false, true] {
+            matches_generic(with_exclusions);
+        }
+    }
+
+    fn matches_generic(with_exclusions: bool) {
         let (n, c, d) = (BLOCK_ROWS * 2 + 37, 53, 16);
         let (u, v, mut rng) = random_inputs(7, n, c, d);
         let column_bias = uniform(&mut rng, c);
@@ -225,20 +236,30 @@ mod tests {
         column_items[7] = 12;
         let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7) % c as u32).collect();
         let row_targets: Vec<u32> = labels.iter().map(|&l| column_items[l as usize]).collect();
+        // Row i leaves out the first i % 40 columns of a shared random list (rows of one
+        // window share a buffer the same way); some lists hold the row's label.
+        let mut exclusions = RowExclusions::default();
+        let shared: Vec<u32> = (0..40).map(|_| rng.random_range(0..c as u32)).collect();
+        let start = exclusions.extend(shared);
+        (0..n).for_each(|i| exclusions.push_row(start, (i % 40) as u32));
+        assert!((0..n).any(|i| exclusions.row(i).contains(&labels[i])));
+        let excluded = with_exclusions.then_some(&exclusions);
         let columns = Columns {
             row_targets: &row_targets,
             column_items: &column_items,
             column_bias: &column_bias,
             labels: &labels,
+            excluded,
         };
         let fused = vector_softmax_loss(&u, &v, 20.0, columns).unwrap();
-        let generic = crate::fused::softmax_loss_generic(
+        let generic = crate::fused::softmax_loss_generic_excluding(
             &u.matmul(&v.t().unwrap()).unwrap(),
             20.0,
             &row_targets,
             &column_items,
             &column_bias,
             &labels,
+            excluded,
         )
         .unwrap();
         let (lf, lg) = (
@@ -277,6 +298,7 @@ mod tests {
                     column_items: &column_items,
                     column_bias: &bias,
                     labels: &labels,
+                    excluded: None,
                 };
                 let loss = vector_softmax_loss(&u, &v, 10.0, columns).unwrap();
                 let grads = loss.backward().unwrap();

@@ -278,7 +278,7 @@ fn train_in_pool(
         let valid_hit_rate = if data.valid.is_empty() {
             None
         } else {
-            Some(model.hit_rate(data, &data.valid, config.validate_k)?)
+            Some(model.hit_rate(data, &data.valid, config.validate_k, config.exclude_seen)?)
         };
         let log = EpochLog {
             epoch,
