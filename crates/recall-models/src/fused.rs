@@ -663,31 +663,13 @@ pub fn softmax_loss(
         column_items,
         column_bias,
         labels,
-    )
-}
-
-/// The same from generic candle ops.
-pub fn softmax_loss_generic(
-    logits: &Tensor,
-    scale: f64,
-    row_targets: &[u32],
-    column_items: &[u32],
-    column_bias: &[f32],
-    labels: &[u32],
-) -> Result<Tensor> {
-    softmax_loss_generic_excluding(
-        logits,
-        scale,
-        row_targets,
-        column_items,
-        column_bias,
-        labels,
         None,
     )
 }
 
-/// [`softmax_loss_generic`] with each row also leaving out `excluded`'s columns for it.
-pub fn softmax_loss_generic_excluding(
+/// The same from generic candle ops, each row also leaving out `excluded`'s columns for it
+/// (none: only the duplicates of its target).
+pub fn softmax_loss_generic(
     logits: &Tensor,
     scale: f64,
     row_targets: &[u32],
@@ -733,6 +715,7 @@ pub fn in_batch_softmax_loss_generic(
         column_items,
         column_bias,
         &labels,
+        None,
     )
 }
 

@@ -65,7 +65,7 @@ pub fn vector_softmax_loss(
         };
         return Ok(u.contiguous()?.apply_op2(&v.contiguous()?, op)?);
     }
-    crate::fused::softmax_loss_generic_excluding(
+    crate::fused::softmax_loss_generic(
         &u.matmul(&v.t()?)?,
         scale,
         columns.row_targets,
@@ -252,7 +252,7 @@ mod tests {
             excluded,
         };
         let fused = vector_softmax_loss(&u, &v, 20.0, columns).unwrap();
-        let generic = crate::fused::softmax_loss_generic_excluding(
+        let generic = crate::fused::softmax_loss_generic(
             &u.matmul(&v.t().unwrap()).unwrap(),
             20.0,
             &row_targets,
