@@ -436,7 +436,8 @@ impl ModelConfig {
                     "SASRec attends over the history itself: recent_items and history_features are for the pooling kinds",
                 );
             }
-            if self.blocks == 0 || self.heads == 0 || self.embedding_dim % self.heads != 0 {
+            if self.blocks == 0 || self.heads == 0 || !self.embedding_dim.is_multiple_of(self.heads)
+            {
                 return bad(
                     "heads",
                     "SASRec needs at least one block and one head, and embedding_dim divisible by heads",
@@ -480,10 +481,10 @@ impl TrainConfig {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", "must be a number >= 0");
         }
-        if let LrSchedule::Cooldown { fraction } = self.lr_schedule {
-            if !(fraction > 0.0 && fraction <= 1.0) {
-                return bad("lr_schedule.fraction", "must be in (0, 1]");
-            }
+        if let LrSchedule::Cooldown { fraction } = self.lr_schedule
+            && !(fraction > 0.0 && fraction <= 1.0)
+        {
+            return bad("lr_schedule.fraction", "must be in (0, 1]");
         }
         if let Some(h) = &self.hard_negatives {
             if matches!(self.loss, Loss::InBatch | Loss::Mixed | Loss::FullSoftmax)

@@ -124,13 +124,13 @@ mod tests {
         }
     }
 
-    /// BPR with s_pos = 3 and negatives [1, 3]: softplus(-2) = 0.126928, softplus(0) = 0.693147.
+    /// BPR with s_pos = 3 and negatives [1, 3]: softplus(-2) = 0.126928, softplus(0) = ln 2.
     #[test]
     fn bpr_matches_hand_values() {
         let loss = bpr(&t(&[3.0, 1.0, 3.0], (1, 3))).unwrap();
         assert!(close(
             loss.to_scalar::<f32>().unwrap(),
-            (0.126928 + 0.693147) / 2.0
+            (0.126928 + std::f32::consts::LN_2) / 2.0
         ));
     }
 
