@@ -48,22 +48,13 @@ impl EvalSplit {
         let mut popularity = vec![0u64; first + vocab.counts.len()];
         popularity[first..].copy_from_slice(&vocab.counts);
 
-        let (mut truth, mut seen) = (
-            Vec::with_capacity(rows.len()),
-            Vec::with_capacity(rows.len()),
-        );
-        for r in 0..rows.len() {
-            let (u, p) = (rows.user[r], rows.position[r]);
-            truth.push(vec![sequences.target(u, p)]);
-            let mut before = sequences.history(u, p, usize::MAX).to_vec();
-            before.sort_unstable();
-            before.dedup();
-            seen.push(before);
-        }
+        let truth: Vec<Vec<u32>> = (0..rows.len())
+            .map(|r| vec![sequences.target(rows.user[r], rows.position[r])])
+            .collect();
         Ok(EvalSplit {
             user_idx: rows.user.iter().map(|&u| u as i32).collect(),
             truth: Lists::from_rows(&truth),
-            seen: Lists::from_rows(&seen),
+            seen: seen_before_targets(&sequences, &rows),
             popularity,
         })
     }
@@ -71,4 +62,21 @@ impl EvalSplit {
     pub fn rows(&self) -> usize {
         self.user_idx.len()
     }
+}
+
+/// The seen-item filter's lists: for each query row, every item its user interacted with before
+/// the row's target (the whole sequence up to it), sorted and unique. The one definition the
+/// evaluate stage and training's filtered validation (`exclude_seen`) share.
+pub fn seen_before_targets(sequences: &Sequences, rows: &SplitRows) -> Lists {
+    let seen: Vec<Vec<u32>> = (0..rows.len())
+        .map(|r| {
+            let mut before = sequences
+                .history(rows.user[r], rows.position[r], usize::MAX)
+                .to_vec();
+            before.sort_unstable();
+            before.dedup();
+            before
+        })
+        .collect();
+    Lists::from_rows(&seen)
 }

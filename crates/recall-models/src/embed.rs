@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
+use recall_eval::split::seen_before_targets;
 use recall_eval::topk::{self, Lists};
 use recall_eval::{Embeddings, metrics};
 
@@ -69,19 +70,7 @@ impl TwoTower {
     ) -> Result<f64> {
         let users = self.embed_split(data, split)?;
         let items = self.embed_items(data)?;
-        // Seen: the items before each row's target, as `recall_eval::split::EvalSplit` has it.
-        let seen = filter_seen.then(|| {
-            let rows: Vec<Vec<u32>> = (0..split.len())
-                .map(|r| {
-                    let (u, p) = (split.user[r], split.position[r]);
-                    let mut before = data.sequences.history(u, p, usize::MAX).to_vec();
-                    before.sort_unstable();
-                    before.dedup();
-                    before
-                })
-                .collect();
-            Lists::from_rows(&rows)
-        });
+        let seen = filter_seen.then(|| seen_before_targets(&data.sequences, split));
         let top = topk::exact(
             &users,
             &items,

@@ -405,9 +405,13 @@ impl RowExclusions {
         start
     }
 
-    /// Adds the next row: it leaves out the `len` columns from `start` of the shared buffer.
+    /// Adds the next row: it leaves out the `len` columns from `start` of the shared buffer
+    /// (which must hold them: `row` slices it).
     pub fn push_row(&mut self, start: u32, len: u32) {
-        debug_assert!((start + len) as usize <= self.columns.len());
+        assert!(
+            (start as usize + len as usize) <= self.columns.len(),
+            "a row's exclusions must lie inside the shared buffer"
+        );
         self.spans.push((start, len));
     }
 
