@@ -1,28 +1,109 @@
 //! The evaluation view of an encoded split, read through `recall_core::encoded` (the owner of
-//! the encode stage's contract): which user each query row is, its truth, every item the user
-//! saw before it (for seen-item filtering) and training popularity.
+//! the encode stage's contract): which user each query row is, its truth, what the user saw
+//! before it (for the seen filter's views) and training popularity.
+//!
+//! The seen filter has one definition here, [`seen_before_targets`], and three views, named the
+//! same in configuration, `metrics.json` and reports ([`SeenFilter`]):
+//! - `none`: nothing is left out of the ranking;
+//! - `all`: every item the user interacted with before the target (the whole history);
+//! - `recent`: only the newest `n` of them, the protocol of the published HSTU/SASRec numbers
+//!   (generative-recommenders' `filter_invalid_ids` over `past_ids` cut to
+//!   `max_sequence_length`), which leaves older items in the ranking.
+//!
+//! In every view the target itself stays rankable: an earlier occurrence of it (a repeat
+//! interaction) is not left out, so a repeat target can be hit.
 
 use std::path::Path;
 
 use recall_core::Result;
 use recall_core::columns::ITEM_ID;
 use recall_core::encoded::{self, FeatureManifest, Sequences, SplitRows, files};
+use serde::{Deserialize, Serialize};
 
 use crate::topk::Lists;
 
-/// Query rows of one split with their truth and seen items.
+/// A view of the seen filter by name, as configuration spells it (`"none"`, `"all"`,
+/// `"recent"`); [`SeenView::with_recent_window`] makes it a [`SeenFilter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeenView {
+    /// Nothing left out: the unfiltered view.
+    #[default]
+    None,
+    /// Every item before the target.
+    All,
+    /// The newest items before the target (how many is the caller's setting).
+    Recent,
+}
+
+impl SeenView {
+    pub fn is_none(&self) -> bool {
+        *self == SeenView::None
+    }
+
+    /// The filter itself; `recent_window` is how many of the newest items the `recent` view
+    /// leaves out.
+    pub fn with_recent_window(self, recent_window: usize) -> SeenFilter {
+        match self {
+            SeenView::None => SeenFilter::None,
+            SeenView::All => SeenFilter::All,
+            SeenView::Recent => SeenFilter::Recent(recent_window),
+        }
+    }
+}
+
+/// Which of a user's earlier items the seen filter leaves out of a query's ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeenFilter {
+    /// Nothing: the unfiltered view.
+    None,
+    /// Every item before the target.
+    All,
+    /// The newest `n` items before the target.
+    Recent(usize),
+}
+
+impl SeenFilter {
+    /// The view's name in configuration and reports: `none`, `all` or `recent`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeenFilter::None => "none",
+            SeenFilter::All => "all",
+            SeenFilter::Recent(_) => "recent",
+        }
+    }
+
+    pub fn view(self) -> SeenView {
+        match self {
+            SeenFilter::None => SeenView::None,
+            SeenFilter::All => SeenView::All,
+            SeenFilter::Recent(_) => SeenView::Recent,
+        }
+    }
+
+    /// How many of the newest history items are left out (`None`: every one, or none at all).
+    pub fn recent_window(self) -> Option<usize> {
+        match self {
+            SeenFilter::Recent(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// Query rows of one split with their truth and what their users saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalSplit {
     /// `user_idx` of each query row.
     pub user_idx: Vec<i32>,
     /// The held-out target(s) of each query row.
     pub truth: Lists,
-    /// Items each query row's user interacted with before the target: the whole sequence up
-    /// to it (every training interaction, and for test rows the validation target too).
-    pub seen: Lists,
     /// Training interactions of each item index, as `vocab_item_id.parquet` counts them (0 and
     /// 1, the reserved slots, count 0).
     pub popularity: Vec<u64>,
+    /// The encode stage's `max_len`: the newest items a model reads by default.
+    pub history_len: usize,
+    sequences: Sequences,
+    rows: SplitRows,
 }
 
 impl EvalSplit {
@@ -54,29 +135,113 @@ impl EvalSplit {
         Ok(EvalSplit {
             user_idx: rows.user.iter().map(|&u| u as i32).collect(),
             truth: Lists::from_rows(&truth),
-            seen: seen_before_targets(&sequences, &rows),
             popularity,
+            history_len: m.max_len,
+            sequences,
+            rows,
         })
     }
 
     pub fn rows(&self) -> usize {
         self.user_idx.len()
     }
+
+    /// Each query row's items the view leaves out (`None` for the unfiltered view).
+    pub fn seen(&self, filter: SeenFilter) -> Option<Lists> {
+        match filter {
+            SeenFilter::None => None,
+            SeenFilter::All => Some(seen_before_targets(&self.sequences, &self.rows, usize::MAX)),
+            SeenFilter::Recent(n) => Some(seen_before_targets(&self.sequences, &self.rows, n)),
+        }
+    }
 }
 
-/// The seen-item filter's lists: for each query row, every item its user interacted with before
-/// the row's target (the whole sequence up to it), sorted and unique. The one definition the
-/// evaluate stage and training's filtered validation (`exclude_seen`) share.
-pub fn seen_before_targets(sequences: &Sequences, rows: &SplitRows) -> Lists {
+/// The seen filter's lists: for each query row, the newest `newest` items its user interacted
+/// with before the row's target (`usize::MAX`: the whole sequence up to it), sorted and unique,
+/// without the target itself (a repeat target stays rankable). The one definition the evaluate
+/// stage and training's filtered validation (`train.seen_filter`) share.
+pub fn seen_before_targets(sequences: &Sequences, rows: &SplitRows, newest: usize) -> Lists {
     let seen: Vec<Vec<u32>> = (0..rows.len())
         .map(|r| {
-            let mut before = sequences
-                .history(rows.user[r], rows.position[r], usize::MAX)
-                .to_vec();
+            let (user, position) = (rows.user[r], rows.position[r]);
+            let target = sequences.target(user, position);
+            let mut before: Vec<u32> = sequences
+                .history(user, position, newest)
+                .iter()
+                .copied()
+                .filter(|&item| item != target)
+                .collect();
             before.sort_unstable();
             before.dedup();
             before
         })
         .collect();
     Lists::from_rows(&seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Embeddings;
+    use crate::metrics;
+    use crate::topk::{self, Options};
+
+    /// One user, sequence `[a, b, a, c]` (a = 2, b = 3, c = 4), queried at positions 2 (target
+    /// a, a repeat) and 3 (target c).
+    fn one_user() -> (Sequences, SplitRows) {
+        let sequences =
+            Sequences::new(vec![0, 0, 0, 4], vec![2, 3, 2, 4], vec![0, 0, 2], None).unwrap();
+        let rows = SplitRows {
+            user: vec![2, 2],
+            position: vec![2, 3],
+            age_bucket: vec![0, 0],
+        };
+        (sequences, rows)
+    }
+
+    #[test]
+    fn the_target_is_never_filtered_and_recent_keeps_only_the_newest() {
+        let (sequences, rows) = one_user();
+        let all = seen_before_targets(&sequences, &rows, usize::MAX);
+        // Target a at position 2: b is seen, the earlier a is not left out.
+        assert_eq!(all.get(0), &[3]);
+        assert_eq!(all.get(1), &[2, 3]);
+        let recent = seen_before_targets(&sequences, &rows, 1);
+        // Newest 1 before position 3 is a (position 2); b is older and stays rankable.
+        assert_eq!(recent.get(1), &[2]);
+        // Newest 1 before position 2 is b.
+        assert_eq!(recent.get(0), &[3]);
+    }
+
+    /// Sequence `[a, b, a]` with a model that scores `a` first: the filtered HitRate@1 is 1
+    /// (it was 0 while the earlier `a` was in the seen list).
+    #[test]
+    fn a_repeat_target_scored_first_is_a_hit_in_the_filtered_view() {
+        let sequences =
+            Sequences::new(vec![0, 0, 0, 3], vec![2, 3, 2], vec![0, 0, 2], None).unwrap();
+        let rows = SplitRows {
+            user: vec![2],
+            position: vec![2],
+            age_bucket: vec![0],
+        };
+        // Items 0..4 in 1-d: a (2) scores highest, b (3) next.
+        let users = Embeddings::new(1, vec![1.0]).unwrap();
+        let items = Embeddings::new(1, vec![0.0, 0.0, 1.0, 0.5]).unwrap();
+        let truth = Lists::from_rows(&[vec![2]]);
+        for newest in [usize::MAX, 2, 1] {
+            let top = topk::exact(
+                &users,
+                &items,
+                1,
+                &Options {
+                    first_item: 2,
+                    exclude: Some(seen_before_targets(&sequences, &rows, newest)),
+                    ..Options::default()
+                },
+            )
+            .unwrap();
+            let m = metrics::evaluate(&top, &truth, &[1], None).unwrap();
+            assert_eq!(m.at(1).unwrap().hit_rate, 1.0, "newest {newest}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use rand::SeedableRng;
+use recall_eval::split::SeenFilter;
 use recall_models::config::{Loss, ModelConfig, ModelKind, TrainConfig};
 use recall_models::{EncodedData, TwoTower, train};
 
@@ -47,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for e in &report.epochs {
         eprintln!("{e:?}");
     }
-    let hr = model.hit_rate(&data, &data.test, 50, false)?;
+    let hr = model.hit_rate(&data, &data.test, 50, SeenFilter::None)?;
     eprintln!(
         "test HitRate@50 = {hr:.4} (best epoch {})",
         report.best_epoch

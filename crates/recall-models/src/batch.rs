@@ -16,6 +16,7 @@ use crate::loss::{bce_with_logits, bpr, sampled_log_q, softmax_first};
 use crate::model::{Pass, StepTables, TwoTower, UserRows};
 use crate::sequence::Padded;
 use crate::train::FIRST_ITEM;
+use recall_eval::split::SeenView;
 
 pub(crate) fn sampler(config: &TrainConfig, data: &EncodedData) -> Result<Box<dyn ItemSampler>> {
     let end = data.item_table_size as u32;
@@ -398,9 +399,23 @@ fn sequence_loss(
         };
         (shared.items, bias, shared.target_columns)
     };
-    let excluded = config
-        .exclude_seen
-        .then(|| seen_before_targets(data, &chosen, windows, &items));
+    let excluded = match config.seen_filter {
+        SeenView::None => None,
+        SeenView::All => Some(seen_before_targets(
+            data,
+            &chosen,
+            windows,
+            &items,
+            usize::MAX,
+        )),
+        SeenView::Recent => Some(seen_before_targets(
+            data,
+            &chosen,
+            windows,
+            &items,
+            encoder.spec().max_len,
+        )),
+    };
     let urows = UserRows {
         users: &users,
         histories: &inputs,
@@ -434,14 +449,16 @@ fn sequence_loss(
 }
 
 /// For each trainable position of `chosen` (in the order `sequence_loss` picks them), the
-/// candidate columns of the items its user interacted with before its target: the whole
-/// history, older windows included, as the evaluate stage's seen filter has it. Items that are
-/// not candidates are skipped.
+/// candidate columns of the newest `newest` items its user interacted with before its target
+/// (`usize::MAX`: the whole history, older windows included), as the evaluate stage's seen
+/// filter has it (`recall_eval::split::seen_before_targets`). Items that are not candidates are
+/// skipped; the label column, even where the target was seen before, is kept by the loss.
 fn seen_before_targets(
     data: &EncodedData,
     chosen: &[&Window],
     windows: &Windows,
     items: &[u32],
+    newest: usize,
 ) -> RowExclusions {
     let mut column_of = vec![u32::MAX; data.item_table_size];
     for (c, &item) in items.iter().enumerate() {
@@ -466,7 +483,10 @@ fn seen_before_targets(
         }));
         for j in 0..w.len as usize {
             if windows.trainable[w.start + j] {
-                out.push_row(start, seen_counts[first_target + j]);
+                // The target is seq[t]: its history is prefix[..t], the view its newest part.
+                let t = first_target + j;
+                let oldest = seen_counts[t.saturating_sub(newest)];
+                out.push_row(start + oldest, seen_counts[t] - oldest);
             }
         }
     }
@@ -527,16 +547,23 @@ mod tests {
         // Full softmax: every item a column (item - 2); then candidates without items 3 and 6.
         let all: Vec<u32> = (2..10).collect();
         let some: Vec<u32> = vec![9, 2, 4, 5, 7, 8];
-        for candidates in [&all, &some] {
-            let ex = seen_before_targets(&data, &chosen, &windows, candidates);
-            assert_eq!(ex.rows(), targets.len());
-            for (row, &p) in targets.iter().enumerate() {
-                let want: Vec<u32> = seq[..p]
-                    .iter()
-                    .filter_map(|i| candidates.iter().position(|c| c == i))
-                    .map(|c| c as u32)
-                    .collect();
-                assert_eq!(ex.row(row), &want[..], "target position {p}");
+        // The whole history, and the `recent` view's newest 2 and 4 items before each target.
+        for newest in [usize::MAX, 2, 4] {
+            for candidates in [&all, &some] {
+                let ex = seen_before_targets(&data, &chosen, &windows, candidates, newest);
+                assert_eq!(ex.rows(), targets.len());
+                for (row, &p) in targets.iter().enumerate() {
+                    let want: Vec<u32> = seq[p.saturating_sub(newest)..p]
+                        .iter()
+                        .filter_map(|i| candidates.iter().position(|c| c == i))
+                        .map(|c| c as u32)
+                        .collect();
+                    assert_eq!(
+                        ex.row(row),
+                        &want[..],
+                        "target position {p}, newest {newest}"
+                    );
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! documented default except the seed, which the pipeline passes in.
 
 use recall_core::Error;
+use recall_eval::split::SeenView;
 use serde::{Deserialize, Serialize};
 
 /// Which architecture.
@@ -344,12 +345,17 @@ pub struct TrainConfig {
     /// the streaming estimate; sampled negatives: their sampler's probability. Default true.
     #[serde(default = "default_true")]
     pub logq_correction: bool,
-    /// SASRec: leave out of each position's softmax the items its user interacted with
-    /// before the target (the label is kept), and validate with the same seen filter. For a
-    /// model served with seen items filtered, as the evaluate stage's `_filtered` view does:
-    /// the loss then spends nothing on pushing already-seen items down. Default false.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub exclude_seen: bool,
+    /// SASRec: the seen filter's view (`recall_eval::split::SeenFilter`) training matches:
+    /// each position's softmax leaves out the items the view filters before its target (the
+    /// label is kept), and validation ranks with the same view. `"all"`: every earlier item;
+    /// `"recent"`: the newest `max_len` (the model's) earlier items, the published protocol's
+    /// view; `"none"`: nothing. For a model served with that filter: the loss then spends
+    /// nothing on pushing already-seen items down. Default `"none"`.
+    #[serde(default, skip_serializing_if = "SeenView::is_none")]
+    pub seen_filter: SeenView,
+    /// The old name of `seen_filter`: refused with a message naming the new key.
+    #[serde(default, skip_serializing)]
+    pub exclude_seen: Option<serde_json::Value>,
     /// Default 1024.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -436,15 +442,20 @@ impl ModelConfig {
                     "SASRec attends over the history itself: recent_items and history_features are for the pooling kinds",
                 );
             }
-            if self.blocks == 0 || self.heads == 0 || !self.embedding_dim.is_multiple_of(self.heads)
-            {
+            if self.blocks == 0 {
+                return bad("blocks", "SASRec needs at least one attention block");
+            }
+            if self.heads == 0 || !self.embedding_dim.is_multiple_of(self.heads) {
                 return bad(
                     "heads",
-                    "SASRec needs at least one block and one head, and embedding_dim divisible by heads",
+                    "SASRec needs at least one head, and embedding_dim divisible by heads",
                 );
             }
-            if self.max_len == Some(0) || self.ffn_width == Some(0) {
-                return bad("max_len", "max_len and ffn_width must be at least 1");
+            if self.max_len == Some(0) {
+                return bad("max_len", "must be at least 1");
+            }
+            if self.ffn_width == Some(0) {
+                return bad("ffn_width", "must be at least 1");
             }
         }
         Ok(())
@@ -466,6 +477,19 @@ impl ModelConfig {
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |key: &str, msg: &str| Err(Error::config(format!("train.{key}"), msg));
+        if let Some(old) = &self.exclude_seen {
+            let new = if old == &serde_json::Value::Bool(true) {
+                "\"all\" (or \"recent\")"
+            } else {
+                "\"none\""
+            };
+            return Err(Error::config(
+                "train.exclude_seen",
+                format!(
+                    "was renamed: write `seen_filter = {new}` instead of `exclude_seen = {old}`"
+                ),
+            ));
+        }
         if self.batch_size < 2 {
             return bad("batch_size", "must be at least 2");
         }
@@ -570,9 +594,9 @@ impl TrainConfig {
                 ));
             }
         }
-        if self.exclude_seen && model.kind != ModelKind::Sasrec {
+        if !self.seen_filter.is_none() && model.kind != ModelKind::Sasrec {
             return Err(Error::config(
-                "train.exclude_seen",
+                "train.seen_filter",
                 "leaving seen items out of the softmax is implemented for kind = \"sasrec\" (the pooling kinds' sampled losses exclude positives through their sampler)",
             ));
         }
@@ -595,6 +619,26 @@ mod tests {
 
     fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// Each impossible SASRec model setting is reported under its own key (`blocks = 0` was
+    /// once reported as `model.heads`).
+    #[test]
+    fn sasrec_model_settings_name_the_key_that_is_wrong() {
+        for (setting, key) in [
+            (serde_json::json!({ "blocks": 0 }), "`model.blocks`"),
+            (serde_json::json!({ "heads": 0 }), "`model.heads`"),
+            (serde_json::json!({ "heads": 3 }), "`model.heads`"),
+            (serde_json::json!({ "max_len": 0 }), "`model.max_len`"),
+            (serde_json::json!({ "ffn_width": 0 }), "`model.ffn_width`"),
+        ] {
+            let mut v = serde_json::json!({ "kind": "sasrec", "embedding_dim": 64 });
+            v.as_object_mut()
+                .unwrap()
+                .extend(setting.as_object().unwrap().clone());
+            let err = parse::<ModelConfig>(v).validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{setting}: {err}");
+        }
     }
 
     /// SASRec's settings that cannot work fail with the key to change.
@@ -627,12 +671,22 @@ mod tests {
         let pooled: ModelConfig = parse(serde_json::json!({ "kind": "sasrec", "recent_items": 3 }));
         assert!(ok.validate_for(&pooled).is_err());
         // Seen items leave the softmax of SASRec's shared losses only.
-        let seen: TrainConfig =
+        for view in ["all", "recent"] {
+            let seen: TrainConfig =
+                parse(serde_json::json!({ "loss": "in-batch", "seen_filter": view }));
+            seen.validate_for(&model).unwrap();
+            let ydnn: ModelConfig = parse(serde_json::json!({ "kind": "youtubednn" }));
+            let err = seen.validate_for(&ydnn).unwrap_err();
+            assert!(err.to_string().contains("train.seen_filter"), "{err}");
+        }
+        // The old key is refused with the new one named.
+        let old: TrainConfig =
             parse(serde_json::json!({ "loss": "in-batch", "exclude_seen": true }));
-        seen.validate_for(&model).unwrap();
-        let ydnn: ModelConfig = parse(serde_json::json!({ "kind": "youtubednn" }));
-        let err = seen.validate_for(&ydnn).unwrap_err();
-        assert!(err.to_string().contains("train.exclude_seen"), "{err}");
+        let err = old.validate_for(&model).unwrap_err().to_string();
+        assert!(
+            err.contains("train.exclude_seen") && err.contains("seen_filter = \"all\""),
+            "{err}"
+        );
     }
 
     #[test]

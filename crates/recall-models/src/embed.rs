@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use recall_eval::split::seen_before_targets;
+use recall_eval::split::{SeenFilter, seen_before_targets};
 use recall_eval::topk::{self, Lists};
 use recall_eval::{Embeddings, metrics};
 
@@ -59,18 +59,22 @@ impl TwoTower {
         self.config.output_dim()
     }
 
-    /// HitRate@k of `split` (exact full-catalogue ranking; with `filter_seen`, the items each
-    /// row's user saw before its target are left out).
+    /// HitRate@k of `split` (exact full-catalogue ranking, with the items `filter`'s view of
+    /// each row's earlier items left out).
     pub fn hit_rate(
         &self,
         data: &EncodedData,
         split: &SplitRows,
         k: usize,
-        filter_seen: bool,
+        filter: SeenFilter,
     ) -> Result<f64> {
         let users = self.embed_split(data, split)?;
         let items = self.embed_items(data)?;
-        let seen = filter_seen.then(|| seen_before_targets(&data.sequences, split));
+        let seen = match filter {
+            SeenFilter::None => None,
+            SeenFilter::All => Some(seen_before_targets(&data.sequences, split, usize::MAX)),
+            SeenFilter::Recent(n) => Some(seen_before_targets(&data.sequences, split, n)),
+        };
         let top = topk::exact(
             &users,
             &items,

@@ -120,10 +120,7 @@ impl TwoTower {
                 &self.config.user_tower,
             )),
         };
-        let newest = match &self.sequence {
-            Some(encoder) => encoder.spec().max_len,
-            None => data.max_len,
-        };
+        let newest = self.history_len(data);
         json!({
             "history": {
                 "items": "the user's interactions, ordered by the interactions' `seq` (ties in source order), \

@@ -402,6 +402,15 @@ impl TwoTower {
         Ok(if any { Some(plan.assemble()?) } else { None })
     }
 
+    /// How many of a user's newest items the user side reads: SASRec's `max_len`, else the
+    /// encode stage's. The seen filter's `recent` view leaves out as many by default.
+    pub fn history_len(&self, data: &EncodedData) -> usize {
+        match &self.sequence {
+            Some(encoder) => encoder.spec().max_len,
+            None => data.max_len,
+        }
+    }
+
     /// SASRec's encoder and its input windows: each row's newest `max_len` history items.
     fn sequence_windows<'r>(
         &self,

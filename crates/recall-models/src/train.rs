@@ -128,6 +128,18 @@ fn train_in_pool(
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
     let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
+    let rankable = data.item_table_size.saturating_sub(FIRST_ITEM as usize);
+    if !data.valid.is_empty() && config.validate_k > rankable {
+        return Err(recall_core::Error::config(
+            "train.validate_k",
+            format!(
+                "validation ranks the top {} of {rankable} rankable items: set validate_k to at most {rankable} \
+                 (the default is 50), or add items",
+                config.validate_k
+            ),
+        )
+        .into());
+    }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let sampler = sampler(config, data)?;
     let mut adam = AdamSettings::new(config.lr, config.weight_decay);
@@ -278,7 +290,10 @@ fn train_in_pool(
         let valid_hit_rate = if data.valid.is_empty() {
             None
         } else {
-            Some(model.hit_rate(data, &data.valid, config.validate_k, config.exclude_seen)?)
+            let filter = config
+                .seen_filter
+                .with_recent_window(model.history_len(data));
+            Some(model.hit_rate(data, &data.valid, config.validate_k, filter)?)
         };
         let log = EpochLog {
             epoch,

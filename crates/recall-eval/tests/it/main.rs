@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use recall_core::testing::movielens_dir;
 use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
-use recall_eval::split::EvalSplit;
+use recall_eval::split::{EvalSplit, SeenFilter};
 use recall_eval::topk::Options;
 use recall_eval::{baselines, metrics};
 use recall_features::encode::{EncodeConfig, EncodeInput, encode};
@@ -27,7 +27,11 @@ fn popularity_hit_rate(dir: &Path, k: usize, filter_seen: bool) -> f64 {
     let split = EvalSplit::read(dir, "test.parquet").unwrap();
     let options = Options {
         first_item: 2,
-        exclude: filter_seen.then(|| split.seen.clone()),
+        exclude: split.seen(if filter_seen {
+            SeenFilter::All
+        } else {
+            SeenFilter::None
+        }),
         ..Options::default()
     };
     let top = baselines::most_popular(&split.popularity, split.rows(), k, &options).unwrap();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use candle_core::Device;
 use rand::SeedableRng;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
-use recall_eval::split::EvalSplit;
+use recall_eval::split::{EvalSplit, SeenFilter, SeenView};
 use recall_eval::topk::Options;
 use recall_eval::{baselines, metrics};
 use recall_features::encode::{EncodeConfig, EncodeInput, encode};
@@ -73,7 +73,7 @@ fn both_models_beat_popularity_on_planted_structure() {
         let rates: Vec<f64> = (1..=3)
             .map(|seed| {
                 trained(&data, kind, seed)
-                    .hit_rate(&data, &data.test, 20, false)
+                    .hit_rate(&data, &data.test, 20, SeenFilter::None)
                     .unwrap()
             })
             .collect();
@@ -421,7 +421,12 @@ fn a_second_round_trains_on_hard_negatives_mined_by_the_first() {
     let mut second = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
     let report = train::train_with(&mut second, &data, &t, 5, Some(&round)).unwrap();
     assert!(report.epochs.iter().all(|e| e.loss.is_finite()));
-    assert!(second.hit_rate(&data, &data.test, 20, false).unwrap() > 0.1);
+    assert!(
+        second
+            .hit_rate(&data, &data.test, 20, SeenFilter::None)
+            .unwrap()
+            > 0.1
+    );
     // A band past the catalogue is refused before any work.
     let err = train::mine_hard_negatives(&first, &data, (50, 5000), 3)
         .unwrap_err()
@@ -469,9 +474,13 @@ fn a_per_user_cap_drops_examples_not_what_the_user_saw() {
             .iter()
             .map(|&i| i as u32)
             .collect();
+        // The test target itself stays rankable even where the user saw it before.
+        let target = enc(vec![mine[n - 1]])[0] as u32;
+        before.retain(|&i| i != target);
         before.sort_unstable();
         before.dedup();
-        assert_eq!(split.seen.get(row), before.as_slice(), "test row {row}");
+        let seen = split.seen(SeenFilter::All).unwrap();
+        assert_eq!(seen.get(row), before.as_slice(), "test row {row}");
         let mut training: Vec<u32> =
             enc(mine[..recall_features::split::training_len(n, true)].to_vec())
                 .iter()
@@ -533,7 +542,9 @@ fn sasrec_beats_unordered_pooling_on_sequential_data() {
                 let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
                 let mut model = TwoTower::new(m, &data, &mut rng, &Device::Cpu).unwrap();
                 train::train(&mut model, &data, t, seed).unwrap();
-                model.hit_rate(&data, &data.test, 20, false).unwrap()
+                model
+                    .hit_rate(&data, &data.test, 20, SeenFilter::None)
+                    .unwrap()
             })
             .sum::<f64>()
             / 2.0
@@ -555,7 +566,7 @@ fn sasrec_beats_unordered_pooling_on_sequential_data() {
     }
 }
 
-/// SASRec trained with seen items left out of its softmax (`exclude_seen`), validated and
+/// SASRec trained with seen items left out of its softmax (`seen_filter`), validated and
 /// tested with the seen filter, still beats the order-blind pooling model (seen-filtered too).
 #[test]
 fn sasrec_with_seen_items_excluded_beats_unordered_pooling_filtered() {
@@ -566,14 +577,16 @@ fn sasrec_with_seen_items_excluded_beats_unordered_pooling_filtered() {
         let mut model = TwoTower::new(m, &data, &mut rng, &Device::Cpu).unwrap();
         let log = train::train(&mut model, &data, t, 1).unwrap();
         assert!(log.epochs.iter().all(|e| e.loss.is_finite()));
-        model.hit_rate(&data, &data.test, 20, true).unwrap()
+        model
+            .hit_rate(&data, &data.test, 20, SeenFilter::All)
+            .unwrap()
     };
     let (mut ydnn, mut yt) = configs("youtubednn");
     ydnn.recent_items = 0;
     yt.epochs = 6;
     let pooled = filtered_hr(&ydnn, &yt);
     let (m, mut t) = sasrec_config("full-softmax");
-    t.exclude_seen = true;
+    t.seen_filter = SeenView::All;
     let hr = filtered_hr(&m, &t);
     eprintln!("sasrec, seen excluded: filtered HitRate@20 {hr:.3} vs pooled {pooled:.3}");
     assert!(hr > pooled, "{hr} vs {pooled}");
