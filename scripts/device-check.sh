@@ -71,8 +71,9 @@ for name, t in train.items():
     print(f"{name}: {t['examples_per_second']:.0f} examples/s, {t['train_seconds']:.1f} s training, "
           f"best epoch {t['best_epoch']}, per epoch {t['train_seconds'] / max(t['epochs_run'], 1):.1f} s")
 for r in report["results"]:
-    if r["search"] == "exact" and r["model"] in train:
-        print(f"{r['model']} filtered={r['filter_seen']}: HitRate@50 {r['metrics']['hit_rate@50']:.4f} "
+    if r["search"] == "exact" and r["model"] in train and r["split"] == "test":
+        view = r["seen_filter"] + (f" (newest {r['recent_window']})" if r.get("recent_window") else "")
+        print(f"{r['model']} seen filter {view}: HitRate@50 {r['metrics']['hit_rate@50']:.4f} "
               f"CI {r['hit_rate_ci95'][0]:.4f}-{r['hit_rate_ci95'][1]:.4f}")
 PY
 done

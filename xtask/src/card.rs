@@ -111,14 +111,19 @@ fn render(
         manifest["versions"]
     );
 
+    // The newest items the user side reads: SASRec's own max_len, else the encode stage's.
+    let history_len = match model.kind {
+        recall_models::ModelKind::Sasrec => model.max_len.unwrap_or(config.encode.max_len),
+        _ => config.encode.max_len,
+    };
     let _ = writeln!(
         md,
         "## Protocol\n\n\
          - Split: leave-last-out per user over the interactions ordered by `seq` (ties in source order): the last \
          interaction is the test target{}, the rest training. Epochs are chosen on validation, never on test.\n\
          - Ranking: exact inner product over all {} rankable items for each of the {} test users, at the history before \
-         the target (the newest {} items) and example age 0. \"Seen filtered\" leaves out every item the user interacted \
-         with before the target.\n\
+         the target (the newest {history_len} items, the model's `max_len`) and example age 0.\n\
+         - {}\n\
          - Intervals: 95 % bootstrap over users ({} resamples).\n",
         if config.encode.validation {
             ", the one before it validation"
@@ -127,12 +132,12 @@ fn render(
         },
         results["rankable_items"],
         results["test_users"],
-        config.encode.max_len,
+        crate::report::SEEN_FILTER_VIEWS,
         config.evaluate.bootstrap,
     );
 
     let ks = &config.evaluate.ks;
-    let _ = write!(md, "## Test metrics\n\n| ranked by | seen filtered |");
+    let _ = write!(md, "## Test metrics\n\n| ranked by | seen filter |");
     for k in ks {
         let _ = write!(md, " HR@{k} | NDCG@{k} |");
     }
@@ -142,39 +147,40 @@ fn render(
     }
     md.push_str("---|\n");
     let hnsw = format!("{name}+hnsw");
-    let rows = results["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| {
-            let m = r["model"].as_str().unwrap_or("");
-            m == name || m == hnsw || m == "popularity"
-        });
+    let rows: Vec<crate::stages::evaluate::ResultRow> =
+        serde_json::from_value(results["results"].clone()).unwrap_or_default();
+    let rows = rows.iter().filter(|r| {
+        r.split == "test" && (r.model == *name || r.model == hnsw || r.model == "popularity")
+    });
     for row in rows {
-        let label = match row["model"].as_str().unwrap_or("") {
+        let label = match row.model.as_str() {
             "popularity" => "popularity baseline (for scale)".to_owned(),
             m if m == hnsw => "the serving index (HNSW)".to_owned(),
             _ => "exact".to_owned(),
         };
-        let _ = write!(
-            md,
-            "| {label} | {} |",
-            if row["filter_seen"] == true {
-                "yes"
-            } else {
-                "no"
-            }
-        );
+        let _ = write!(md, "| {label} | {} |", crate::report::view_label(row));
         for k in ks {
             let _ = write!(
                 md,
                 " {} | {} |",
-                f(&row["metrics"][format!("hit_rate@{k}")]),
-                f(&row["metrics"][format!("ndcg@{k}")])
+                f(row
+                    .metrics
+                    .get(&format!("hit_rate@{k}"))
+                    .unwrap_or(&Value::Null)),
+                f(row
+                    .metrics
+                    .get(&format!("ndcg@{k}"))
+                    .unwrap_or(&Value::Null))
             );
         }
-        let ci = &row["hit_rate_ci95"];
-        let _ = writeln!(md, " {} - {} |", f(&ci[0]), f(&ci[1]));
+        match row.hit_rate_ci95 {
+            Some((lo, hi)) => {
+                let _ = writeln!(md, " {lo:.4} - {hi:.4} |");
+            }
+            None => {
+                let _ = writeln!(md, " - |");
+            }
+        }
     }
 
     let index = &manifest["index"];
@@ -273,6 +279,30 @@ fn describe(file: &str) -> &'static str {
 mod tests {
     use std::path::Path;
 
+    /// A SASRec card names the model's own `max_len` (the history it reads), not the encode
+    /// stage's longer one.
+    #[test]
+    fn a_sasrec_card_names_the_model_s_max_len() {
+        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nseed = 5\n[encode]\nmax_len = 50\n\
+                    [[models]]\nname = \"s\"\nmodel = { kind = \"sasrec\", embedding_dim = 8, max_len = 20 }\n\
+                    train = { loss = \"full-softmax\" }\n";
+        let config = crate::config::parse(text, Path::new("c.toml")).unwrap();
+        let empty = serde_json::json!({});
+        let results = serde_json::json!({ "results": [], "rankable_items": 10, "test_users": 5 });
+        let facts = super::RunFacts {
+            config: &config,
+            dataset: "synthetic",
+            ingest: &empty,
+            encode: &empty,
+            train: &empty,
+            results: &results,
+            pipeline_hash: "h",
+        };
+        let card = super::render(&facts, &config.models[0], &empty, "h");
+        assert!(card.contains("the newest 20 items"), "{card}");
+        assert!(!card.contains("the newest 50 items"), "{card}");
+    }
+
     /// A pipeline run leaves a card beside each export whose numbers are the run's own: the
     /// test HitRate and its interval from `results.json`, the index recall from the export
     /// manifest, every exported file.
@@ -294,7 +324,7 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["model"] == "a" && r["filter_seen"] == true)
+            .find(|r| r["model"] == "a" && r["seen_filter"] == "all" && r["split"] == "test")
             .unwrap();
         let hr = format!("{:.4}", exact["metrics"]["hit_rate@50"].as_f64().unwrap());
         let ci = &exact["hit_rate_ci95"];
@@ -305,8 +335,10 @@ mod tests {
         );
         let row = card
             .lines()
-            .find(|l| l.starts_with("| exact | yes |"))
+            .find(|l| l.starts_with("| exact | all |"))
             .unwrap_or_else(|| panic!("no seen-filtered exact row in\n{card}"));
+        // Every view is in the card, the recent one with its N.
+        assert!(card.contains("| exact | none |") && card.contains("| exact | recent (newest "));
         assert!(
             row.contains(&hr) && row.ends_with(&format!("{interval} |")),
             "{row}"

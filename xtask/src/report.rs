@@ -2,19 +2,24 @@
 //! `report/report.md` (for people), built from the manifests and results of earlier stages.
 //!
 //! `metrics.json`: `{"pipeline", "dataset": {"name", "users", "items", "interactions"},
-//! "results": [{"model", "filter_seen", "metrics": {"recall@50", "hit_rate@50", ...},
-//! "search", "hit_rate_ci95"}], "timings_s": {"<stage>": s}, "throughput": {"<model>":
-//! {"train_examples_per_second"}}, "export": {"<model>": {"users", "items", "index": {"recall", ...}}}}`;
-//! `report/metrics.svg`: HitRate@K and NDCG@K over K, linked from `report.md`.
+//! "protocol": {...}, "results": [{"model", "split": "test"|"valid", "search": "exact"|"hnsw",
+//! "seen_filter": "none"|"all"|"recent", "recent_window", "metrics": {"recall@50",
+//! "hit_rate@50", ...}, "hit_rate_ci95"}], "timings_s": {"<stage>": s}, "throughput":
+//! {"<model>": {"train_examples_per_second"}}, "export": {"<model>": {"users", "items",
+//! "index": {"recall", ...}}}}`; `report/metrics.svg`: HitRate@K and NDCG@K over K in each
+//! view of the test split, linked from `report.md`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use recall_eval::split::SeenView;
+
 use crate::config::PipelineConfig;
 use crate::manifest::Manifest;
 use crate::pipeline::{Layout, Stage};
+use crate::stages::evaluate::ResultRow;
 
 fn manifest(layout: &Layout, stage: Stage) -> Option<Manifest> {
     Manifest::read(layout.dir(stage))
@@ -67,7 +72,7 @@ pub fn write(
     let doc = serde_json::json!({
         "pipeline": config.name,
         "dataset": { "name": dataset_name, "users": ingest["users"], "items": ingest["items"], "interactions": ingest["interactions"] },
-        "protocol": { "split": "leave-last-out per user by seq; last item is the test target", "ranking": "exact over every item in the training vocabulary", "train_examples": encode["train_examples"], "test_users": results["test_users"], "rankable_items": results["rankable_items"] },
+        "protocol": { "split": "leave-last-out per user by seq; last item is the test target", "ranking": "exact over every item in the training vocabulary", "train_examples": encode["train_examples"], "test_users": results["test_users"], "valid_users": results["valid_users"], "rankable_items": results["rankable_items"], "seen_filter": SEEN_FILTER_VIEWS },
         "results": results["results"],
         "timings_s": timings,
         "throughput": throughput,
@@ -76,6 +81,8 @@ pub fn write(
     let metrics_path = out.join("metrics.json");
     recall_core::write::write_bytes(&metrics_path, &serde_json::to_vec_pretty(&doc)?)?;
 
+    let rows: Vec<ResultRow> = serde_json::from_value(results["results"].clone())
+        .with_context(|| format!("reading the result rows of {}", results_path.display()))?;
     let mut md = String::new();
     let _ = writeln!(md, "# Recall report: `{}`\n", config.name);
     let _ = writeln!(
@@ -89,66 +96,54 @@ pub fn write(
     );
     let _ = writeln!(
         md,
-        "Protocol: leave-last-out per user (the last interaction is the test target), exact ranking over all {} rankable items, metrics averaged over test users; `filtered` removes items the user saw before the target. HitRate@50 has a 95 % bootstrap interval over users.\n",
+        "Protocol: leave-last-out per user (the last interaction is the test target{}), exact ranking over all {} \
+         rankable items, metrics averaged over query users. {SEEN_FILTER_VIEWS} HitRate@50 has a 95 % bootstrap \
+         interval over users.\n",
+        if config.encode.validation {
+            ", the one before it validation"
+        } else {
+            ""
+        },
         results["rankable_items"]
     );
     let ks = &config.evaluate.ks;
-    let mut header = String::from("| model | filtered |");
-    let mut rule = String::from("|---|---|");
-    for k in ks {
-        let _ = write!(header, " HR@{k} | NDCG@{k} | MRR@{k} | Recall@{k} |");
-        rule.push_str("---|---|---|---|");
-    }
-    header.push_str(" HR@50 95% CI |");
-    rule.push_str("---|");
-    let _ = writeln!(md, "{header}\n{rule}");
-    for row in results["results"].as_array().into_iter().flatten() {
-        let mut line = format!(
-            "| {} | {} |",
-            row["model"].as_str().unwrap_or("?"),
-            if row["filter_seen"] == true {
-                "yes"
-            } else {
-                "no"
-            }
-        );
-        for k in ks {
-            for key in ["hit_rate", "ndcg", "mrr", "recall"] {
-                let _ = write!(
-                    line,
-                    " {:.4} |",
-                    row["metrics"][format!("{key}@{k}")]
-                        .as_f64()
-                        .unwrap_or(f64::NAN)
-                );
-            }
+    for (split, heading) in [
+        ("test", "## Test"),
+        (
+            "valid",
+            "## Validation\n\nThe second-to-last item of each user, ranked at the history before it: what settings are \
+             chosen on (the ablation tool reads these).",
+        ),
+    ] {
+        let of_split: Vec<&ResultRow> = rows.iter().filter(|r| r.split == split).collect();
+        if of_split.is_empty() {
+            continue;
         }
-        match row["hit_rate_ci95"].as_array() {
-            Some(ci) => {
-                let _ = write!(
-                    line,
-                    " {:.4} - {:.4} |",
-                    ci[0].as_f64().unwrap_or(f64::NAN),
-                    ci[1].as_f64().unwrap_or(f64::NAN)
-                );
+        let _ = writeln!(md, "{heading}\n");
+        for view in [SeenView::None, SeenView::All, SeenView::Recent] {
+            let of_view: Vec<&&ResultRow> =
+                of_split.iter().filter(|r| r.seen_filter == view).collect();
+            if of_view.is_empty() {
+                continue;
             }
-            None => line.push_str(" |"),
+            let _ = writeln!(md, "### {}\n", view_title(view));
+            md.push_str(&metrics_table(&of_view, ks));
+            md.push('\n');
         }
-        let _ = writeln!(md, "{line}");
     }
     let _ = writeln!(
         md,
-        "\nDefinitions (per test user with target set T and ranked list L, ranks from 1; averaged over users): \
+        "Definitions (per query user with target set T and ranked list L, ranks from 1; averaged over users): \
          HR@K = 1 if T meets L[..K]; Recall@K = |T ∩ L[..K]| / |T|; NDCG@K = Σ over hits 1/log2(rank+1) divided by the \
          ideal Σ_(r=1..min(|T|,K)) 1/log2(r+1); MRR@K = 1/rank of the first hit within K, else 0. With one target per \
          user, Recall equals HR. Ties in score rank by item index."
     );
-    let svg = crate::chart::draw(&chart_series(&results, ks), ks)?;
+    let svg = crate::chart::draw(&chart_series(&rows, ks), ks)?;
     let svg_path = out.join("metrics.svg");
     recall_core::write::write_bytes(&svg_path, svg.as_bytes())?;
     let _ = writeln!(
         md,
-        "\n![HitRate@K and NDCG@K of every model, without and with seen-item filtering](metrics.svg)"
+        "\n![HitRate@K and NDCG@K of every model and baseline on the test split, one row of panels per seen-filter view](metrics.svg)"
     );
     if let Some(models) = export.as_object().filter(|m| !m.is_empty()) {
         let _ = writeln!(
@@ -216,25 +211,85 @@ pub fn write(
     ))
 }
 
-/// The chart's lines: every exactly ranked result row (models and baselines) at each K.
-fn chart_series(results: &serde_json::Value, ks: &[usize]) -> Vec<crate::chart::Series> {
-    results["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|row| row["search"] != "hnsw")
+/// What the seen filter's views are, for a report or card reader.
+pub const SEEN_FILTER_VIEWS: &str = "Seen filter views: `none` ranks every item; `all` leaves out every item the user \
+     interacted with before the target; `recent` leaves out only the newest N of them (N per row below), the protocol \
+     of the published HSTU and SASRec full-ranking numbers (generative-recommenders: `past_ids` cut to \
+     `max_sequence_length`). The target itself is never left out.";
+
+/// A view's heading.
+pub fn view_title(view: SeenView) -> &'static str {
+    match view {
+        SeenView::None => "Unfiltered (seen filter `none`)",
+        SeenView::All => "Seen filter `all`: every earlier item left out",
+        SeenView::Recent => {
+            "Seen filter `recent`: the newest N earlier items left out (the published protocol)"
+        }
+    }
+}
+
+/// A row's view in a few words: `none`, `all`, `recent (newest 200)`.
+pub fn view_label(row: &ResultRow) -> String {
+    match (row.seen_filter, row.recent_window) {
+        (SeenView::Recent, Some(n)) => format!("recent (newest {n})"),
+        (SeenView::Recent, None) => "recent".to_owned(),
+        (SeenView::All, _) => "all".to_owned(),
+        (SeenView::None, _) => "none".to_owned(),
+    }
+}
+
+/// A Markdown table of result rows: model, view, HR/NDCG/MRR/Recall at each K, the interval.
+fn metrics_table(rows: &[&&ResultRow], ks: &[usize]) -> String {
+    let mut md = String::new();
+    let mut header = String::from("| model | seen filter |");
+    let mut rule = String::from("|---|---|");
+    for k in ks {
+        let _ = write!(header, " HR@{k} | NDCG@{k} | MRR@{k} | Recall@{k} |");
+        rule.push_str("---|---|---|---|");
+    }
+    header.push_str(" HR@50 95% CI |");
+    rule.push_str("---|");
+    let _ = writeln!(md, "{header}\n{rule}");
+    for row in rows {
+        let mut line = format!("| {} | {} |", row.model, view_label(row));
+        for k in ks {
+            for key in ["hit_rate", "ndcg", "mrr", "recall"] {
+                let v = row
+                    .metrics
+                    .get(&format!("{key}@{k}"))
+                    .and_then(|v| v.as_f64());
+                let _ = write!(line, " {:.4} |", v.unwrap_or(f64::NAN));
+            }
+        }
+        match row.hit_rate_ci95 {
+            Some((lo, hi)) => {
+                let _ = write!(line, " {lo:.4} - {hi:.4} |");
+            }
+            None => line.push_str(" |"),
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    md
+}
+
+/// The chart's lines: every exactly ranked test row (models and baselines) at each K.
+fn chart_series(rows: &[ResultRow], ks: &[usize]) -> Vec<crate::chart::Series> {
+    rows.iter()
+        .filter(|row| row.search != "hnsw" && row.split == "test")
         .map(|row| crate::chart::Series {
-            name: row["model"].as_str().unwrap_or("?").to_owned(),
-            filter_seen: row["filter_seen"] == true,
+            name: row.model.clone(),
+            view: row.seen_filter,
+            view_label: view_label(row),
             metrics: crate::chart::METRICS
                 .iter()
                 .map(|(m, _)| {
                     let points = ks
                         .iter()
                         .filter_map(|&k| {
-                            row["metrics"][format!("{m}@{k}")]
-                                .as_f64()
-                                .map(|v| (k as f64, v))
+                            row.metrics
+                                .get(&format!("{m}@{k}"))
+                                .and_then(|v| v.as_f64())
+                                .map(|v| (k, v))
                         })
                         .collect();
                     (*m, points)
@@ -244,7 +299,8 @@ fn chart_series(results: &serde_json::Value, ks: &[usize]) -> Vec<crate::chart::
         .collect()
 }
 
-/// Fails when a model's unfiltered HitRate@50 is below the `min_hit_rate_at_50` of its entry.
+/// Fails when a model's HitRate@50 on the test split's unfiltered view (seen filter `none`)
+/// is below the `min_hit_rate_at_50` of its entry.
 pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()> {
     let wanted: Vec<_> = config
         .models
@@ -258,22 +314,28 @@ pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()
     let doc: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )?;
+    let rows: Vec<ResultRow> = serde_json::from_value(doc["results"].clone())
+        .with_context(|| format!("reading the result rows of {}", path.display()))?;
     for (name, threshold) in wanted {
-        let value = doc["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["model"] == name.as_str() && r["filter_seen"] == false)
-            .and_then(|r| r["metrics"]["hit_rate@50"].as_f64())
+        let value = rows
+            .iter()
+            .find(|r| {
+                r.model == *name
+                    && r.split == "test"
+                    && r.search == "exact"
+                    && r.seen_filter == SeenView::None
+            })
+            .and_then(|r| r.metrics.get("hit_rate@50").and_then(|v| v.as_f64()))
             .with_context(|| {
                 format!(
-                    "no unfiltered hit_rate@50 for model `{name}` in {}",
+                    "no unfiltered (seen filter `none`) test hit_rate@50 for model `{name}` in {}",
                     path.display()
                 )
             })?;
         if value < threshold {
             bail!(
-                "regression: model `{name}` HitRate@50 = {value:.4} is below min_hit_rate_at_50 = {threshold} (see {})",
+                "regression: model `{name}` HitRate@50 = {value:.4} (test split, seen filter `none`) is below \
+                 min_hit_rate_at_50 = {threshold} (see {})",
                 path.display()
             );
         }
@@ -281,7 +343,7 @@ pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()
             model = name.as_str(),
             value,
             threshold,
-            "HitRate@50 threshold met"
+            "HitRate@50 (test, seen filter none) threshold met"
         );
     }
     Ok(())

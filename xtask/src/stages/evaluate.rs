@@ -1,15 +1,17 @@
 //! The evaluate stage: every trained model and the baselines, ranked exactly over the whole
-//! catalogue on the test split, without and with seen-item filtering; writes
-//! `evaluate/metrics.json`, per-user Parquet, and the report (`report/report.md`).
+//! catalogue on the test split (and, with `evaluate.validation`, the validation split), in the
+//! unfiltered view and each configured view of the seen filter (`recall_eval::split`); writes
+//! `evaluate/results.json` and per-user Parquet (`<model>/per_user_<split>_<view>.parquet`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use recall_eval::Embeddings;
 use recall_eval::baselines;
 use recall_eval::metrics::{self, Metric};
-use recall_eval::split::EvalSplit;
-use recall_eval::topk::{self, Options, TopK};
+use recall_eval::split::{EvalSplit, SeenFilter, SeenView};
+use recall_eval::topk::{self, Lists, Options, TopK};
 use recall_export::export::INDEX_FILE;
 use recall_export::index::ApproximateIndex;
 use recall_models::{EncodedData, checkpoint, train::FIRST_ITEM};
@@ -39,6 +41,49 @@ pub struct EvaluateConfig {
     /// of the approximation shows in HitRate. Needs `export.build_index`. Default true.
     #[serde(default = "default_index")]
     pub index: bool,
+    /// The seen filter's views reported beside the unfiltered one: `"all"` (every item the user
+    /// saw before the target left out) and `"recent"` (only the newest `recent_window`: the
+    /// published HSTU/SASRec protocol). Default both.
+    #[serde(default = "default_views")]
+    pub seen_filter: Vec<SeenView>,
+    /// How many of the newest earlier items the `recent` view leaves out. Default: each model's
+    /// own history length (SASRec's `max_len`, else `encode.max_len`), and `encode.max_len`
+    /// for the baselines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_window: Option<usize>,
+    /// Also rank the validation split (`encode.validation`), reported apart from test:
+    /// what settings are chosen on (`cargo xtask ablate` turns it on). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub validation: bool,
+}
+
+fn default_views() -> Vec<SeenView> {
+    vec![SeenView::All, SeenView::Recent]
+}
+
+impl EvaluateConfig {
+    /// The views ranked for a model (or baseline) whose history length is `history_len`:
+    /// the unfiltered one first, then the configured ones, each once.
+    pub fn views(&self, history_len: usize) -> Vec<SeenFilter> {
+        let mut views = vec![SeenFilter::None];
+        for v in &self.seen_filter {
+            let f = v.with_recent_window(self.recent_window.unwrap_or(history_len));
+            if !views.contains(&f) {
+                views.push(f);
+            }
+        }
+        views
+    }
+
+    /// Checks what needs no data: the keys as a pipeline file spells them.
+    pub fn validate(&self) -> Result<()> {
+        if self.recent_window == Some(0) {
+            anyhow::bail!(
+                "configuration key `evaluate.recent_window`: must be at least 1 (leave it out for each model's history length)"
+            );
+        }
+        Ok(())
+    }
 }
 
 fn default_index() -> bool {
@@ -51,28 +96,55 @@ impl Default for EvaluateConfig {
             ks: default_ks(),
             bootstrap: default_bootstrap(),
             index: default_index(),
+            seen_filter: default_views(),
+            recent_window: None,
+            validation: false,
         }
     }
 }
 
-/// One row of `metrics.json` results.
+/// One row of `results.json` (and `metrics.json`) results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultRow {
     pub model: String,
+    /// `test`, or `valid` (with `evaluate.validation`).
+    pub split: String,
     /// `exact` (full-catalogue ranking) or `hnsw` (the serving index).
     pub search: String,
-    pub filter_seen: bool,
+    /// The seen filter's view: `none` (unfiltered), `all` or `recent`.
+    pub seen_filter: SeenView,
+    /// With `recent`: how many of the newest earlier items it left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_window: Option<usize>,
     pub metrics: serde_json::Map<String, serde_json::Value>,
     /// 95 % bootstrap interval of HitRate@50 (or of the largest K below 50).
     pub hit_rate_ci95: Option<(f64, f64)>,
+}
+
+/// The two splits evaluation can rank.
+const TEST: (&str, &str) = ("test", "test.parquet");
+const VALID: (&str, &str) = ("valid", "valid.parquet");
+
+/// The per-user metrics file of a model on one split and view, under the evaluate directory.
+pub fn per_user_file(model: &str, split: &str, view: SeenView) -> PathBuf {
+    let view = serde_json::to_value(view)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    PathBuf::from(model).join(format!("per_user_{split}_{view}.parquet"))
+}
+
+struct Scored<'a> {
+    split: &'a str,
+    filter: SeenFilter,
 }
 
 fn score(
     name: &str,
     top: &TopK,
     split: &EvalSplit,
+    at: Scored<'_>,
     config: &EvaluateConfig,
-    filter: bool,
     seed: u64,
 ) -> Result<(ResultRow, metrics::Report)> {
     let report = metrics::evaluate(top, &split.truth, &config.ks, Some(&split.popularity))?;
@@ -104,13 +176,15 @@ fn score(
     Ok((
         ResultRow {
             model: name.to_owned(),
+            split: at.split.to_owned(),
             search: if name.ends_with("+hnsw") {
                 "hnsw"
             } else {
                 "exact"
             }
             .to_owned(),
-            filter_seen: filter,
+            seen_filter: at.filter.view(),
+            recent_window: at.filter.recent_window(),
             metrics: m,
             hit_rate_ci95: ci,
         },
@@ -127,6 +201,32 @@ pub struct Inputs<'a> {
     pub index_dir: Option<&'a Path>,
 }
 
+/// Each view's exclusion lists of a split, computed once per distinct filter.
+struct SeenLists<'s> {
+    split: &'s EvalSplit,
+    lists: Vec<(SeenFilter, Option<Lists>)>,
+}
+
+impl<'s> SeenLists<'s> {
+    fn new(split: &'s EvalSplit) -> Self {
+        SeenLists {
+            split,
+            lists: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, filter: SeenFilter) -> Option<&Lists> {
+        let i = match self.lists.iter().position(|(f, _)| *f == filter) {
+            Some(i) => i,
+            None => {
+                self.lists.push((filter, self.split.seen(filter)));
+                self.lists.len() - 1
+            }
+        };
+        self.lists[i].1.as_ref()
+    }
+}
+
 /// Runs the evaluation; returns written files and the metrics document.
 pub fn run(
     inputs: Inputs<'_>,
@@ -141,116 +241,156 @@ pub fn run(
         train_dir,
         index_dir,
     } = inputs;
-    let split = EvalSplit::read(encode_dir, "test.parquet").context("reading the test split")?;
-    let k = config.ks.iter().copied().max().unwrap_or(50);
-    let n_items = split.popularity.len();
-    let rankable = n_items.saturating_sub(FIRST_ITEM as usize);
-    if config.ks.is_empty() || config.ks.contains(&0) || k > rankable {
-        anyhow::bail!(
-            "configuration key `evaluate.ks`: every K must be between 1 and the {rankable} rankable items, got {:?}",
-            config.ks
-        );
+    let mut splits = vec![TEST];
+    if config.validation {
+        if !encode_dir.join(VALID.1).exists() {
+            anyhow::bail!(
+                "configuration key `evaluate.validation`: the encode stage held out no validation split \
+                 ({} is missing): set `encode.validation = true`",
+                encode_dir.join(VALID.1).display()
+            );
+        }
+        splits.push(VALID);
     }
-    let mut rows = Vec::new();
-    let mut written = Vec::new();
-    let mut eval_seconds = serde_json::Map::new();
     let data = if models.is_empty() {
         None
     } else {
         Some(EncodedData::read_dir(encode_dir)?)
     };
-    // Each model's test-user and item embeddings (and serving index), computed once for both
-    // the unfiltered and the filtered pass.
-    let mut embedded = Vec::new();
+    let mut loaded = Vec::new();
     for entry in models {
         let data = data.as_ref().context("encoded data")?;
         let model = checkpoint::load(&train_dir.join(&entry.name), data, device)
             .with_context(|| format!("loading model `{}`", entry.name))?;
-        let start = std::time::Instant::now();
-        let users = model.embed_split(data, &data.test)?;
         let items = model.embed_items(data)?;
-        let embed_seconds = start.elapsed().as_secs_f64();
-        let index = match index_dir {
-            Some(dir) => {
-                let path = dir.join(&entry.name).join(INDEX_FILE);
-                let index = ApproximateIndex::load(&path).with_context(|| {
-                    format!(
-                        "loading the serving index of `{}` that the export stage saved (rerun with --from export)",
-                        entry.name
-                    )
-                })?;
-                if index.sidecar().items != items.rows().saturating_sub(FIRST_ITEM as usize) {
-                    anyhow::bail!(
-                        "{} indexes {} items, the model embeds {}: it belongs to another run (rerun with --from export)",
-                        path.display(),
-                        index.sidecar().items,
-                        items.rows().saturating_sub(FIRST_ITEM as usize)
-                    );
-                }
-                Some(index)
-            }
-            None => None,
-        };
-        // Unfiltered and seen-filtered top-K from one pass over the score blocks.
-        let start = std::time::Instant::now();
-        let exact = topk::exact_views(
-            &users,
-            &items,
-            k,
-            &Options {
-                first_item: FIRST_ITEM,
-                ..Options::default()
-            },
-            &[None, Some(&split.seen)],
-        )?;
-        eval_seconds.insert(
-            format!("{}_exact", entry.name),
-            serde_json::json!(start.elapsed().as_secs_f64()),
-        );
-        eval_seconds.insert(
-            format!("{}_embed", entry.name),
-            serde_json::json!(embed_seconds),
-        );
-        embedded.push((entry, users, exact, index));
+        loaded.push((entry, model, items));
     }
-    for filter in [false, true] {
-        let options = Options {
-            first_item: FIRST_ITEM,
-            exclude: filter.then(|| split.seen.clone()),
-            ..Options::default()
+    let mut rows = Vec::new();
+    let mut written = Vec::new();
+    let mut eval_seconds = serde_json::Map::new();
+    let mut summary = serde_json::Map::new();
+    for (split_name, file) in splits {
+        let split = EvalSplit::read(encode_dir, file)
+            .with_context(|| format!("reading the {split_name} split"))?;
+        let k = config.ks.iter().copied().max().unwrap_or(50);
+        let n_items = split.popularity.len();
+        let rankable = n_items.saturating_sub(FIRST_ITEM as usize);
+        if config.ks.is_empty() || config.ks.contains(&0) || k > rankable {
+            anyhow::bail!(
+                "configuration key `evaluate.ks`: every K must be between 1 and the {rankable} rankable items, got {:?}",
+                config.ks
+            );
+        }
+        let mut seen = SeenLists::new(&split);
+        let at = |filter| Scored {
+            split: split_name,
+            filter,
         };
-        let pop = baselines::most_popular(&split.popularity, split.rows(), k, &options)?;
-        rows.push(score("popularity", &pop, &split, config, filter, seed)?.0);
-        let random = baselines::random(n_items, split.rows(), k, &options, seed)?;
-        rows.push(score("random", &random, &split, config, filter, seed)?.0);
-        let suffix = if filter { "_filtered" } else { "" };
-        for (entry, users, exact, index) in &embedded {
-            let top = &exact[usize::from(filter)];
-            let (row, report) = score(&entry.name, top, &split, config, filter, seed)?;
-            let path = out.join(format!("{}/per_user{suffix}.parquet", entry.name));
-            recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
-            written.push(path);
-            rows.push(row);
-            if let Some(index) = index {
-                let start = std::time::Instant::now();
-                let approximate = index.top_k(users, k, options.exclude.as_ref())?;
-                eval_seconds.insert(
-                    format!("{}+hnsw{suffix}", entry.name),
-                    serde_json::json!(start.elapsed().as_secs_f64()),
-                );
-                let name = format!("{}+hnsw", entry.name);
-                let (mut row, _) = score(&name, &approximate, &split, config, filter, seed)?;
-                row.metrics.insert(
-                    format!("index_recall@{k}"),
-                    serde_json::json!(recall_export::index::recall_at(&approximate, top, k)),
-                );
+        for filter in config.views(split.history_len) {
+            let options = Options {
+                first_item: FIRST_ITEM,
+                exclude: seen.get(filter).cloned(),
+                ..Options::default()
+            };
+            let pop = baselines::most_popular(&split.popularity, split.rows(), k, &options)?;
+            rows.push(score("popularity", &pop, &split, at(filter), config, seed)?.0);
+            let random = baselines::random(n_items, split.rows(), k, &options, seed)?;
+            rows.push(score("random", &random, &split, at(filter), config, seed)?.0);
+        }
+        let data = data.as_ref();
+        for (entry, model, items) in &loaded {
+            let data = data.context("encoded data")?;
+            let query_rows = if split_name == TEST.0 {
+                &data.test
+            } else {
+                &data.valid
+            };
+            let start = std::time::Instant::now();
+            let users = model.embed_split(data, query_rows)?;
+            let embed_seconds = start.elapsed().as_secs_f64();
+            let views = config.views(model.history_len(data));
+            // Every view's top-K from one pass over the score blocks.
+            let start = std::time::Instant::now();
+            let exclusions: Vec<Option<Lists>> =
+                views.iter().map(|&f| seen.get(f).cloned()).collect();
+            let exact = topk::exact_views(
+                &users,
+                items,
+                k,
+                &Options {
+                    first_item: FIRST_ITEM,
+                    ..Options::default()
+                },
+                &exclusions.iter().map(Option::as_ref).collect::<Vec<_>>(),
+            )?;
+            eval_seconds.insert(
+                format!("{}_{split_name}_exact", entry.name),
+                serde_json::json!(start.elapsed().as_secs_f64()),
+            );
+            eval_seconds.insert(
+                format!("{}_{split_name}_embed", entry.name),
+                serde_json::json!(embed_seconds),
+            );
+            // The serving index answers test queries (the file users get).
+            let index = match index_dir.filter(|_| split_name == TEST.0) {
+                Some(dir) => Some(load_index(dir, &entry.name, items)?),
+                None => None,
+            };
+            for ((&filter, top), exclude) in views.iter().zip(&exact).zip(&exclusions) {
+                let (row, report) = score(&entry.name, top, &split, at(filter), config, seed)?;
+                let path = out.join(per_user_file(&entry.name, split_name, filter.view()));
+                recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
+                written.push(path);
                 rows.push(row);
+                if let Some(index) = &index {
+                    let start = std::time::Instant::now();
+                    let approximate = index.top_k(&users, k, exclude.as_ref())?;
+                    eval_seconds.insert(
+                        format!("{}+hnsw_{}", entry.name, filter.name()),
+                        serde_json::json!(start.elapsed().as_secs_f64()),
+                    );
+                    let name = format!("{}+hnsw", entry.name);
+                    let (mut row, _) =
+                        score(&name, &approximate, &split, at(filter), config, seed)?;
+                    row.metrics.insert(
+                        format!("index_recall@{k}"),
+                        serde_json::json!(recall_export::index::recall_at(&approximate, top, k)),
+                    );
+                    rows.push(row);
+                }
             }
         }
+        summary.insert(
+            format!("{split_name}_users"),
+            serde_json::json!(split.rows()),
+        );
+        summary.insert("rankable_items".into(), serde_json::json!(rankable));
     }
-    let doc = serde_json::json!({ "results": rows, "evaluation_seconds": eval_seconds, "test_users": split.rows(), "rankable_items": n_items.saturating_sub(FIRST_ITEM as usize) });
+    let mut doc = serde_json::json!({ "results": rows, "evaluation_seconds": eval_seconds });
+    if let Some(map) = doc.as_object_mut() {
+        map.extend(summary);
+    }
     let path = out.join("results.json");
     recall_core::write::write_bytes(&path, &serde_json::to_vec_pretty(&doc)?)?;
     written.push(path);
     Ok((written, doc))
+}
+
+/// The serving index export saved for `model`, checked against the model's item count.
+fn load_index(dir: &Path, model: &str, items: &Embeddings) -> Result<ApproximateIndex> {
+    let path = dir.join(model).join(INDEX_FILE);
+    let index = ApproximateIndex::load(&path).with_context(|| {
+        format!(
+            "loading the serving index of `{model}` that the export stage saved (rerun with --from export)"
+        )
+    })?;
+    let embedded = items.rows().saturating_sub(FIRST_ITEM as usize);
+    if index.sidecar().items != embedded {
+        anyhow::bail!(
+            "{} indexes {} items, the model embeds {embedded}: it belongs to another run (rerun with --from export)",
+            path.display(),
+            index.sidecar().items,
+        );
+    }
+    Ok(index)
 }
