@@ -4,10 +4,14 @@
 //! `runs/<pipeline>/ablation/report.md` and `ablation.json`.
 //!
 //! Each variant overrides parts of the baseline (`model`, `train`, `encode` tables, merged key
-//! by key). Every row reports HitRate/NDCG/MRR@K without and with seen-item filtering and the
-//! difference to the baseline with a paired bootstrap 95 % interval over test users (the same
-//! users rank under both, so the pairing removes the spread between users); a difference whose
-//! interval excludes zero is marked as an effect, the rest as noise.
+//! by key). Choices are made on validation, never on test: the decision tables rank the
+//! validation split (each user's second-to-last item, at the history before it) in every view
+//! of the seen filter, with each variant's difference to the baseline and a paired bootstrap
+//! 95 % interval over users (the same users rank under both, so the pairing removes the
+//! spread between users); a difference whose interval excludes zero is marked as an effect,
+//! the rest as noise. Test numbers appear only for the baseline and the variant named
+//! `shipped`, in a section of their own that says it was not used to choose. A pipeline
+//! without a validation split (`encode.validation = false`) is refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,8 +19,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use recall_eval::split::SeenView;
+
 use crate::config::{self, PipelineConfig};
 use crate::pipeline::{Layout, Stage, execute_in};
+use crate::stages::evaluate::per_user_file;
 use crate::stages::train::ModelEntry;
 
 /// `[ablation]` of a pipeline file.
@@ -35,6 +42,10 @@ pub struct AblationConfig {
     /// Bootstrap resamples of the paired differences. Default 1000.
     #[serde(default = "default_resamples")]
     pub resamples: usize,
+    /// The variant shipped instead of the baseline, when validation picked one: its test
+    /// numbers are reported beside the baseline's. Default: none (the baseline is shipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<String>,
     pub variants: Vec<Variant>,
 }
 
@@ -155,11 +166,19 @@ fn variant_config(
         });
     }
     models.push(entry);
-    let encode =
+    let encode: recall_features::EncodeConfig =
         serde_json::from_value(merge(&serde_json::to_value(&base.encode)?, &variant.encode))
             .with_context(|| key("encode"))?;
+    if !encode.validation {
+        bail!(
+            "{}: the ablation chooses on the validation split, and `encode.validation = false` holds none out: \
+             set `encode.validation = true`",
+            key("encode")
+        );
+    }
     let mut evaluate = base.evaluate.clone();
     evaluate.index = false;
+    evaluate.validation = true;
     if !evaluate.ks.contains(&ablation.k) {
         evaluate.ks.push(ablation.k);
     }
@@ -176,12 +195,9 @@ fn variant_config(
     })
 }
 
-/// Per-user values of `metric@k` of the `variant` model in an evaluate directory.
-fn per_user(evaluate_dir: &Path, filtered: bool, column: &str) -> Result<Vec<f64>> {
-    let path = evaluate_dir.join(format!(
-        "variant/per_user{}.parquet",
-        if filtered { "_filtered" } else { "" }
-    ));
+/// Per-user values of `metric@k` of the `variant` model on one split and view.
+fn per_user(evaluate_dir: &Path, split: &str, view: SeenView, column: &str) -> Result<Vec<f64>> {
+    let path = evaluate_dir.join(per_user_file("variant", split, view));
     let t = recall_core::Table::read(&path)?;
     let rows = t.ints("user_row")?;
     let values = t.nullable_floats(column)?;
@@ -193,14 +209,37 @@ fn per_user(evaluate_dir: &Path, filtered: bool, column: &str) -> Result<Vec<f64
 }
 
 const METRICS: [&str; 3] = ["hit_rate", "ndcg", "mrr"];
+const SPLITS: [&str; 2] = ["valid", "test"];
+
+/// Per-user values of one run: [metric] for each (split, view).
+type PerUser = Vec<((&'static str, SeenView), [Vec<f64>; 3])>;
 
 /// One measured run of a variant.
 struct Measured {
     train_seconds: f64,
     /// Seconds of this run's own stages (train, evaluate, report) when they last ran.
     stage_seconds: f64,
-    /// [filter][metric] per-user values.
-    per_user: [[Vec<f64>; 3]; 2],
+    per_user: PerUser,
+}
+
+impl Measured {
+    fn values(&self, split: &str, view: SeenView, metric: usize) -> &[f64] {
+        self.per_user
+            .iter()
+            .find(|((s, v), _)| *s == split && *v == view)
+            .map_or(&[][..], |(_, m)| &m[metric])
+    }
+}
+
+/// The views every run reports: unfiltered first, then the pipeline's.
+fn views(evaluate: &crate::stages::evaluate::EvaluateConfig) -> Vec<SeenView> {
+    let mut out = vec![SeenView::None];
+    for v in &evaluate.seen_filter {
+        if !out.contains(v) {
+            out.push(*v);
+        }
+    }
+    out
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -214,6 +253,15 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         ablation.seeds.clone()
     };
+    if let Some(shipped) = &ablation.shipped
+        && !ablation.variants.iter().any(|v| &v.name == shipped)
+    {
+        bail!(
+            "{}: `ablation.shipped = {shipped:?}` names no variant of the grid",
+            args.config.display()
+        );
+    }
+    let views = views(&base.evaluate);
     let root = args.runs.join(&base.name).join("ablation");
     let mut variants = vec![Variant {
         name: "baseline".into(),
@@ -269,17 +317,21 @@ pub fn run(args: &Args) -> Result<()> {
                     .sum::<f64>(),
             );
             let evaluate = layout.dir(Stage::Evaluate);
-            let pick = |filtered| -> Result<[Vec<f64>; 3]> {
-                Ok([
-                    per_user(evaluate, filtered, &format!("hit_rate@{k}"))?,
-                    per_user(evaluate, filtered, &format!("ndcg@{k}"))?,
-                    per_user(evaluate, filtered, &format!("mrr@{k}"))?,
-                ])
-            };
+            let mut values = Vec::new();
+            for split in SPLITS {
+                for &view in &views {
+                    let pick =
+                        |metric: &str| per_user(evaluate, split, view, &format!("{metric}@{k}"));
+                    values.push((
+                        (split, view),
+                        [pick("hit_rate")?, pick("ndcg")?, pick("mrr")?],
+                    ));
+                }
+            }
             runs.push(Measured {
                 train_seconds,
                 stage_seconds,
-                per_user: [pick(false)?, pick(true)?],
+                per_user: values,
             });
         }
         measured.push(runs);
@@ -294,22 +346,25 @@ pub fn run(args: &Args) -> Result<()> {
             .sum::<f64>();
     write_report(
         &root,
-        &base,
-        &ablation,
-        &variants,
-        &seeds,
+        &Grid {
+            base: &base,
+            ablation: &ablation,
+            variants: &variants,
+            seeds: &seeds,
+            views: &views,
+        },
         &measured,
         (wall, compute),
     )
 }
 
 /// Per-user values averaged over seeds.
-fn seed_mean(runs: &[Measured], filter: usize, metric: usize) -> Vec<f64> {
-    let n = runs[0].per_user[filter][metric].len();
+fn seed_mean(runs: &[Measured], split: &str, view: SeenView, metric: usize) -> Vec<f64> {
+    let n = runs[0].values(split, view, metric).len();
     (0..n)
         .map(|u| {
             runs.iter()
-                .map(|r| r.per_user[filter][metric][u])
+                .map(|r| r.values(split, view, metric).get(u).copied().unwrap_or(0.0))
                 .sum::<f64>()
                 / runs.len() as f64
         })
@@ -320,53 +375,72 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
+/// What the grid was: the pipeline, its `[ablation]`, the variants run (baseline first).
+struct Grid<'a> {
+    base: &'a PipelineConfig,
+    ablation: &'a AblationConfig,
+    variants: &'a [Variant],
+    seeds: &'a [u64],
+    views: &'a [SeenView],
+}
+
+fn view_heading(view: SeenView, evaluate: &crate::stages::evaluate::EvaluateConfig) -> String {
+    match (view, evaluate.recent_window) {
+        (SeenView::Recent, Some(n)) => format!("seen filter `recent` (newest {n})"),
+        (SeenView::Recent, None) => {
+            "seen filter `recent` (newest `max_len` of each variant's model)".to_owned()
+        }
+        (SeenView::All, _) => "seen filter `all`".to_owned(),
+        (SeenView::None, _) => "unfiltered (seen filter `none`)".to_owned(),
+    }
+}
+
 fn write_report(
     root: &Path,
-    base: &PipelineConfig,
-    ablation: &AblationConfig,
-    variants: &[Variant],
-    seeds: &[u64],
+    grid: &Grid<'_>,
     measured: &[Vec<Measured>],
     (wall, compute): (f64, f64),
 ) -> Result<()> {
     use std::fmt::Write as _;
+    let Grid {
+        base,
+        ablation,
+        variants,
+        seeds,
+        views,
+    } = *grid;
     let k = ablation.k;
-    let mut rows = Vec::new();
     let mut md = String::new();
     let _ = writeln!(md, "# Ablation: `{}`\n", base.name);
     let _ = writeln!(
         md,
         "Baseline: the pipeline's first model (`{}`) with the grid's training overrides {}; seeds {seeds:?}; \
          {} variants. The grid's stages took {:.1} min in all (sum of every run's stage times: what it costs from \
-         scratch on this machine); this invocation ran {:.1} min (cached runs are skipped). Metrics @{k} over every test user, exact ranking over \
-         the whole catalogue. Δ is the variant minus the baseline with a paired bootstrap 95 % interval over test \
-         users ({} resamples; per-user values averaged over seeds). **effect** marks a difference whose interval \
-         excludes zero; the others are within noise.\n",
+         scratch on this machine); this invocation ran {:.1} min (cached runs are skipped).\n\n\
+         **Choices are made on the validation split** (each user's second-to-last item, ranked at the history before it, \
+         exact ranking over the whole catalogue). Metrics @{k}. Δ is the variant minus the baseline with a paired \
+         bootstrap 95 % interval over users ({} resamples; per-user values averaged over seeds). **effect** marks a \
+         difference whose interval excludes zero; the others are within noise. {}\n",
         base.models.first().map_or("?", |m| m.name.as_str()),
         serde_json::Value::Object(ablation.train.clone()),
         variants.len(),
         compute / 60.0,
         wall / 60.0,
-        ablation.resamples
+        ablation.resamples,
+        crate::report::SEEN_FILTER_VIEWS,
     );
-    let _ = writeln!(
-        md,
-        "| variant | HR@{k} | HR@{k} by seed | Δ HR (95 % CI) | NDCG@{k} | Δ NDCG (95 % CI) | MRR@{k} | Δ MRR (95 % CI) | filtered HR@{k} | Δ filtered HR (95 % CI) | filtered NDCG@{k} | filtered MRR@{k} | train s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for (v, runs) in variants.iter().zip(measured) {
+    let mut rows = Vec::new();
+    for (i, (v, runs)) in variants.iter().zip(measured).enumerate() {
         let mut row = serde_json::Map::new();
         row.insert("variant".into(), serde_json::json!(v.name));
         row.insert(
             "overrides".into(),
             serde_json::json!({ "model": v.model, "train": v.train, "encode": v.encode }),
         );
-        let mut cells = Vec::new();
-        for (filter, suffix) in [(0usize, ""), (1, "_filtered")] {
+        for &view in views {
             for (m, metric) in METRICS.iter().enumerate() {
-                let values = seed_mean(runs, filter, m);
-                let baseline = seed_mean(&measured[0], filter, m);
-                let value = mean(&values);
+                let values = seed_mean(runs, "valid", view, m);
+                let baseline = seed_mean(&measured[0], "valid", view, m);
                 let (d, ci) = recall_eval::metrics::paired_bootstrap(
                     &values,
                     &baseline,
@@ -374,55 +448,119 @@ fn write_report(
                     0.95,
                     17 + m as u64,
                 );
-                // Without resamples the interval collapses onto the difference, as before.
+                // Without resamples the interval collapses onto the difference.
                 let (lo, hi) = ci.unwrap_or((d, d));
-                let per_seed: Vec<f64> =
-                    runs.iter().map(|r| mean(&r.per_user[filter][m])).collect();
+                let per_seed: Vec<f64> = runs
+                    .iter()
+                    .map(|r| mean(r.values("valid", view, m)))
+                    .collect();
                 row.insert(
-                    format!("{metric}@{k}{suffix}"),
-                    serde_json::json!({ "value": value, "per_seed": per_seed,
+                    format!("valid_{}_{metric}@{k}", view_name(view)),
+                    serde_json::json!({ "value": mean(&values), "per_seed": per_seed,
                         "difference": d, "difference_ci95": [lo, hi],
-                        "effect": lo > 0.0 || hi < 0.0 }),
+                        "effect": i > 0 && (lo > 0.0 || hi < 0.0) }),
                 );
-                cells.push((value, d, lo, hi));
             }
         }
         let train_seconds = mean(&runs.iter().map(|r| r.train_seconds).collect::<Vec<_>>());
         row.insert("train_seconds".into(), serde_json::json!(train_seconds));
-        let delta = |(_, d, lo, hi): (f64, f64, f64, f64), baseline: bool| {
-            if baseline {
-                "-".to_owned()
-            } else {
-                let mark = if lo > 0.0 || hi < 0.0 {
+        rows.push(serde_json::Value::Object(row));
+    }
+    let _ = writeln!(md, "## Validation: the decision tables\n");
+    for &view in views {
+        let _ = writeln!(md, "### {}\n", view_heading(view, &base.evaluate));
+        let _ = writeln!(
+            md,
+            "| variant | HR@{k} | HR@{k} by seed | Δ HR (95 % CI) | NDCG@{k} | Δ NDCG (95 % CI) | MRR@{k} | Δ MRR (95 % CI) | train s |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
+        for (i, (v, row)) in variants.iter().zip(&rows).enumerate() {
+            let cell = |metric: &str| &row[format!("valid_{}_{metric}@{k}", view_name(view))];
+            let delta = |c: &serde_json::Value| {
+                if i == 0 {
+                    return "-".to_owned();
+                }
+                let (d, lo, hi) = (
+                    c["difference"].as_f64().unwrap_or(f64::NAN),
+                    c["difference_ci95"][0].as_f64().unwrap_or(f64::NAN),
+                    c["difference_ci95"][1].as_f64().unwrap_or(f64::NAN),
+                );
+                let mark = if c["effect"] == true {
                     " **effect**"
                 } else {
                     ""
                 };
                 format!("{d:+.4} ({lo:+.4}, {hi:+.4}){mark}")
-            }
-        };
-        let is_base = rows.is_empty();
-        let _ = writeln!(
-            md,
-            "| {} | {:.4} | {} | {} | {:.4} | {} | {:.4} | {} | {:.4} | {} | {:.4} | {:.4} | {:.0} |",
-            v.name,
-            cells[0].0,
-            runs.iter()
-                .map(|r| format!("{:.4}", mean(&r.per_user[0][0])))
+            };
+            let value = |c: &serde_json::Value| c["value"].as_f64().unwrap_or(f64::NAN);
+            let by_seed = cell("hit_rate")["per_seed"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| format!("{:.4}", x.as_f64().unwrap_or(f64::NAN)))
                 .collect::<Vec<_>>()
-                .join(" / "),
-            delta(cells[0], is_base),
-            cells[1].0,
-            delta(cells[1], is_base),
-            cells[2].0,
-            delta(cells[2], is_base),
-            cells[3].0,
-            delta(cells[3], is_base),
-            cells[4].0,
-            cells[5].0,
-            train_seconds
-        );
-        rows.push(serde_json::Value::Object(row));
+                .join(" / ");
+            let _ = writeln!(
+                md,
+                "| {} | {:.4} | {by_seed} | {} | {:.4} | {} | {:.4} | {} | {:.0} |",
+                v.name,
+                value(cell("hit_rate")),
+                delta(cell("hit_rate")),
+                value(cell("ndcg")),
+                delta(cell("ndcg")),
+                value(cell("mrr")),
+                delta(cell("mrr")),
+                row["train_seconds"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+        md.push('\n');
+    }
+    // Test: the baseline and the shipped variant only, measured, never compared to choose.
+    let mut test = Vec::new();
+    let shipped = ablation.shipped.as_deref();
+    let _ = writeln!(
+        md,
+        "## Test: not used to choose\n\nThe test split (each user's last item) for the baseline{} only: measured \
+         once the choices above were made on validation, never compared to make them.\n\n\
+         | run | seen filter | HR@{k} | NDCG@{k} | MRR@{k} | HR@{k} by seed |\n|---|---|---|---|---|---|",
+        shipped.map_or_else(String::new, |s| format!(" and the shipped variant ({s})"))
+    );
+    for (v, runs) in variants.iter().zip(measured) {
+        if !(v.name == "baseline" || Some(v.name.as_str()) == shipped) {
+            continue;
+        }
+        let mut entry = serde_json::Map::new();
+        entry.insert("variant".into(), serde_json::json!(v.name));
+        for &view in views {
+            let values: Vec<f64> = (0..METRICS.len())
+                .map(|m| mean(&seed_mean(runs, "test", view, m)))
+                .collect();
+            let by_seed: Vec<f64> = runs
+                .iter()
+                .map(|r| mean(r.values("test", view, 0)))
+                .collect();
+            for (m, metric) in METRICS.iter().enumerate() {
+                entry.insert(
+                    format!("test_{}_{metric}@{k}", view_name(view)),
+                    serde_json::json!(values[m]),
+                );
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.4} | {:.4} | {:.4} | {} |",
+                v.name,
+                view_name(view),
+                values[0],
+                values[1],
+                values[2],
+                by_seed
+                    .iter()
+                    .map(|x| format!("{x:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            );
+        }
+        test.push(serde_json::Value::Object(entry));
     }
     let _ = writeln!(
         md,
@@ -438,7 +576,8 @@ fn write_report(
     }
     let doc = serde_json::json!({
         "pipeline": base.name, "k": k, "seeds": seeds, "wall_seconds": wall, "stage_seconds": compute,
-        "train_overrides": ablation.train, "rows": rows,
+        "train_overrides": ablation.train, "chosen_on": "valid", "rows": rows,
+        "test_not_used_to_choose": test,
     });
     recall_core::write::write_bytes(
         &root.join("ablation.json"),
@@ -447,6 +586,14 @@ fn write_report(
     recall_core::write::write_bytes(&root.join("report.md"), md.as_bytes())?;
     tracing::info!("ablation report: {}", root.join("report.md").display());
     Ok(())
+}
+
+fn view_name(view: SeenView) -> &'static str {
+    match view {
+        SeenView::None => "none",
+        SeenView::All => "all",
+        SeenView::Recent => "recent",
+    }
 }
 
 #[cfg(test)]
@@ -522,7 +669,25 @@ mod tests {
             serde_json::from_slice(&std::fs::read(root.join("ablation.json")).unwrap()).unwrap();
         let rows = doc["rows"].as_array().unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0]["hit_rate@10"]["difference"], 0.0);
+        assert_eq!(doc["chosen_on"], "valid");
+        for view in ["none", "all", "recent"] {
+            assert_eq!(
+                rows[0][format!("valid_{view}_hit_rate@10")]["difference"],
+                0.0
+            );
+            assert!(rows[1][format!("valid_{view}_hit_rate@10")]["value"].is_f64());
+        }
+        // Test numbers only for the baseline (no `shipped` variant), in their own section.
+        let test = doc["test_not_used_to_choose"].as_array().unwrap();
+        assert_eq!(test.len(), 1);
+        assert_eq!(test[0]["variant"], "baseline");
+        assert!(
+            rows[1]
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|k| !k.starts_with("test"))
+        );
         // Baseline and sum pooling share one encode; the cap has its own.
         let data_dirs = std::fs::read_dir(&root)
             .unwrap()
@@ -540,5 +705,32 @@ mod tests {
             md.contains("| sum pooling |") && md.contains("| cap 3 |"),
             "{md}"
         );
+        let (choices, test) = md.split_once("## Test: not used to choose").unwrap();
+        assert!(choices.contains("## Validation"), "{md}");
+        assert!(
+            !test.contains("| sum pooling |") && test.contains("| baseline |"),
+            "{md}"
+        );
+    }
+
+    /// Without a validation split there is nothing to choose on: refused, naming the key.
+    #[test]
+    fn a_grid_without_a_validation_split_is_refused() {
+        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 80\nitems = 60\nseed = 5\n\
+                    [encode]\nvalidation = false\n[evaluate]\nks = [10]\n\
+                    [[models]]\nname = \"m\"\nmodel = { kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }\n\
+                    train = { epochs = 1, batch_size = 64 }\n\
+                    [ablation]\nk = 10\n[[ablation.variants]]\nname = \"sum\"\nmodel = { pooling = \"sum\" }\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = run(&Args {
+            config: path,
+            runs: dir.path().join("runs"),
+            only: Vec::new(),
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("encode.validation"), "{err:#}");
+        assert!(!dir.path().join("runs").exists(), "nothing ran");
     }
 }
