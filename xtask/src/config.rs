@@ -41,6 +41,66 @@ pub struct PipelineConfig {
     pub ablation: Option<crate::ablate::AblationConfig>,
 }
 
+/// Checks that `name` is a plain directory name (it names a folder under the run directory):
+/// not empty, no path separator, not starting with a dot (`.`, `..`, hidden names), no control
+/// characters.
+pub fn plain_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.contains(['/', '\\'])
+        || name.starts_with('.')
+        || name.chars().any(char::is_control)
+    {
+        anyhow::bail!("must be a plain directory name (no `/`, `\\` or leading `.`), got {name:?}");
+    }
+    Ok(())
+}
+
+/// Fails when an input of the ingest stage is missing, saying where data paths come from
+/// (`RECALL_DATA_DIR`, or `data/` when it is unset) and, for the MovieLens releases
+/// `cargo xtask fetch-data` knows, the command that downloads them.
+pub fn check_data_present(ingest: &IngestConfig) -> Result<()> {
+    let paths: Vec<std::path::PathBuf> = match ingest {
+        IngestConfig::Movielens1m { dir }
+        | IngestConfig::Movielens100k { dir }
+        | IngestConfig::MovielensLatest { dir } => vec![dir.clone()],
+        IngestConfig::Generic(g) => std::iter::once(g.interactions.clone())
+            .chain(g.users.iter().map(|t| t.path.clone()))
+            .chain(g.items.iter().map(|t| t.path.clone()))
+            .collect(),
+        IngestConfig::Synthetic(_) => Vec::new(),
+    };
+    match paths.iter().find(|p| !p.exists()) {
+        Some(missing) => Err(anyhow::anyhow!(missing_data(missing))),
+        None => Ok(()),
+    }
+}
+
+fn missing_data(path: &Path) -> String {
+    let set = std::env::var(DATA_DIR_VAR).ok();
+    let root = std::path::PathBuf::from(set.clone().unwrap_or_else(|| String::from("data")));
+    let origin = match &set {
+        Some(dir) => format!("{DATA_DIR_VAR} (set to {dir:?})"),
+        None => format!("{DATA_DIR_VAR}, which is unset, so `data/`"),
+    };
+    let mut message = format!(
+        "{} does not exist. The shipped pipelines read their datasets under {origin}: set {DATA_DIR_VAR} to the \
+         directory that holds the dataset's folder",
+        path.display()
+    );
+    let dataset = path
+        .strip_prefix(&root)
+        .ok()
+        .and_then(|rest| rest.components().next())
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    if let Some(name) = dataset.filter(|n| ["ml-1m", "ml-100k"].contains(&n.as_str())) {
+        message.push_str(&format!(
+            ", or run `cargo xtask fetch-data {name}` to download it from GroupLens (checked, converted) into {}",
+            root.join(&name).display()
+        ));
+    }
+    message
+}
+
 /// Replaces `${RECALL_DATA_DIR}` and `$RECALL_DATA_DIR` with the variable's value (or `data`).
 fn expand_data_dir(text: &str) -> String {
     let dir = std::env::var(DATA_DIR_VAR).unwrap_or_else(|_| String::from("data"));
@@ -52,11 +112,37 @@ fn expand_data_dir(text: &str) -> String {
 pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
     let config: PipelineConfig = toml::from_str(&expand_data_dir(text))
         .with_context(|| format!("{} is not a valid pipeline file", origin.display()))?;
-    if config.name.is_empty() || config.name.contains(['/', '\\']) || config.name.starts_with('.') {
+    plain_name(&config.name).with_context(|| format!("{}: key `name`", origin.display()))?;
+    // Each model writes train/<name>/, export/<name>/ and its result rows: a name must be a
+    // directory name of its own, and one per entry.
+    for (i, entry) in config.models.iter().enumerate() {
+        plain_name(&entry.name).with_context(|| {
+            format!(
+                "{}: [[models]] entry {} key `name`",
+                origin.display(),
+                i + 1
+            )
+        })?;
+        if let Some(j) = config.models[..i].iter().position(|m| m.name == entry.name) {
+            anyhow::bail!(
+                "{}: [[models]] entries {} and {} are both named {:?}: each model writes train/<name>/ and \
+                 export/<name>/, so give each entry a name of its own",
+                origin.display(),
+                j + 1,
+                i + 1,
+                entry.name
+            );
+        }
+    }
+    config
+        .evaluate
+        .validate()
+        .with_context(|| format!("{}: [evaluate]", origin.display()))?;
+    if config.evaluate.validation && !config.encode.validation {
         anyhow::bail!(
-            "{}: key `name` must be a plain directory name, got {:?}",
-            origin.display(),
-            config.name
+            "{}: `evaluate.validation = true` ranks the validation split, but `encode.validation = false` \
+             holds none out: set `encode.validation = true`",
+            origin.display()
         );
     }
     if config.evaluate.index && !config.export.build_index {
@@ -175,6 +261,73 @@ mod tests {
             err.contains("\"yt\"") && err.contains("`train.lr`"),
             "{err}"
         );
+    }
+
+    /// Two entries with one name would overwrite each other's train/, export/ and results;
+    /// a name with a path in it would write outside the stage directory. Both are refused at
+    /// load, with the entries named.
+    #[test]
+    fn model_names_must_be_unique_plain_directory_names() {
+        let entry = |name: &str| {
+            format!(
+                "[[models]]\nname = {name:?}\nmodel = {{ kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }}\ntrain = {{}}\n"
+            )
+        };
+        let head = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n";
+        let text = format!("{head}{}{}{}", entry("a"), entry("b"), entry("a"));
+        let err = format!("{:#}", parse(&text, Path::new("p.toml")).unwrap_err());
+        assert!(
+            err.contains("p.toml") && err.contains("entries 1 and 3") && err.contains("\"a\""),
+            "{err}"
+        );
+        for bad in ["../escape", "a/b", ".hidden", "", "..", "a\\b"] {
+            let text = format!("{head}{}", entry(bad));
+            let err = format!("{:#}", parse(&text, Path::new("p.toml")).unwrap_err());
+            assert!(
+                err.contains("[[models]] entry 1 key `name`")
+                    && err.contains("plain directory name"),
+                "{bad}: {err}"
+            );
+        }
+        parse(
+            &format!("{head}{}{}", entry("a"), entry("b-2")),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn validation_metrics_need_a_validation_split() {
+        let text = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[encode]\nvalidation = false\n\
+                    [evaluate]\nvalidation = true\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(err.contains("encode.validation"), "{err}");
+        let text = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[evaluate]\nseen_filter = [\"newest\"]\n";
+        let err = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(err.contains("newest") && err.contains("recent"), "{err}");
+    }
+
+    /// A missing dataset says where the path came from and how to get the data, not only
+    /// `cannot stat`.
+    #[test]
+    fn a_missing_dataset_names_the_variable_and_the_fetch_command() {
+        let text = "name = \"x\"\nseed = 1\n[ingest.generic]\n\
+                    interactions = \"${RECALL_DATA_DIR}/ml-1m/no-such-file.parquet\"\n\
+                    user_column = \"u\"\nitem_column = \"i\"\norder_column = \"t\"\n";
+        let config = parse(text, Path::new("p.toml")).unwrap();
+        let err = format!("{:#}", check_data_present(&config.ingest).unwrap_err());
+        assert!(
+            err.contains("no-such-file.parquet does not exist")
+                && err.contains(DATA_DIR_VAR)
+                && err.contains("cargo xtask fetch-data ml-1m"),
+            "{err}"
+        );
+        let synthetic = parse(
+            "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        check_data_present(&synthetic.ingest).unwrap();
     }
 
     #[test]

@@ -25,8 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a pipeline: stages ingest, encode, train, evaluate, export, report, over Parquet
-    /// files in runs/<pipeline>/<stage>/.
+    /// Run a pipeline: stages ingest, encode, train, export, evaluate, report (in that order),
+    /// over Parquet files in runs/<pipeline>/<stage>/.
     Pipeline(pipeline::Args),
     /// Run the project's checks as CI does: rustfmt, tests (nextest when installed), doc tests.
     Ci,
@@ -87,5 +87,26 @@ fn main() -> Result<()> {
         Command::Ci => ci::run(),
         Command::FetchData { args } => xtask::fetch_data(&args),
         Command::Ablate(args) => ablate::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `cargo xtask --help` lists the stages in the order a run executes them.
+    #[test]
+    fn the_help_lists_the_stages_in_run_order() {
+        let cli = super::Cli::command();
+        let about = cli
+            .find_subcommand("pipeline")
+            .and_then(|c| c.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let order: Vec<&str> = xtask::pipeline::Stage::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        assert!(about.contains(&order.join(", ")), "{about}");
     }
 }

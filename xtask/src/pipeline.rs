@@ -380,26 +380,29 @@ pub fn execute_locked(
                 }
                 continue;
             }
-            Stage::Ingest => run_stage(
-                stage,
-                &ingest_dir,
-                config_hash(&config.ingest)?,
-                &config.ingest.input_files(),
-                forced,
-                |dir| {
-                    let dataset = recall_data::ingest(&config.ingest)?;
-                    let stats = serde_json::to_value(&dataset.stats)?;
-                    tracing::info!(
-                        interactions = dataset.stats.interactions,
-                        users = dataset.stats.users,
-                        items = dataset.stats.items,
-                        duplicates_dropped = dataset.stats.duplicates_dropped,
-                        "ingested {}",
-                        dataset.name
-                    );
-                    Ok((dataset.write(dir)?, stats))
-                },
-            )?,
+            Stage::Ingest => {
+                crate::config::check_data_present(&config.ingest)?;
+                run_stage(
+                    stage,
+                    &ingest_dir,
+                    config_hash(&config.ingest)?,
+                    &config.ingest.input_files(),
+                    forced,
+                    |dir| {
+                        let dataset = recall_data::ingest(&config.ingest)?;
+                        let stats = serde_json::to_value(&dataset.stats)?;
+                        tracing::info!(
+                            interactions = dataset.stats.interactions,
+                            users = dataset.stats.users,
+                            items = dataset.stats.items,
+                            duplicates_dropped = dataset.stats.duplicates_dropped,
+                            "ingested {}",
+                            dataset.name
+                        );
+                        Ok((dataset.write(dir)?, stats))
+                    },
+                )?
+            }
             Stage::Encode => {
                 let inputs: Vec<PathBuf> =
                     ["interactions.parquet", "users.parquet", "items.parquet"]
@@ -696,6 +699,36 @@ mod tests {
         let config = crate::config::parse(text, Path::new("k.toml")).unwrap();
         let err = execute(&config, &dir.path().join("t"), None, false, false).unwrap_err();
         assert!(format!("{err:#}").contains("`evaluate.ks`"), "{err:#}");
+    }
+
+    /// A catalogue of one rankable item cannot be ranked at the default validation K: the
+    /// error names the setting that asks for it (`train.validate_k`), not an internal `k`.
+    #[test]
+    fn one_rankable_item_names_the_setting_that_asks_for_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("log.csv");
+        let mut rows = String::from("u,i,t\n");
+        for u in 1..=6 {
+            for t in 1..=5 {
+                rows.push_str(&format!("{u},7,{t}\n"));
+            }
+        }
+        std::fs::write(&csv, rows).unwrap();
+        let text = format!(
+            "name = \"t\"\nseed = 1\n[ingest.generic]\ninteractions = {:?}\nuser_column = \"u\"\n\
+             item_column = \"i\"\norder_column = \"t\"\n[evaluate]\nks = [1]\nbootstrap = 10\n\
+             [[models]]\nname = \"a\"\nmodel = {{ kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }}\n\
+             train = {{ epochs = 1, batch_size = 4 }}\n",
+            csv.display().to_string()
+        );
+        let config = crate::config::parse(&text, Path::new("one.toml")).unwrap();
+        let err = execute(&config, &dir.path().join("t"), None, false, false).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("`train.validate_k`") && msg.contains("at most 1"),
+            "{msg}"
+        );
+        assert!(!msg.contains("configuration key `k`"), "{msg}");
     }
 
     #[test]
