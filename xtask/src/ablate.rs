@@ -427,7 +427,7 @@ fn write_report(
         compute / 60.0,
         wall / 60.0,
         ablation.resamples,
-        crate::report::SEEN_FILTER_VIEWS,
+        crate::stages::evaluate::SEEN_FILTER_VIEWS,
     );
     let mut rows = Vec::new();
     for (i, (v, runs)) in variants.iter().zip(measured).enumerate() {

@@ -132,7 +132,7 @@ fn render(
         },
         results["rankable_items"],
         results["test_users"],
-        crate::report::SEEN_FILTER_VIEWS,
+        crate::stages::evaluate::SEEN_FILTER_VIEWS,
         config.evaluate.bootstrap,
     );
 
@@ -158,7 +158,7 @@ fn render(
             m if m == hnsw => "the serving index (HNSW)".to_owned(),
             _ => "exact".to_owned(),
         };
-        let _ = write!(md, "| {label} | {} |", crate::report::view_label(row));
+        let _ = write!(md, "| {label} | {} |", row.view_label());
         for k in ks {
             let _ = write!(
                 md,

@@ -242,7 +242,12 @@ mod tests {
             .collect();
         allowed.extend(["#5A5A5A".into(), "#AAAAAA".into(), "#000000".into()]);
         for line in svg.lines().filter(|l| l.starts_with("<polyline")) {
-            let stroke = line.split("stroke=\"").nth(1).unwrap_or("").get(..7).unwrap_or("");
+            let stroke = line
+                .split("stroke=\"")
+                .nth(1)
+                .unwrap_or("")
+                .get(..7)
+                .unwrap_or("");
             assert!(allowed.iter().any(|a| a == stroke), "{line}");
         }
     }

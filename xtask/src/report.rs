@@ -19,7 +19,7 @@ use recall_eval::split::SeenView;
 use crate::config::PipelineConfig;
 use crate::manifest::Manifest;
 use crate::pipeline::{Layout, Stage};
-use crate::stages::evaluate::ResultRow;
+use crate::stages::evaluate::{ResultRow, SEEN_FILTER_VIEWS, view_title};
 
 fn manifest(layout: &Layout, stage: Stage) -> Option<Manifest> {
     Manifest::read(layout.dir(stage))
@@ -211,33 +211,6 @@ pub fn write(
     ))
 }
 
-/// What the seen filter's views are, for a report or card reader.
-pub const SEEN_FILTER_VIEWS: &str = "Seen filter views: `none` ranks every item; `all` leaves out every item the user \
-     interacted with before the target; `recent` leaves out only the newest N of them (N per row below), the protocol \
-     of the published HSTU and SASRec full-ranking numbers (generative-recommenders: `past_ids` cut to \
-     `max_sequence_length`). The target itself is never left out.";
-
-/// A view's heading.
-pub fn view_title(view: SeenView) -> &'static str {
-    match view {
-        SeenView::None => "Unfiltered (seen filter `none`)",
-        SeenView::All => "Seen filter `all`: every earlier item left out",
-        SeenView::Recent => {
-            "Seen filter `recent`: the newest N earlier items left out (the published protocol)"
-        }
-    }
-}
-
-/// A row's view in a few words: `none`, `all`, `recent (newest 200)`.
-pub fn view_label(row: &ResultRow) -> String {
-    match (row.seen_filter, row.recent_window) {
-        (SeenView::Recent, Some(n)) => format!("recent (newest {n})"),
-        (SeenView::Recent, None) => "recent".to_owned(),
-        (SeenView::All, _) => "all".to_owned(),
-        (SeenView::None, _) => "none".to_owned(),
-    }
-}
-
 /// A Markdown table of result rows: model, view, HR/NDCG/MRR/Recall at each K, the interval.
 fn metrics_table(rows: &[&&ResultRow], ks: &[usize]) -> String {
     let mut md = String::new();
@@ -251,7 +224,7 @@ fn metrics_table(rows: &[&&ResultRow], ks: &[usize]) -> String {
     rule.push_str("---|");
     let _ = writeln!(md, "{header}\n{rule}");
     for row in rows {
-        let mut line = format!("| {} | {} |", row.model, view_label(row));
+        let mut line = format!("| {} | {} |", row.model, row.view_label());
         for k in ks {
             for key in ["hit_rate", "ndcg", "mrr", "recall"] {
                 let v = row
@@ -279,7 +252,7 @@ fn chart_series(rows: &[ResultRow], ks: &[usize]) -> Vec<crate::chart::Series> {
         .map(|row| crate::chart::Series {
             name: row.model.clone(),
             view: row.seen_filter,
-            view_label: view_label(row),
+            view_label: row.view_label(),
             metrics: crate::chart::METRICS
                 .iter()
                 .map(|(m, _)| {

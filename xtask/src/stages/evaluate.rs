@@ -121,6 +121,35 @@ pub struct ResultRow {
     pub hit_rate_ci95: Option<(f64, f64)>,
 }
 
+/// What the seen filter's views are, for a report, card or ablation reader.
+pub const SEEN_FILTER_VIEWS: &str = "Seen filter views: `none` ranks every item; `all` leaves out every item the user \
+     interacted with before the target; `recent` leaves out only the newest N of them (N per row), the protocol \
+     of the published HSTU and SASRec full-ranking numbers (generative-recommenders: `past_ids` cut to \
+     `max_sequence_length`). The target itself is never left out.";
+
+/// A view's heading in a report.
+pub fn view_title(view: SeenView) -> &'static str {
+    match view {
+        SeenView::None => "Unfiltered (seen filter `none`)",
+        SeenView::All => "Seen filter `all`: every earlier item left out",
+        SeenView::Recent => {
+            "Seen filter `recent`: the newest N earlier items left out (the published protocol)"
+        }
+    }
+}
+
+impl ResultRow {
+    /// The row's view in a few words: `none`, `all`, `recent (newest 200)`.
+    pub fn view_label(&self) -> String {
+        match (self.seen_filter, self.recent_window) {
+            (SeenView::Recent, Some(n)) => format!("recent (newest {n})"),
+            (SeenView::Recent, None) => "recent".to_owned(),
+            (SeenView::All, _) => "all".to_owned(),
+            (SeenView::None, _) => "none".to_owned(),
+        }
+    }
+}
+
 /// The two splits evaluation can rank.
 const TEST: (&str, &str) = ("test", "test.parquet");
 const VALID: (&str, &str) = ("valid", "valid.parquet");
