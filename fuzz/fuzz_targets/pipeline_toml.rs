@@ -3,6 +3,6 @@
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = xtask::config::parse(text, std::path::Path::new("fuzz.toml"));
+        let _ = recall_pipeline::config::parse(text, std::path::Path::new("fuzz.toml"));
     }
 });

@@ -86,9 +86,9 @@ fn python_env(target: &Path) -> Result<PathBuf> {
 /// Runs a pipeline file end to end into `target/ci-runs/<name>/` (forced, so it really runs);
 /// returns that run directory.
 fn ci_pipeline(file: &str) -> Result<PathBuf> {
-    let config = crate::config::load(Path::new(file))?;
+    let config = recall_pipeline::config::load(Path::new(file))?;
     let run_dir = Path::new("target/ci-runs").join(&config.name);
-    crate::pipeline::execute(&config, &run_dir, None, false, true)?;
+    recall_pipeline::runner::execute(&config, &run_dir, None, false, true)?;
     Ok(run_dir)
 }
 

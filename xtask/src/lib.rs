@@ -1,18 +1,9 @@
-//! The orchestrator as a library: pipeline configuration, stages, manifests, reports and the
-//! CI checks. `src/main.rs` is the `cargo xtask` command line over it; the
-//! fuzz targets (`fuzz/`) load pipeline files through [`config::parse`].
+//! `cargo xtask`: the command line over `recall-pipeline` (which runs pipelines) and the
+//! project's chores: the CI checks, the tidy tests, fetching MovieLens. `src/main.rs` parses
+//! the arguments.
 
-pub mod ablate;
-pub mod card;
-pub mod chart;
+pub mod bar;
 pub mod ci;
-pub mod config;
-pub mod engine;
-pub mod manifest;
-pub mod pipeline;
-pub mod progress;
-pub mod report;
-pub mod stages;
 mod tidy;
 
 use std::path::PathBuf;

@@ -9,9 +9,15 @@
 //!
 //! Only this crate knows the run-directory layout.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
-use xtask::{ablate, ci, pipeline, project_root};
+use recall_pipeline::device::DeviceChoice;
+use recall_pipeline::layout::{Layout, Stage};
+use recall_pipeline::{ablate, config, runner};
+use xtask::{bar::Bars, ci, project_root};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run a pipeline: stages ingest, encode, train, export, evaluate, report (in that order),
     /// over Parquet files in runs/<pipeline>/<stage>/.
-    Pipeline(pipeline::Args),
+    Pipeline(PipelineArgs),
     /// Run the project's checks as CI does: rustfmt, tests (nextest when installed), doc tests.
     Ci,
     /// Download a MovieLens release from GroupLens into data/, verify it and convert it to the
@@ -38,9 +44,73 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Train a declared grid of variants of a pipeline's model (its [ablation] section) and
-    /// write runs/<pipeline>/ablation/report.md with differences and their intervals.
-    Ablate(ablate::Args),
+    /// Train a declared grid of variants of a pipeline's model (its [ablation] section), choose
+    /// on the validation split, and write runs/<pipeline>/ablation/report.md with differences
+    /// and their intervals.
+    Ablate(AblateArgs),
+}
+
+fn stage_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(Stage::ALL.map(Stage::name))
+}
+
+#[derive(Debug, clap::Args)]
+struct PipelineArgs {
+    /// Pipeline file.
+    #[arg(long, default_value = "pipelines/default.toml")]
+    config: PathBuf,
+    /// Rerun this stage and every later one; earlier stages must be complete.
+    #[arg(long, value_parser = stage_names(), conflicts_with = "only")]
+    from: Option<String>,
+    /// Rerun only this stage; earlier stages must be complete.
+    #[arg(long, value_parser = stage_names())]
+    only: Option<String>,
+    /// Rerun every stage even when its manifest is current.
+    #[arg(long)]
+    force: bool,
+    /// Root of run directories.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// When another run holds the run directory, wait for it instead of failing.
+    #[arg(long)]
+    wait: bool,
+    /// Device of the computing stages for this run (`cpu`, `cuda`, `cuda:N`), instead of the
+    /// file's `device`.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AblateArgs {
+    /// Pipeline file with an `[ablation]` section.
+    #[arg(long)]
+    config: PathBuf,
+    /// Root of run directories.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// Only the variants whose name contains this (repeatable); the baseline always runs.
+    #[arg(long)]
+    only: Vec<String>,
+}
+
+fn pipeline(args: &PipelineArgs) -> Result<()> {
+    let mut config = config::load(&args.config)?;
+    if let Some(device) = args.device {
+        config.device = device;
+    }
+    let stage = |name: &Option<String>| name.as_deref().and_then(Stage::from_name);
+    runner::execute_with(
+        &config,
+        &Layout::new(&args.runs.join(&config.name)),
+        &runner::Options {
+            start: stage(&args.from).or(stage(&args.only)),
+            only: args.only.is_some(),
+            force: args.force,
+            wait: args.wait,
+            progress: &Bars,
+        },
+    )?;
+    Ok(())
 }
 
 // candle's many short-lived temporaries make glibc malloc fault fresh pages in on every step;
@@ -79,20 +149,25 @@ fn main() -> Result<()> {
         .with_target(false)
         .init();
     // Evaluation's and export's long loops log at the same interval as training.
-    recall_eval::progress::set_interval(xtask::progress::log_interval());
+    recall_eval::progress::set_interval(recall_pipeline::progress::log_interval());
     let cli = Cli::parse();
     std::env::set_current_dir(project_root())?;
     match cli.command {
-        Command::Pipeline(args) => pipeline::run(&args),
+        Command::Pipeline(args) => pipeline(&args),
         Command::Ci => ci::run(),
         Command::FetchData { args } => xtask::fetch_data(&args),
-        Command::Ablate(args) => ablate::run(&args),
+        Command::Ablate(args) => ablate::run(&ablate::Args {
+            config: args.config,
+            runs: args.runs,
+            only: args.only,
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+    use recall_pipeline::layout::Stage;
 
     /// `cargo xtask --help` lists the stages in the order a run executes them.
     #[test]
@@ -103,10 +178,7 @@ mod tests {
             .and_then(|c| c.get_about())
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let order: Vec<&str> = xtask::pipeline::Stage::ALL
-            .iter()
-            .map(|s| s.name())
-            .collect();
+        let order: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
         assert!(about.contains(&order.join(", ")), "{about}");
     }
 }

@@ -25,6 +25,17 @@ mod tests {
             &["recall-core", "recall-models", "recall-eval"],
         ),
         ("recall-fetch", &["recall-core", "recall-data"]),
+        (
+            "recall-pipeline",
+            &[
+                "recall-core",
+                "recall-data",
+                "recall-features",
+                "recall-models",
+                "recall-eval",
+                "recall-export",
+            ],
+        ),
     ];
 
     fn workspace_deps(manifest: &toml::Table) -> BTreeSet<String> {

@@ -173,7 +173,7 @@ fn a_run_aborted_in_every_stage_resumes_to_byte_identical_outputs() {
     let stages = ["ingest", "encode", "train", "export", "evaluate", "report"];
     for (i, stage) in stages.iter().enumerate() {
         let status = pipeline(&config, &aborted)
-            .env(xtask::pipeline::ABORT_BEFORE_MANIFEST, stage)
+            .env(recall_pipeline::runner::ABORT_BEFORE_MANIFEST, stage)
             .status()
             .unwrap();
         assert!(!status.success(), "the run did not stop in {stage}");

@@ -6,6 +6,8 @@
 //! - [`table`]: reading a Parquet file into one in-memory batch with typed, checked column access.
 //! - [`write`]: atomic output (temporary file, then rename) for Parquet, JSON and anything else.
 //! - [`ids`]: raw ids as they come from the data (integers or strings).
+//! - [`ingested`]: the ingest stage's outputs (interactions and side tables): their file names
+//!   and columns.
 //! - [`encoded`]: the encode stage's outputs (user sequences, splits as references into them,
 //!   vocabularies, side tables, `features.json`): their one owner, reader and writer.
 //!
@@ -16,6 +18,7 @@ pub mod columns;
 pub mod encoded;
 pub mod error;
 pub mod ids;
+pub mod ingested;
 pub mod table;
 pub mod testing;
 pub mod write;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
-use recall_core::{Error, RawIds, Result, columns as col};
-use serde::Serialize;
+use recall_core::{Error, RawIds, Result, columns as col, ingested};
+use serde::{Deserialize, Serialize};
 
 /// Interactions as read, before ordering. `order` is the key that sorts a user's events in time
 /// (a timestamp or a given sequence number); ties keep their order in the source.
@@ -32,7 +32,7 @@ pub struct Interactions {
 }
 
 /// What ingest saw, for the manifest and the report.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct IngestStats {
     pub rows_read: usize,
     /// Rows dropped because an identical (user, item, order key) row came earlier.
@@ -55,11 +55,6 @@ pub struct Dataset {
     pub items: Option<RecordBatch>,
     pub stats: IngestStats,
 }
-
-/// File names of the ingest outputs.
-pub const INTERACTIONS_FILE: &str = "interactions.parquet";
-pub const USERS_FILE: &str = "users.parquet";
-pub const ITEMS_FILE: &str = "items.parquet";
 
 fn ranks(ids: &RawIds) -> (Vec<u32>, usize) {
     match ids {
@@ -249,12 +244,15 @@ pub fn check_unique_ids(origin: &Path, column: &str, ids: &RawIds) -> Result<()>
 impl Dataset {
     /// Writes the canonical files into `dir` (atomically, one by one) and returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        let meta = [("recall.dataset", self.name.clone())];
+        let meta = [(ingested::DATASET_KEY, self.name.clone())];
         let mut written = Vec::new();
-        let path = dir.join(INTERACTIONS_FILE);
+        let path = dir.join(ingested::INTERACTIONS);
         recall_core::write::write_parquet(&path, &self.interactions.to_batch()?, &meta)?;
         written.push(path);
-        for (file, table) in [(USERS_FILE, &self.users), (ITEMS_FILE, &self.items)] {
+        for (file, table) in [
+            (ingested::USERS, &self.users),
+            (ingested::ITEMS, &self.items),
+        ] {
             if let Some(table) = table {
                 let path = dir.join(file);
                 recall_core::write::write_parquet(&path, table, &meta)?;

@@ -14,7 +14,7 @@ use arrow_array::{ArrayRef, Float32Array, Int32Array, RecordBatch};
 use arrow_schema::DataType;
 use recall_core::columns::{self as col, OOV_INDEX};
 use recall_core::encoded::{Sequences, SplitRows};
-use recall_core::{Error, RawIds, Result, Table};
+use recall_core::{Error, RawIds, Result, Table, ingested};
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::Buckets;
@@ -162,10 +162,10 @@ pub struct EncodeInput {
 
 impl EncodeInput {
     /// Reads `interactions.parquet` and, where present, `users.parquet` and `items.parquet`
-    /// from an ingest output directory.
+    /// from an ingest output directory (`recall_core::ingested`).
     pub fn read_dir(dir: &Path) -> Result<Self> {
         let interactions = Table::read_columns(
-            &dir.join("interactions.parquet"),
+            &dir.join(ingested::INTERACTIONS),
             Some(&[col::USER_ID, col::ITEM_ID, col::SEQ, col::TIMESTAMP]),
         )?;
         let side = |name: &str| -> Result<Option<Table>> {
@@ -174,8 +174,8 @@ impl EncodeInput {
         };
         Ok(EncodeInput {
             interactions,
-            users: side("users.parquet")?,
-            items: side("items.parquet")?,
+            users: side(ingested::USERS)?,
+            items: side(ingested::ITEMS)?,
         })
     }
 }

@@ -21,6 +21,17 @@ pub enum ModelKind {
     Sasrec,
 }
 
+impl ModelKind {
+    /// The kind as a pipeline file spells it (`dssm`, `youtubednn`, `sasrec`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Dssm => "dssm",
+            ModelKind::Youtubednn => "youtubednn",
+            ModelKind::Sasrec => "sasrec",
+        }
+    }
+}
+
 /// Hidden-layer activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -1,6 +1,6 @@
-//! `[engine]` of a pipeline file: where the stages compute. `device = "cpu"` (the default),
-//! `"cuda"` or `"cuda:N"`; `cargo xtask pipeline --device ...` overrides it for one run.
-//! A CUDA device needs a build with the `cuda` feature (`scripts/build-cuda.sh`).
+//! The candle device the computing stages use: a pipeline file's top-level `device = "cpu"`
+//! (the default), `"cuda"` or `"cuda:N"`; `cargo xtask pipeline --device ...` overrides it for
+//! one run. A CUDA device needs a build with the `cuda` feature (`scripts/build-cuda.sh`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -60,6 +60,10 @@ impl<'de> Deserialize<'de> for DeviceChoice {
 }
 
 impl DeviceChoice {
+    pub fn is_cpu(&self) -> bool {
+        *self == DeviceChoice::Cpu
+    }
+
     /// Opens the device, or says why not: a CPU-only build, or no such CUDA device.
     pub fn open(self) -> Result<Device> {
         match self {
@@ -67,35 +71,20 @@ impl DeviceChoice {
             DeviceChoice::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
                     bail!(
-                        "engine.device = \"{self}\" but this build has no CUDA support: build with \
+                        "device = \"{self}\" but this build has no CUDA support: build with \
                          `bash scripts/build-cuda.sh` (the `cuda` feature; it fetches nvcc from PyPI) \
-                         and run that binary, or set engine.device = \"cpu\""
+                         and run that binary, or set device = \"cpu\""
                     );
                 }
                 Device::new_cuda(n).map_err(|e| {
                     anyhow::anyhow!(
-                        "engine.device = \"{self}\": no usable CUDA device {n} ({e}); check \
+                        "device = \"{self}\": no usable CUDA device {n} ({e}); check \
                          `nvidia-smi` and that LD_LIBRARY_PATH reaches libcublas and libcurand \
                          (scripts/build-cuda.sh prints it)"
                     )
                 })
             }
         }
-    }
-}
-
-/// `[engine]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EngineConfig {
-    /// `"cpu"` (default), `"cuda"` (device 0) or `"cuda:N"`.
-    #[serde(default)]
-    pub device: DeviceChoice,
-}
-
-impl EngineConfig {
-    pub fn is_default(&self) -> bool {
-        *self == EngineConfig::default()
     }
 }
 
@@ -122,7 +111,7 @@ mod tests {
     fn cuda_on_a_cpu_build_is_refused_with_the_key_and_the_fix() {
         let err = DeviceChoice::Cuda(0).open().unwrap_err().to_string();
         assert!(
-            err.contains("engine.device = \"cuda:0\"") && err.contains("scripts/build-cuda.sh"),
+            err.contains("device = \"cuda:0\"") && err.contains("scripts/build-cuda.sh"),
             "{err}"
         );
         assert!(DeviceChoice::Cpu.open().unwrap().is_cpu());

@@ -9,90 +9,123 @@
 //! "index": {"recall", ...}}}}`; `report/metrics.svg`: HitRate@K and NDCG@K over K in each
 //! view of the test split, linked from `report.md`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-
 use recall_eval::split::SeenView;
+use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
-use crate::manifest::Manifest;
-use crate::pipeline::{Layout, Stage};
-use crate::stages::evaluate::{ResultRow, SEEN_FILTER_VIEWS, view_title};
+use crate::layout::{Layout, Stage};
+use crate::manifest::{Manifest, config_hash};
+use crate::stages::encode::EncodeReport;
+use crate::stages::evaluate::{EvaluateReport, ResultRow, SEEN_FILTER_VIEWS, view_title};
+use crate::stages::export::ExportReport;
+use crate::stages::ingest::IngestReport;
+use crate::stages::train::TrainReport;
 
-fn manifest(layout: &Layout, stage: Stage) -> Option<Manifest> {
-    Manifest::read(layout.dir(stage))
+pub mod card;
+pub mod chart;
+
+/// The report stage's own report: how many model cards it wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReportReport {
+    pub models: usize,
+    pub cards: usize,
 }
 
-/// Writes metrics.json and report.md into `out`.
-pub fn write(
+/// What the earlier stages of a run reported, read back from their manifests as their types.
+#[derive(Debug, Clone, Default)]
+pub struct RunReports {
+    pub ingest: Option<IngestReport>,
+    pub encode: Option<EncodeReport>,
+    pub train: TrainReport,
+    pub export: ExportReport,
+    /// Seconds of each stage that has a manifest, in run order.
+    pub seconds: Vec<(Stage, f64)>,
+}
+
+impl RunReports {
+    pub fn read(layout: &Layout) -> RunReports {
+        let manifest = |stage| Manifest::read(layout.dir(stage));
+        RunReports {
+            ingest: manifest(Stage::Ingest).and_then(|m| m.report()),
+            encode: manifest(Stage::Encode).and_then(|m| m.report()),
+            train: manifest(Stage::Train)
+                .and_then(|m| m.report())
+                .unwrap_or_default(),
+            export: manifest(Stage::Export)
+                .and_then(|m| m.report())
+                .unwrap_or_default(),
+            seconds: Stage::ALL
+                .into_iter()
+                .filter(|s| *s != Stage::Report)
+                .filter_map(|s| manifest(s).map(|m| (s, m.seconds)))
+                .collect(),
+        }
+    }
+}
+
+/// Writes metrics.json, report.md, metrics.svg and the model cards into `out`.
+pub fn run(
     config: &PipelineConfig,
-    run_dir: &Layout,
+    layout: &Layout,
     out: &Path,
-) -> Result<(Vec<PathBuf>, serde_json::Value)> {
-    let results_path = run_dir.dir(Stage::Evaluate).join("results.json");
-    let results: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&results_path)
-            .with_context(|| format!("reading {}", results_path.display()))?,
-    )?;
-    let ingest = manifest(run_dir, Stage::Ingest)
-        .map(|m| m.stats)
-        .unwrap_or_default();
-    let encode = manifest(run_dir, Stage::Encode)
-        .map(|m| m.stats)
-        .unwrap_or_default();
-    let train = manifest(run_dir, Stage::Train)
-        .map(|m| m.stats)
-        .unwrap_or_default();
-    let mut timings = serde_json::Map::new();
-    let export = manifest(run_dir, Stage::Export)
-        .map(|m| m.stats)
-        .unwrap_or_default();
-    for stage in Stage::ALL.iter().filter(|s| **s != Stage::Report) {
-        if let Some(m) = manifest(run_dir, *stage) {
-            timings.insert(stage.name().to_owned(), serde_json::json!(m.seconds));
-        }
-    }
-    let mut throughput = serde_json::Map::new();
-    if let Some(models) = train.as_object() {
-        for (name, s) in models {
-            throughput.insert(name.clone(), serde_json::json!({ "train_examples_per_second": s["examples_per_second"], "train_seconds": s["train_seconds"], "best_epoch": s["best_epoch"] }));
-        }
-    }
-    let dataset_name = match &config.ingest {
-        recall_data::IngestConfig::Synthetic(_) => "synthetic".to_owned(),
-        recall_data::IngestConfig::Generic(g) => g.name.clone().unwrap_or_else(|| "generic".into()),
-        other => format!("{other:?}")
-            .split_whitespace()
-            .next()
-            .unwrap_or("movielens")
-            .to_lowercase(),
-    };
+) -> Result<(Vec<PathBuf>, ReportReport)> {
+    let results = EvaluateReport::read(layout.dir(Stage::Evaluate))?;
+    let runs = RunReports::read(layout);
+    let dataset_name = runs
+        .ingest
+        .as_ref()
+        .map_or_else(|| "?".to_owned(), |i| i.dataset.clone());
+    let count = |f: fn(&IngestReport) -> usize| runs.ingest.as_ref().map(f);
+    let train_examples = runs.encode.as_ref().map(|e| e.train_examples);
+    let timings: BTreeMap<&str, f64> = runs
+        .seconds
+        .iter()
+        .map(|(s, secs)| (s.name(), *secs))
+        .collect();
+    let throughput: BTreeMap<&String, serde_json::Value> = runs
+        .train
+        .iter()
+        .map(|(name, t)| {
+            (
+                name,
+                serde_json::json!({ "train_examples_per_second": t.examples_per_second,
+                    "train_seconds": t.train_seconds, "best_epoch": t.best_epoch }),
+            )
+        })
+        .collect();
     let doc = serde_json::json!({
         "pipeline": config.name,
-        "dataset": { "name": dataset_name, "users": ingest["users"], "items": ingest["items"], "interactions": ingest["interactions"] },
-        "protocol": { "split": "leave-last-out per user by seq; last item is the test target", "ranking": "exact over every item in the training vocabulary", "train_examples": encode["train_examples"], "test_users": results["test_users"], "valid_users": results["valid_users"], "rankable_items": results["rankable_items"], "seen_filter": SEEN_FILTER_VIEWS },
-        "results": results["results"],
+        "dataset": { "name": dataset_name, "users": count(|i| i.stats.users),
+            "items": count(|i| i.stats.items), "interactions": count(|i| i.stats.interactions) },
+        "protocol": { "split": "leave-last-out per user by seq; last item is the test target",
+            "ranking": "exact over every item in the training vocabulary", "train_examples": train_examples,
+            "test_users": results.test_users, "valid_users": results.valid_users,
+            "rankable_items": results.rankable_items, "seen_filter": SEEN_FILTER_VIEWS },
+        "results": results.results,
         "timings_s": timings,
         "throughput": throughput,
-        "export": export,
+        "export": runs.export,
     });
     let metrics_path = out.join("metrics.json");
     recall_core::write::write_bytes(&metrics_path, &serde_json::to_vec_pretty(&doc)?)?;
 
-    let rows: Vec<ResultRow> = serde_json::from_value(results["results"].clone())
-        .with_context(|| format!("reading the result rows of {}", results_path.display()))?;
+    let shown = |v: Option<usize>| v.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let rows = &results.results;
     let mut md = String::new();
     let _ = writeln!(md, "# Recall report: `{}`\n", config.name);
     let _ = writeln!(
         md,
         "Dataset `{dataset_name}`: {} users, {} items, {} interactions; {} training examples, {} test users.\n",
-        ingest["users"],
-        ingest["items"],
-        ingest["interactions"],
-        encode["train_examples"],
-        results["test_users"]
+        shown(count(|i| i.stats.users)),
+        shown(count(|i| i.stats.items)),
+        shown(count(|i| i.stats.interactions)),
+        shown(train_examples),
+        results.test_users
     );
     let _ = writeln!(
         md,
@@ -104,7 +137,7 @@ pub fn write(
         } else {
             ""
         },
-        results["rankable_items"]
+        results.rankable_items
     );
     let ks = &config.evaluate.ks;
     for (split, heading) in [
@@ -138,14 +171,14 @@ pub fn write(
          ideal Σ_(r=1..min(|T|,K)) 1/log2(r+1); MRR@K = 1/rank of the first hit within K, else 0. With one target per \
          user, Recall equals HR. Ties in score rank by item index."
     );
-    let svg = crate::chart::draw(&chart_series(&rows, ks), ks)?;
+    let svg = chart::draw(&chart_series(rows, ks), ks)?;
     let svg_path = out.join("metrics.svg");
     recall_core::write::write_bytes(&svg_path, svg.as_bytes())?;
     let _ = writeln!(
         md,
         "\n![HitRate@K and NDCG@K of every model and baseline on the test split, one row of panels per seen-filter view](metrics.svg)"
     );
-    if let Some(models) = export.as_object().filter(|m| !m.is_empty()) {
+    if !runs.export.is_empty() {
         let _ = writeln!(
             md,
             "\n## Export and serving index\n\nEmbeddings, candidates, weights and the HNSW index are in `export/<model>/`. \
@@ -154,61 +187,60 @@ pub fn write(
              | model | users | items | candidates/user | index recall@K | K | index queries/s | exact queries/s | index build s |\n\
              |---|---|---|---|---|---|---|---|---|"
         );
-        for (name, s) in models {
-            let idx = &s["index"];
-            let _ = writeln!(
-                md,
-                "| {name} | {} | {} | {} | {:.4} | {} | {:.0} | {:.0} | {:.2} |",
-                s["users"],
-                s["items"],
-                s["top_k"],
-                idx["recall"].as_f64().unwrap_or(f64::NAN),
-                idx["k"],
-                idx["index_queries_per_second"].as_f64().unwrap_or(f64::NAN),
-                idx["exact_queries_per_second"].as_f64().unwrap_or(f64::NAN),
-                idx["build_seconds"].as_f64().unwrap_or(f64::NAN),
-            );
+        for (name, e) in &runs.export {
+            let _ = write!(md, "| {name} | {} | {} | {} |", e.users, e.items, e.top_k);
+            match &e.index {
+                Some(i) => {
+                    let _ = writeln!(
+                        md,
+                        " {:.4} | {} | {:.0} | {:.0} | {:.2} |",
+                        i.recall,
+                        i.k,
+                        i.index_queries_per_second,
+                        i.exact_queries_per_second,
+                        i.build_seconds
+                    );
+                }
+                None => md.push_str(" - | - | - | - | - |\n"),
+            }
         }
     }
     let _ = writeln!(md, "\n## Timings\n\n| stage | seconds |\n|---|---|");
-    for (stage, s) in &timings {
-        let _ = writeln!(md, "| {stage} | {:.1} |", s.as_f64().unwrap_or(f64::NAN));
+    for (stage, s) in &runs.seconds {
+        let _ = writeln!(md, "| {} | {s:.1} |", stage.name());
     }
-    if !throughput.is_empty() {
+    if !runs.train.is_empty() {
         let _ = writeln!(
             md,
             "\n## Training\n\n| model | examples/s | train seconds | best epoch |\n|---|---|---|---|"
         );
-        for (name, t) in &throughput {
+        for (name, t) in &runs.train {
             let _ = writeln!(
                 md,
                 "| {name} | {:.0} | {:.1} | {} |",
-                t["train_examples_per_second"].as_f64().unwrap_or(f64::NAN),
-                t["train_seconds"].as_f64().unwrap_or(f64::NAN),
-                t["best_epoch"]
+                t.examples_per_second, t.train_seconds, t.best_epoch
             );
         }
     }
     let md_path = out.join("report.md");
     recall_core::write::write_bytes(&md_path, md.as_bytes())?;
-    let cards = crate::card::write_all(
-        &crate::card::RunFacts {
+    let cards = card::write_all(
+        &card::RunFacts {
             config,
             dataset: &dataset_name,
-            ingest: &ingest,
-            encode: &encode,
-            train: &train,
+            runs: &runs,
             results: &results,
-            pipeline_hash: &crate::pipeline::config_hash(config)?,
+            pipeline_hash: &config_hash(config)?,
         },
-        run_dir.dir(Stage::Export),
+        layout.dir(Stage::Export),
     )?;
+    let report = ReportReport {
+        models: config.models.len(),
+        cards: cards.len(),
+    };
     let mut written = vec![metrics_path, md_path, svg_path];
     written.extend(cards);
-    Ok((
-        written,
-        serde_json::json!({ "models": config.models.len() }),
-    ))
+    Ok((written, report))
 }
 
 /// A Markdown table of result rows: model, view, HR/NDCG/MRR/Recall at each K, the interval.
@@ -227,10 +259,7 @@ fn metrics_table(rows: &[&&ResultRow], ks: &[usize]) -> String {
         let mut line = format!("| {} | {} |", row.model, row.view_label());
         for k in ks {
             for key in ["hit_rate", "ndcg", "mrr", "recall"] {
-                let v = row
-                    .metrics
-                    .get(&format!("{key}@{k}"))
-                    .and_then(|v| v.as_f64());
+                let v = row.metrics.get(&format!("{key}@{k}")).copied();
                 let _ = write!(line, " {:.4} |", v.unwrap_or(f64::NAN));
             }
         }
@@ -246,24 +275,19 @@ fn metrics_table(rows: &[&&ResultRow], ks: &[usize]) -> String {
 }
 
 /// The chart's lines: every exactly ranked test row (models and baselines) at each K.
-fn chart_series(rows: &[ResultRow], ks: &[usize]) -> Vec<crate::chart::Series> {
+fn chart_series(rows: &[ResultRow], ks: &[usize]) -> Vec<chart::Series> {
     rows.iter()
         .filter(|row| row.search != "hnsw" && row.split == "test")
-        .map(|row| crate::chart::Series {
+        .map(|row| chart::Series {
             name: row.model.clone(),
             view: row.seen_filter,
             view_label: row.view_label(),
-            metrics: crate::chart::METRICS
+            metrics: chart::METRICS
                 .iter()
                 .map(|(m, _)| {
                     let points = ks
                         .iter()
-                        .filter_map(|&k| {
-                            row.metrics
-                                .get(&format!("{m}@{k}"))
-                                .and_then(|v| v.as_f64())
-                                .map(|v| (k, v))
-                        })
+                        .filter_map(|&k| row.metrics.get(&format!("{m}@{k}")).map(|&v| (k, v)))
                         .collect();
                     (*m, points)
                 })
@@ -298,7 +322,7 @@ pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()
                     && r.search == "exact"
                     && r.seen_filter == SeenView::None
             })
-            .and_then(|r| r.metrics.get("hit_rate@50").and_then(|v| v.as_f64()))
+            .and_then(|r| r.metrics.get("hit_rate@50").copied())
             .with_context(|| {
                 format!(
                     "no unfiltered (seen filter `none`) test hit_rate@50 for model `{name}` in {}",

@@ -1,12 +1,26 @@
-//! Progress of long stages: a bar when stderr is a terminal, otherwise a plain log line at a
-//! steady interval (CI logs, the scheduled job, `nohup`), so a long epoch is never silent.
+//! Training progress: a plain log line at a steady interval (CI logs, the scheduled job,
+//! `nohup`), so a long epoch is never silent. A command line that draws bars passes its own
+//! [`ProgressFor`] to the runner instead (`cargo xtask` does on a terminal).
 
-use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use recall_models::train::{EpochLog, Progress};
+
+/// Hands out the progress observer of each model a run trains.
+pub trait ProgressFor: Sync {
+    fn model(&self, name: &str) -> Box<dyn Progress + '_>;
+}
+
+/// Log lines every `RECALL_PROGRESS_SECONDS` for every model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogLines;
+
+impl ProgressFor for LogLines {
+    fn model(&self, name: &str) -> Box<dyn Progress + '_> {
+        Box::new(ModelLines::new(name))
+    }
+}
 
 /// Seconds between two progress lines when no bar is drawn (`RECALL_PROGRESS_SECONDS`
 /// overrides; default 30).
@@ -23,7 +37,7 @@ pub fn log_interval() -> Duration {
 
 /// Where an epoch is: what a bar or a log line shows.
 #[derive(Debug, Clone)]
-struct EpochState {
+pub struct EpochState {
     epoch: usize,
     batches: usize,
     done: usize,
@@ -34,7 +48,23 @@ struct EpochState {
 }
 
 impl EpochState {
-    fn new(epoch: usize, batches: usize, now: Instant) -> Self {
+    /// A batch of `examples` finished with this loss.
+    pub fn record(&mut self, loss: f64, examples: usize) {
+        self.done += 1;
+        self.examples += examples;
+        self.loss_sum += loss;
+    }
+
+    /// The mean loss of the epoch so far.
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.done.max(1) as f64
+    }
+
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    pub fn new(epoch: usize, batches: usize, now: Instant) -> Self {
         EpochState {
             epoch,
             batches,
@@ -47,7 +77,7 @@ impl EpochState {
     }
 
     /// The log line due at `now`, if `interval` has passed since the last one.
-    fn line_due(&mut self, model: &str, now: Instant, interval: Duration) -> Option<String> {
+    pub fn line_due(&mut self, model: &str, now: Instant, interval: Duration) -> Option<String> {
         if now.duration_since(self.last_line) < interval || self.done == 0 {
             return None;
         }
@@ -78,44 +108,29 @@ fn clock(seconds: f64) -> String {
     }
 }
 
-/// Training progress of one model: a bar per epoch on a terminal, log lines elsewhere.
+/// One model's training as log lines.
 #[derive(Debug)]
-pub struct TrainBar {
+pub struct ModelLines {
     model: String,
-    bar: Option<ProgressBar>,
     interval: Duration,
     state: Mutex<Option<EpochState>>,
 }
 
-impl TrainBar {
-    /// A bar when stderr is a terminal, otherwise a line every `RECALL_PROGRESS_SECONDS`.
-    pub fn for_terminal(model: &str) -> Self {
-        let enabled = std::io::stderr().is_terminal();
-        TrainBar {
+impl ModelLines {
+    pub fn new(model: &str) -> Self {
+        ModelLines {
             model: model.to_owned(),
-            bar: enabled.then(ProgressBar::hidden),
             interval: log_interval(),
             state: Mutex::new(None),
         }
     }
 }
 
-impl Progress for TrainBar {
+impl Progress for ModelLines {
     fn epoch_started(&self, epoch: usize, batches: usize) {
         if let Ok(mut state) = self.state.lock() {
             *state = Some(EpochState::new(epoch, batches, Instant::now()));
         }
-        let Some(bar) = &self.bar else { return };
-        bar.reset();
-        bar.set_length(batches as u64);
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} batches {per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(format!("{} epoch {epoch}", self.model));
     }
 
     fn batch_done(&self, loss: f64, examples: usize) {
@@ -123,29 +138,13 @@ impl Progress for TrainBar {
             return;
         };
         let Some(state) = guard.as_mut() else { return };
-        state.done += 1;
-        state.examples += examples;
-        state.loss_sum += loss;
-        match &self.bar {
-            Some(bar) => {
-                bar.inc(1);
-                if state.done % 20 == 1 {
-                    bar.set_message(format!("loss {:.4}", state.loss_sum / state.done as f64));
-                }
-            }
-            None => {
-                if let Some(line) = state.line_due(&self.model, Instant::now(), self.interval) {
-                    tracing::info!("{line}");
-                }
-            }
+        state.record(loss, examples);
+        if let Some(line) = state.line_due(&self.model, Instant::now(), self.interval) {
+            tracing::info!("{line}");
         }
     }
 
-    fn epoch_finished(&self, _log: &EpochLog) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
+    fn epoch_finished(&self, _log: &EpochLog) {}
 }
 
 #[cfg(test)]

@@ -1,57 +1,19 @@
-//! `cargo xtask pipeline`: runs the stages of a pipeline file in order, each into
-//! `runs/<name>/<stage>/`, skipping the ones whose manifest is current.
+//! Runs the stages of a pipeline in order, each into its directory of the [`Layout`],
+//! skipping the ones whose manifest is current; knows no stage's internals (each is a call
+//! into [`crate::stages`] returning its files and typed report).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
-use recall_core::checksum::sha256_bytes;
 use serde::Serialize;
 
-use crate::config::{self, PipelineConfig};
-use crate::manifest::{FileEntry, Manifest};
-
-/// The stages, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum Stage {
-    /// Raw data (or the synthetic generator) to canonical interactions/users/items Parquet.
-    Ingest,
-    /// Vocabularies, leave-last-out splits, histories, example age, encoded side tables.
-    Encode,
-    /// Every `[[models]]` entry trained (negative sampling happens here) and checkpointed.
-    Train,
-    /// Embeddings, candidates, weights and the serving index of every model.
-    Export,
-    /// Exact full-catalogue ranking of the test split for models and baselines (and, with
-    /// `evaluate.index`, the same through the serving index export saved: the file users get).
-    Evaluate,
-    /// metrics.json, report.md and metrics.svg.
-    Report,
-}
-
-impl Stage {
-    /// Every stage, in the order a run executes them.
-    pub const ALL: [Stage; 6] = [
-        Stage::Ingest,
-        Stage::Encode,
-        Stage::Train,
-        Stage::Export,
-        Stage::Evaluate,
-        Stage::Report,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Ingest => "ingest",
-            Stage::Encode => "encode",
-            Stage::Train => "train",
-            Stage::Evaluate => "evaluate",
-            Stage::Export => "export",
-            Stage::Report => "report",
-        }
-    }
-}
+use crate::config::PipelineConfig;
+use crate::device::DeviceChoice;
+use crate::layout::{Layout, RunLock, Stage};
+use crate::manifest::{FileEntry, Manifest, config_hash};
+use crate::progress::{LogLines, ProgressFor};
+use crate::stages;
 
 /// Deletes `.<name>.tmp-<pid>` files under `dir`: what an atomic write leaves when its process
 /// is killed before the rename (the destination itself is never half-written).
@@ -81,46 +43,14 @@ fn outputs_of(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Pipeline file.
-    #[arg(long, default_value = "pipelines/default.toml")]
-    config: PathBuf,
-    /// Rerun this stage and every later one; earlier stages must be complete.
-    #[arg(long, value_enum, conflicts_with = "only")]
-    from: Option<Stage>,
-    /// Rerun only this stage; earlier stages must be complete.
-    #[arg(long, value_enum)]
-    only: Option<Stage>,
-    /// Rerun every stage even when its manifest is current.
-    #[arg(long)]
-    force: bool,
-    /// Root of run directories.
-    #[arg(long, default_value = "runs")]
-    runs: PathBuf,
-    /// When another run holds the run directory, wait for it instead of failing.
-    #[arg(long)]
-    wait: bool,
-    /// Device of the computing stages for this run (`cpu`, `cuda`, `cuda:N`), instead of the
-    /// file's `engine.device`.
-    #[arg(long)]
-    device: Option<crate::engine::DeviceChoice>,
-}
-
-pub fn config_hash<T: Serialize>(section: &T) -> Result<String> {
-    let mut bytes = serde_json::to_vec(section)?;
-    bytes.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-    Ok(sha256_bytes(&bytes))
-}
-
 /// The hash of a computing stage's config `section`: as [`config_hash`] on the CPU (so existing
 /// runs stay current), with the device beside it on any other (results there are not
 /// bit-identical to the CPU's).
-fn device_hash<T: Serialize>(engine: &crate::engine::EngineConfig, section: &T) -> Result<String> {
-    if engine.is_default() {
+fn device_hash<T: Serialize>(device: DeviceChoice, section: &T) -> Result<String> {
+    if device == DeviceChoice::Cpu {
         config_hash(section)
     } else {
-        config_hash(&(section, engine.device))
+        config_hash(&(section, device))
     }
 }
 
@@ -137,13 +67,13 @@ pub struct StageReport {
 }
 
 /// Runs one stage unless its manifest is current; returns its manifest and whether it ran.
-fn run_stage(
+fn run_stage<R: Serialize>(
     stage: Stage,
     dir: &Path,
     hash: String,
     inputs: &[PathBuf],
     force: bool,
-    body: impl FnOnce(&Path) -> Result<(Vec<PathBuf>, serde_json::Value)>,
+    body: impl FnOnce(&Path) -> Result<(Vec<PathBuf>, R)>,
 ) -> Result<StageReport> {
     let _span = tracing::info_span!("stage", stage = stage.name()).entered();
     let inputs = inputs
@@ -165,7 +95,8 @@ fn run_stage(
     let _ = std::fs::remove_file(dir.join(crate::manifest::MANIFEST_FILE));
     remove_stale_temporaries(dir);
     let start = Instant::now();
-    let (outputs, stats) = body(dir).with_context(|| format!("stage {} failed", stage.name()))?;
+    let (outputs, report) = body(dir).with_context(|| format!("stage {} failed", stage.name()))?;
+    let stats = serde_json::to_value(&report)?;
     let seconds = start.elapsed().as_secs_f64();
     // Fault injection for tests/kill_and_resume.rs: with `RECALL_ABORT_BEFORE_MANIFEST=<stage>`
     // the process ends on the spot (no unwinding, no destructors: what SIGKILL leaves, without
@@ -199,116 +130,40 @@ fn run_stage(
     })
 }
 
-/// Runs a pipeline file with the given options.
-pub fn run(args: &Args) -> Result<()> {
-    let mut config = config::load(&args.config)?;
-    if let Some(device) = args.device {
-        config.engine.device = device;
+/// How a run goes: where it starts, what it forces, whether it waits for another run of the
+/// same directory, how training shows its progress.
+#[derive(Clone, Copy)]
+pub struct Options<'a> {
+    /// Stages before it must be complete; it (and, unless `only`, every later stage) reruns.
+    pub start: Option<Stage>,
+    pub only: bool,
+    /// Rerun every stage even when its manifest is current.
+    pub force: bool,
+    /// Queue behind another run of the same directory instead of failing.
+    pub wait: bool,
+    pub progress: &'a dyn ProgressFor,
+}
+
+impl std::fmt::Debug for Options<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("start", &self.start)
+            .field("only", &self.only)
+            .field("force", &self.force)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
     }
-    let run_dir = args.runs.join(&config.name);
-    execute_locked(
-        &config,
-        &Layout::new(&run_dir),
-        args.from.or(args.only),
-        args.only.is_some(),
-        args.force,
-        args.wait,
-    )?;
-    Ok(())
 }
 
-/// The lock file inside a run directory (not an output; it holds the owner's pid).
-pub const LOCK_FILE: &str = ".lock";
-
-/// An advisory lock (`flock`) on a run directory for as long as a pipeline runs in it, so a
-/// scheduled job and a person cannot interleave their stages. The operating system releases it
-/// when the process ends, however it ends (a kill included): a leftover file locks nothing.
-#[derive(Debug)]
-pub struct RunLock {
-    _file: std::fs::File,
-}
-
-impl RunLock {
-    pub fn acquire(run_dir: &Path, wait: bool) -> Result<RunLock> {
-        use std::io::Write as _;
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-        let path = run_dir.join(LOCK_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                let holder = if holder.is_empty() {
-                    "another process"
-                } else {
-                    holder
-                };
-                if !wait {
-                    bail!(
-                        "{} is in use by another pipeline run ({holder}): wait for it to finish, \
-                         or pass --wait to queue behind it",
-                        run_dir.display()
-                    );
-                }
-                tracing::info!(
-                    "{} is in use by another pipeline run ({holder}); waiting for it",
-                    run_dir.display()
-                );
-                file.lock()
-                    .with_context(|| format!("cannot lock {}", path.display()))?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            start: None,
+            only: false,
+            force: false,
+            wait: false,
+            progress: &LogLines,
         }
-        let owner = format!(
-            "pid {}: {}\n",
-            std::process::id(),
-            std::env::args().collect::<Vec<_>>().join(" ")
-        );
-        file.set_len(0)
-            .and_then(|()| file.write_all(owner.as_bytes()))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(RunLock { _file: file })
-    }
-}
-
-/// Where each stage writes, and which stages a run leaves out.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    pub root: PathBuf,
-    dirs: [PathBuf; 6],
-    /// Stages neither run nor required (the ablation skips export).
-    pub skip: Vec<Stage>,
-}
-
-impl Layout {
-    /// `root/<stage>/` for every stage.
-    pub fn new(root: &Path) -> Self {
-        Layout {
-            root: root.to_owned(),
-            dirs: Stage::ALL.map(|s| root.join(s.name())),
-            skip: Vec::new(),
-        }
-    }
-
-    pub fn dir(&self, stage: Stage) -> &Path {
-        &self.dirs[stage as usize]
-    }
-
-    /// The same layout with `stage` written to (or read from) `dir`: several runs can share
-    /// their ingest and encode outputs this way.
-    pub fn with_dir(mut self, stage: Stage, dir: PathBuf) -> Self {
-        self.dirs[stage as usize] = dir;
-        self
     }
 }
 
@@ -325,7 +180,7 @@ pub fn execute(
 }
 
 /// [`execute`] with explicit stage directories. Another run holding the run directory's lock
-/// makes this fail at once, or, with `wait`, wait for it.
+/// makes this fail at once.
 pub fn execute_in(
     config: &PipelineConfig,
     layout: &Layout,
@@ -333,22 +188,35 @@ pub fn execute_in(
     only: bool,
     force: bool,
 ) -> Result<Vec<StageReport>> {
-    execute_locked(config, layout, start, only, force, false)
+    execute_with(
+        config,
+        layout,
+        &Options {
+            start,
+            only,
+            force,
+            ..Options::default()
+        },
+    )
 }
 
-/// [`execute_in`], waiting for another run of the same directory to finish when `wait`.
-pub fn execute_locked(
+/// Runs `config` into `layout` as `options` say.
+pub fn execute_with(
     config: &PipelineConfig,
     layout: &Layout,
-    start: Option<Stage>,
-    only: bool,
-    force: bool,
-    wait: bool,
+    options: &Options<'_>,
 ) -> Result<Vec<StageReport>> {
+    let Options {
+        start,
+        only,
+        force,
+        wait,
+        progress,
+    } = *options;
     let run_dir = layout.root.as_path();
     let _lock = RunLock::acquire(run_dir, wait)?;
     // Opened before any stage runs: a CUDA device a CPU build cannot use fails here.
-    let device = config.engine.device.open()?;
+    let device = config.device.open()?;
     let resolved = toml::to_string(config)?;
     recall_core::write::write_bytes(&run_dir.join("config.toml"), resolved.as_bytes())?;
     let ingest_dir = layout.dir(Stage::Ingest).to_owned();
@@ -371,7 +239,7 @@ pub fn execute_locked(
         let report = match stage {
             _ if !selected => {
                 let dir = layout.dir(stage);
-                if stage < start.unwrap_or(stage) && Manifest::read(&dir).is_none() {
+                if stage < start.unwrap_or(stage) && Manifest::read(dir).is_none() {
                     bail!(
                         "stage {} has not completed in {}: run the pipeline without --from/--only first",
                         stage.name(),
@@ -388,60 +256,64 @@ pub fn execute_locked(
                     config_hash(&config.ingest)?,
                     &config.ingest.input_files(),
                     forced,
-                    |dir| {
-                        let dataset = recall_data::ingest(&config.ingest)?;
-                        let stats = serde_json::to_value(&dataset.stats)?;
-                        tracing::info!(
-                            interactions = dataset.stats.interactions,
-                            users = dataset.stats.users,
-                            items = dataset.stats.items,
-                            duplicates_dropped = dataset.stats.duplicates_dropped,
-                            "ingested {}",
-                            dataset.name
-                        );
-                        Ok((dataset.write(dir)?, stats))
-                    },
+                    |dir| stages::ingest::run(&config.ingest, dir),
                 )?
             }
-            Stage::Encode => {
-                let inputs: Vec<PathBuf> =
-                    ["interactions.parquet", "users.parquet", "items.parquet"]
-                        .iter()
-                        .map(|f| ingest_dir.join(f))
-                        .filter(|p| p.exists())
-                        .collect();
-                run_stage(
-                    stage,
-                    &encode_dir,
-                    // The contract version too: a run directory encoded by a build of another
-                    // version is encoded again, never misread.
-                    config_hash(&(&config.encode, recall_core::encoded::CONTRACT_VERSION))?,
-                    &inputs,
-                    forced,
-                    |dir| {
-                        let input = recall_features::EncodeInput::read_dir(&ingest_dir)?;
-                        let encoded = recall_features::encode(&input, &config.encode)?;
-                        let stats = serde_json::to_value(&encoded.manifest.stats)?;
-                        Ok((encoded.write(dir)?, stats))
-                    },
-                )?
-            }
+            Stage::Encode => run_stage(
+                stage,
+                &encode_dir,
+                // The contract version too: a run directory encoded by a build of another
+                // version is encoded again, never misread.
+                config_hash(&(&config.encode, recall_core::encoded::CONTRACT_VERSION))?,
+                &stages::encode::inputs(&ingest_dir),
+                forced,
+                |dir| stages::encode::run(&ingest_dir, &config.encode, dir),
+            )?,
             Stage::Train => run_stage(
                 stage,
                 &train_dir,
-                device_hash(&config.engine, &(&config.models, config.seed))?,
+                device_hash(config.device, &(&config.models, config.seed))?,
                 &outputs_of(&encode_dir),
                 forced,
                 |dir| {
-                    crate::stages::train::run(
-                        &encode_dir,
+                    stages::train::run(
+                        stages::train::Inputs {
+                            encode_dir: &encode_dir,
+                            models: &config.models,
+                            seed: config.seed,
+                            device: &device,
+                            progress,
+                        },
                         dir,
-                        &config.models,
-                        config.seed,
-                        &device,
                     )
                 },
             )?,
+            Stage::Export => {
+                let hash = device_hash(
+                    config.device,
+                    &(&config.export, &config.models, config.seed),
+                )?;
+                run_stage(
+                    stage,
+                    &export_dir,
+                    hash.clone(),
+                    &[outputs_of(&encode_dir), outputs_of(&train_dir)].concat(),
+                    forced,
+                    |dir| {
+                        stages::export::run(
+                            stages::export::Inputs {
+                                encode_dir: &encode_dir,
+                                train_dir: &train_dir,
+                                models: &config.models,
+                                config: &config.export,
+                                config_hash: &hash,
+                                device: &device,
+                            },
+                            dir,
+                        )
+                    },
+                )?
+            }
             Stage::Evaluate => {
                 // With `evaluate.index` the inputs include the index files export saved, so the
                 // manifest records (with checksums) which index was scored.
@@ -464,47 +336,23 @@ pub fn execute_locked(
                     stage,
                     &evaluate_dir,
                     device_hash(
-                        &config.engine,
+                        config.device,
                         &(&config.evaluate, &config.models, config.seed),
                     )?,
                     &[outputs_of(&encode_dir), outputs_of(&train_dir), indexes].concat(),
                     forced,
                     |dir| {
-                        crate::stages::evaluate::run(
-                            crate::stages::evaluate::Inputs {
+                        stages::evaluate::run(
+                            stages::evaluate::Inputs {
                                 encode_dir: &encode_dir,
                                 train_dir: &train_dir,
                                 index_dir,
+                                models: &config.models,
+                                config: &config.evaluate,
+                                seed: config.seed,
+                                device: &device,
                             },
                             dir,
-                            &config.models,
-                            &config.evaluate,
-                            config.seed,
-                            &device,
-                        )
-                    },
-                )?
-            }
-            Stage::Export => {
-                let hash = device_hash(
-                    &config.engine,
-                    &(&config.export, &config.models, config.seed),
-                )?;
-                run_stage(
-                    stage,
-                    &export_dir,
-                    hash.clone(),
-                    &[outputs_of(&encode_dir), outputs_of(&train_dir)].concat(),
-                    forced,
-                    |dir| {
-                        crate::stages::export::run(
-                            &encode_dir,
-                            &train_dir,
-                            dir,
-                            &config.models,
-                            &config.export,
-                            &hash,
-                            &device,
                         )
                     },
                 )?
@@ -521,7 +369,7 @@ pub fn execute_locked(
                     .chain(outputs_of(&evaluate_dir))
                     .collect::<Vec<_>>(),
                 forced,
-                |dir| crate::report::write(config, layout, dir),
+                |dir| stages::report::run(config, layout, dir),
             )?,
         };
         reports.push(report);
@@ -538,7 +386,7 @@ pub fn execute_locked(
     // The gate reads the report this invocation wrote or found current; after `--only` or
     // `--from` runs that stop short of it, `metrics.json` describes older models.
     if reports.iter().any(|r| r.stage == Stage::Report) {
-        crate::report::check_thresholds(config, &report_dir)?;
+        stages::report::check_thresholds(config, &report_dir)?;
     } else if config.models.iter().any(|m| m.min_hit_rate_at_50.is_some()) {
         tracing::warn!(
             "min_hit_rate_at_50 not checked: the report stage was not part of this run, so {} may describe older models",
@@ -551,6 +399,7 @@ pub fn execute_locked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::RunLock;
 
     fn tiny(max_len: usize) -> PipelineConfig {
         let text = format!(
@@ -668,25 +517,35 @@ mod tests {
     #[test]
     fn a_cuda_device_on_a_cpu_build_fails_before_any_stage() {
         let dir = tempfile::tempdir().unwrap();
-        let text = "name = \"t\"\nseed = 1\n[engine]\ndevice = \"cuda\"\n\
+        let text = "name = \"t\"\nseed = 1\ndevice = \"cuda\"\n\
                     [ingest.synthetic]\nusers = 60\nitems = 40\nseed = 5\n";
         let config = crate::config::parse(text, Path::new("d.toml")).unwrap();
         let run = dir.path().join("t");
         let err = execute(&config, &run, None, false, false).unwrap_err();
         let msg = format!("{err:#}");
         assert!(
-            msg.contains("engine.device = \"cuda:0\"") && msg.contains("scripts/build-cuda.sh"),
+            msg.contains("device = \"cuda:0\"") && msg.contains("scripts/build-cuda.sh"),
             "{msg}"
         );
         assert!(!run.join("ingest").exists(), "nothing ran");
-        let bad =
-            "name = \"t\"\nseed = 1\n[engine]\ndevice = \"gpu\"\n[ingest.synthetic]\nusers = 6\n";
+        let bad = "name = \"t\"\nseed = 1\ndevice = \"gpu\"\n[ingest.synthetic]\nusers = 6\n";
         let err = format!(
             "{:#}",
             crate::config::parse(bad, Path::new("d.toml")).unwrap_err()
         );
         assert!(
             err.contains("d.toml") && err.contains("unknown device \"gpu\""),
+            "{err}"
+        );
+        // The old section is refused with the new key spelled out.
+        let old =
+            "name = \"t\"\nseed = 1\n[engine]\ndevice = \"cuda:1\"\n[ingest.synthetic]\nseed = 6\n";
+        let err = format!(
+            "{:#}",
+            crate::config::parse(old, Path::new("d.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("`[engine]` was renamed") && err.contains("device = \"cuda:1\""),
             "{err}"
         );
     }

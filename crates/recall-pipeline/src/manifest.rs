@@ -5,10 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use recall_core::checksum::sha256_file;
+use recall_core::checksum::{sha256_bytes, sha256_file};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The hash a manifest records of a stage's config section: SHA-256 of its JSON and the
+/// project version.
+pub fn config_hash<T: Serialize>(section: &T) -> Result<String> {
+    let mut bytes = serde_json::to_vec(section)?;
+    bytes.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    Ok(sha256_bytes(&bytes))
+}
 
 /// One file a stage read or wrote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,6 +65,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The stage report as the stage's type (`None` when it has another shape).
+    pub fn report<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.stats.clone()).ok()
+    }
+
     pub fn read(stage_dir: &Path) -> Option<Manifest> {
         let text = std::fs::read(stage_dir.join(MANIFEST_FILE)).ok()?;
         serde_json::from_slice(&text).ok()

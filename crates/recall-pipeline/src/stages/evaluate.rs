@@ -3,6 +3,7 @@
 //! unfiltered view and each configured view of the seen filter (`recall_eval::split`); writes
 //! `evaluate/results.json` and per-user Parquet (`<model>/per_user_<split>_<view>.parquet`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -17,94 +18,10 @@ use recall_export::index::ApproximateIndex;
 use recall_models::{EncodedData, checkpoint, train::FIRST_ITEM};
 use serde::{Deserialize, Serialize};
 
-use super::train::ModelEntry;
-
-fn default_ks() -> Vec<usize> {
-    vec![10, 50, 100]
-}
-fn default_bootstrap() -> usize {
-    1000
-}
-
-/// `[evaluate]` settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EvaluateConfig {
-    /// Cut-offs. Default [10, 50, 100].
-    #[serde(default = "default_ks")]
-    pub ks: Vec<usize>,
-    /// Bootstrap resamples for the confidence intervals. Default 1000.
-    #[serde(default = "default_bootstrap")]
-    pub bootstrap: usize,
-    /// Also rank through the HNSW serving index that export saved (`export/<model>/
-    /// item_index.usearch`, the file users get), reported as model `<name>+hnsw`, so the cost
-    /// of the approximation shows in HitRate. Needs `export.build_index`. Default true.
-    #[serde(default = "default_index")]
-    pub index: bool,
-    /// The seen filter's views reported beside the unfiltered one: `"all"` (every item the user
-    /// saw before the target left out) and `"recent"` (only the newest `recent_window`: the
-    /// published HSTU/SASRec protocol). Default both.
-    #[serde(default = "default_views")]
-    pub seen_filter: Vec<SeenView>,
-    /// How many of the newest earlier items the `recent` view leaves out. Default: each model's
-    /// own history length (SASRec's `max_len`, else `encode.max_len`), and `encode.max_len`
-    /// for the baselines.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recent_window: Option<usize>,
-    /// Also rank the validation split (`encode.validation`), reported apart from test:
-    /// what settings are chosen on (`cargo xtask ablate` turns it on). Default false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub validation: bool,
-}
-
-fn default_views() -> Vec<SeenView> {
-    vec![SeenView::All, SeenView::Recent]
-}
-
-impl EvaluateConfig {
-    /// The views ranked for a model (or baseline) whose history length is `history_len`:
-    /// the unfiltered one first, then the configured ones, each once.
-    pub fn views(&self, history_len: usize) -> Vec<SeenFilter> {
-        let mut views = vec![SeenFilter::None];
-        for v in &self.seen_filter {
-            let f = v.with_recent_window(self.recent_window.unwrap_or(history_len));
-            if !views.contains(&f) {
-                views.push(f);
-            }
-        }
-        views
-    }
-
-    /// Checks what needs no data: the keys as a pipeline file spells them.
-    pub fn validate(&self) -> Result<()> {
-        if self.recent_window == Some(0) {
-            anyhow::bail!(
-                "configuration key `evaluate.recent_window`: must be at least 1 (leave it out for each model's history length)"
-            );
-        }
-        Ok(())
-    }
-}
-
-fn default_index() -> bool {
-    true
-}
-
-impl Default for EvaluateConfig {
-    fn default() -> Self {
-        EvaluateConfig {
-            ks: default_ks(),
-            bootstrap: default_bootstrap(),
-            index: default_index(),
-            seen_filter: default_views(),
-            recent_window: None,
-            validation: false,
-        }
-    }
-}
+use crate::config::{EvaluateConfig, ModelEntry};
 
 /// One row of `results.json` (and `metrics.json`) results.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResultRow {
     pub model: String,
     /// `test`, or `valid` (with `evaluate.validation`).
@@ -116,7 +33,9 @@ pub struct ResultRow {
     /// With `recent`: how many of the newest earlier items it left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_window: Option<usize>,
-    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// `<metric>@<k>` (recall, hit_rate, ndcg, mrr, precision, coverage, mean_popularity;
+    /// `index_recall@<k>` on `hnsw` rows).
+    pub metrics: BTreeMap<String, f64>,
     /// 95 % bootstrap interval of HitRate@50 (or of the largest K below 50).
     pub hit_rate_ci95: Option<(f64, f64)>,
 }
@@ -177,7 +96,7 @@ fn score(
     seed: u64,
 ) -> Result<(ResultRow, metrics::Report)> {
     let report = metrics::evaluate(top, &split.truth, &config.ks, Some(&split.popularity))?;
-    let mut m = serde_json::Map::new();
+    let mut m = BTreeMap::new();
     for at in &report.at_k {
         let k = at.k;
         for (key, v) in [
@@ -188,10 +107,10 @@ fn score(
             ("precision", at.precision),
             ("coverage", at.coverage),
         ] {
-            m.insert(format!("{key}@{k}"), serde_json::json!(v));
+            m.insert(format!("{key}@{k}"), v);
         }
         if let Some(p) = at.mean_popularity {
-            m.insert(format!("mean_popularity@{k}"), serde_json::json!(p));
+            m.insert(format!("mean_popularity@{k}"), p);
         }
     }
     let ci_k = config
@@ -221,13 +140,48 @@ fn score(
     ))
 }
 
-/// The stage directories evaluation reads.
+/// What the evaluate stage reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
     pub encode_dir: &'a Path,
     pub train_dir: &'a Path,
     /// Export's directory when the `+hnsw` rows are wanted: each model's saved index is scored.
     pub index_dir: Option<&'a Path>,
+    pub models: &'a [ModelEntry],
+    pub config: &'a EvaluateConfig,
+    /// The seed of the random baseline and the bootstrap.
+    pub seed: u64,
+    pub device: &'a Device,
+}
+
+/// The evaluate stage's report, written as `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvaluateReport {
+    /// Every model and baseline in every view of every split ranked.
+    pub results: Vec<ResultRow>,
+    /// Seconds of each model's embedding and ranking (`<model>_<split>_embed`, `_exact`, ...).
+    pub evaluation_seconds: BTreeMap<String, f64>,
+    pub test_users: usize,
+    /// With `evaluate.validation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_users: Option<usize>,
+    pub rankable_items: usize,
+}
+
+impl EvaluateReport {
+    /// The file the report is written to in the evaluate directory.
+    pub const FILE: &'static str = "results.json";
+
+    pub fn read(evaluate_dir: &Path) -> Result<EvaluateReport> {
+        let path = evaluate_dir.join(Self::FILE);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not an evaluate report of this version: rerun with --from evaluate",
+                path.display()
+            )
+        })
+    }
 }
 
 /// Each view's exclusion lists of a split, computed once per distinct filter.
@@ -256,19 +210,16 @@ impl<'s> SeenLists<'s> {
     }
 }
 
-/// Runs the evaluation; returns written files and the metrics document.
-pub fn run(
-    inputs: Inputs<'_>,
-    out: &Path,
-    models: &[ModelEntry],
-    config: &EvaluateConfig,
-    seed: u64,
-    device: &Device,
-) -> Result<(Vec<PathBuf>, serde_json::Value)> {
+/// Runs the evaluation into `out`.
+pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateReport)> {
     let Inputs {
         encode_dir,
         train_dir,
         index_dir,
+        models,
+        config,
+        seed,
+        device,
     } = inputs;
     let mut splits = vec![TEST];
     if config.validation {
@@ -296,8 +247,14 @@ pub fn run(
     }
     let mut rows = Vec::new();
     let mut written = Vec::new();
-    let mut eval_seconds = serde_json::Map::new();
-    let mut summary = serde_json::Map::new();
+    let mut eval_seconds = BTreeMap::new();
+    let mut report = EvaluateReport {
+        results: Vec::new(),
+        evaluation_seconds: BTreeMap::new(),
+        test_users: 0,
+        valid_users: None,
+        rankable_items: 0,
+    };
     for (split_name, file) in splits {
         let split = EvalSplit::read(encode_dir, file)
             .with_context(|| format!("reading the {split_name} split"))?;
@@ -354,12 +311,9 @@ pub fn run(
             )?;
             eval_seconds.insert(
                 format!("{}_{split_name}_exact", entry.name),
-                serde_json::json!(start.elapsed().as_secs_f64()),
+                start.elapsed().as_secs_f64(),
             );
-            eval_seconds.insert(
-                format!("{}_{split_name}_embed", entry.name),
-                serde_json::json!(embed_seconds),
-            );
+            eval_seconds.insert(format!("{}_{split_name}_embed", entry.name), embed_seconds);
             // The serving index answers test queries (the file users get).
             let index = match index_dir.filter(|_| split_name == TEST.0) {
                 Some(dir) => Some(load_index(dir, &entry.name, items)?),
@@ -376,33 +330,32 @@ pub fn run(
                     let approximate = index.top_k(&users, k, exclude.as_ref())?;
                     eval_seconds.insert(
                         format!("{}+hnsw_{}", entry.name, filter.name()),
-                        serde_json::json!(start.elapsed().as_secs_f64()),
+                        start.elapsed().as_secs_f64(),
                     );
                     let name = format!("{}+hnsw", entry.name);
                     let (mut row, _) =
                         score(&name, &approximate, &split, at(filter), config, seed)?;
                     row.metrics.insert(
                         format!("index_recall@{k}"),
-                        serde_json::json!(recall_export::index::recall_at(&approximate, top, k)),
+                        recall_export::index::recall_at(&approximate, top, k),
                     );
                     rows.push(row);
                 }
             }
         }
-        summary.insert(
-            format!("{split_name}_users"),
-            serde_json::json!(split.rows()),
-        );
-        summary.insert("rankable_items".into(), serde_json::json!(rankable));
+        if split_name == TEST.0 {
+            report.test_users = split.rows();
+        } else {
+            report.valid_users = Some(split.rows());
+        }
+        report.rankable_items = rankable;
     }
-    let mut doc = serde_json::json!({ "results": rows, "evaluation_seconds": eval_seconds });
-    if let Some(map) = doc.as_object_mut() {
-        map.extend(summary);
-    }
-    let path = out.join("results.json");
-    recall_core::write::write_bytes(&path, &serde_json::to_vec_pretty(&doc)?)?;
+    report.results = rows;
+    report.evaluation_seconds = eval_seconds;
+    let path = out.join(EvaluateReport::FILE);
+    recall_core::write::write_bytes(&path, &serde_json::to_vec_pretty(&report)?)?;
     written.push(path);
-    Ok((written, doc))
+    Ok((written, report))
 }
 
 /// The serving index export saved for `model`, checked against the model's item count.

@@ -6,21 +6,21 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use recall_export::export::ExportSummary;
 
-use crate::config::PipelineConfig;
-use crate::stages::train::ModelEntry;
+use super::RunReports;
+use crate::config::{ModelEntry, PipelineConfig};
+use crate::stages::evaluate::EvaluateReport;
 
 /// What every card of a run shares.
 #[derive(Debug)]
 pub struct RunFacts<'a> {
     pub config: &'a PipelineConfig,
     pub dataset: &'a str,
-    pub ingest: &'a Value,
-    pub encode: &'a Value,
-    pub train: &'a Value,
+    /// The earlier stages' reports.
+    pub runs: &'a RunReports,
     /// `evaluate/results.json`.
-    pub results: &'a Value,
+    pub results: &'a EvaluateReport,
     /// The hash of the whole resolved pipeline file.
     pub pipeline_hash: &'a str,
 }
@@ -35,7 +35,7 @@ pub fn write_all(facts: &RunFacts<'_>, export_dir: &Path) -> Result<Vec<PathBuf>
         let Ok(text) = std::fs::read(&manifest_path) else {
             continue;
         };
-        let manifest: Value = serde_json::from_slice(&text)
+        let manifest: ExportSummary = serde_json::from_slice(&text)
             .with_context(|| format!("reading {}", manifest_path.display()))?;
         let card = render(facts, entry, &manifest, facts.pipeline_hash);
         let path = dir.join("README.md");
@@ -45,22 +45,27 @@ pub fn write_all(facts: &RunFacts<'_>, export_dir: &Path) -> Result<Vec<PathBuf>
     Ok(written)
 }
 
-fn f(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "-".into(), |x| format!("{x:.4}"))
+fn f(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.4}"))
+}
+
+fn count(v: Option<usize>) -> String {
+    v.map_or_else(|| "?".into(), |n| n.to_string())
 }
 
 fn render(
     facts: &RunFacts<'_>,
     entry: &ModelEntry,
-    manifest: &Value,
+    manifest: &ExportSummary,
     pipeline_hash: &str,
 ) -> String {
     let config = facts.config;
     let name = &entry.name;
     let model = &entry.model;
-    let train = &facts.train[name.as_str()];
-    let kind = manifest["model_kind"].as_str().unwrap_or("?");
+    let train = facts.runs.train.get(name.as_str());
+    let kind = manifest.model_kind.as_str();
     let results = facts.results;
+    let ingest = facts.runs.ingest.as_ref().map(|i| &i.stats);
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -73,7 +78,7 @@ fn render(
     let _ = writeln!(
         md,
         "| model | kind `{kind}`, {}-dimensional unit vectors; score = inner product of user and item vectors (cosine; trained as cosine / {}) |",
-        manifest["dim"], model.temperature
+        manifest.dim, model.temperature
     );
     let _ = writeln!(
         md,
@@ -84,21 +89,21 @@ fn render(
         md,
         "| trained on | `{}`: {} users, {} items, {} interactions; {} training examples; ingest `{}` |",
         facts.dataset,
-        facts.ingest["users"],
-        facts.ingest["items"],
-        facts.ingest["interactions"],
-        facts.encode["train_examples"],
+        count(ingest.map(|i| i.users)),
+        count(ingest.map(|i| i.items)),
+        count(ingest.map(|i| i.interactions)),
+        count(facts.runs.encode.as_ref().map(|e| e.train_examples)),
         serde_json::to_string(&config.ingest).unwrap_or_default()
     );
     let _ = writeln!(
         md,
         "| training | `{}`; best epoch {} of {} (by validation HitRate, {}); {:.0} examples/s, {:.1} s |",
         serde_json::to_string(&entry.train).unwrap_or_default(),
-        train["best_epoch"],
-        train["epochs_run"],
-        f(&train["best_valid_hit_rate"]),
-        train["examples_per_second"].as_f64().unwrap_or(f64::NAN),
-        train["train_seconds"].as_f64().unwrap_or(f64::NAN),
+        count(train.map(|t| t.best_epoch)),
+        count(train.map(|t| t.epochs_run)),
+        f(train.and_then(|t| t.best_valid_hit_rate)),
+        train.map_or(f64::NAN, |t| t.examples_per_second),
+        train.map_or(f64::NAN, |t| t.train_seconds),
     );
     let _ = writeln!(
         md,
@@ -107,8 +112,7 @@ fn render(
     let _ = writeln!(
         md,
         "| export config hash | `{}` |\n| versions | `{}` |\n",
-        manifest["config_hash"].as_str().unwrap_or("-"),
-        manifest["versions"]
+        manifest.config_hash, manifest.versions
     );
 
     // The newest items the user side reads: SASRec's own max_len, else the encode stage's.
@@ -130,8 +134,8 @@ fn render(
         } else {
             ""
         },
-        results["rankable_items"],
-        results["test_users"],
+        results.rankable_items,
+        results.test_users,
         crate::stages::evaluate::SEEN_FILTER_VIEWS,
         config.evaluate.bootstrap,
     );
@@ -147,9 +151,7 @@ fn render(
     }
     md.push_str("---|\n");
     let hnsw = format!("{name}+hnsw");
-    let rows: Vec<crate::stages::evaluate::ResultRow> =
-        serde_json::from_value(results["results"].clone()).unwrap_or_default();
-    let rows = rows.iter().filter(|r| {
+    let rows = results.results.iter().filter(|r| {
         r.split == "test" && (r.model == *name || r.model == hnsw || r.model == "popularity")
     });
     for row in rows {
@@ -163,14 +165,8 @@ fn render(
             let _ = write!(
                 md,
                 " {} | {} |",
-                f(row
-                    .metrics
-                    .get(&format!("hit_rate@{k}"))
-                    .unwrap_or(&Value::Null)),
-                f(row
-                    .metrics
-                    .get(&format!("ndcg@{k}"))
-                    .unwrap_or(&Value::Null))
+                f(row.metrics.get(&format!("hit_rate@{k}")).copied()),
+                f(row.metrics.get(&format!("ndcg@{k}")).copied())
             );
         }
         match row.hit_rate_ci95 {
@@ -183,24 +179,19 @@ fn render(
         }
     }
 
-    let index = &manifest["index"];
-    if index.is_object() {
+    if let Some(index) = &manifest.index {
         let _ = writeln!(
             md,
             "\n## Serving index\n\n`item_index.usearch` (usearch HNSW, inner product; settings `{}`): recall@{} {} against \
              the exact unfiltered top-{} on the first {} test users; {:.0} queries/s (exact: {:.0}); built in {:.2} s.",
             serde_json::to_string(&config.export.index).unwrap_or_default(),
-            index["k"],
-            f(&index["recall"]),
-            index["k"],
-            index["probe_users"],
-            index["index_queries_per_second"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            index["exact_queries_per_second"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            index["build_seconds"].as_f64().unwrap_or(f64::NAN),
+            index.k,
+            f(Some(index.recall)),
+            index.k,
+            index.probe_users,
+            index.index_queries_per_second,
+            index.exact_queries_per_second,
+            index.build_seconds,
         );
     }
 
@@ -209,16 +200,14 @@ fn render(
         "\n## Files\n\n`manifest.json` lists each with its SHA-256; it is written last, so a directory with one is complete.\n\n\
          | file | rows | bytes | content |\n|---|---|---|---|"
     );
-    for file in manifest["files"].as_array().into_iter().flatten() {
-        let file_name = file["file"].as_str().unwrap_or("?");
-        let rows = file["rows"]
-            .as_u64()
-            .map_or_else(|| "-".to_owned(), |r| r.to_string());
+    for file in &manifest.files {
+        let rows = file.rows.map_or_else(|| "-".to_owned(), |r| r.to_string());
         let _ = writeln!(
             md,
-            "| `{file_name}` | {rows} | {} | {} |",
-            file["bytes"],
-            describe(file_name)
+            "| `{}` | {rows} | {} | {} |",
+            file.file,
+            file.bytes,
+            describe(&file.file)
         );
     }
     let _ = writeln!(
@@ -279,6 +268,8 @@ fn describe(file: &str) -> &'static str {
 mod tests {
     use std::path::Path;
 
+    use recall_export::export::ExportSummary;
+
     /// A SASRec card names the model's own `max_len` (the history it reads), not the encode
     /// stage's longer one.
     #[test]
@@ -287,18 +278,28 @@ mod tests {
                     [[models]]\nname = \"s\"\nmodel = { kind = \"sasrec\", embedding_dim = 8, max_len = 20 }\n\
                     train = { loss = \"full-softmax\" }\n";
         let config = crate::config::parse(text, Path::new("c.toml")).unwrap();
-        let empty = serde_json::json!({});
-        let results = serde_json::json!({ "results": [], "rankable_items": 10, "test_users": 5 });
+        let runs = super::super::RunReports::default();
+        let results = crate::stages::evaluate::EvaluateReport {
+            results: Vec::new(),
+            evaluation_seconds: Default::default(),
+            test_users: 5,
+            valid_users: None,
+            rankable_items: 10,
+        };
         let facts = super::RunFacts {
             config: &config,
             dataset: "synthetic",
-            ingest: &empty,
-            encode: &empty,
-            train: &empty,
+            runs: &runs,
             results: &results,
             pipeline_hash: "h",
         };
-        let card = super::render(&facts, &config.models[0], &empty, "h");
+        let manifest: ExportSummary = serde_json::from_value(serde_json::json!({
+            "model": "s", "model_kind": "sasrec", "dim": 8, "config_hash": "c", "versions": {},
+            "top_k": 10, "filter_seen": true, "candidates": "exact", "users": 5, "items": 10,
+            "users_skipped_unknown": 0, "index": null, "files": []
+        }))
+        .unwrap();
+        let card = super::render(&facts, &config.models[0], &manifest, "h");
         assert!(card.contains("the newest 20 items"), "{card}");
         assert!(!card.contains("the newest 50 items"), "{card}");
     }
@@ -315,7 +316,7 @@ mod tests {
         let config = crate::config::parse(text, Path::new("c.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("t");
-        crate::pipeline::execute(&config, &run, None, false, false).unwrap();
+        crate::runner::execute(&config, &run, None, false, false).unwrap();
         let card = std::fs::read_to_string(run.join("export/a/README.md")).unwrap();
         let results: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.join("evaluate/results.json")).unwrap())
@@ -353,7 +354,7 @@ mod tests {
         }
         assert!(
             card.contains("leave-last-out")
-                && card.contains(&crate::pipeline::config_hash(&config).unwrap())
+                && card.contains(&crate::manifest::config_hash(&config).unwrap())
         );
     }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask ablate --config PIPELINE`: trains a declared grid of variants of the
+//! The ablation grid (`cargo xtask ablate --config PIPELINE`): trains a declared grid of variants of the
 //! pipeline's first model (`[ablation]` in the pipeline file), each with the given seeds,
 //! sharing ingest and encode outputs between variants with the same data settings, and writes
 //! `runs/<pipeline>/ablation/report.md` and `ablation.json`.
@@ -17,69 +17,24 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-
 use recall_eval::split::SeenView;
 
-use crate::config::{self, PipelineConfig};
-use crate::pipeline::{Layout, Stage, execute_in};
-use crate::stages::evaluate::per_user_file;
-use crate::stages::train::ModelEntry;
+use crate::config::{self, AblationConfig, EvaluateConfig, ModelEntry, PipelineConfig, Variant};
+use crate::layout::{Layout, Stage};
+use crate::manifest::{Manifest, config_hash};
+use crate::runner::execute_in;
+use crate::stages::evaluate::{SEEN_FILTER_VIEWS, per_user_file};
+use crate::stages::train::TrainReport;
 
-/// `[ablation]` of a pipeline file.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AblationConfig {
-    /// Seeds every variant is trained with. Default: the pipeline's seed.
-    #[serde(default)]
-    pub seeds: Vec<u64>,
-    /// Training overrides for every run of the grid (e.g. fewer epochs).
-    #[serde(default)]
-    pub train: serde_json::Map<String, serde_json::Value>,
-    /// Cut-off of the reported metrics. Default 50.
-    #[serde(default = "default_k")]
-    pub k: usize,
-    /// Bootstrap resamples of the paired differences. Default 1000.
-    #[serde(default = "default_resamples")]
-    pub resamples: usize,
-    /// The variant shipped instead of the baseline, when validation picked one: its test
-    /// numbers are reported beside the baseline's. Default: none (the baseline is shipped).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shipped: Option<String>,
-    pub variants: Vec<Variant>,
-}
-
-fn default_k() -> usize {
-    50
-}
-fn default_resamples() -> usize {
-    1000
-}
-
-/// One row of the grid: what it changes against the baseline.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Variant {
-    pub name: String,
-    #[serde(default)]
-    pub model: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub train: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub encode: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, clap::Args)]
+/// What to run of a pipeline file's grid.
+#[derive(Debug, Clone)]
 pub struct Args {
     /// Pipeline file with an `[ablation]` section.
-    #[arg(long)]
-    config: PathBuf,
-    /// Root of run directories.
-    #[arg(long, default_value = "runs")]
-    runs: PathBuf,
-    /// Only the variants whose name contains this (repeatable); the baseline always runs.
-    #[arg(long)]
-    only: Vec<String>,
+    pub config: PathBuf,
+    /// Root of run directories (`<runs>/<pipeline>/ablation/`).
+    pub runs: PathBuf,
+    /// Only the variants whose name contains one of these; the baseline always runs.
+    pub only: Vec<String>,
 }
 
 /// `base` with `patch` merged in, key by key (nested tables merged too, except a table whose
@@ -190,7 +145,8 @@ fn variant_config(
         models,
         evaluate,
         export: base.export.clone(),
-        engine: base.engine.clone(),
+        device: base.device,
+        engine: None,
         ablation: None,
     })
 }
@@ -232,7 +188,7 @@ impl Measured {
 }
 
 /// The views every run reports: unfiltered first, then the pipeline's.
-fn views(evaluate: &crate::stages::evaluate::EvaluateConfig) -> Vec<SeenView> {
+fn views(evaluate: &EvaluateConfig) -> Vec<SeenView> {
     let mut out = vec![SeenView::None];
     for v in &evaluate.seen_filter {
         if !out.contains(v) {
@@ -285,7 +241,7 @@ pub fn run(args: &Args) -> Result<()> {
         for &seed in &seeds {
             let config = variant_config(&base, &ablation, variant, seed)?;
             // Variants with the same data settings share ingest and encode.
-            let data_key = crate::pipeline::config_hash(&(&config.ingest, &config.encode))?;
+            let data_key = config_hash(&(&config.ingest, &config.encode))?;
             let data = root.join(format!("data-{}", &data_key[..12]));
             let dir = root.join(format!("{}-s{seed}", slug(&variant.name)));
             let mut layout = Layout::new(&dir)
@@ -295,24 +251,21 @@ pub fn run(args: &Args) -> Result<()> {
             tracing::info!(variant = variant.name.as_str(), seed, "ablation run");
             execute_in(&config, &layout, None, false, false)
                 .with_context(|| format!("ablation variant {:?}, seed {seed}", variant.name))?;
-            let train = crate::manifest::Manifest::read(layout.dir(Stage::Train))
+            let train: TrainReport = Manifest::read(layout.dir(Stage::Train))
+                .and_then(|m| m.report())
                 .context("train manifest")?;
-            let train_seconds = train.stats["variant"]["train_seconds"]
-                .as_f64()
-                .unwrap_or(0.0)
-                + train.stats["baseline"]["train_seconds"]
-                    .as_f64()
-                    .unwrap_or(0.0);
+            // A second-round variant's time includes the first-round model it mines from.
+            let train_seconds = train.values().map(|t| t.train_seconds).sum::<f64>();
             let stage_seconds = [Stage::Train, Stage::Evaluate, Stage::Report]
                 .iter()
-                .filter_map(|s| crate::manifest::Manifest::read(layout.dir(*s)))
+                .filter_map(|s| Manifest::read(layout.dir(*s)))
                 .map(|m| m.seconds)
                 .sum::<f64>();
             data_seconds.insert(
                 data.clone(),
                 [Stage::Ingest, Stage::Encode]
                     .iter()
-                    .filter_map(|s| crate::manifest::Manifest::read(layout.dir(*s)))
+                    .filter_map(|s| Manifest::read(layout.dir(*s)))
                     .map(|m| m.seconds)
                     .sum::<f64>(),
             );
@@ -384,7 +337,7 @@ struct Grid<'a> {
     views: &'a [SeenView],
 }
 
-fn view_heading(view: SeenView, evaluate: &crate::stages::evaluate::EvaluateConfig) -> String {
+fn view_heading(view: SeenView, evaluate: &EvaluateConfig) -> String {
     match (view, evaluate.recent_window) {
         (SeenView::Recent, Some(n)) => format!("seen filter `recent` (newest {n})"),
         (SeenView::Recent, None) => {
@@ -427,7 +380,7 @@ fn write_report(
         compute / 60.0,
         wall / 60.0,
         ablation.resamples,
-        crate::stages::evaluate::SEEN_FILTER_VIEWS,
+        SEEN_FILTER_VIEWS,
     );
     let mut rows = Vec::new();
     for (i, (v, runs)) in variants.iter().zip(measured).enumerate() {

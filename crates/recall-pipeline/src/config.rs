@@ -1,12 +1,16 @@
-//! Pipeline files (`pipelines/*.toml`): typed, with unknown keys rejected, and the data
-//! directory taken from the environment.
+//! Pipeline files (`pipelines/*.toml`): the schema of every section, typed, with unknown keys
+//! rejected and every impossible setting refused at load with the key as the file spells it;
+//! the data directory taken from the environment. Stages receive their sections as values.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use recall_data::IngestConfig;
+use recall_eval::split::{SeenFilter, SeenView};
 use recall_features::EncodeConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
 
 /// Environment variable naming the directory that holds datasets (default `data`).
 pub const DATA_DIR_VAR: &str = "RECALL_DATA_DIR";
@@ -24,21 +28,163 @@ pub struct PipelineConfig {
     pub encode: EncodeConfig,
     /// Models to train and evaluate (`[[models]]`); none runs the baselines only.
     #[serde(default)]
-    pub models: Vec<crate::stages::train::ModelEntry>,
+    pub models: Vec<ModelEntry>,
     #[serde(default)]
-    pub evaluate: crate::stages::evaluate::EvaluateConfig,
+    pub evaluate: EvaluateConfig,
     /// `[export]`: candidates per user, seen filtering, the serving index.
     #[serde(default)]
     pub export: recall_export::ExportConfig,
-    /// `[engine]`: where the computing stages run (`device`). Default: the CPU.
-    #[serde(
-        default,
-        skip_serializing_if = "crate::engine::EngineConfig::is_default"
-    )]
-    pub engine: crate::engine::EngineConfig,
+    /// The candle device the computing stages (train, export, evaluate) use: `"cpu"`
+    /// (default), `"cuda"` or `"cuda:N"`.
+    #[serde(default, skip_serializing_if = "DeviceChoice::is_cpu")]
+    pub device: DeviceChoice,
+    /// The old name of `device`'s section (`[engine] device = ...`): refused with the new key
+    /// named, so the word is free for a data engine.
+    #[serde(default, skip_serializing)]
+    pub engine: Option<toml::Value>,
     /// `[ablation]`: the grid `cargo xtask ablate` runs (ignored by `pipeline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ablation: Option<crate::ablate::AblationConfig>,
+    pub ablation: Option<AblationConfig>,
+}
+
+/// One model of a pipeline (`[[models]]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// Names the output folder and the row in the report (`dssm`, `youtubednn`, ...).
+    pub name: String,
+    pub model: recall_models::ModelConfig,
+    pub train: recall_models::TrainConfig,
+    /// The scheduled job fails when this model's test HitRate@50 (unfiltered) falls below.
+    #[serde(default)]
+    pub min_hit_rate_at_50: Option<f64>,
+}
+
+fn default_ks() -> Vec<usize> {
+    vec![10, 50, 100]
+}
+fn default_bootstrap() -> usize {
+    1000
+}
+
+/// `[evaluate]` settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateConfig {
+    /// Cut-offs. Default [10, 50, 100].
+    #[serde(default = "default_ks")]
+    pub ks: Vec<usize>,
+    /// Bootstrap resamples for the confidence intervals. Default 1000.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
+    /// Also rank through the HNSW serving index that export saved (`export/<model>/
+    /// item_index.usearch`, the file users get), reported as model `<name>+hnsw`, so the cost
+    /// of the approximation shows in HitRate. Needs `export.build_index`. Default true.
+    #[serde(default = "default_index")]
+    pub index: bool,
+    /// The seen filter's views reported beside the unfiltered one: `"all"` (every item the user
+    /// saw before the target left out) and `"recent"` (only the newest `recent_window`: the
+    /// published HSTU/SASRec protocol). Default both.
+    #[serde(default = "default_views")]
+    pub seen_filter: Vec<SeenView>,
+    /// How many of the newest earlier items the `recent` view leaves out. Default: each model's
+    /// own history length (SASRec's `max_len`, else `encode.max_len`), and `encode.max_len`
+    /// for the baselines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_window: Option<usize>,
+    /// Also rank the validation split (`encode.validation`), reported apart from test:
+    /// what settings are chosen on (`cargo xtask ablate` turns it on). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub validation: bool,
+}
+
+fn default_views() -> Vec<SeenView> {
+    vec![SeenView::All, SeenView::Recent]
+}
+
+impl EvaluateConfig {
+    /// The views ranked for a model (or baseline) whose history length is `history_len`:
+    /// the unfiltered one first, then the configured ones, each once.
+    pub fn views(&self, history_len: usize) -> Vec<SeenFilter> {
+        let mut views = vec![SeenFilter::None];
+        for v in &self.seen_filter {
+            let f = v.with_recent_window(self.recent_window.unwrap_or(history_len));
+            if !views.contains(&f) {
+                views.push(f);
+            }
+        }
+        views
+    }
+
+    /// Checks what needs no data: the keys as a pipeline file spells them.
+    pub fn validate(&self) -> Result<()> {
+        if self.recent_window == Some(0) {
+            anyhow::bail!(
+                "configuration key `evaluate.recent_window`: must be at least 1 (leave it out for each model's history length)"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn default_index() -> bool {
+    true
+}
+
+impl Default for EvaluateConfig {
+    fn default() -> Self {
+        EvaluateConfig {
+            ks: default_ks(),
+            bootstrap: default_bootstrap(),
+            index: default_index(),
+            seen_filter: default_views(),
+            recent_window: None,
+            validation: false,
+        }
+    }
+}
+
+/// `[ablation]` of a pipeline file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AblationConfig {
+    /// Seeds every variant is trained with. Default: the pipeline's seed.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// Training overrides for every run of the grid (e.g. fewer epochs).
+    #[serde(default)]
+    pub train: serde_json::Map<String, serde_json::Value>,
+    /// Cut-off of the reported metrics. Default 50.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Bootstrap resamples of the paired differences. Default 1000.
+    #[serde(default = "default_resamples")]
+    pub resamples: usize,
+    /// The variant shipped instead of the baseline, when validation picked one: its test
+    /// numbers are reported beside the baseline's. Default: none (the baseline is shipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<String>,
+    pub variants: Vec<Variant>,
+}
+
+fn default_k() -> usize {
+    50
+}
+fn default_resamples() -> usize {
+    1000
+}
+
+/// One row of the grid: what it changes against the baseline.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    #[serde(default)]
+    pub model: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub train: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub encode: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Checks that `name` is a plain directory name (it names a folder under the run directory):
@@ -112,6 +258,16 @@ fn expand_data_dir(text: &str) -> String {
 pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
     let config: PipelineConfig = toml::from_str(&expand_data_dir(text))
         .with_context(|| format!("{} is not a valid pipeline file", origin.display()))?;
+    if let Some(engine) = &config.engine {
+        let device = engine
+            .get("device")
+            .map_or_else(|| "\"cpu\"".to_owned(), ToString::to_string);
+        anyhow::bail!(
+            "{}: `[engine]` was renamed: write `device = {device}` at the top of the file (the candle device \
+             of the computing stages)",
+            origin.display()
+        );
+    }
     plain_name(&config.name).with_context(|| format!("{}: key `name`", origin.display()))?;
     // Each model writes train/<name>/, export/<name>/ and its result rows: a name must be a
     // directory name of its own, and one per entry.
