@@ -44,6 +44,9 @@ pub const PAD_INDEX: i32 = 0;
 pub const OOV_INDEX: i32 = 1;
 /// First index given to a known value.
 pub const FIRST_KNOWN_INDEX: i32 = 2;
+/// The first row of an item table that is a real item (rows 0 and 1 are the padding and
+/// out-of-vocabulary slots): [`FIRST_KNOWN_INDEX`] as the models and rankings index items.
+pub const FIRST_ITEM: u32 = FIRST_KNOWN_INDEX as u32;
 
 /// The column name holding the encoded index of a feature column `name`.
 pub fn encoded(name: &str) -> String {

@@ -18,12 +18,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use recall_core::{Error, RawIds, Result, Table, columns as col};
+use recall_core::{Error, Result, Table, columns as col};
 use serde::{Deserialize, Serialize};
 
 use crate::Dataset;
+use crate::csv_log::{
+    ColumnNames, csv_error, csv_reader, header_index, ids_from_strings, read_csv_events,
+};
 use crate::dataset::{Events, Interactions, batch, check_unique_ids, string_list_array};
-use crate::movielens::{csv_error, read_ml_1m_movies, read_ml_1m_users};
+use crate::movielens::{read_ml_1m_movies, read_ml_1m_users};
 
 fn default_user() -> String {
     col::USER_ID.to_owned()
@@ -129,16 +132,6 @@ pub enum SideFormat {
     Ml1mMovies,
 }
 
-/// The interactions columns to read from a CSV file.
-#[derive(Debug, Clone)]
-pub(crate) struct ColumnNames {
-    pub user: String,
-    pub item: String,
-    pub order: String,
-    pub rating: Option<String>,
-    pub timestamp: Option<String>,
-}
-
 fn is_csv(path: &Path) -> bool {
     let name = path.to_string_lossy().to_ascii_lowercase();
     name.ends_with(".csv") || name.ends_with(".csv.gz") || name.ends_with(".tsv")
@@ -215,116 +208,6 @@ fn read_parquet_events(path: &Path, names: &ColumnNames) -> Result<Events> {
     })
 }
 
-/// Strings of one CSV column, or integers when every value parses as one.
-fn ids_from_strings(values: Vec<String>) -> RawIds {
-    match values.iter().map(|v| v.trim().parse::<i64>()).collect() {
-        Ok(ints) => RawIds::Int(ints),
-        Err(_) => RawIds::Str(StringArray::from(values)),
-    }
-}
-
-fn header_index(path: &Path, header: &csv::StringRecord, name: &str) -> Result<usize> {
-    header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-        let available = header.iter().collect::<Vec<_>>().join(", ");
-        let hint = if header.len() == 1 {
-            "the header has a single field: check the `delimiter` setting".to_owned()
-        } else {
-            "set the column name in the pipeline config".to_owned()
-        };
-        Error::MissingColumn {
-            path: path.to_owned(),
-            column: name.to_owned(),
-            available,
-            hint,
-        }
-    })
-}
-
-pub(crate) fn read_csv_events(path: &Path, delimiter: u8, names: &ColumnNames) -> Result<Events> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .from_reader(crate::text::open(path)?);
-    let header = reader.headers().map_err(|e| csv_error(path, 1, e))?.clone();
-    let ui = header_index(path, &header, &names.user)?;
-    let ii = header_index(path, &header, &names.item)?;
-    let oi = header_index(path, &header, &names.order)?;
-    let ri = names
-        .rating
-        .as_ref()
-        .map(|n| header_index(path, &header, n))
-        .transpose()?;
-    let ti = names
-        .timestamp
-        .as_ref()
-        .map(|n| header_index(path, &header, n))
-        .transpose()?;
-    let (mut users, mut items, mut order, mut rating, mut timestamp) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut record = csv::StringRecord::new();
-    let mut line = 1u64;
-    loop {
-        line += 1;
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(csv_error(path, line, e)),
-        }
-        let line = record.position().map(|p| p.line()).unwrap_or(line);
-        let field = |i: usize, name: &str| -> Result<&str> {
-            let v = record[i].trim();
-            if v.is_empty() {
-                return Err(Error::Parse {
-                    path: path.to_owned(),
-                    line,
-                    message: format!("column `{name}` is empty; every row needs a value"),
-                });
-            }
-            Ok(v)
-        };
-        users.push(field(ui, &names.user)?.to_owned());
-        items.push(field(ii, &names.item)?.to_owned());
-        order.push(crate::text::parse::<i64>(
-            path,
-            line,
-            &names.order,
-            field(oi, &names.order)?,
-        )?);
-        rating.push(match ri {
-            Some(i) if !record[i].trim().is_empty() => Some(crate::text::parse::<f32>(
-                path,
-                line,
-                names.rating.as_deref().unwrap_or_default(),
-                &record[i],
-            )?),
-            _ => None,
-        });
-        timestamp.push(match ti {
-            Some(i) if !record[i].trim().is_empty() => Some(crate::text::parse::<i64>(
-                path,
-                line,
-                names.timestamp.as_deref().unwrap_or_default(),
-                &record[i],
-            )?),
-            Some(_) => None,
-            None => order.last().copied(),
-        });
-    }
-    if let Some(row) = rating.iter().position(|r| r.is_some_and(f32::is_nan)) {
-        return Err(Error::invalid(
-            format!("{}, data row {}", path.display(), row + 1),
-            "rating is NaN",
-        ));
-    }
-    Ok(Events {
-        user_id: ids_from_strings(users),
-        item_id: ids_from_strings(items),
-        rating,
-        timestamp,
-        order,
-    })
-}
-
 fn read_side_table(table: &SideTable, id_name: &str) -> Result<RecordBatch> {
     let path = &table.path;
     let file_name = path
@@ -377,7 +260,7 @@ fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
 }
 
 fn read_csv_side_table(path: &Path, id_column: &str, id_name: &str) -> Result<RecordBatch> {
-    let mut reader = crate::movielens::csv_reader(path)?;
+    let mut reader = csv_reader(path)?;
     let header = reader.headers().map_err(|e| csv_error(path, 1, e))?.clone();
     let id_index = header_index(path, &header, id_column)?;
     let mut columns: Vec<Vec<String>> = vec![Vec::new(); header.len()];

@@ -21,6 +21,7 @@
 //! # Ok::<(), recall_core::Error>(())
 //! ```
 
+mod csv_log;
 pub mod dataset;
 pub mod generic;
 pub mod movielens;

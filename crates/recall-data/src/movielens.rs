@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arrow_array::{Int32Array, RecordBatch, StringArray};
 use recall_core::{Error, RawIds, Result, columns as col};
 
+use crate::csv_log::{ColumnNames, csv_error, csv_reader, read_csv_events};
 use crate::dataset::{Events, Interactions, batch, check_unique_ids, items_batch};
 use crate::text::{Encoding, fields, for_each_line, parse};
 use crate::{Dataset, IngestStats};
@@ -221,10 +222,10 @@ pub fn read_ml_100k(dir: &Path) -> Result<Dataset> {
 /// Reads the ml-latest family from `dir`: `ratings.csv` and `movies.csv` (with headers).
 pub fn read_ml_latest(dir: &Path) -> Result<Dataset> {
     let ratings = dir.join("ratings.csv");
-    let events = crate::generic::read_csv_events(
+    let events = read_csv_events(
         &ratings,
         b',',
-        &crate::generic::ColumnNames {
+        &ColumnNames {
             user: String::from("userId"),
             item: String::from("movieId"),
             order: String::from("timestamp"),
@@ -263,23 +264,4 @@ pub fn read_ml_latest(dir: &Path) -> Result<Dataset> {
         items: Some(items_batch(ids, titles, &genres)?),
         stats,
     })
-}
-
-pub(crate) fn csv_reader(path: &Path) -> Result<csv::Reader<Box<dyn std::io::BufRead>>> {
-    Ok(csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(crate::text::open(path)?))
-}
-
-pub(crate) fn csv_error(path: &Path, line: u64, e: csv::Error) -> Error {
-    let line = e
-        .position()
-        .map(|p| p.line())
-        .filter(|&l| l > 0)
-        .unwrap_or(line);
-    Error::Parse {
-        path: path.to_owned(),
-        line,
-        message: e.to_string(),
-    }
 }

@@ -19,18 +19,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
+use recall_core::columns::{FIRST_ITEM, FIRST_KNOWN_INDEX};
 use recall_core::columns::{ITEM_ID, USER_ID};
 use recall_core::encoded::{self, files};
 use recall_eval::Embeddings;
 use recall_eval::topk::{self, Lists, Options, TopK};
 use recall_models::data::SplitRows;
-use recall_models::train::FIRST_ITEM;
 
 /// The serving index's file in a model's export directory (its sidecar adds `.json`).
 pub const INDEX_FILE: &str = "item_index.usearch";
 
-/// First index of a known value in every vocabulary (0 padding, 1 out-of-vocabulary).
-const FIRST_KNOWN: u32 = recall_core::columns::FIRST_KNOWN_INDEX as u32;
 use recall_models::{EncodedData, TwoTower, checkpoint};
 use serde::{Deserialize, Serialize};
 
@@ -48,19 +46,8 @@ fn default_probe_users() -> usize {
     2000
 }
 
-/// How `candidates.parquet` is ranked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CandidateSearch {
-    /// Exact full-catalogue ranking (blocked matrix products over every item). The default:
-    /// at a few thousand items it is faster than the index.
-    #[default]
-    Exact,
-    /// Through the serving index this stage builds (what a serving system returns): at a
-    /// million items about 6x faster than the exact pass, which then runs only on the probe
-    /// users to measure the index's recall (`MEASUREMENTS.md`). Needs `build_index`.
-    Index,
-}
+/// How `candidates.parquet` is ranked (defined beside the file it describes).
+pub use crate::candidates::CandidateSearch;
 
 /// `[export]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,7 +164,7 @@ pub fn serving_split(data: &EncodedData) -> (SplitRows, usize) {
     let mut skipped = 0;
     for row in 0..test.len() {
         let user = test.user[row];
-        if user < FIRST_KNOWN {
+        if user < FIRST_KNOWN_INDEX as u32 {
             skipped += 1;
             continue;
         }
@@ -414,12 +401,12 @@ pub fn export_model(
     let user_rows: Vec<usize> = serving
         .user
         .iter()
-        .map(|&u| (u - FIRST_KNOWN) as usize)
+        .map(|&u| (u - FIRST_KNOWN_INDEX as u32) as usize)
         .collect();
     if let Some(&bad) = user_rows.iter().find(|&&r| r >= user_vocab.len()) {
         return Err(Error::Invalid(format!(
             "user index {} is outside the user vocabulary of {}",
-            bad + FIRST_KNOWN as usize,
+            bad + FIRST_KNOWN_INDEX as usize,
             user_vocab.len()
         )));
     }

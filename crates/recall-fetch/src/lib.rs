@@ -351,10 +351,11 @@ mod tests {
         let source = std::fs::read_to_string(out.join("SOURCE.json")).unwrap();
         assert!(source.contains(&recall_core::checksum::sha256_bytes(&zip)));
         // The shipped ML-1M pipeline's ingest reads the converted layout.
-        let text = std::fs::read_to_string(xtask::project_root().join("pipelines/ml-1m.toml"))
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("pipelines/ml-1m.toml"))
             .unwrap()
             .replace("${RECALL_DATA_DIR}", &dir.path().to_string_lossy());
-        let config = xtask::config::parse(&text, Path::new("ml-1m.toml")).unwrap();
+        let config = recall_pipeline::config::parse(&text, Path::new("ml-1m.toml")).unwrap();
         let dataset = recall_data::ingest(&config.ingest).unwrap();
         assert_eq!(dataset.stats.interactions, 5);
         // An existing dataset is kept unless --force.

@@ -12,10 +12,10 @@ use crate::config::{Loss, NegativeSampler, TrainConfig};
 use crate::data::{EncodedData, SplitRows};
 use crate::fused::RowExclusions;
 use crate::hard::HardRound;
-use crate::loss::{bce_with_logits, bpr, sampled_log_q, softmax_first};
+use crate::loss::{bce_with_logits, bpr, proposal_q, softmax_first};
 use crate::model::{Pass, StepTables, TwoTower, UserRows};
 use crate::sequence::Padded;
-use crate::train::FIRST_ITEM;
+use recall_core::columns::FIRST_ITEM;
 use recall_eval::split::SeenView;
 
 pub(crate) fn sampler(config: &TrainConfig, data: &EncodedData) -> Result<Box<dyn ItemSampler>> {
@@ -491,6 +491,43 @@ fn seen_before_targets(
         }
     }
     out
+}
+
+/// `-ln q` of every candidate of a sampled-softmax batch (`n + 1` per row: the positive, then
+/// the row's negatives), where `q` is the candidate's probability per draw under the row's
+/// whole proposal. Without hard negatives that is the sampler's `q`. With `h` of the row's `n`
+/// negatives drawn uniformly from the user's hard pool (rank band minus positives) and the rest
+/// from the sampler, an item's expected count among the negatives is
+/// `(n - h) q_sampler + h [in pool] / |pool|`; divided by `n - h` (a constant per row, which
+/// the softmax ignores) so rows without hard negatives keep exactly the sampler's `q`. The
+/// positive column gets the same formula at its own item, as in any sampled softmax.
+pub(crate) fn sampled_log_q(
+    data: &EncodedData,
+    draw: &BatchDraw,
+    candidates: &[u32],
+    n: usize,
+    sampler: &dyn ItemSampler,
+    hard: Option<&HardRound>,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(candidates.len());
+    for (k, (&r, row)) in draw.rows.iter().zip(candidates.chunks(n + 1)).enumerate() {
+        let h = draw.hard_counts.get(k).copied().unwrap_or(0);
+        let pool = match hard {
+            Some(round) if h > 0 => {
+                let user = data.train.user[r] as usize;
+                let mut pool = round.negatives.pool(user, &data.user_positives[user])?;
+                pool.sort_unstable();
+                pool
+            }
+            _ => Vec::new(),
+        };
+        out.extend(row.iter().map(|&c| {
+            -(proposal_q(sampler.probability(c), &pool, h, n, c)
+                .max(1e-12)
+                .ln() as f32)
+        }));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use recall_eval::{Embeddings, metrics};
 use crate::batch::user_rows;
 use crate::data::{EncodedData, SplitRows};
 use crate::model::{Pass, TwoTower, UserRows};
-use crate::train::FIRST_ITEM;
 use crate::{Error, Result};
+use recall_core::columns::FIRST_ITEM;
 
 impl TwoTower {
     /// Embeddings of every row of `split` (the user side at that row's history and age).

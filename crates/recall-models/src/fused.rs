@@ -10,38 +10,10 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::Result;
+pub use crate::kernel::bias_activation_generic;
+use crate::kernel::{contiguous, fast_exp, lane_max, lane_sum};
 use crate::norm_op::{Affine, activate, activate_backward};
 use crate::par::for_rows;
-
-/// The f32 values of a contiguous CPU tensor; `what` names the op in errors.
-pub(crate) fn contiguous<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{what}: only f32 is supported")
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{what}: input must be contiguous"),
-    }
-}
-
-/// `v` for `v > 0`, else `alpha * v`, as `max(v, 0) + alpha * min(v, 0)`: no branch, so a loop
-/// of it vectorises. (The `if` form compiled to a branch that mispredicts on random signs:
-/// 1.8 ms for a 2,048 x 128 layer, 7 ns a value.)
-#[inline(always)]
-pub(crate) fn leaky(v: f32, alpha: f32) -> f32 {
-    v.max(0.0) + alpha * v.min(0.0)
-}
-
-/// The slope of [`leaky`] at `v` (1 for `v > 0`, else `alpha`), branch-free.
-#[inline(always)]
-pub(crate) fn leaky_slope(v: f32, alpha: f32) -> f32 {
-    let positive = f32::from(u8::from(v > 0.0));
-    alpha + positive * (1.0 - alpha)
-}
 
 /// `y = act(z + bias)` with `act(v) = v` for `v > 0`, else `alpha[c] * v` per column `c`:
 /// alpha 0 is ReLU, alpha 1 the identity, a learned alpha PReLU.
@@ -145,13 +117,6 @@ pub fn bias_activation(z: &Tensor, bias: &Tensor, alpha: &Tensor) -> Result<Tens
         return Ok(z.apply_op3(bias, alpha, BiasActivation)?);
     }
     bias_activation_generic(z, bias, alpha)
-}
-
-/// The same from generic candle ops.
-pub fn bias_activation_generic(z: &Tensor, bias: &Tensor, alpha: &Tensor) -> Result<Tensor> {
-    let v = z.broadcast_add(bias)?;
-    let zeros = v.zeros_like()?;
-    Ok((v.maximum(&zeros)? + v.minimum(&zeros)?.broadcast_mul(alpha)?)?)
 }
 
 /// Row-wise `x / sqrt(sum(x^2) + eps)`.
@@ -565,59 +530,6 @@ impl CustomOp1 for InBatchSoftmax {
         });
         Ok(Some(Tensor::from_vec(d, (b, c), arg.device())?))
     }
-}
-
-/// `e^x` in f32 without a libm call, so a loop of it vectorises (libm's `expf` was most of the
-/// in-batch softmax: one call per value, the running sum spilled around each call). Range
-/// reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, a degree-6 Taylor polynomial for `e^r`
-/// (relative error below 3e-7, about 4 ulp, tested), and `2^n` built in the exponent
-/// bits. `-inf` gives exactly 0 (masked columns); inputs below about -87 flush to 0.
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that n * LN2_HI is exact for the n that occur.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in plain SSE2.
-    const ROUND: f32 = 12_582_912.0;
-    let clamped = x.clamp(-87.0, 88.0);
-    let n = (clamped * LOG2E + ROUND) - ROUND;
-    let r = clamped - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x < -87.0 { 0.0 } else { p * scale }
-}
-
-/// The largest value, over eight independent lanes (a single running maximum does not vectorise).
-pub(crate) fn lane_max(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (m, &v) in lanes.iter_mut().zip(chunk) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    rest.iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
-}
-
-/// The sum, over eight independent lanes (vectorises; the order differs from a running sum
-/// only in rounding).
-pub(crate) fn lane_sum(values: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (s, &v) in lanes.iter_mut().zip(chunk) {
-            *s += v;
-        }
-    }
-    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
 /// Mean in-batch softmax cross-entropy of `logits [B, C]` (user-candidate dot products):

@@ -7,7 +7,7 @@ use recall_sampling::hard::HardNegatives;
 use crate::Result;
 use crate::data::{EncodedData, SplitRows};
 use crate::model::TwoTower;
-use crate::train::FIRST_ITEM;
+use recall_core::columns::FIRST_ITEM;
 
 /// Hard negatives of a second training round: rankings mined from another model (one per
 /// user index) and how many of each example's `negatives` come from them.

@@ -236,7 +236,7 @@ impl CustomOp1 for AssembleInput {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let flat = crate::fused::contiguous(storage, layout, self.name())?;
+        let flat = crate::kernel::contiguous(storage, layout, self.name())?;
         let b = self.batch;
         // Every row an index names lies inside its table.
         for block in &self.blocks {

@@ -29,6 +29,7 @@ mod embed;
 pub mod fused;
 mod hard;
 pub mod input_op;
+mod kernel;
 mod layout;
 pub mod loss;
 mod mlp_op;

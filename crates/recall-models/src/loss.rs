@@ -1,15 +1,11 @@
 //! The per-row losses of the two-tower kinds on their logits (sampled softmax, pointwise
-//! BCE, BPR) and the logQ correction of a sampled softmax under its whole proposal (sampler
-//! and hard negatives). The shared-candidate softmax (in-batch, mixed, full, SASRec) is the
+//! BCE, BPR) and the proposal probability behind a sampled softmax's logQ correction (sampler
+//! and hard negatives; `batch::sampled_log_q` applies it to a batch). The shared-candidate softmax (in-batch, mixed, full, SASRec) is the
 //! fused op `fused::softmax_loss`.
 
 use candle_core::{D, Tensor};
-use recall_sampling::ItemSampler;
 
 use crate::Result;
-use crate::batch::BatchDraw;
-use crate::data::EncodedData;
-use crate::hard::HardRound;
 
 /// Stable binary cross-entropy on logits: `relu(x) - x*y + ln(1 + exp(-|x|))`, mean.
 pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
@@ -34,43 +30,6 @@ pub fn bpr(logits: &Tensor) -> Result<Tensor> {
     let neg = diff.neg()?;
     let sp = (neg.relu()? + diff.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
     Ok(sp.mean_all()?)
-}
-
-/// `-ln q` of every candidate of a sampled-softmax batch (`n + 1` per row: the positive, then
-/// the row's negatives), where `q` is the candidate's probability per draw under the row's
-/// whole proposal. Without hard negatives that is the sampler's `q`. With `h` of the row's `n`
-/// negatives drawn uniformly from the user's hard pool (rank band minus positives) and the rest
-/// from the sampler, an item's expected count among the negatives is
-/// `(n - h) q_sampler + h [in pool] / |pool|`; divided by `n - h` (a constant per row, which
-/// the softmax ignores) so rows without hard negatives keep exactly the sampler's `q`. The
-/// positive column gets the same formula at its own item, as in any sampled softmax.
-pub(crate) fn sampled_log_q(
-    data: &EncodedData,
-    draw: &BatchDraw,
-    candidates: &[u32],
-    n: usize,
-    sampler: &dyn ItemSampler,
-    hard: Option<&HardRound>,
-) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(candidates.len());
-    for (k, (&r, row)) in draw.rows.iter().zip(candidates.chunks(n + 1)).enumerate() {
-        let h = draw.hard_counts.get(k).copied().unwrap_or(0);
-        let pool = match hard {
-            Some(round) if h > 0 => {
-                let user = data.train.user[r] as usize;
-                let mut pool = round.negatives.pool(user, &data.user_positives[user])?;
-                pool.sort_unstable();
-                pool
-            }
-            _ => Vec::new(),
-        };
-        out.extend(row.iter().map(|&c| {
-            -(proposal_q(sampler.probability(c), &pool, h, n, c)
-                .max(1e-12)
-                .ln() as f32)
-        }));
-    }
-    Ok(out)
 }
 
 /// The per-draw probability of `item` for a row whose `n` negatives are `h` uniform draws from

@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use recall_eval::matmul::{Matrix, matmul, product};
 
 use crate::Result;
-use crate::fused::contiguous;
+use crate::kernel::contiguous;
 use crate::norm_op::{Affine, BatchStats, NormGrad, activate, activate_backward, column_stats};
 
 /// Where one layer's parameters sit in the packed vector, and its widths.

@@ -22,7 +22,8 @@ use rayon::prelude::*;
 use recall_eval::matmul::{Matrix, matmul};
 
 use crate::Result;
-use crate::fused::{RowExclusions, SoftmaxColumns, contiguous};
+use crate::fused::{RowExclusions, SoftmaxColumns};
+use crate::kernel::contiguous;
 
 /// Rows per block: a `[256, C]` buffer (3.8 MB at ML-1M's catalogue) stays in cache between the
 /// product that writes it and the two that read it.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::Result;
-use crate::fused::{contiguous, fast_exp, lane_max, lane_sum};
+use crate::kernel::{contiguous, fast_exp, lane_max, lane_sum};
 
 /// The variance guard of layer normalisation (torch's default).
 pub const LN_EPS: f32 = 1e-5;

@@ -20,8 +20,9 @@ pub use crate::loss::{bce_with_logits, bpr, softmax_first};
 use crate::model::TwoTower;
 use crate::{Error, Result};
 
-/// First item index that is a real item (0 padding, 1 out-of-vocabulary).
-pub const FIRST_ITEM: u32 = 2;
+/// First item index that is a real item (0 padding, 1 out-of-vocabulary); its owner is
+/// `recall_core::columns`.
+pub use recall_core::columns::FIRST_ITEM;
 
 /// What one epoch did.
 #[derive(Debug, Clone, Serialize)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use recall_core::columns::FIRST_ITEM;
 use recall_eval::Embeddings;
 use recall_eval::baselines;
 use recall_eval::metrics::{self, Metric};
@@ -15,7 +16,7 @@ use recall_eval::split::{EvalSplit, SeenFilter, SeenView};
 use recall_eval::topk::{self, Lists, Options, TopK};
 use recall_export::export::INDEX_FILE;
 use recall_export::index::ApproximateIndex;
-use recall_models::{EncodedData, checkpoint, train::FIRST_ITEM};
+use recall_models::{EncodedData, checkpoint};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EvaluateConfig, ModelEntry};

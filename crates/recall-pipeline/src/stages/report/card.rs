@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use recall_export::export::ExportSummary;
 
-use super::RunReports;
+use super::runs::RunReports;
 use crate::config::{ModelEntry, PipelineConfig};
 use crate::stages::evaluate::EvaluateReport;
 
@@ -278,7 +278,7 @@ mod tests {
                     [[models]]\nname = \"s\"\nmodel = { kind = \"sasrec\", embedding_dim = 8, max_len = 20 }\n\
                     train = { loss = \"full-softmax\" }\n";
         let config = crate::config::parse(text, Path::new("c.toml")).unwrap();
-        let runs = super::super::RunReports::default();
+        let runs = crate::stages::report::runs::RunReports::default();
         let results = crate::stages::evaluate::EvaluateReport {
             results: Vec::new(),
             evaluation_seconds: Default::default(),
