@@ -28,11 +28,22 @@ INDEX_FLOOR = 0.95
 
 
 def seen_items(interactions: pathlib.Path) -> dict:
-    table = pq.read_table(interactions, columns=["user_id", "item_id"]).to_pydict()
+    """Each user's items in chronological order (`seq`)."""
+    table = pq.read_table(interactions, columns=["user_id", "item_id", "seq"]).to_pydict()
     seen: dict = {}
-    for user, item in zip(table["user_id"], table["item_id"]):
-        seen.setdefault(user, set()).add(item)
-    return seen
+    for user, item, seq in zip(table["user_id"], table["item_id"], table["seq"]):
+        seen.setdefault(user, []).append((seq, item))
+    return {user: [item for _, item in sorted(events)] for user, events in seen.items()}
+
+
+def left_out(manifest: dict, history: list) -> set:
+    """What the export's seen filter left out of a user's candidates (`seen_filter`)."""
+    view = manifest["seen_filter"]
+    if view == "none":
+        return set()
+    if view == "recent":
+        return set(history[-manifest["recent_window"]:])
+    return set(history)
 
 
 def recall(got: list, truth: dict, users: list) -> float:
@@ -48,7 +59,7 @@ def check_model(directory: pathlib.Path, seen: dict) -> dict:
     truth: dict = {}
     for user, item in zip(candidates["user_id"], candidates["item_id"]):
         truth.setdefault(user, []).append(item)
-    user_seen = [seen.get(u, set()) if manifest["filter_seen"] else set() for u in user_ids]
+    user_seen = [left_out(manifest, seen.get(u, [])) for u in user_ids]
     fetch = min(len(item_ids), k + max(len(s) for s in user_seen))
 
     # The exact unfiltered top-K of the probe users, as the export measures its own index.

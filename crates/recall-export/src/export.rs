@@ -23,6 +23,7 @@ use recall_core::columns::{FIRST_ITEM, FIRST_KNOWN_INDEX};
 use recall_core::columns::{ITEM_ID, USER_ID};
 use recall_core::encoded::{self, files};
 use recall_eval::Embeddings;
+use recall_eval::split::{SeenFilter, SeenView};
 use recall_eval::topk::{self, Lists, Options, TopK};
 use recall_models::data::SplitRows;
 
@@ -56,9 +57,14 @@ pub struct ExportConfig {
     /// Candidates per user. Default 100.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
-    /// Leave items the user has interacted with out of the candidates. Default true.
-    #[serde(default = "default_true")]
-    pub filter_seen: bool,
+    /// The seen filter's view applied to the candidates (`recall_eval::split::SeenView`):
+    /// `"all"` leaves out every item the user has interacted with (the default), `"recent"`
+    /// only the newest the model reads (its `max_len`), `"none"` nothing.
+    #[serde(default = "default_seen_filter")]
+    pub seen_filter: SeenView,
+    /// The old name of `seen_filter`: refused with a message naming the new key.
+    #[serde(default, skip_serializing)]
+    pub filter_seen: Option<serde_json::Value>,
     /// Build the HNSW serving index. Default true.
     #[serde(default = "default_true")]
     pub build_index: bool,
@@ -73,6 +79,10 @@ pub struct ExportConfig {
     pub candidates: CandidateSearch,
 }
 
+fn default_seen_filter() -> SeenView {
+    SeenView::All
+}
+
 // Left out of the serialised config at its default, so existing pipelines keep their config
 // hash (and cached export stages).
 fn is_exact(c: &CandidateSearch) -> bool {
@@ -83,7 +93,8 @@ impl Default for ExportConfig {
     fn default() -> Self {
         ExportConfig {
             top_k: default_top_k(),
-            filter_seen: true,
+            seen_filter: default_seen_filter(),
+            filter_seen: None,
             build_index: true,
             index: IndexConfig::default(),
             probe_users: default_probe_users(),
@@ -95,6 +106,16 @@ impl Default for ExportConfig {
 impl ExportConfig {
     /// Checks what can be checked without the data (the catalogue bounds `top_k` later).
     pub fn validate(&self) -> Result<()> {
+        if let Some(old) = &self.filter_seen {
+            let new = if old == &serde_json::Value::Bool(false) {
+                "\"none\""
+            } else {
+                "\"all\""
+            };
+            return Err(Error::Config(format!(
+                "export.filter_seen was renamed: write `seen_filter = {new}` instead of `filter_seen = {old}`"
+            )));
+        }
         if self.top_k == 0 {
             return Err(Error::Config("export.top_k must be at least 1".into()));
         }
@@ -142,7 +163,11 @@ pub struct ExportSummary {
     pub config_hash: String,
     pub versions: serde_json::Value,
     pub top_k: usize,
-    pub filter_seen: bool,
+    /// The seen filter's view on the candidates (`none`, `all`, `recent`).
+    pub seen_filter: SeenView,
+    /// With `recent`: how many of each user's newest items it left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_window: Option<usize>,
     /// How the candidates were ranked (`exact` or `index`).
     pub candidates: CandidateSearch,
     pub users: usize,
@@ -173,14 +198,16 @@ pub fn serving_split(data: &EncodedData) -> (SplitRows, usize) {
     (out, skipped)
 }
 
-/// Items each serving row's user has interacted with: the whole sequence (training
-/// interactions, the validation and test targets), sorted and unique.
-fn seen_items(data: &EncodedData, serving: &SplitRows) -> Lists {
+/// Items each serving row's user has interacted with, the newest `newest` of them
+/// (`usize::MAX`: the whole sequence: training interactions, the validation and test targets),
+/// sorted and unique.
+fn seen_items(data: &EncodedData, serving: &SplitRows, newest: usize) -> Lists {
     let rows: Vec<Vec<u32>> = serving
         .user
         .iter()
         .map(|&u| {
-            let mut seen = data.sequences.sequence(u).to_vec();
+            let sequence = data.sequences.sequence(u);
+            let mut seen = sequence[sequence.len().saturating_sub(newest)..].to_vec();
             seen.sort_unstable();
             seen.dedup();
             seen
@@ -451,7 +478,14 @@ pub fn export_model(
     } else {
         None
     };
-    let exclude = config.filter_seen.then(|| seen_items(&data, &serving));
+    let filter = config
+        .seen_filter
+        .with_recent_window(model.history_len(&data));
+    let exclude = match filter {
+        SeenFilter::None => None,
+        SeenFilter::All => Some(seen_items(&data, &serving, usize::MAX)),
+        SeenFilter::Recent(n) => Some(seen_items(&data, &serving, n)),
+    };
     let probe = config.probe_users.clamp(1, users.rows());
     // The candidates, and the exact unfiltered ranking of the probe users that the index is
     // measured against (`exact_rate`: exact queries per second).
@@ -588,7 +622,8 @@ pub fn export_model(
             "usearch": usearch::version(),
         }),
         top_k: config.top_k,
-        filter_seen: config.filter_seen,
+        seen_filter: config.seen_filter,
+        recent_window: filter.recent_window(),
         candidates: config.candidates,
         users: user_rows_written,
         items: item_rows,

@@ -377,3 +377,68 @@ fn candidates_through_the_index_match_the_exact_ones_on_a_small_catalogue() {
     assert!(err.contains("export.build_index"), "{err}");
     assert!(!dir.path().join("never").exists());
 }
+
+/// The candidates' seen filter by view: `none` keeps seen items (the popular ones come back),
+/// `recent` leaves out the newest items the model reads and says how many in the manifest.
+#[test]
+fn the_candidates_seen_filter_follows_its_view() {
+    let (dir, encode_dir, model_dir) = trained();
+    let ingested = Table::read(&dir.path().join("interactions.parquet")).unwrap();
+    let (iu, ii, seq) = (
+        ingested.ints("user_id").unwrap(),
+        ingested.ints("item_id").unwrap(),
+        ingested.ints("seq").unwrap(),
+    );
+    let export = |view: &str| {
+        let config: ExportConfig = serde_json::from_value(
+            serde_json::json!({ "top_k": 20, "seen_filter": view, "build_index": false }),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("export-{view}"));
+        let summary = export_model(
+            &encode_dir,
+            &model_dir,
+            &out,
+            "ydnn",
+            &config,
+            "hash",
+            &Device::Cpu,
+        )
+        .unwrap();
+        let candidates = out.join("candidates.parquet");
+        let pairs: Vec<(i64, i64)> = ints(&candidates, "user_id")
+            .into_iter()
+            .zip(ints(&candidates, "item_id"))
+            .collect();
+        (summary, pairs)
+    };
+    let (none, unfiltered) = export("none");
+    assert_eq!(none.recent_window, None);
+    let seen: std::collections::HashSet<(i64, i64)> =
+        iu.iter().copied().zip(ii.iter().copied()).collect();
+    assert!(
+        unfiltered.iter().any(|p| seen.contains(p)),
+        "nothing seen came back unfiltered"
+    );
+    let (recent, filtered) = export("recent");
+    let window = recent.recent_window.unwrap() as i64;
+    // Each user's newest `window` interactions, by `seq`.
+    let last: std::collections::HashMap<i64, i64> =
+        iu.iter()
+            .zip(&seq)
+            .fold(Default::default(), |mut m, (&u, &s)| {
+                let e = m.entry(u).or_insert(s);
+                *e = (*e).max(s);
+                m
+            });
+    let newest: std::collections::HashSet<(i64, i64)> = (0..iu.len())
+        .filter(|&r| seq[r] > last[&iu[r]] - window)
+        .map(|r| (iu[r], ii[r]))
+        .collect();
+    assert!(filtered.iter().all(|p| !newest.contains(p)));
+    // The old key is refused with the new one named.
+    let old: ExportConfig =
+        serde_json::from_value(serde_json::json!({ "filter_seen": false })).unwrap();
+    let err = old.validate().unwrap_err().to_string();
+    assert!(err.contains("seen_filter = \"none\""), "{err}");
+}

@@ -23,8 +23,8 @@ pub struct Exported {
     pub items: usize,
     /// Candidates per user.
     pub top_k: usize,
-    /// Whether the candidates leave out what each user interacted with.
-    pub filter_seen: bool,
+    /// The seen filter's view on the candidates (`none`, `all`, `recent`).
+    pub seen_filter: recall_eval::split::SeenView,
     /// The serving index against the exact ranking (none when it is not built).
     pub index: Option<IndexQuality>,
 }
@@ -70,7 +70,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, ExportReport
                 users: summary.users,
                 items: summary.items,
                 top_k: summary.top_k,
-                filter_seen: summary.filter_seen,
+                seen_filter: summary.seen_filter,
                 index: summary.index.clone(),
             },
         );

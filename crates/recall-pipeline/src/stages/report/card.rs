@@ -295,7 +295,7 @@ mod tests {
         };
         let manifest: ExportSummary = serde_json::from_value(serde_json::json!({
             "model": "s", "model_kind": "sasrec", "dim": 8, "config_hash": "c", "versions": {},
-            "top_k": 10, "filter_seen": true, "candidates": "exact", "users": 5, "items": 10,
+            "top_k": 10, "seen_filter": "all", "candidates": "exact", "users": 5, "items": 10,
             "users_skipped_unknown": 0, "index": null, "files": []
         }))
         .unwrap();
