@@ -4,7 +4,6 @@
 //!   min count), saved as Parquet and reloadable.
 //! - [`bucket`]: numeric features into quantile or explicit buckets.
 //! - [`split`]: leave-last-out splits and history sequences without future leakage.
-//! - [`pooling`]: padding and masked mean/sum pooling, the reference for the models.
 //! - [`encode`]: the stage that ties them together and writes the encoded Parquet files.
 //!
 //! ```
@@ -26,7 +25,6 @@
 
 pub mod bucket;
 pub mod encode;
-pub mod pooling;
 pub mod split;
 pub mod vocab;
 
