@@ -24,7 +24,7 @@ use candle_core::{Device, Tensor};
 use crate::config::ModelConfig;
 use crate::data::EncodedData;
 use crate::model::TwoTower;
-use crate::sparse::SparseTable;
+use crate::model::sparse::SparseTable;
 use crate::{Error, Result};
 
 /// Writes `model.safetensors` and `config.json` into `dir`, each through

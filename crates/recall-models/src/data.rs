@@ -108,6 +108,19 @@ impl EncodedData {
         })
     }
 
+    /// Histories (borrowed from the sequences), users and age buckets of some rows of a split.
+    pub(crate) fn user_rows(
+        &self,
+        split: &SplitRows,
+        rows: &[usize],
+    ) -> (Vec<&[u32]>, Vec<u32>, Vec<u32>) {
+        (
+            rows.iter().map(|&r| self.history(split, r)).collect(),
+            rows.iter().map(|&r| split.user[r]).collect(),
+            rows.iter().map(|&r| split.age_bucket[r]).collect(),
+        )
+    }
+
     /// The history of row `row` of `split`: the user's newest `max_len` items before the
     /// row's position, borrowed from the sequences.
     pub fn history(&self, split: &SplitRows, row: usize) -> &[u32] {

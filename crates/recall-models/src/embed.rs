@@ -8,7 +8,6 @@ use recall_eval::split::{SeenFilter, seen_before_targets};
 use recall_eval::topk::{self, Lists};
 use recall_eval::{Embeddings, metrics};
 
-use crate::batch::user_rows;
 use crate::data::{EncodedData, SplitRows};
 use crate::model::{Pass, TwoTower, UserRows};
 use crate::{Error, Result};
@@ -21,7 +20,7 @@ impl TwoTower {
         // SASRec's attention holds [rows, len, len] scores per block: fewer rows at a time.
         let rows_per_chunk = if self.sequence.is_some() { 256 } else { 4096 };
         for chunk in (0..split.len()).collect::<Vec<_>>().chunks(rows_per_chunk) {
-            let (hist, users, ages) = user_rows(data, split, chunk);
+            let (hist, users, ages) = data.user_rows(split, chunk);
             let rows = UserRows {
                 users: &users,
                 histories: &hist,

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use crate::config::{ModelKind, Pooling};
 use crate::data::EncodedData;
+use crate::model::tables::ItemFeatureSource;
+use crate::model::tower::{LayerActivation, TowerSpec, layer_tensor};
 use crate::model::{TwoTower, tower_spec};
-use crate::tables::ItemFeatureSource;
-use crate::tower::{LayerActivation, TowerSpec, layer_tensor};
 
 /// How raw values become the table rows the parts look up (the encode stage's rules).
 const ENCODING: &str = "Every table row is an encoded index: 0 is padding, 1 out-of-vocabulary. Raw ids \
@@ -199,7 +199,7 @@ fn mlp(spec: &TowerSpec<'_>) -> Value {
                 "batch_norm": form.batch_norm.then(|| json!({
                     "weight": t("bn_weight"), "bias": t("bn_bias"),
                     "running_mean": t("bn_running_mean"), "running_var": t("bn_running_var"),
-                    "eps": crate::norm_op::BN_EPS,
+                    "eps": crate::ops::norm_op::BN_EPS,
                 })),
             })
         })

@@ -1,16 +1,19 @@
-//! DSSM and YoutubeDNN recall models on candle.
+//! DSSM, YoutubeDNN and SASRec recall models on candle, in three rooms and a few files:
 //!
-//! - [`config`]: `ModelConfig` (architecture) and `TrainConfig` (loss, negatives, optimiser).
+//! - [`config`]: `ModelConfig` (architecture, per kind) and `TrainConfig` (loss, negatives,
+//!   optimiser, schedule, seen filter); impossible settings are refused naming the key.
 //! - [`data`]: the encoded splits and side features a model trains on (read through
 //!   `recall-core` from the encode stage's Parquet, never from raw data).
-//! - [`model`]: the two-tower network: pooled history with padding masked, side-feature
-//!   embeddings, MLP towers (ReLU or PReLU, optional dropout), L2 normalisation.
-//! - [`sparse`]: embedding tables updated row by row (lazy Adam over the rows a batch touches),
-//!   so a step costs the batch, not the catalogue.
-//! - [`train`]: losses (in-batch softmax with logQ, sampled softmax, pointwise BCE, BPR),
-//!   the training loop, validation HitRate@K and early stopping; user-only and item-only
-//!   inference (`embed_split`, `embed_items`).
-//! - [`checkpoint`]: safetensors + config, reloadable bit for bit.
+//! - [`model`]: the network: embedding tables updated row by row (`model::sparse`,
+//!   `model::tables`), MLP towers (`model::tower`), SASRec's sequence encoder
+//!   (`model::sequence`), and `TwoTower`, which gathers a batch's rows and runs the towers.
+//! - [`ops`]: the hand-written CPU kernels the towers and losses run on (candle `CustomOp`s with
+//!   their backward passes; other devices run the generic candle form each is tested
+//!   against), what they share (`ops::kernel`), and the Adam kernel.
+//! - [`train`]: batch draws and losses (`train::batch`, `train::loss`), hard-negative mining
+//!   (`train::hard`), the epoch loop with validation and early stopping.
+//! - `embed` (user and item vectors, validation HitRate), `layout` (the towers' input layout
+//!   a serving system needs), [`checkpoint`] (safetensors + config, reloadable bit for bit).
 //!
 //! The candle `Device` is always a parameter: a CUDA build is the `cuda` feature away.
 //!
@@ -20,30 +23,15 @@
 //! the examples do. Training uses `TrainConfig::threads` threads (default: the cores, at most
 //! 4) plus one that draws the next batch's negatives.
 
-pub mod adam;
-mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 mod embed;
-pub mod fused;
-mod hard;
-pub mod input_op;
-mod kernel;
 mod layout;
-pub mod loss;
-mod mlp_op;
 pub mod model;
-pub mod norm_op;
-mod par;
-pub mod score_op;
-pub mod seq_op;
-pub mod sequence;
-pub mod sparse;
-pub mod tables;
+pub mod ops;
 #[cfg(test)]
 mod testing;
-pub mod tower;
 pub mod train;
 
 pub use config::{ModelConfig, ModelKind, TrainConfig};

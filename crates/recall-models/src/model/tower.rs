@@ -6,9 +6,9 @@ use rand::Rng;
 
 use crate::Result;
 use crate::config::{Activation, LastLayer};
-use crate::fused::bias_activation;
-use crate::mlp_op::{LayerShape, Statistics, fused_mlp};
-use crate::norm_op::{BatchStats, batch_norm_activation};
+use crate::ops::fused::bias_activation;
+use crate::ops::mlp_op::{LayerShape, Statistics, fused_mlp};
+use crate::ops::norm_op::{BatchStats, batch_norm_activation};
 
 /// A dense layer: `act(x W^T + b)` with `act(v) = v` for `v > 0`, else `alpha * v` per output
 /// column, so one fused op serves PReLU (alpha learned), ReLU (alpha 0) and the identity

@@ -14,10 +14,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
 use crate::Result;
-use crate::fused::bias_activation;
-use crate::seq_op::{causal_softmax, layer_norm};
-use crate::sparse::Gathered;
-use crate::tower::{Params, Pass};
+use crate::model::sparse::Gathered;
+use crate::model::tower::{Params, Pass};
+use crate::ops::fused::bias_activation;
+use crate::ops::seq_op::{causal_softmax, layer_norm};
 
 /// What the encoder is built from.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +89,7 @@ impl SequenceSpec {
             "heads": self.heads,
             "max_len": self.max_len,
             "ffn_width": self.ffn,
-            "layer_norm_eps": crate::seq_op::LN_EPS,
+            "layer_norm_eps": crate::ops::seq_op::LN_EPS,
             "positions": POSITIONS,
             "side": (self.side > 0).then(|| linear(SIDE, "identity")),
             "blocks": blocks,
@@ -455,7 +455,7 @@ impl SequenceEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sparse::SparseTable;
+    use crate::model::sparse::SparseTable;
     use crate::testing::values;
     use rand::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;

@@ -6,20 +6,25 @@
 //! layers are candle `Linear`s over `Var`s initialised from the seed; every embedding table is a
 //! [`SparseTable`] gathered per batch.
 
+pub mod sequence;
+pub mod sparse;
+pub mod tables;
+pub mod tower;
+
 use candle_core::{Device, Tensor};
 use rand::Rng;
 
 use crate::Result;
 use crate::config::{ModelConfig, ModelKind, Pooling};
 use crate::data::EncodedData;
-pub use crate::fused::l2_normalize;
-use crate::input_op::InputPlan;
-use crate::sequence::{Padded, SequenceEncoder, SequenceSpec};
-use crate::sparse::{Distinct, SparseTable};
-use crate::tables::dense_values;
-pub use crate::tables::{ItemFeatureSource, StepTables, Tables};
-use crate::tower::TowerSpec;
-pub use crate::tower::{MaskSource, Params, Pass, Tower};
+use crate::model::sequence::{Padded, SequenceEncoder, SequenceSpec};
+use crate::model::sparse::{Distinct, SparseTable};
+use crate::model::tables::dense_values;
+pub use crate::model::tables::{ItemFeatureSource, StepTables, Tables};
+use crate::model::tower::TowerSpec;
+pub use crate::model::tower::{MaskSource, Params, Pass, Tower};
+pub use crate::ops::fused::l2_normalize;
+use crate::ops::input_op::InputPlan;
 
 /// DSSM, YoutubeDNN or SASRec.
 #[derive(Debug, Clone)]

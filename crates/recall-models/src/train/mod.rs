@@ -2,6 +2,10 @@
 //! row-wise Adam (embedding tables), validation HitRate@K with exact top-K after every epoch,
 //! early stopping that keeps the best epoch's weights.
 
+pub(crate) mod batch;
+pub(crate) mod hard;
+pub mod loss;
+
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -10,14 +14,14 @@ use recall_sampling::exclude::excluded_mass;
 use recall_sampling::inbatch::{Slots, StreamingFrequency};
 use serde::Serialize;
 
-use crate::adam::{AdamSettings, DenseAdam};
-pub use crate::batch::example_target_q;
-use crate::batch::{BatchDraw, Negatives, Windows, batch_loss, draw_batch, sampler};
 use crate::config::{LogqSource, TrainConfig};
 use crate::data::EncodedData;
-pub use crate::hard::{HardRound, mine_hard_negatives, mining_split};
-pub use crate::loss::{bce_with_logits, bpr, softmax_first};
 use crate::model::TwoTower;
+use crate::ops::adam::{AdamSettings, DenseAdam};
+pub use crate::train::batch::example_target_q;
+use crate::train::batch::{BatchDraw, Negatives, Windows, batch_loss, draw_batch, sampler};
+pub use crate::train::hard::{HardRound, mine_hard_negatives, mining_split};
+pub use crate::train::loss::{bce_with_logits, bpr, softmax_first};
 use crate::{Error, Result};
 
 /// First item index that is a real item (0 padding, 1 out-of-vocabulary); its owner is

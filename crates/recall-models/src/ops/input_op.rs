@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use crate::Result;
-use crate::sparse::Gathered;
+use crate::model::sparse::Gathered;
 
 /// One block of every input row.
 #[derive(Debug, Clone)]
@@ -236,7 +236,7 @@ impl CustomOp1 for AssembleInput {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let flat = crate::kernel::contiguous(storage, layout, self.name())?;
+        let flat = crate::ops::kernel::contiguous(storage, layout, self.name())?;
         let b = self.batch;
         // Every row an index names lies inside its table.
         for block in &self.blocks {
@@ -348,7 +348,7 @@ impl CustomOp1 for AssembleInput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sparse::SparseTable;
+    use crate::model::sparse::SparseTable;
     use candle_core::Device;
 
     use crate::testing::values;

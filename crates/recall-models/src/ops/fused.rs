@@ -10,10 +10,10 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::Result;
-pub use crate::kernel::bias_activation_generic;
-use crate::kernel::{contiguous, fast_exp, lane_max, lane_sum};
-use crate::norm_op::{Affine, activate, activate_backward};
-use crate::par::for_rows;
+pub use crate::ops::kernel::bias_activation_generic;
+use crate::ops::kernel::{contiguous, fast_exp, lane_max, lane_sum};
+use crate::ops::norm_op::{Affine, activate, activate_backward};
+use crate::ops::par::for_rows;
 
 /// `y = act(z + bias)` with `act(v) = v` for `v > 0`, else `alpha[c] * v` per column `c`:
 /// alpha 0 is ReLU, alpha 1 the identity, a learned alpha PReLU.
@@ -499,7 +499,7 @@ impl CustomOp1 for InBatchSoftmax {
             softmax
                 .par_chunks_mut(c)
                 .enumerate()
-                .with_min_len(crate::par::ROWS_PER_TASK)
+                .with_min_len(crate::ops::par::ROWS_PER_TASK)
                 .map(|(i, x)| self.columns.softmax_row(i, x))
                 .collect()
         };

@@ -15,7 +15,7 @@ use rand::Rng;
 
 use crate::Result;
 
-pub use crate::adam::AdamSettings;
+pub use crate::ops::adam::AdamSettings;
 
 /// A host-side embedding table with lazy Adam state.
 #[derive(Debug, Clone)]
@@ -217,7 +217,7 @@ impl SparseTable {
             let row = id as usize;
             self.steps[row] += 1;
             let span = row * d..(row + 1) * d;
-            crate::adam::step(
+            crate::ops::adam::step(
                 &mut self.weights[span.clone()],
                 &mut self.m[span.clone()],
                 &mut self.v[span],

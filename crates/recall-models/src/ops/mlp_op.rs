@@ -16,8 +16,10 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use recall_eval::matmul::{Matrix, matmul, product};
 
 use crate::Result;
-use crate::kernel::contiguous;
-use crate::norm_op::{Affine, BatchStats, NormGrad, activate, activate_backward, column_stats};
+use crate::ops::kernel::contiguous;
+use crate::ops::norm_op::{
+    Affine, BatchStats, NormGrad, activate, activate_backward, column_stats,
+};
 
 /// Where one layer's parameters sit in the packed vector, and its widths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //! blocks in order). The loss is the graph's last node, so the gradient is computed in the
 //! forward pass and scaled by the incoming gradient in the backward pass.
 //!
-//! The same row kernel as [`crate::fused::softmax_loss`] over `u.matmul(v.t())` (masking,
+//! The same row kernel as [`crate::ops::fused::softmax_loss`] over `u.matmul(v.t())` (masking,
 //! correction, `fast_exp`: `fused::SoftmaxColumns`); the tests compare the two, values and
 //! gradients. Other devices take the generic path.
 
@@ -22,8 +22,8 @@ use rayon::prelude::*;
 use recall_eval::matmul::{Matrix, matmul};
 
 use crate::Result;
-use crate::fused::{RowExclusions, SoftmaxColumns};
-use crate::kernel::contiguous;
+use crate::ops::fused::{RowExclusions, SoftmaxColumns};
+use crate::ops::kernel::contiguous;
 
 /// Rows per block: a `[256, C]` buffer (3.8 MB at ML-1M's catalogue) stays in cache between the
 /// product that writes it and the two that read it.
@@ -66,7 +66,7 @@ pub fn vector_softmax_loss(
         };
         return Ok(u.contiguous()?.apply_op2(&v.contiguous()?, op)?);
     }
-    crate::fused::softmax_loss_generic(
+    crate::ops::fused::softmax_loss_generic(
         &u.matmul(&v.t()?)?,
         scale,
         columns.row_targets,
@@ -142,7 +142,7 @@ impl CustomOp2 for VectorSoftmax {
             let block_losses: Vec<f32> = g
                 .par_chunks_mut(c)
                 .enumerate()
-                .with_min_len(crate::par::ROWS_PER_TASK / 4)
+                .with_min_len(crate::ops::par::ROWS_PER_TASK / 4)
                 .map(|(k, x)| self.row(first + k, x, inverse_n))
                 .collect();
             losses.extend(block_losses);
@@ -253,7 +253,7 @@ mod tests {
             excluded,
         };
         let fused = vector_softmax_loss(&u, &v, 20.0, columns).unwrap();
-        let generic = crate::fused::softmax_loss_generic(
+        let generic = crate::ops::fused::softmax_loss_generic(
             &u.matmul(&v.t().unwrap()).unwrap(),
             20.0,
             &row_targets,

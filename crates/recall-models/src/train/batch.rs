@@ -9,12 +9,12 @@ use recall_sampling::{ItemSampler, Popularity, Uniform};
 
 use crate::Result;
 use crate::config::{Loss, NegativeSampler, TrainConfig};
-use crate::data::{EncodedData, SplitRows};
-use crate::fused::RowExclusions;
-use crate::hard::HardRound;
-use crate::loss::{bce_with_logits, bpr, proposal_q, softmax_first};
+use crate::data::EncodedData;
+use crate::model::sequence::Padded;
 use crate::model::{Pass, StepTables, TwoTower, UserRows};
-use crate::sequence::Padded;
+use crate::ops::fused::RowExclusions;
+use crate::train::hard::HardRound;
+use crate::train::loss::{bce_with_logits, bpr, proposal_q, softmax_first};
 use recall_core::columns::FIRST_ITEM;
 use recall_eval::split::SeenView;
 
@@ -26,19 +26,6 @@ pub(crate) fn sampler(config: &TrainConfig, data: &EncodedData) -> Result<Box<dy
             Box::new(Popularity::new(&data.item_counts, FIRST_ITEM, alpha)?)
         }
     })
-}
-
-/// Histories (borrowed from the sequences), users and age buckets of some rows of a split.
-pub(crate) fn user_rows<'a>(
-    data: &'a EncodedData,
-    split: &SplitRows,
-    rows: &[usize],
-) -> (Vec<&'a [u32]>, Vec<u32>, Vec<u32>) {
-    (
-        rows.iter().map(|&r| data.history(split, r)).collect(),
-        rows.iter().map(|&r| split.user[r]).collect(),
-        rows.iter().map(|&r| split.age_bucket[r]).collect(),
-    )
 }
 
 /// Each item's share of the training examples' targets (an item never a target gets the
@@ -177,7 +164,7 @@ pub(crate) fn batch_loss(
     let rows = &draw.rows[..];
     let split = &data.train;
     let dev = &model.device;
-    let (hist, users, ages) = user_rows(data, split, rows);
+    let (hist, users, ages) = data.user_rows(split, rows);
     let targets: Vec<u32> = rows.iter().map(|&r| data.target(split, r)).collect();
     let b = rows.len();
     let temperature = model.config.temperature;
@@ -200,7 +187,7 @@ pub(crate) fn batch_loss(
         };
         let u = model.users(data, &step, &urows, &mut pass)?;
         let v = model.items(data, &step, &items, &mut pass)?;
-        let loss = crate::fused::softmax_loss(
+        let loss = crate::ops::fused::softmax_loss(
             &u.matmul(&v.t()?)?,
             1.0 / temperature,
             &targets,
@@ -234,7 +221,7 @@ pub(crate) fn batch_loss(
         } else {
             vec![0.0; c]
         };
-        let loss = crate::fused::in_batch_softmax_loss(
+        let loss = crate::ops::fused::in_batch_softmax_loss(
             &logits,
             1.0 / temperature,
             &targets,
@@ -258,7 +245,7 @@ pub(crate) fn batch_loss(
     };
     let u = model.users(data, &step, &urows, &mut pass)?;
     let v = model.items(data, &step, &candidates, &mut pass)?;
-    let mut logits = crate::fused::row_scores(&u, &v, n + 1, 1.0 / temperature)?;
+    let mut logits = crate::ops::fused::row_scores(&u, &v, n + 1, 1.0 / temperature)?;
     if config.logq_correction && matches!(config.loss, Loss::SampledSoftmax) {
         let q = sampled_log_q(data, draw, &candidates, n, sampler, hard)?;
         logits = (logits + Tensor::from_vec(q, (b, n + 1), dev)?)?;
@@ -353,7 +340,7 @@ impl Windows {
 #[allow(clippy::too_many_arguments)]
 fn sequence_loss(
     model: &TwoTower,
-    encoder: &crate::sequence::SequenceEncoder,
+    encoder: &crate::model::sequence::SequenceEncoder,
     data: &EncodedData,
     config: &TrainConfig,
     draw: &BatchDraw,
@@ -431,13 +418,13 @@ fn sequence_loss(
     let hidden = encoder.forward(&step.item, &padded, side.as_ref(), &mut pass)?;
     let count = picks.len();
     let picks = Tensor::from_vec(picks, count, dev)?;
-    let u = crate::fused::l2_normalize(&hidden.index_select(&picks, 0)?)?;
+    let u = crate::ops::fused::l2_normalize(&hidden.index_select(&picks, 0)?)?;
     let v = model.items(data, &step, &items, &mut pass)?;
-    let loss = crate::score_op::vector_softmax_loss(
+    let loss = crate::ops::score_op::vector_softmax_loss(
         &u,
         &v,
         1.0 / model.config.temperature,
-        crate::score_op::Columns {
+        crate::ops::score_op::Columns {
             row_targets: &targets,
             column_items: &items,
             column_bias: &bias,

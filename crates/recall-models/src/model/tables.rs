@@ -2,7 +2,7 @@
 
 use crate::Result;
 use crate::data::EncodedData;
-use crate::sparse::{AdamSettings, Gathered, SparseTable};
+use crate::model::sparse::{AdamSettings, Gathered, SparseTable};
 
 /// The embedding tables of a model.
 #[derive(Debug, Clone)]

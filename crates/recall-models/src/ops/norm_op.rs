@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use crate::Result;
-use crate::kernel::{contiguous, leaky, leaky_slope};
+use crate::ops::kernel::{contiguous, leaky, leaky_slope};
 
 /// The numerical guard of the variance, as `torch.nn.BatchNorm1d`'s default.
 pub const BN_EPS: f64 = 1e-5;
@@ -449,7 +449,7 @@ pub fn batch_norm_activation_generic(
         .broadcast_sub(&mean)?
         .broadcast_div(&(var + BN_EPS)?.sqrt()?)?
         .broadcast_mul(&gamma)?;
-    let y = crate::kernel::bias_activation_generic(&normed, &shift, &alpha)?;
+    let y = crate::ops::kernel::bias_activation_generic(&normed, &shift, &alpha)?;
     debug_assert_eq!(y.dims2()?, (rows, c));
     Ok((y, stats))
 }
