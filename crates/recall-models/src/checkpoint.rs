@@ -23,9 +23,9 @@ use candle_core::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::data::EncodedData;
+use crate::error::{Error, Result};
 use crate::model::TwoTower;
 use crate::model::sparse::SparseTable;
-use crate::{Error, Result};
 
 /// Writes `model.safetensors` and `config.json` into `dir`, each through
 /// `recall_core::write` (temporary file, fsync, rename) like every other output.

@@ -9,8 +9,8 @@ use recall_eval::topk::{self, Lists};
 use recall_eval::{Embeddings, metrics};
 
 use crate::data::{EncodedData, SplitRows};
+use crate::error::{Error, Result};
 use crate::model::{Pass, TwoTower, UserRows};
-use crate::{Error, Result};
 use recall_core::columns::FIRST_ITEM;
 
 impl TwoTower {

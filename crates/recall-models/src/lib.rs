@@ -27,6 +27,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 mod embed;
+pub mod error;
 mod layout;
 pub mod model;
 pub mod ops;
@@ -36,21 +37,8 @@ pub mod train;
 
 pub use config::{ModelConfig, ModelKind, TrainConfig};
 pub use data::EncodedData;
+pub use error::{Error, Result};
 pub use model::TwoTower;
-
-/// Errors of this crate: bad input or configuration (from `recall-core`), tensor errors, and
-/// training failures such as a non-finite loss.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Core(#[from] recall_core::Error),
-    #[error("tensor operation failed: {0}")]
-    Candle(#[from] candle_core::Error),
-    #[error("training failed: {0}")]
-    Training(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Turns candle's CPU element-wise thread pool off (`CANDLE_NUM_THREADS=1`) unless the user
 /// set it. That pool pins a worker that spins between ops on the cores the training step's

@@ -6,6 +6,7 @@
 //! layers are candle `Linear`s over `Var`s initialised from the seed; every embedding table is a
 //! [`SparseTable`] gathered per batch.
 
+pub mod input_op;
 pub mod sequence;
 pub mod sparse;
 pub mod tables;
@@ -14,9 +15,10 @@ pub mod tower;
 use candle_core::{Device, Tensor};
 use rand::Rng;
 
-use crate::Result;
 use crate::config::{ModelConfig, ModelKind, Pooling};
 use crate::data::EncodedData;
+use crate::error::Result;
+use crate::model::input_op::InputPlan;
 use crate::model::sequence::{Padded, SequenceEncoder, SequenceSpec};
 use crate::model::sparse::{Distinct, SparseTable};
 use crate::model::tables::dense_values;
@@ -24,7 +26,6 @@ pub use crate::model::tables::{ItemFeatureSource, StepTables, Tables};
 use crate::model::tower::TowerSpec;
 pub use crate::model::tower::{MaskSource, Params, Pass, Tower};
 pub use crate::ops::fused::l2_normalize;
-use crate::ops::input_op::InputPlan;
 
 /// DSSM, YoutubeDNN or SASRec.
 #[derive(Debug, Clone)]
@@ -422,7 +423,7 @@ impl TwoTower {
         rows: &UserRows<'r>,
     ) -> Result<(&SequenceEncoder, Vec<&'r [u32]>)> {
         let encoder = self.sequence.as_ref().ok_or_else(|| {
-            crate::Error::Training(format!(
+            crate::error::Error::Training(format!(
                 "a {:?} model has no sequence encoder",
                 self.config.kind
             ))

@@ -13,7 +13,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
-use crate::Result;
+use crate::error::Result;
 use crate::model::sparse::Gathered;
 use crate::model::tower::{Params, Pass};
 use crate::ops::fused::bias_activation;
@@ -223,8 +223,9 @@ pub struct Padded {
     pub starts: Vec<usize>,
 }
 
-/// [`Padded::first`] of a padding slot.
-pub const PADDING: u32 = u32::MAX;
+/// The first key of a padding slot (it attends to nothing and is never read): the attention
+/// kernel's marker.
+pub use crate::ops::seq_op::PADDING;
 
 /// Slots a window takes: an empty window is one padding item, so that it still has an output.
 fn slots_of(window: &[u32]) -> usize {
@@ -388,7 +389,7 @@ impl SequenceEncoder {
     ) -> Result<Tensor> {
         let (b, l, d, h) = (windows.rows(), windows.len, self.spec.dim, self.spec.heads);
         if l > self.spec.max_len {
-            return Err(crate::Error::Training(format!(
+            return Err(crate::error::Error::Training(format!(
                 "a window of {l} items is longer than the model's max_len {}",
                 self.spec.max_len
             )));

@@ -13,7 +13,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use candle_core::{Device, Tensor, Var};
 use rand::Rng;
 
-use crate::Result;
+use crate::error::Result;
 
 pub use crate::ops::adam::AdamSettings;
 

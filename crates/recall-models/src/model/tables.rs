@@ -1,7 +1,7 @@
 //! A model's embedding tables, and the rows of them one training step gathered, by name.
 
-use crate::Result;
 use crate::data::EncodedData;
+use crate::error::Result;
 use crate::model::sparse::{AdamSettings, Gathered, SparseTable};
 
 /// The embedding tables of a model.

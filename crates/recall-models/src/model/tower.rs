@@ -4,8 +4,8 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
-use crate::Result;
 use crate::config::{Activation, LastLayer};
+use crate::error::Result;
 use crate::ops::fused::bias_activation;
 use crate::ops::mlp_op::{LayerShape, Statistics, fused_mlp};
 use crate::ops::norm_op::{BatchStats, batch_norm_activation};

@@ -8,7 +8,7 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::Result;
+use crate::error::Result;
 
 /// Adam settings shared by the dense parameters and the sparse tables.
 #[derive(Debug, Clone, Copy)]

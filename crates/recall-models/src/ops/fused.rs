@@ -9,7 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 
-use crate::Result;
+use crate::error::Result;
 pub use crate::ops::kernel::bias_activation_generic;
 use crate::ops::kernel::{contiguous, fast_exp, lane_max, lane_sum};
 use crate::ops::norm_op::{Affine, activate, activate_backward};

@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, Layout, Tensor};
 
-use crate::Result;
+use crate::error::Result;
 
 /// The f32 values of a contiguous CPU tensor; `what` names the op in errors.
 pub(crate) fn contiguous<'a>(

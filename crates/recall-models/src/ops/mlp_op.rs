@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use recall_eval::matmul::{Matrix, matmul, product};
 
-use crate::Result;
+use crate::error::Result;
 use crate::ops::kernel::contiguous;
 use crate::ops::norm_op::{
     Affine, BatchStats, NormGrad, activate, activate_backward, column_stats,
@@ -293,7 +293,7 @@ pub(crate) fn fused_mlp(
     let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
     let used = used
         .lock()
-        .map_err(|_| crate::Error::Training("fused-mlp statistics poisoned".into()))?
+        .map_err(|_| crate::error::Error::Training("fused-mlp statistics poisoned".into()))?
         .clone();
     Ok((y, used))
 }

@@ -5,7 +5,6 @@
 
 pub mod adam;
 pub mod fused;
-pub mod input_op;
 pub(crate) mod kernel;
 pub mod mlp_op;
 pub mod norm_op;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use crate::Result;
+use crate::error::Result;
 use crate::ops::kernel::{contiguous, leaky, leaky_slope};
 
 /// The numerical guard of the variance, as `torch.nn.BatchNorm1d`'s default.
@@ -401,7 +401,7 @@ pub fn batch_norm_activation(
     let y = z.contiguous()?.apply_op2(&params.contiguous()?, op)?;
     let stats = stats
         .lock()
-        .map_err(|_| crate::Error::Training("batch-norm statistics poisoned".into()))?
+        .map_err(|_| crate::error::Error::Training("batch-norm statistics poisoned".into()))?
         .clone();
     Ok((y, stats))
 }

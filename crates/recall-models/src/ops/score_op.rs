@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use recall_eval::matmul::{Matrix, matmul};
 
-use crate::Result;
+use crate::error::Result;
 use crate::ops::fused::{RowExclusions, SoftmaxColumns};
 use crate::ops::kernel::contiguous;
 

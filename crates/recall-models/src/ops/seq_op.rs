@@ -11,8 +11,12 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
 
-use crate::Result;
+use crate::error::Result;
 use crate::ops::kernel::{contiguous, fast_exp, lane_max, lane_sum};
+
+/// The first key of a padding slot (the sequence encoder's `Padded::first`): it attends to nothing
+/// and is never read.
+pub const PADDING: u32 = u32::MAX;
 
 /// The variance guard of layer normalisation (torch's default).
 pub const LN_EPS: f32 = 1e-5;
@@ -182,7 +186,7 @@ pub fn layer_norm_generic(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<T
 #[derive(Debug, Clone)]
 struct CausalSoftmax {
     heads: usize,
-    /// Per slot, the first key it may see ([`crate::model::sequence::PADDING`]: none).
+    /// Per slot, the first key it may see ([`PADDING`]: none).
     first: Vec<u32>,
     scale: f32,
 }
@@ -277,7 +281,7 @@ impl CustomOp1 for CausalSoftmax {
 
 /// Attention probabilities from `scores` (`[B * H, L, L]`, `H` heads per row of slots), each
 /// query a softmax of `scale * scores` over the keys it may see (`first[slot]` up to itself,
-/// see [`crate::model::sequence::Padded::first`]); padding queries are 0.
+/// see the sequence encoder's `Padded::first`); padding queries are 0.
 pub fn causal_softmax(scores: &Tensor, heads: usize, first: &[u32], scale: f64) -> Result<Tensor> {
     if !scores.device().is_cpu() {
         return causal_softmax_generic(scores, heads, first, scale);
@@ -391,7 +395,7 @@ mod tests {
         )
         .unwrap();
         // Row 0: one window of 4 slots; row 1: two padding slots, then a window of 2.
-        let pad = crate::model::sequence::PADDING;
+        let pad = PADDING;
         let first = [0, 0, 0, 0, pad, pad, 2, 2];
         let w = Tensor::from_vec(
             (0..b * h * l * l)

@@ -7,9 +7,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use recall_sampling::exclude::draw_excluding_with_mass;
 use recall_sampling::{ItemSampler, Popularity, Uniform};
 
-use crate::Result;
 use crate::config::{Loss, NegativeSampler, TrainConfig};
 use crate::data::EncodedData;
+use crate::error::Result;
 use crate::model::sequence::Padded;
 use crate::model::{Pass, StepTables, TwoTower, UserRows};
 use crate::ops::fused::RowExclusions;

@@ -4,8 +4,8 @@
 use recall_eval::topk::{self, Lists};
 use recall_sampling::hard::HardNegatives;
 
-use crate::Result;
 use crate::data::{EncodedData, SplitRows};
+use crate::error::Result;
 use crate::model::TwoTower;
 use recall_core::columns::FIRST_ITEM;
 

@@ -5,7 +5,7 @@
 
 use candle_core::{D, Tensor};
 
-use crate::Result;
+use crate::error::Result;
 
 /// Stable binary cross-entropy on logits: `relu(x) - x*y + ln(1 + exp(-|x|))`, mean.
 pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {

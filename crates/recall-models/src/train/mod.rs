@@ -16,13 +16,13 @@ use serde::Serialize;
 
 use crate::config::{LogqSource, TrainConfig};
 use crate::data::EncodedData;
+use crate::error::{Error, Result};
 use crate::model::TwoTower;
 use crate::ops::adam::{AdamSettings, DenseAdam};
 pub use crate::train::batch::example_target_q;
 use crate::train::batch::{BatchDraw, Negatives, Windows, batch_loss, draw_batch, sampler};
 pub use crate::train::hard::{HardRound, mine_hard_negatives, mining_split};
 pub use crate::train::loss::{bce_with_logits, bpr, softmax_first};
-use crate::{Error, Result};
 
 /// First item index that is a real item (0 padding, 1 out-of-vocabulary); its owner is
 /// `recall_core::columns`.

@@ -12,7 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use crate::Result;
+use crate::error::Result;
 use crate::model::sparse::Gathered;
 
 /// One block of every input row.
