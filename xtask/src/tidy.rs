@@ -410,6 +410,55 @@ mod tests {
             .collect()
     }
 
+    /// Names a crate's modules take through the crate root (`crate::Name` where `Name` is no
+    /// module: an item `lib.rs` defines or re-exports), as `file: path`. The root stands above
+    /// every module (it declares them and re-exports from them), so such a name runs back up.
+    fn names_through_the_root(src: &std::path::Path) -> Vec<String> {
+        let files = module_files(src);
+        let mut out = Vec::new();
+        for (own, path) in &files {
+            if own.is_empty() {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            for named in named_paths(&text, own) {
+                let is_module = (1..=named.len()).any(|n| files.contains_key(&named[..n].to_vec()));
+                if !named.is_empty() && !is_module {
+                    let file = path.strip_prefix(src).unwrap().display();
+                    out.push(format!("{file}: crate::{}", named.join("::")));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// No module imports its crate root's items (name them by their module instead).
+    #[test]
+    fn no_module_imports_run_back_up_to_the_crate_root() {
+        let root = project_root();
+        let mut crates: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("crates"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        crates.push(root.join("xtask"));
+        let found: Vec<String> = crates
+            .iter()
+            .flat_map(|dir| {
+                let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+                names_through_the_root(&dir.join("src"))
+                    .into_iter()
+                    .map(move |n| format!("{name}/src/{n}"))
+            })
+            .collect();
+        assert!(
+            found.is_empty(),
+            "modules naming items through their crate root (use the defining module's path):\n{}",
+            found.join("\n")
+        );
+    }
+
     /// No crate has modules that import each other in a circle (test modules aside): a
     /// circle means two rooms that cannot be understood or changed apart.
     #[test]
@@ -476,6 +525,8 @@ mod tests {
         .unwrap();
         let circles = module_circles(src);
         assert_eq!(circles.len(), 2, "{circles:?}");
+        // `crate::{b::Thing, Error}` in a.rs names `Error` through the root.
+        assert_eq!(names_through_the_root(src), ["a.rs: crate::Error"]);
         assert!(
             circles.contains(&vec![
                 "c.rs".to_owned(),

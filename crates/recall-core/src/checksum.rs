@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Hex SHA-256 of a file's bytes, read in 1 MiB blocks so memory stays flat for large files.
 pub fn sha256_file(path: &Path) -> Result<String> {

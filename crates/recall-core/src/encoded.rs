@@ -29,7 +29,9 @@ use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, RawIds, Result, Table};
+use crate::error::{Error, Result};
+use crate::ids::RawIds;
+use crate::table::Table;
 
 /// Version of this contract, in `features.json` and in every Parquet file's footer metadata
 /// (key [`CONTRACT_KEY`]). Version 1 (no marker) carried a copy of each history in every row.

@@ -14,8 +14,8 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::error::{Error, Result};
 use crate::ids::RawIds;
-use crate::{Error, Result};
 
 /// A whole table in memory, remembering the file it came from for error messages.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The temporary path used while `path` is being written.
 fn temporary_path(path: &Path) -> PathBuf {
@@ -88,7 +88,7 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch, metadata: &[(&str, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Table;
+    use crate::table::Table;
     use arrow_array::{Int32Array, RecordBatch};
     use std::sync::Arc;
 

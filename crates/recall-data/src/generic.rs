@@ -21,10 +21,10 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use recall_core::{Error, Result, Table, columns as col};
 use serde::{Deserialize, Serialize};
 
-use crate::Dataset;
 use crate::csv_log::{
     ColumnNames, csv_error, csv_reader, header_index, ids_from_strings, read_csv_events,
 };
+use crate::dataset::Dataset;
 use crate::dataset::{Events, Interactions, batch, check_unique_ids, string_list_array};
 use crate::movielens::{read_ml_1m_movies, read_ml_1m_users};
 

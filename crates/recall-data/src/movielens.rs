@@ -16,9 +16,9 @@ use arrow_array::{Int32Array, RecordBatch, StringArray};
 use recall_core::{Error, RawIds, Result, columns as col};
 
 use crate::csv_log::{ColumnNames, csv_error, csv_reader, read_csv_events};
+use crate::dataset::{Dataset, IngestStats};
 use crate::dataset::{Events, Interactions, batch, check_unique_ids, items_batch};
 use crate::text::{Encoding, fields, for_each_line, parse};
-use crate::{Dataset, IngestStats};
 
 /// Reads ml-1m from `dir`: `ratings.dat` (or `ratings.dat.gz`), `users.dat`, `movies.dat`.
 pub fn read_ml_1m(dir: &Path) -> Result<Dataset> {

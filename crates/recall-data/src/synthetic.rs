@@ -20,7 +20,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use recall_core::{Error, RawIds, Result, columns as col};
 use serde::{Deserialize, Serialize};
 
-use crate::Dataset;
+use crate::dataset::Dataset;
 use crate::dataset::{Events, Interactions, batch, items_batch};
 
 const GENRE_NAMES: [&str; 18] = [

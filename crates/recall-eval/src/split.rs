@@ -182,7 +182,7 @@ pub fn seen_before_targets(sequences: &Sequences, rows: &SplitRows, newest: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Embeddings;
+    use crate::embeddings::Embeddings;
     use crate::metrics;
     use crate::topk::{self, Options};
 

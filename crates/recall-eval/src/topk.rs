@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 use recall_core::{Error, Result};
 
-use crate::Embeddings;
+use crate::embeddings::Embeddings;
 
 /// Per-user lists of item indices in CSR form (truth sets, seen items, rankings).
 #[derive(Debug, Clone, PartialEq, Default)]

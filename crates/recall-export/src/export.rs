@@ -33,9 +33,9 @@ pub const INDEX_FILE: &str = "item_index.usearch";
 use recall_models::{EncodedData, TwoTower, checkpoint};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::index::{self, ApproximateIndex, IndexConfig};
 use crate::vectors::{self, TableInfo};
-use crate::{Error, Result};
 
 fn default_top_k() -> usize {
     100

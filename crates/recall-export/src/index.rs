@@ -15,7 +15,7 @@ use recall_eval::topk::{Lists, TopK};
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 fn default_connectivity() -> usize {
     16

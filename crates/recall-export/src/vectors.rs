@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field};
 use recall_core::RawIds;
 use recall_eval::Embeddings;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Column of the vectors.
 pub const EMBEDDING: &str = "embedding";

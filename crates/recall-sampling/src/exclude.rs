@@ -14,7 +14,7 @@
 use rand::{Rng, RngCore};
 use recall_core::{Error, Result};
 
-use crate::ItemSampler;
+use crate::sampler::ItemSampler;
 
 /// The probability `sampler` gives to the `excluded` items together.
 pub fn excluded_mass(sampler: &dyn ItemSampler, excluded: &[u32]) -> f64 {
@@ -96,7 +96,7 @@ pub fn draw_excluding_with_mass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Popularity, Uniform};
+    use crate::popularity::{Popularity, Uniform};
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;

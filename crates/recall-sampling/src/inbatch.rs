@@ -12,7 +12,7 @@
 
 use rand::RngCore;
 
-use crate::ItemSampler;
+use crate::sampler::ItemSampler;
 
 /// `-ln q_j` for each item, given its sampling probability (for in-batch candidates, the
 /// probability of being a training target). Items with `q = 0` get 0 (no correction).
@@ -244,7 +244,7 @@ pub fn shared_candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Uniform;
+    use crate::popularity::Uniform;
     use proptest::prelude::*;
     use rand::SeedableRng;
 
@@ -313,7 +313,7 @@ mod tests {
         let (batch, steps) = (512usize, 20_000u64);
         let weights: Vec<f64> = (0..n).map(|i| 1.0 / (i + 1) as f64).collect();
         let total: f64 = weights.iter().sum();
-        let zipf = crate::Popularity::from_weights(weights.clone(), 0).unwrap();
+        let zipf = crate::popularity::Popularity::from_weights(weights.clone(), 0).unwrap();
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
         let mut f = StreamingFrequency::new(Slots::Direct(n), 0.001);
         let mut seen = vec![0u64; n];

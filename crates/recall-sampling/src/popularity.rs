@@ -6,7 +6,7 @@
 use rand::{Rng, RngCore};
 use recall_core::{Error, Result};
 
-use crate::ItemSampler;
+use crate::sampler::ItemSampler;
 
 /// Uniform over items `first..end`.
 #[derive(Debug, Clone)]
