@@ -110,7 +110,7 @@ impl<'a> InputPlan<'a> {
         let Some(first) = self.tables.first() else {
             return self.assemble_generic();
         };
-        if !first.var.device().is_cpu() {
+        if !crate::ops::fused_kernels(first.var.device()) {
             return self.assemble_generic();
         }
         // The op reads every table from one flat tensor; candle's `cat` routes each slice of

@@ -235,7 +235,7 @@ impl Tower {
         pass: &mut Pass<'_>,
         row_weights: Option<&[f32]>,
     ) -> Result<Tensor> {
-        if x.device().is_cpu() && !pass.dropout_active() {
+        if crate::ops::fused_kernels(x.device()) && !pass.dropout_active() {
             return self.forward_fused(x, pass.is_training(), row_weights);
         }
         self.forward_layered(x, pass, row_weights)

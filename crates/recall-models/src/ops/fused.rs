@@ -112,7 +112,7 @@ impl CustomOp3 for BiasActivationGrad {
 
 /// `act(z + bias)` (see `BiasActivation`); `z` is `[N, C]`, `bias` and `alpha` `[C]`.
 pub fn bias_activation(z: &Tensor, bias: &Tensor, alpha: &Tensor) -> Result<Tensor> {
-    if z.device().is_cpu() {
+    if super::fused_kernels(z.device()) {
         let z = z.contiguous()?;
         return Ok(z.apply_op3(bias, alpha, BiasActivation)?);
     }
@@ -205,7 +205,7 @@ impl CustomOp3 for L2NormalizeGrad {
 
 /// Row-wise L2 normalisation of a `[N, D]` tensor.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.rank() == 2 {
+    if super::fused_kernels(x.device()) && x.rank() == 2 {
         return Ok(x.contiguous()?.apply_op1(L2Normalize)?);
     }
     l2_normalize_generic(x)
@@ -298,7 +298,7 @@ impl CustomOp2 for RowScores {
 /// `[B, c]` scores of each user against its own `c` candidates (`items` `[B * c, d]`, row
 /// `b`'s first), times `scale`.
 pub fn row_scores(users: &Tensor, items: &Tensor, candidates: usize, scale: f64) -> Result<Tensor> {
-    if users.device().is_cpu() {
+    if super::fused_kernels(users.device()) {
         let op = RowScores {
             candidates,
             scale: scale as f32,
@@ -565,7 +565,7 @@ pub fn softmax_loss(
     column_bias: &[f32],
     labels: &[u32],
 ) -> Result<Tensor> {
-    if logits.device().is_cpu() {
+    if super::fused_kernels(logits.device()) {
         let op = InBatchSoftmax {
             columns: SoftmaxColumns::new(scale, row_targets, column_items, column_bias, labels),
             softmax: Default::default(),

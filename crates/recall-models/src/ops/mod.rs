@@ -11,3 +11,9 @@ pub mod norm_op;
 pub(crate) mod par;
 pub mod score_op;
 pub mod seq_op;
+
+/// Whether the hand-written CPU kernels run for tensors on `device`, else the generic candle
+/// form each is tested against: the one place that makes the choice (today: on the CPU).
+pub fn fused_kernels(device: &candle_core::Device) -> bool {
+    device.is_cpu()
+}

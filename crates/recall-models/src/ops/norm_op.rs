@@ -386,7 +386,7 @@ pub fn batch_norm_activation(
     running: Option<(&Tensor, &Tensor)>,
     weights: Option<&[f32]>,
 ) -> Result<(Tensor, BatchStats)> {
-    if !z.device().is_cpu() {
+    if !super::fused_kernels(z.device()) {
         return batch_norm_activation_generic(z, params, running, weights);
     }
     let stats = Arc::new(Mutex::new(BatchStats::default()));

@@ -52,7 +52,7 @@ pub fn vector_softmax_loss(
     scale: f64,
     columns: Columns<'_>,
 ) -> Result<Tensor> {
-    if u.device().is_cpu() {
+    if super::fused_kernels(u.device()) {
         let op = VectorSoftmax {
             columns: SoftmaxColumns::new(
                 scale,

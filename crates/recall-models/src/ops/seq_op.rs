@@ -160,7 +160,7 @@ impl CustomOp3 for LayerNormGrad {
 
 /// Layer normalisation of the rows of `x` (`[..., D]`), with `gamma` and `beta` (`[D]`).
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !super::fused_kernels(x.device()) {
         return layer_norm_generic(x, gamma, beta);
     }
     let dims = x.dims().to_vec();
@@ -283,7 +283,7 @@ impl CustomOp1 for CausalSoftmax {
 /// query a softmax of `scale * scores` over the keys it may see (`first[slot]` up to itself,
 /// see the sequence encoder's `Padded::first`); padding queries are 0.
 pub fn causal_softmax(scores: &Tensor, heads: usize, first: &[u32], scale: f64) -> Result<Tensor> {
-    if !scores.device().is_cpu() {
+    if !super::fused_kernels(scores.device()) {
         return causal_softmax_generic(scores, heads, first, scale);
     }
     let op = CausalSoftmax {
