@@ -614,7 +614,7 @@ pub fn export_model(
 
     let summary = ExportSummary {
         model: name.to_owned(),
-        model_kind: model.config.kind.name().to_owned(),
+        model_kind: model.config.kind().name().to_owned(),
         dim,
         config_hash: config_hash.to_owned(),
         versions: serde_json::json!({

@@ -162,17 +162,8 @@ pub enum LrSchedule {
 // Options added after the first release are left out of the serialised config while they
 // hold their defaults: the config hash of an existing pipeline (and so its cached stages)
 // stays the same, and older readers still parse the file.
-fn is_false(b: &bool) -> bool {
-    !*b
-}
 fn is_zero(n: &usize) -> bool {
     *n == 0
-}
-
-impl LastLayer {
-    fn is_linear(&self) -> bool {
-        *self == LastLayer::Linear
-    }
 }
 
 fn is_zero_f64(x: &f64) -> bool {
@@ -253,91 +244,343 @@ fn default_std() -> f32 {
 fn default_blocks() -> usize {
     2
 }
-fn is_default_blocks(n: &usize) -> bool {
-    *n == default_blocks()
-}
-fn is_one(n: &usize) -> bool {
-    *n == 1
-}
-fn one() -> usize {
-    1
+
+/// Architecture settings: one kind with its own keys (`kind = "dssm" | "youtubednn" |
+/// "sasrec"` in a pipeline file). A key of another kind is refused with the key and the kind
+/// named; the serialised form (`config.json`, config hashes) holds exactly the kind's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawModelConfig", into = "RawModelConfig")]
+pub enum ModelConfig {
+    /// Two towers: user features + pooled history into a user MLP, item id + item features
+    /// into an item MLP; both L2-normalised; score = cosine / temperature.
+    Dssm(DssmConfig),
+    /// User tower over user features, pooled watch history and example age; the item side is
+    /// the item embedding table itself (shared with the history); L2-normalised.
+    Youtubednn(YoutubednnConfig),
+    /// A causal self-attention user tower over the item history, trained to predict the next
+    /// item at every position; the item side is the item table, as YoutubeDNN's.
+    Sasrec(SasrecConfig),
 }
 
-/// Architecture settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    pub kind: ModelKind,
-    /// Dimension of item (and history) embeddings; the user tower of YoutubeDNN must end at
-    /// this width. Default 64.
-    #[serde(default = "default_dim")]
+/// Keys every kind has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Common {
+    /// Dimension of item (and history) embeddings. Default 64.
     pub embedding_dim: usize,
     /// Dimension of every side-feature embedding (user features, genres, example age, user
     /// id). Default 16.
-    #[serde(default = "default_feature_dim")]
     pub feature_dim: usize,
-    /// Layer widths of the user tower; the last is the output. Default [256, 64].
-    #[serde(default = "default_tower")]
-    pub user_tower: Vec<usize>,
-    /// Layer widths of the DSSM item tower. Default [256, 64].
-    #[serde(default = "default_tower")]
-    pub item_tower: Vec<usize>,
-    #[serde(default)]
-    pub activation: Activation,
     /// Dropout on hidden layers during training (seeded). Default 0.
-    #[serde(default)]
     pub dropout: f32,
+    /// Scores are cosine / temperature. Default 0.05.
+    pub temperature: f64,
+    /// Standard deviation of embedding initialisation. Default 0.05.
+    pub init_std: f32,
+    /// Feed the encoded user features. Default true.
+    pub user_features: bool,
+    /// Feed the user id embedding (memorises users seen in training). Default false.
+    pub user_id: bool,
+}
+
+/// How the MLP towers' layers are built (DSSM's two towers, YoutubeDNN's user tower).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Mlp {
+    pub activation: Activation,
     /// Batch normalisation after each hidden layer's matrix product (before bias and
     /// activation), as `torch.nn.BatchNorm1d`. Default false.
-    #[serde(default, skip_serializing_if = "is_false")]
     pub batch_norm: bool,
-    /// The towers' last layer: `"linear"` (default) or `"like-hidden"` (batch norm and the
-    /// activation as on the hidden layers).
-    #[serde(default, skip_serializing_if = "LastLayer::is_linear")]
+    /// The towers' last layer: `"linear"` (default) or `"like-hidden"`.
     pub last_layer: LastLayer,
-    /// Scores are cosine / temperature. Default 0.05.
-    #[serde(default = "default_temperature")]
-    pub temperature: f64,
-    #[serde(default)]
+}
+
+/// The pooling user tower's keys (DSSM, YoutubeDNN).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PooledUser {
+    /// Layer widths of the user tower; the last is the output. Default [256, 64].
+    pub user_tower: Vec<usize>,
     pub pooling: Pooling,
     /// Also pool the newest `recent_items` of the history into a second vector beside the
     /// whole-history one (0 = off, the default). Short-term interest is much of what predicts
     /// the next item in session-like logs such as MovieLens.
-    #[serde(default)]
     pub recent_items: usize,
     /// Item features pooled over the history as sequences of their own, each with its own
-    /// table (the design's second pooled history: the genres of the watched items on
-    /// MovieLens). Names of encoded item features, e.g. `["genres"]`. Default none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// table (the genres of the watched items on MovieLens). Default none.
     pub history_features: Vec<String>,
     /// Feed the example-age bucket to the user tower (0 at serving). Default true.
-    #[serde(default = "default_true")]
     pub example_age: bool,
-    /// Feed the encoded user features. Default true.
-    #[serde(default = "default_true")]
-    pub user_features: bool,
-    /// Feed the user id embedding (memorises users seen in training). Default false.
-    #[serde(default)]
-    pub user_id: bool,
-    /// DSSM: feed item side features (genres) to the item tower. Default true.
-    #[serde(default = "default_true")]
+}
+
+/// `kind = "dssm"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DssmConfig {
+    pub common: Common,
+    pub mlp: Mlp,
+    pub user: PooledUser,
+    /// Layer widths of the item tower; it must end where the user tower does. Default
+    /// [256, 64].
+    pub item_tower: Vec<usize>,
+    /// Feed item side features (genres) to the item tower. Default true.
     pub item_features: bool,
-    /// Standard deviation of embedding initialisation. Default 0.05.
-    #[serde(default = "default_std")]
-    pub init_std: f32,
-    /// SASRec: attention blocks. Default 2.
-    #[serde(default = "default_blocks", skip_serializing_if = "is_default_blocks")]
+}
+
+/// `kind = "youtubednn"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct YoutubednnConfig {
+    pub common: Common,
+    pub mlp: Mlp,
+    /// Its user tower must end at `embedding_dim` (it is scored against the item table).
+    pub user: PooledUser,
+}
+
+/// `kind = "sasrec"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SasrecConfig {
+    pub common: Common,
+    /// Attention blocks. Default 2.
     pub blocks: usize,
-    /// SASRec: attention heads (`embedding_dim` must divide by it). Default 1.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
+    /// Attention heads (`embedding_dim` must divide by it). Default 1.
     pub heads: usize,
-    /// SASRec: the newest items the attention sees (training windows and the history a user
-    /// is embedded at). Default, and at most: the encode stage's `max_len`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The newest items the attention sees (training windows and the history a user is
+    /// embedded at). Default, and at most: the encode stage's `max_len`.
     pub max_len: Option<usize>,
-    /// SASRec: hidden width of each block's feed-forward net. Default `embedding_dim`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Hidden width of each block's feed-forward net. Default `embedding_dim`.
     pub ffn_width: Option<usize>,
+}
+
+/// Every key of every kind, as a pipeline file spells them: what a `model = { ... }` table is
+/// read into before it becomes its kind's type (so another kind's key can be named).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelConfig {
+    kind: Option<ModelKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feature_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropout: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_std: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_features: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_tower: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    activation: Option<Activation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_norm: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_layer: Option<LastLayer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pooling: Option<Pooling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recent_items: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history_features: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    example_age: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_tower: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_features: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocks: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_len: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ffn_width: Option<usize>,
+}
+
+const COMMON_KEYS: [&str; 7] = [
+    "embedding_dim",
+    "feature_dim",
+    "dropout",
+    "temperature",
+    "init_std",
+    "user_features",
+    "user_id",
+];
+const POOLED_KEYS: [&str; 8] = [
+    "user_tower",
+    "activation",
+    "batch_norm",
+    "last_layer",
+    "pooling",
+    "recent_items",
+    "history_features",
+    "example_age",
+];
+const DSSM_KEYS: [&str; 2] = ["item_tower", "item_features"];
+const SASREC_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "ffn_width"];
+
+impl ModelKind {
+    /// The keys a `model = { ... }` table of this kind may have (besides `kind`).
+    pub fn keys(self) -> Vec<&'static str> {
+        let mut keys = COMMON_KEYS.to_vec();
+        match self {
+            ModelKind::Dssm => {
+                keys.extend(POOLED_KEYS);
+                keys.extend(DSSM_KEYS);
+            }
+            ModelKind::Youtubednn => keys.extend(POOLED_KEYS),
+            ModelKind::Sasrec => keys.extend(SASREC_KEYS),
+        }
+        keys
+    }
+}
+
+impl RawModelConfig {
+    /// The keys the table set.
+    fn present(&self) -> Vec<&'static str> {
+        let set = [
+            ("embedding_dim", self.embedding_dim.is_some()),
+            ("feature_dim", self.feature_dim.is_some()),
+            ("dropout", self.dropout.is_some()),
+            ("temperature", self.temperature.is_some()),
+            ("init_std", self.init_std.is_some()),
+            ("user_features", self.user_features.is_some()),
+            ("user_id", self.user_id.is_some()),
+            ("user_tower", self.user_tower.is_some()),
+            ("activation", self.activation.is_some()),
+            ("batch_norm", self.batch_norm.is_some()),
+            ("last_layer", self.last_layer.is_some()),
+            ("pooling", self.pooling.is_some()),
+            ("recent_items", self.recent_items.is_some()),
+            ("history_features", self.history_features.is_some()),
+            ("example_age", self.example_age.is_some()),
+            ("item_tower", self.item_tower.is_some()),
+            ("item_features", self.item_features.is_some()),
+            ("blocks", self.blocks.is_some()),
+            ("heads", self.heads.is_some()),
+            ("max_len", self.max_len.is_some()),
+            ("ffn_width", self.ffn_width.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(_, s)| *s)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    fn common(&self) -> Common {
+        Common {
+            embedding_dim: self.embedding_dim.unwrap_or_else(default_dim),
+            feature_dim: self.feature_dim.unwrap_or_else(default_feature_dim),
+            dropout: self.dropout.unwrap_or(0.0),
+            temperature: self.temperature.unwrap_or_else(default_temperature),
+            init_std: self.init_std.unwrap_or_else(default_std),
+            user_features: self.user_features.unwrap_or(true),
+            user_id: self.user_id.unwrap_or(false),
+        }
+    }
+
+    fn mlp(&self) -> Mlp {
+        Mlp {
+            activation: self.activation.unwrap_or_default(),
+            batch_norm: self.batch_norm.unwrap_or(false),
+            last_layer: self.last_layer.unwrap_or_default(),
+        }
+    }
+
+    fn pooled(&self) -> PooledUser {
+        PooledUser {
+            user_tower: self.user_tower.clone().unwrap_or_else(default_tower),
+            pooling: self.pooling.unwrap_or_default(),
+            recent_items: self.recent_items.unwrap_or(0),
+            history_features: self.history_features.clone().unwrap_or_default(),
+            example_age: self.example_age.unwrap_or(true),
+        }
+    }
+
+    fn set_common(&mut self, c: &Common) {
+        self.embedding_dim = Some(c.embedding_dim);
+        self.feature_dim = Some(c.feature_dim);
+        self.dropout = Some(c.dropout);
+        self.temperature = Some(c.temperature);
+        self.init_std = Some(c.init_std);
+        self.user_features = Some(c.user_features);
+        self.user_id = Some(c.user_id);
+    }
+
+    fn set_mlp(&mut self, m: &Mlp, u: &PooledUser) {
+        self.activation = Some(m.activation);
+        self.batch_norm = Some(m.batch_norm);
+        self.last_layer = Some(m.last_layer);
+        self.user_tower = Some(u.user_tower.clone());
+        self.pooling = Some(u.pooling);
+        self.recent_items = Some(u.recent_items);
+        self.history_features = Some(u.history_features.clone());
+        self.example_age = Some(u.example_age);
+    }
+}
+
+impl TryFrom<RawModelConfig> for ModelConfig {
+    type Error = String;
+
+    fn try_from(raw: RawModelConfig) -> Result<Self, String> {
+        let kind = raw
+            .kind
+            .ok_or("missing key `kind` (\"dssm\", \"youtubednn\" or \"sasrec\")")?;
+        let keys = kind.keys();
+        if let Some(key) = raw.present().into_iter().find(|k| !keys.contains(k)) {
+            return Err(format!(
+                "`{key}` is not a key of kind \"{}\" (its keys: {})",
+                kind.name(),
+                keys.join(", ")
+            ));
+        }
+        Ok(match kind {
+            ModelKind::Dssm => ModelConfig::Dssm(DssmConfig {
+                common: raw.common(),
+                mlp: raw.mlp(),
+                user: raw.pooled(),
+                item_tower: raw.item_tower.clone().unwrap_or_else(default_tower),
+                item_features: raw.item_features.unwrap_or(true),
+            }),
+            ModelKind::Youtubednn => ModelConfig::Youtubednn(YoutubednnConfig {
+                common: raw.common(),
+                mlp: raw.mlp(),
+                user: raw.pooled(),
+            }),
+            ModelKind::Sasrec => ModelConfig::Sasrec(SasrecConfig {
+                common: raw.common(),
+                blocks: raw.blocks.unwrap_or_else(default_blocks),
+                heads: raw.heads.unwrap_or(1),
+                max_len: raw.max_len,
+                ffn_width: raw.ffn_width,
+            }),
+        })
+    }
+}
+
+impl From<ModelConfig> for RawModelConfig {
+    fn from(config: ModelConfig) -> Self {
+        let mut raw = RawModelConfig {
+            kind: Some(config.kind()),
+            ..RawModelConfig::default()
+        };
+        raw.set_common(config.common());
+        match &config {
+            ModelConfig::Dssm(c) => {
+                raw.set_mlp(&c.mlp, &c.user);
+                raw.item_tower = Some(c.item_tower.clone());
+                raw.item_features = Some(c.item_features);
+            }
+            ModelConfig::Youtubednn(c) => raw.set_mlp(&c.mlp, &c.user),
+            ModelConfig::Sasrec(c) => {
+                raw.blocks = Some(c.blocks);
+                raw.heads = Some(c.heads);
+                raw.max_len = c.max_len;
+                raw.ffn_width = c.ffn_width;
+            }
+        }
+        raw
+    }
 }
 
 /// Optimisation settings.
@@ -416,57 +659,149 @@ pub struct TrainConfig {
 }
 
 impl ModelConfig {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            ModelConfig::Dssm(_) => ModelKind::Dssm,
+            ModelConfig::Youtubednn(_) => ModelKind::Youtubednn,
+            ModelConfig::Sasrec(_) => ModelKind::Sasrec,
+        }
+    }
+
+    /// The keys every kind has.
+    pub fn common(&self) -> &Common {
+        match self {
+            ModelConfig::Dssm(c) => &c.common,
+            ModelConfig::Youtubednn(c) => &c.common,
+            ModelConfig::Sasrec(c) => &c.common,
+        }
+    }
+
+    /// How the MLP towers are built (the pooling kinds).
+    pub fn mlp(&self) -> Option<&Mlp> {
+        match self {
+            ModelConfig::Dssm(c) => Some(&c.mlp),
+            ModelConfig::Youtubednn(c) => Some(&c.mlp),
+            ModelConfig::Sasrec(_) => None,
+        }
+    }
+
+    /// The pooling user tower's keys (DSSM, YoutubeDNN).
+    pub fn pooled_user(&self) -> Option<&PooledUser> {
+        match self {
+            ModelConfig::Dssm(c) => Some(&c.user),
+            ModelConfig::Youtubednn(c) => Some(&c.user),
+            ModelConfig::Sasrec(_) => None,
+        }
+    }
+
+    /// Whether the user side reads the example-age bucket.
+    pub fn example_age(&self) -> bool {
+        self.pooled_user().is_some_and(|u| u.example_age)
+    }
+
+    /// The keys every kind has, to change.
+    pub fn common_mut(&mut self) -> &mut Common {
+        match self {
+            ModelConfig::Dssm(c) => &mut c.common,
+            ModelConfig::Youtubednn(c) => &mut c.common,
+            ModelConfig::Sasrec(c) => &mut c.common,
+        }
+    }
+
+    /// The MLP settings of a pooling kind, to change.
+    pub fn mlp_mut(&mut self) -> Option<&mut Mlp> {
+        match self {
+            ModelConfig::Dssm(c) => Some(&mut c.mlp),
+            ModelConfig::Youtubednn(c) => Some(&mut c.mlp),
+            ModelConfig::Sasrec(_) => None,
+        }
+    }
+
+    /// The pooling user tower's keys, to change.
+    pub fn pooled_user_mut(&mut self) -> Option<&mut PooledUser> {
+        match self {
+            ModelConfig::Dssm(c) => Some(&mut c.user),
+            ModelConfig::Youtubednn(c) => Some(&mut c.user),
+            ModelConfig::Sasrec(_) => None,
+        }
+    }
+
+    /// DSSM's own keys.
+    pub fn dssm(&self) -> Option<&DssmConfig> {
+        match self {
+            ModelConfig::Dssm(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// SASRec's own keys.
+    pub fn sasrec(&self) -> Option<&SasrecConfig> {
+        match self {
+            ModelConfig::Sasrec(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether lists (histories, bags) pool by their mean (else by their sum).
+    pub fn pools_by_mean(&self) -> bool {
+        self.pooled_user()
+            .is_none_or(|u| u.pooling == Pooling::Mean)
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         // Keys as a pipeline file spells them inside a `[[models]]` entry (`model = { ... }`).
         let bad = |key: &str, msg: &str| Err(Error::config(format!("model.{key}"), msg));
-        if self.embedding_dim == 0 || self.feature_dim == 0 {
+        let common = self.common();
+        if common.embedding_dim == 0 || common.feature_dim == 0 {
             return bad("embedding_dim", "dimensions must be at least 1");
         }
-        if self.user_tower.is_empty() || self.user_tower.contains(&0) {
+        if !(common.temperature.is_finite() && common.temperature > 0.0) {
+            return bad("temperature", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&common.dropout) {
+            return bad("dropout", "must be in [0, 1)");
+        }
+        if let Some(user) = self.pooled_user()
+            && (user.user_tower.is_empty() || user.user_tower.contains(&0))
+        {
             return bad(
                 "user_tower",
                 "needs at least one layer, each at least 1 wide",
             );
         }
-        if self.kind == ModelKind::Youtubednn && self.user_tower.last() != Some(&self.embedding_dim)
-        {
-            return bad(
-                "user_tower",
-                "YoutubeDNN's user tower must end at embedding_dim (it is scored against the item table)",
-            );
-        }
-        if self.kind == ModelKind::Dssm
-            && (self.item_tower.is_empty() || self.item_tower.last() != self.user_tower.last())
-        {
-            return bad("item_tower", "DSSM's towers must end at the same width");
-        }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad("temperature", "must be a positive number");
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad("dropout", "must be in [0, 1)");
-        }
-        if self.kind == ModelKind::Sasrec {
-            if self.recent_items > 0 || !self.history_features.is_empty() {
-                return bad(
-                    "recent_items",
-                    "SASRec attends over the history itself: recent_items and history_features are for the pooling kinds",
-                );
+        match self {
+            ModelConfig::Youtubednn(c) => {
+                if c.user.user_tower.last() != Some(&c.common.embedding_dim) {
+                    return bad(
+                        "user_tower",
+                        "YoutubeDNN's user tower must end at embedding_dim (it is scored against the item table)",
+                    );
+                }
             }
-            if self.blocks == 0 {
-                return bad("blocks", "SASRec needs at least one attention block");
+            ModelConfig::Dssm(c) => {
+                if c.item_tower.is_empty()
+                    || c.item_tower.contains(&0)
+                    || c.item_tower.last() != c.user.user_tower.last()
+                {
+                    return bad("item_tower", "DSSM's towers must end at the same width");
+                }
             }
-            if self.heads == 0 || !self.embedding_dim.is_multiple_of(self.heads) {
-                return bad(
-                    "heads",
-                    "SASRec needs at least one head, and embedding_dim divisible by heads",
-                );
-            }
-            if self.max_len == Some(0) {
-                return bad("max_len", "must be at least 1");
-            }
-            if self.ffn_width == Some(0) {
-                return bad("ffn_width", "must be at least 1");
+            ModelConfig::Sasrec(c) => {
+                if c.blocks == 0 {
+                    return bad("blocks", "SASRec needs at least one attention block");
+                }
+                if c.heads == 0 || !c.common.embedding_dim.is_multiple_of(c.heads) {
+                    return bad(
+                        "heads",
+                        "SASRec needs at least one head, and embedding_dim divisible by heads",
+                    );
+                }
+                if c.max_len == Some(0) {
+                    return bad("max_len", "must be at least 1");
+                }
+                if c.ffn_width == Some(0) {
+                    return bad("ffn_width", "must be at least 1");
+                }
             }
         }
         Ok(())
@@ -474,13 +809,13 @@ impl ModelConfig {
 
     /// The width of user and item vectors.
     pub fn output_dim(&self) -> usize {
-        match self.kind {
-            ModelKind::Sasrec => self.embedding_dim,
-            _ => self
+        match self.pooled_user() {
+            Some(user) => user
                 .user_tower
                 .last()
                 .copied()
-                .unwrap_or(self.embedding_dim),
+                .unwrap_or(self.common().embedding_dim),
+            None => self.common().embedding_dim,
         }
     }
 }
@@ -585,7 +920,7 @@ impl TrainConfig {
     pub fn validate_for(&self, model: &ModelConfig) -> Result<(), Error> {
         self.validate()?;
         model.validate()?;
-        if model.kind == ModelKind::Sasrec {
+        if model.kind() == ModelKind::Sasrec {
             if !matches!(self.loss, Loss::InBatch | Loss::Mixed | Loss::FullSoftmax) {
                 return Err(Error::config(
                     "train.loss",
@@ -605,7 +940,7 @@ impl TrainConfig {
                 ));
             }
         }
-        if !self.seen_filter.is_none() && model.kind != ModelKind::Sasrec {
+        if !self.seen_filter.is_none() && model.kind() != ModelKind::Sasrec {
             return Err(Error::config(
                 "train.seen_filter",
                 "leaving seen items out of the softmax is implemented for kind = \"sasrec\" (the pooling kinds' sampled losses exclude positives through their sampler)",
@@ -630,6 +965,31 @@ mod tests {
 
     fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// A kind's config serialises to exactly its own keys and reads back the same.
+    #[test]
+    fn model_configs_round_trip_with_their_own_keys() {
+        for v in [
+            serde_json::json!({ "kind": "sasrec", "blocks": 3, "max_len": 50 }),
+            serde_json::json!({ "kind": "youtubednn", "embedding_dim": 8, "user_tower": [8], "recent_items": 5 }),
+            serde_json::json!({ "kind": "dssm", "item_tower": [32, 64], "batch_norm": true }),
+        ] {
+            let config: ModelConfig = parse(v);
+            let written = serde_json::to_value(&config).unwrap();
+            let keys: Vec<&str> = written
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != "kind")
+                .collect();
+            assert!(
+                keys.iter().all(|k| config.kind().keys().contains(k)),
+                "{written}"
+            );
+            assert_eq!(parse::<ModelConfig>(written), config);
+        }
     }
 
     /// Each impossible SASRec model setting is reported under its own key (`blocks = 0` was
@@ -678,9 +1038,30 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
-        // The YoutubeDNN-only inputs are refused on the model side.
-        let pooled: ModelConfig = parse(serde_json::json!({ "kind": "sasrec", "recent_items": 3 }));
-        assert!(ok.validate_for(&pooled).is_err());
+        // Another kind's key is refused when the table is read, naming the key and the kind.
+        for (key, value) in [
+            ("recent_items", serde_json::json!(3)),
+            ("user_tower", serde_json::json!([8])),
+            ("example_age", serde_json::json!(false)),
+            ("item_tower", serde_json::json!([8])),
+            ("batch_norm", serde_json::json!(true)),
+        ] {
+            let mut table = serde_json::json!({ "kind": "sasrec" });
+            table[key] = value;
+            let err = serde_json::from_value::<ModelConfig>(table)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("`{key}` is not a key of kind \"sasrec\"")),
+                "{err}"
+            );
+        }
+        let err = serde_json::from_value::<ModelConfig>(
+            serde_json::json!({ "kind": "youtubednn", "item_tower": [64], "blocks": 2 }),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a key of kind \"youtubednn\""), "{err}");
         // Seen items leave the softmax of SASRec's shared losses only.
         for view in ["all", "recent"] {
             let seen: TrainConfig =

@@ -10,7 +10,6 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{ModelKind, Pooling};
 use crate::data::EncodedData;
 use crate::model::tables::ItemFeatureSource;
 use crate::model::tower::{LayerActivation, TowerSpec, layer_tensor};
@@ -49,15 +48,18 @@ impl TwoTower {
     }
 
     fn pooling(&self) -> &'static str {
-        match self.config.pooling {
-            Pooling::Mean => "mean",
-            Pooling::Sum => "sum",
+        if self.config.pools_by_mean() {
+            "mean"
+        } else {
+            "sum"
         }
     }
 
     fn user_layout(&self, data: &EncodedData) -> Value {
-        let (d, fd) = (self.config.embedding_dim, self.config.feature_dim);
+        let common = self.config.common();
+        let (d, fd) = (common.embedding_dim, common.feature_dim);
         let pooling = self.pooling();
+        let recent_items = self.config.pooled_user().map_or(0, |u| u.recent_items);
         let mut parts = Vec::new();
         let sasrec = self.sequence.is_some();
         if !sasrec {
@@ -65,10 +67,10 @@ impl TwoTower {
                 json!({ "op": "pool", "table": "item_embedding", "over": "history",
                 "pooling": pooling, "width": d }),
             );
-            if self.config.recent_items > 0 {
+            if recent_items > 0 {
                 parts.push(
                     json!({ "op": "pool", "table": "item_embedding", "over": "history",
-                    "newest": self.config.recent_items, "pooling": pooling, "width": d }),
+                    "newest": recent_items, "pooling": pooling, "width": d }),
                 );
             }
         }
@@ -89,7 +91,7 @@ impl TwoTower {
                 "index": data.serving_age_bucket, "width": fd,
                 "note": "example age at serving is 0 (now): this fixed bucket" }));
         }
-        if self.config.user_features && !data.user_dense.is_empty() {
+        if common.user_features && !data.user_dense.is_empty() {
             let names: Vec<&str> = data.user_dense.iter().map(|f| f.name.as_str()).collect();
             parts.push(json!({ "op": "dense", "features": names, "width": names.len() }));
         }
@@ -111,13 +113,13 @@ impl TwoTower {
             .iter()
             .filter_map(|p| p["width"].as_u64())
             .sum::<u64>() as usize;
-        let encoder = match &self.sequence {
-            Some(encoder) => encoder.spec().describe(),
-            None => mlp(&tower_spec(
+        let encoder = match (&self.sequence, self.config.pooled_user()) {
+            (Some(encoder), _) => encoder.spec().describe(),
+            (None, user) => mlp(&tower_spec(
                 &self.config,
                 "user_tower",
                 width,
-                &self.config.user_tower,
+                user.map_or(&[], |u| &u.user_tower),
             )),
         };
         let newest = self.history_len(data);
@@ -137,16 +139,17 @@ impl TwoTower {
     }
 
     fn item_layout(&self, data: &EncodedData) -> Value {
-        let d = self.config.embedding_dim;
+        let common = self.config.common();
+        let d = common.embedding_dim;
         let mut parts = vec![
             json!({ "op": "lookup", "table": "item_embedding", "index": "item_id",
             "vocabulary": "item_embeddings.parquet (item_id, index_key)", "width": d }),
         ];
-        if self.config.kind != ModelKind::Dssm {
+        let Some(dssm) = self.config.dssm() else {
             return json!({ "parts": parts, "width": d, "encoder": { "kind": "none",
                 "computation": "the item's row of item_embedding, L2-normalised" } });
-        }
-        let fd = self.config.feature_dim;
+        };
+        let fd = common.feature_dim;
         for ((name, _), source) in self.tables.item_features.iter().zip(&self.item_sources) {
             parts.push(if source.is_scalar() {
                 json!({ "op": "lookup", "table": format!("item_feature.{name}"),
@@ -156,7 +159,7 @@ impl TwoTower {
                     "feature": name, "feature_kind": "bag", "pooling": self.pooling(), "width": fd })
             });
         }
-        if self.config.item_features && !data.item_dense.is_empty() {
+        if dssm.item_features && !data.item_dense.is_empty() {
             let names: Vec<&str> = data.item_dense.iter().map(|f| f.name.as_str()).collect();
             parts.push(json!({ "op": "dense", "features": names, "width": names.len() }));
         }
@@ -167,7 +170,7 @@ impl TwoTower {
         json!({
             "parts": parts,
             "width": width,
-            "encoder": mlp(&tower_spec(&self.config, "item_tower", width, &self.config.item_tower)),
+            "encoder": mlp(&tower_spec(&self.config, "item_tower", width, &dssm.item_tower)),
         })
     }
 }

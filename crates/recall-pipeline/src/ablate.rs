@@ -94,13 +94,21 @@ fn variant_config(
     let mut train = merge(&serde_json::to_value(&baseline.train)?, &ablation.train);
     let base_train = train.clone();
     train = merge(&train, &variant.train);
+    // A variant of another kind keeps the baseline's keys that kind has (dimensions,
+    // temperature, ...) and drops the rest.
+    let mut base_model = serde_json::to_value(&baseline.model)?;
+    if let Some(kind) = variant.model.get("kind") {
+        let kind: recall_models::ModelKind =
+            serde_json::from_value(kind.clone()).with_context(|| key("model.kind"))?;
+        let keys = kind.keys();
+        if let serde_json::Value::Object(map) = &mut base_model {
+            map.retain(|k, _| k == "kind" || keys.contains(&k.as_str()));
+        }
+    }
     let entry = ModelEntry {
         name: "variant".into(),
-        model: serde_json::from_value(merge(
-            &serde_json::to_value(&baseline.model)?,
-            &variant.model,
-        ))
-        .with_context(|| key("model"))?,
+        model: serde_json::from_value(merge(&base_model, &variant.model))
+            .with_context(|| key("model"))?,
         train: serde_json::from_value(train).with_context(|| key("train"))?,
         min_hit_rate_at_50: None,
     };

@@ -15,7 +15,7 @@ pub mod tower;
 use candle_core::{Device, Tensor};
 use rand::Rng;
 
-use crate::config::{ModelConfig, ModelKind, Pooling};
+use crate::config::ModelConfig;
 use crate::data::EncodedData;
 use crate::error::Result;
 use crate::model::input_op::InputPlan;
@@ -56,13 +56,15 @@ pub(crate) fn tower_spec<'a>(
     input: usize,
     widths: &'a [usize],
 ) -> TowerSpec<'a> {
+    // SASRec's (empty) user tower takes the defaults.
+    let mlp = config.mlp().copied().unwrap_or_default();
     TowerSpec {
         name,
         input,
         widths,
-        activation: config.activation,
-        batch_norm: config.batch_norm,
-        last_layer: config.last_layer,
+        activation: mlp.activation,
+        batch_norm: mlp.batch_norm,
+        last_layer: mlp.last_layer,
     }
 }
 
@@ -91,12 +93,18 @@ impl TwoTower {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let (d, fd, std) = (config.embedding_dim, config.feature_dim, config.init_std);
+        let common = config.common();
+        let (d, fd, std) = (common.embedding_dim, common.feature_dim, common.init_std);
+        let no_features = Vec::new();
+        let history_feature_names = config
+            .pooled_user()
+            .map_or(&no_features, |u| &u.history_features);
+        let dssm_item_features = config.dssm().is_some_and(|c| c.item_features);
         let item = SparseTable::new(data.item_table_size, d, std, rng).with_zero_padding();
-        let user_id = config
+        let user_id = common
             .user_id
             .then(|| SparseTable::new(data.user_table_size, fd, std, rng));
-        let user_features: Vec<(String, SparseTable)> = if config.user_features {
+        let user_features: Vec<(String, SparseTable)> = if common.user_features {
             data.user_features
                 .iter()
                 .map(|f| (f.name.clone(), SparseTable::new(f.table_size, fd, std, rng)))
@@ -106,12 +114,11 @@ impl TwoTower {
         };
         // Example age is per training example; SASRec trains every position of a window at
         // once and leaves it out.
-        let age =
-            (config.example_age && data.age_table_size > 0 && config.kind != ModelKind::Sasrec)
-                .then(|| SparseTable::new(data.age_table_size, fd, std, rng));
+        let age = (config.example_age() && data.age_table_size > 0)
+            .then(|| SparseTable::new(data.age_table_size, fd, std, rng));
         let mut history_sources = Vec::new();
         let mut history_features = Vec::new();
-        for name in &config.history_features {
+        for name in history_feature_names {
             let source = ItemFeatureSource::find(data, name).ok_or_else(|| {
                 recall_core::Error::config(
                     "model.history_features",
@@ -126,7 +133,7 @@ impl TwoTower {
                 SparseTable::new(source.table_size(data), fd, std, rng).with_zero_padding(),
             ));
         }
-        let item_sources = if config.kind == ModelKind::Dssm && config.item_features {
+        let item_sources = if dssm_item_features {
             ItemFeatureSource::all(data)
         } else {
             Vec::new()
@@ -139,13 +146,14 @@ impl TwoTower {
             })
             .collect();
         // Whole-history pooling, the optional recent-items pooling, then the side features.
-        let pooled = 1 + usize::from(config.recent_items > 0);
-        let user_dense = if config.user_features {
+        let recent_items = config.pooled_user().map_or(0, |u| u.recent_items);
+        let pooled = 1 + usize::from(recent_items > 0);
+        let user_dense = if common.user_features {
             data.user_dense.len()
         } else {
             0
         };
-        let item_dense = if config.kind == ModelKind::Dssm && config.item_features {
+        let item_dense = if dssm_item_features {
             data.item_dense.len()
         } else {
             0
@@ -157,8 +165,8 @@ impl TwoTower {
                 + usize::from(age.is_some()))
             + user_dense;
         let item_in = d + fd * item_features.len() + item_dense;
-        let sequence_spec = if config.kind == ModelKind::Sasrec {
-            let max_len = config.max_len.unwrap_or(data.max_len);
+        let sequence_spec = if let Some(sasrec) = config.sasrec() {
+            let max_len = sasrec.max_len.unwrap_or(data.max_len);
             if max_len > data.max_len {
                 return Err(recall_core::Error::config(
                     "model.max_len",
@@ -171,13 +179,13 @@ impl TwoTower {
             }
             Some(SequenceSpec {
                 dim: d,
-                blocks: config.blocks,
-                heads: config.heads,
+                blocks: sasrec.blocks,
+                heads: sasrec.heads,
                 max_len,
-                ffn: config.ffn_width.unwrap_or(d),
+                ffn: sasrec.ffn_width.unwrap_or(d),
                 // The user's side inputs (no history pooling): ids, features, dense values.
                 side: user_in - d * pooled - fd * history_features.len(),
-                dropout: config.dropout,
+                dropout: common.dropout,
             })
         } else {
             None
@@ -216,11 +224,7 @@ impl TwoTower {
     ) -> Result<Towers> {
         let mut params = Vec::new();
         let spec = |name, input, widths| tower_spec(config, name, input, widths);
-        let user_widths: &[usize] = if sequence.is_some() {
-            &[]
-        } else {
-            &config.user_tower
-        };
+        let user_widths: &[usize] = config.pooled_user().map_or(&[], |u| &u.user_tower);
         let user_tower = Tower::new(
             &spec("user_tower", dims.0, user_widths),
             rng,
@@ -230,16 +234,16 @@ impl TwoTower {
         let sequence = match sequence {
             Some(spec) => Some(SequenceEncoder::new(
                 spec,
-                config.init_std,
+                config.common().init_std,
                 rng,
                 device,
                 &mut params,
             )?),
             None => None,
         };
-        let item_tower = if config.kind == ModelKind::Dssm {
+        let item_tower = if let Some(dssm) = config.dssm() {
             Some(Tower::new(
-                &spec("item_tower", dims.1, &config.item_tower),
+                &spec("item_tower", dims.1, &dssm.item_tower),
                 rng,
                 device,
                 &mut params,
@@ -340,12 +344,12 @@ impl TwoTower {
         if self.sequence.is_some() {
             return self.sequence_users(data, step, rows, pass);
         }
-        let mean = self.config.pooling == Pooling::Mean;
+        let mean = self.config.pools_by_mean();
         let mut plan = InputPlan::new(rows.users.len());
         let items = plan.table(&step.item);
         plan.pool(items, rows.histories.iter().copied(), mean);
-        if self.config.recent_items > 0 {
-            let recent = self.config.recent_items;
+        let recent = self.config.pooled_user().map_or(0, |u| u.recent_items);
+        if recent > 0 {
             let newest = rows
                 .histories
                 .iter()
@@ -364,7 +368,7 @@ impl TwoTower {
             let t = plan.table(g);
             plan.lookup(t, rows.ages.iter().copied());
         }
-        if self.config.user_features && !data.user_dense.is_empty() {
+        if self.config.common().user_features && !data.user_dense.is_empty() {
             plan.values(
                 data.user_dense.len(),
                 dense_values(&data.user_dense, rows.users),
@@ -401,7 +405,7 @@ impl TwoTower {
             plan.lookup(t, users.iter().map(|&u| f.values[u as usize]));
             any = true;
         }
-        if self.config.user_features && !data.user_dense.is_empty() {
+        if self.config.common().user_features && !data.user_dense.is_empty() {
             plan.values(data.user_dense.len(), dense_values(&data.user_dense, users));
             any = true;
         }
@@ -425,7 +429,7 @@ impl TwoTower {
         let encoder = self.sequence.as_ref().ok_or_else(|| {
             crate::error::Error::Training(format!(
                 "a {:?} model has no sequence encoder",
-                self.config.kind
+                self.config.kind()
             ))
         })?;
         let max_len = encoder.spec().max_len;
@@ -531,7 +535,7 @@ impl TwoTower {
         pass: &mut Pass<'_>,
         row_weights: Option<&[f32]>,
     ) -> Result<Tensor> {
-        let mean = self.config.pooling == Pooling::Mean;
+        let mean = self.config.pools_by_mean();
         let mut plan = InputPlan::new(candidates.len());
         let items = plan.table(&step.item);
         plan.lookup(items, candidates.iter().copied());
@@ -543,7 +547,7 @@ impl TwoTower {
                 plan.pool(t, candidates.iter().map(|&c| source.values(data, c)), mean);
             }
         }
-        if self.config.item_features && !data.item_dense.is_empty() {
+        if self.config.dssm().is_some_and(|c| c.item_features) && !data.item_dense.is_empty() {
             plan.values(
                 data.item_dense.len(),
                 dense_values(&data.item_dense, candidates),

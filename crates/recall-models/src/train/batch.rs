@@ -167,8 +167,8 @@ pub(crate) fn batch_loss(
     let (hist, users, ages) = data.user_rows(split, rows);
     let targets: Vec<u32> = rows.iter().map(|&r| data.target(split, r)).collect();
     let b = rows.len();
-    let temperature = model.config.temperature;
-    let dropout_rate = model.config.dropout;
+    let temperature = model.config.common().temperature;
+    let dropout_rate = model.config.common().dropout;
     let mut mask = dropout_masks(draw.dropout_seed, dropout_rate, dev);
     let urows = UserRows {
         users: &users,
@@ -410,9 +410,9 @@ fn sequence_loss(
     };
     let step = model.gather(data, &urows, &items)?;
     let side = model.side_inputs(data, &step, &users)?;
-    let mut mask = dropout_masks(draw.dropout_seed, model.config.dropout, dev);
+    let mut mask = dropout_masks(draw.dropout_seed, model.config.common().dropout, dev);
     let mut pass = Pass::Train {
-        dropout: model.config.dropout,
+        dropout: model.config.common().dropout,
         mask: &mut mask,
     };
     let hidden = encoder.forward(&step.item, &padded, side.as_ref(), &mut pass)?;
@@ -423,7 +423,7 @@ fn sequence_loss(
     let loss = crate::ops::score_op::vector_softmax_loss(
         &u,
         &v,
-        1.0 / model.config.temperature,
+        1.0 / model.config.common().temperature,
         crate::ops::score_op::Columns {
             row_targets: &targets,
             column_items: &items,

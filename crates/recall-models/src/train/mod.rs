@@ -132,7 +132,7 @@ fn train_in_pool(
     hard: Option<&HardRound>,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
-    let _span = tracing::info_span!("train", model = ?model.config.kind).entered();
+    let _span = tracing::info_span!("train", model = model.config.kind().name()).entered();
     let rankable = data.item_table_size.saturating_sub(FIRST_ITEM as usize);
     if !data.valid.is_empty() && config.validate_k > rankable {
         return Err(recall_core::Error::config(

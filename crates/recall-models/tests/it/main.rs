@@ -32,11 +32,14 @@ fn encoded() -> PathBuf {
 }
 
 fn configs(kind: &str) -> (ModelConfig, TrainConfig) {
-    let model = serde_json::from_value(serde_json::json!({
-        "kind": kind, "embedding_dim": 16, "feature_dim": 8, "user_tower": [32, 16], "item_tower": [32, 16],
+    let mut model = serde_json::json!({
+        "kind": kind, "embedding_dim": 16, "feature_dim": 8, "user_tower": [32, 16],
         "recent_items": if kind == "youtubednn" { 3 } else { 0 }
-    }))
-    .unwrap();
+    });
+    if kind == "dssm" {
+        model["item_tower"] = serde_json::json!([32, 16]);
+    }
+    let model = serde_json::from_value(model).unwrap();
     let train = serde_json::from_value(
         serde_json::json!({ "epochs": 4, "batch_size": 256, "lr": 0.005, "validate_k": 20 }),
     )
@@ -165,7 +168,7 @@ fn batch_norm_trains_checkpoints_and_infers_per_row() {
     let dir = encoded();
     let data = EncodedData::read_dir(&dir).unwrap();
     let (mut m, mut t) = configs("dssm");
-    m.batch_norm = true;
+    m.mlp_mut().unwrap().batch_norm = true;
     t.epochs = 2;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
     let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
@@ -213,8 +216,8 @@ fn one_or_two_threads_train_bit_identical_weights() {
     let data = EncodedData::read_dir(&dir).unwrap();
     for kind in ["youtubednn", "dssm"] {
         let (mut m, mut t) = configs(kind);
-        m.batch_norm = true;
-        m.last_layer = recall_models::config::LastLayer::LikeHidden;
+        m.mlp_mut().unwrap().batch_norm = true;
+        m.mlp_mut().unwrap().last_layer = recall_models::config::LastLayer::LikeHidden;
         t.epochs = 1;
         t.batch_size = 512;
         let weights = |threads: usize| {
@@ -261,7 +264,7 @@ fn genres_of_the_history_pool_as_a_second_sequence() {
     encoded.write(&dir.join("encode")).unwrap();
     let data = EncodedData::read_dir(&dir.join("encode")).unwrap();
     let (mut m, mut t) = configs("youtubednn");
-    m.history_features = vec!["genres".into()];
+    m.pooled_user_mut().unwrap().history_features = vec!["genres".into()];
     t.epochs = 1;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
     let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
@@ -278,7 +281,7 @@ fn genres_of_the_history_pool_as_a_second_sequence() {
         model.embed_split(&data, &data.test).unwrap(),
         loaded.embed_split(&data, &data.test).unwrap()
     );
-    m.history_features = vec!["colour".into()];
+    m.pooled_user_mut().unwrap().history_features = vec!["colour".into()];
     let err = TwoTower::new(&m, &data, &mut rng, &Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -327,7 +330,7 @@ fn impossible_settings_name_their_key() {
     let data = EncodedData::read_dir(&dir).unwrap();
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
     let (mut m, mut t) = configs("youtubednn");
-    m.temperature = 0.0;
+    m.common_mut().temperature = 0.0;
     let msg = TwoTower::new(&m, &data, &mut rng, &Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -354,7 +357,7 @@ fn impossible_settings_name_their_key() {
         assert!(msg.contains("train.logq_source"), "{loss}: {msg}");
     }
     let (mut m, _) = configs("youtubednn");
-    m.user_tower = vec![32, 8];
+    m.pooled_user_mut().unwrap().user_tower = vec![32, 8];
     let msg = TwoTower::new(&m, &data, &mut rng, &Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -519,7 +522,7 @@ fn a_per_user_cap_drops_examples_not_what_the_user_saw() {
 fn sasrec_config(loss: &str) -> (ModelConfig, TrainConfig) {
     let model = serde_json::from_value(serde_json::json!({
         "kind": "sasrec", "embedding_dim": 16, "blocks": 2, "heads": 2, "dropout": 0.1,
-        "user_features": false, "example_age": false
+        "user_features": false
     }))
     .unwrap();
     let train = serde_json::from_value(serde_json::json!({
@@ -550,7 +553,7 @@ fn sasrec_beats_unordered_pooling_on_sequential_data() {
             / 2.0
     };
     let (mut ydnn, mut yt) = configs("youtubednn");
-    ydnn.recent_items = 0;
+    ydnn.pooled_user_mut().unwrap().recent_items = 0;
     yt.epochs = 6;
     let pooled = mean_hr(&ydnn, &yt);
     for loss in ["full-softmax", "in-batch", "mixed"] {
@@ -582,7 +585,7 @@ fn sasrec_with_seen_items_excluded_beats_unordered_pooling_filtered() {
             .unwrap()
     };
     let (mut ydnn, mut yt) = configs("youtubednn");
-    ydnn.recent_items = 0;
+    ydnn.pooled_user_mut().unwrap().recent_items = 0;
     yt.epochs = 6;
     let pooled = filtered_hr(&ydnn, &yt);
     let (m, mut t) = sasrec_config("full-softmax");

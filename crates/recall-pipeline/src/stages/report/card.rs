@@ -78,7 +78,8 @@ fn render(
     let _ = writeln!(
         md,
         "| model | kind `{kind}`, {}-dimensional unit vectors; score = inner product of user and item vectors (cosine; trained as cosine / {}) |",
-        manifest.dim, model.temperature
+        manifest.dim,
+        model.common().temperature
     );
     let _ = writeln!(
         md,
@@ -116,10 +117,10 @@ fn render(
     );
 
     // The newest items the user side reads: SASRec's own max_len, else the encode stage's.
-    let history_len = match model.kind {
-        recall_models::ModelKind::Sasrec => model.max_len.unwrap_or(config.encode.max_len),
-        _ => config.encode.max_len,
-    };
+    let history_len = model
+        .sasrec()
+        .and_then(|s| s.max_len)
+        .unwrap_or(config.encode.max_len);
     let _ = writeln!(
         md,
         "## Protocol\n\n\
