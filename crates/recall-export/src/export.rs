@@ -580,7 +580,7 @@ pub fn export_model(
             "layout": model.input_layout(&data),
         }))?,
     )?;
-    let encoding = copy_encoding(encode_dir, out, model.tables.user_id.is_some())?;
+    let encoding = copy_encoding(encode_dir, out, model.tables().user_id.is_some())?;
 
     let mut files = vec![
         record(out, "item_embeddings.parquet", Some(item_rows as u64))?,
@@ -614,7 +614,7 @@ pub fn export_model(
 
     let summary = ExportSummary {
         model: name.to_owned(),
-        model_kind: model.config.kind().name().to_owned(),
+        model_kind: model.config().kind().name().to_owned(),
         dim,
         config_hash: config_hash.to_owned(),
         versions: serde_json::json!({

@@ -31,10 +31,10 @@ use crate::model::sparse::SparseTable;
 /// `recall_core::write` (temporary file, fsync, rename) like every other output.
 pub fn save(model: &TwoTower, dir: &Path) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (name, table) in model.tables.named() {
+    for (name, table) in model.tables().named() {
         tensors.insert(name, table.to_tensor(&Device::Cpu)?);
     }
-    for (name, var) in &model.params {
+    for (name, var) in model.params() {
         tensors.insert(name.clone(), var.as_tensor().to_device(&Device::Cpu)?);
     }
     let path = dir.join("model.safetensors");
@@ -42,7 +42,7 @@ pub fn save(model: &TwoTower, dir: &Path) -> Result<()> {
         .map_err(|e| Error::Training(format!("{}: cannot serialise: {e}", path.display())))?;
     recall_core::write::write_bytes(&path, &bytes)?;
     let json =
-        serde_json::to_vec_pretty(&model.config).map_err(|e| Error::Training(e.to_string()))?;
+        serde_json::to_vec_pretty(&model.config()).map_err(|e| Error::Training(e.to_string()))?;
     recall_core::write::write_bytes(&dir.join("config.json"), &json)?;
     Ok(())
 }
@@ -58,7 +58,7 @@ pub fn load(dir: &Path, data: &EncodedData, device: &Device) -> Result<TwoTower>
     let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
     let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(0);
     let mut model = TwoTower::new(&config, data, &mut rng, device)?;
-    for (name, table) in model.tables.named_mut() {
+    for (name, table) in model.tables_mut().named_mut() {
         let t = tensors
             .get(&name)
             .ok_or_else(|| Error::Training(format!("checkpoint lacks `{name}`")))?;
@@ -74,7 +74,7 @@ pub fn load(dir: &Path, data: &EncodedData, device: &Device) -> Result<TwoTower>
         table.zero_padding = zero_padding;
     }
     let dense: Vec<(String, Tensor)> = model
-        .params
+        .params()
         .iter()
         .map(|(n, _)| n.clone())
         .filter_map(|n| tensors.get(&n).map(|t| (n, t.clone())))

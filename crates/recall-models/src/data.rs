@@ -40,6 +40,14 @@ pub struct EncodedData {
     pub user_positives: Vec<Vec<u32>>,
 }
 
+/// The rows of one forward pass on the user side.
+#[derive(Debug, Clone, Copy)]
+pub struct UserRows<'a> {
+    pub users: &'a [u32],
+    pub histories: &'a [&'a [u32]],
+    pub ages: &'a [u32],
+}
+
 impl EncodedData {
     /// Reads an encode output directory.
     pub fn read_dir(dir: &Path) -> Result<Self> {

@@ -18,7 +18,11 @@ impl TwoTower {
     pub fn embed_split(&self, data: &EncodedData, split: &SplitRows) -> Result<Embeddings> {
         let mut out = Vec::with_capacity(split.len() * self.output_dim());
         // SASRec's attention holds [rows, len, len] scores per block: fewer rows at a time.
-        let rows_per_chunk = if self.sequence.is_some() { 256 } else { 4096 };
+        let rows_per_chunk = if self.sequence_encoder().is_some() {
+            256
+        } else {
+            4096
+        };
         for chunk in (0..split.len()).collect::<Vec<_>>().chunks(rows_per_chunk) {
             let (hist, users, ages) = data.user_rows(split, chunk);
             let rows = UserRows {
@@ -55,7 +59,7 @@ impl TwoTower {
     }
 
     pub fn output_dim(&self) -> usize {
-        self.config.output_dim()
+        self.config().output_dim()
     }
 
     /// HitRate@k of `split` (exact full-catalogue ranking, with the items `filter`'s view of
@@ -100,7 +104,7 @@ impl TwoTower {
     pub fn snapshot(&self) -> Result<TwoTower> {
         let mut copy = self.clone();
         let data = self
-            .params
+            .params()
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
             .collect::<Result<Vec<_>>>()?;
@@ -110,21 +114,13 @@ impl TwoTower {
 
     /// Replaces dense parameters by the given tensors (by name), rebuilding the towers.
     pub fn rebuild_dense(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
-        let dev = self.device.clone();
+        let dev = self.device().clone();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-        let fresh = TwoTower::fresh_towers(
-            &self.config,
-            self.input_widths(),
-            self.sequence_spec(),
-            &mut rng,
-            &dev,
-        )?;
+        let fresh =
+            TwoTower::fresh_encoders(self.config(), &self.encoder_inputs(), &mut rng, &dev)?;
         // Fresh Vars (then overwritten) so the copy shares no storage with the original.
-        self.user_tower = fresh.user;
-        self.item_tower = fresh.item;
-        self.sequence = fresh.sequence;
-        self.params = fresh.params;
-        for (name, var) in &self.params {
+        self.set_encoders(fresh);
+        for (name, var) in self.params() {
             let t = tensors
                 .iter()
                 .find(|(n, _)| n == name)

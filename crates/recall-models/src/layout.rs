@@ -48,7 +48,7 @@ impl TwoTower {
     }
 
     fn pooling(&self) -> &'static str {
-        if self.config.pools_by_mean() {
+        if self.config().pools_by_mean() {
             "mean"
         } else {
             "sum"
@@ -56,12 +56,12 @@ impl TwoTower {
     }
 
     fn user_layout(&self, data: &EncodedData) -> Value {
-        let common = self.config.common();
+        let common = self.config().common();
         let (d, fd) = (common.embedding_dim, common.feature_dim);
         let pooling = self.pooling();
-        let recent_items = self.config.pooled_user().map_or(0, |u| u.recent_items);
+        let recent_items = self.config().pooled_user().map_or(0, |u| u.recent_items);
         let mut parts = Vec::new();
-        let sasrec = self.sequence.is_some();
+        let sasrec = self.sequence_encoder().is_some();
         if !sasrec {
             parts.push(
                 json!({ "op": "pool", "table": "item_embedding", "over": "history",
@@ -74,19 +74,19 @@ impl TwoTower {
                 );
             }
         }
-        if self.tables.user_id.is_some() {
+        if self.tables().user_id.is_some() {
             parts.push(
                 json!({ "op": "lookup", "table": "user_id_embedding", "index": "user_id",
                 "vocabulary": "encoding/vocab_user_id.parquet", "width": fd }),
             );
         }
-        for (name, _) in &self.tables.user_features {
+        for (name, _) in &self.tables().user_features {
             parts.push(
                 json!({ "op": "lookup", "table": format!("user_feature.{name}"),
                 "index": "user_feature", "feature": name, "width": fd }),
             );
         }
-        if self.tables.age.is_some() {
+        if self.tables().age.is_some() {
             parts.push(json!({ "op": "lookup", "table": "example_age_embedding",
                 "index": data.serving_age_bucket, "width": fd,
                 "note": "example age at serving is 0 (now): this fixed bucket" }));
@@ -96,12 +96,8 @@ impl TwoTower {
             parts.push(json!({ "op": "dense", "features": names, "width": names.len() }));
         }
         if !sasrec {
-            for ((name, _), source) in self
-                .tables
-                .history_features
-                .iter()
-                .zip(&self.history_sources)
-            {
+            let sources = self.pooled_tower().map_or(&[][..], |p| p.history_sources());
+            for ((name, _), source) in self.tables().history_features.iter().zip(sources) {
                 parts.push(
                     json!({ "op": "pool", "table": format!("history_feature.{name}"),
                     "over": "history", "feature": name, "feature_kind": feature_kind(*source),
@@ -113,10 +109,10 @@ impl TwoTower {
             .iter()
             .filter_map(|p| p["width"].as_u64())
             .sum::<u64>() as usize;
-        let encoder = match (&self.sequence, self.config.pooled_user()) {
+        let encoder = match (self.sequence_encoder(), self.config().pooled_user()) {
             (Some(encoder), _) => encoder.spec().describe(),
             (None, user) => mlp(&tower_spec(
-                &self.config,
+                &self.config(),
                 "user_tower",
                 width,
                 user.map_or(&[], |u| &u.user_tower),
@@ -139,18 +135,19 @@ impl TwoTower {
     }
 
     fn item_layout(&self, data: &EncodedData) -> Value {
-        let common = self.config.common();
+        let common = self.config().common();
         let d = common.embedding_dim;
         let mut parts = vec![
             json!({ "op": "lookup", "table": "item_embedding", "index": "item_id",
             "vocabulary": "item_embeddings.parquet (item_id, index_key)", "width": d }),
         ];
-        let Some(dssm) = self.config.dssm() else {
+        let Some(dssm) = self.config().dssm() else {
             return json!({ "parts": parts, "width": d, "encoder": { "kind": "none",
                 "computation": "the item's row of item_embedding, L2-normalised" } });
         };
         let fd = common.feature_dim;
-        for ((name, _), source) in self.tables.item_features.iter().zip(&self.item_sources) {
+        let sources = self.item_tower().map_or(&[][..], |t| t.item_sources());
+        for ((name, _), source) in self.tables().item_features.iter().zip(sources) {
             parts.push(if source.is_scalar() {
                 json!({ "op": "lookup", "table": format!("item_feature.{name}"),
                     "index": "item_feature", "feature": name, "width": fd })
@@ -170,7 +167,7 @@ impl TwoTower {
         json!({
             "parts": parts,
             "width": width,
-            "encoder": mlp(&tower_spec(&self.config, "item_tower", width, &dssm.item_tower)),
+            "encoder": mlp(&tower_spec(&self.config(), "item_tower", width, &dssm.item_tower)),
         })
     }
 }

@@ -7,6 +7,8 @@
 //! [`SparseTable`] gathered per batch.
 
 pub mod input_op;
+pub mod item_tower;
+pub mod pooled;
 pub mod sequence;
 pub mod sparse;
 pub mod tables;
@@ -17,36 +19,53 @@ use rand::Rng;
 
 use crate::config::ModelConfig;
 use crate::data::EncodedData;
+pub use crate::data::UserRows;
 use crate::error::Result;
 use crate::model::input_op::InputPlan;
-use crate::model::sequence::{Padded, SequenceEncoder, SequenceSpec};
-use crate::model::sparse::{Distinct, SparseTable};
+use crate::model::item_tower::ItemTower;
+use crate::model::pooled::PooledTower;
+use crate::model::sequence::{SequenceEncoder, SequenceSpec};
+use crate::model::sparse::SparseTable;
 use crate::model::tables::dense_values;
 pub use crate::model::tables::{ItemFeatureSource, StepTables, Tables};
 use crate::model::tower::TowerSpec;
 pub use crate::model::tower::{MaskSource, Params, Pass, Tower};
 pub use crate::ops::fused::l2_normalize;
 
-/// DSSM, YoutubeDNN or SASRec.
+/// DSSM, YoutubeDNN or SASRec: the embedding tables, the kind's user encoder and item side.
 #[derive(Debug, Clone)]
 pub struct TwoTower {
-    pub config: ModelConfig,
-    pub tables: Tables,
-    /// The MLP over the user input (DSSM, YoutubeDNN; empty for SASRec).
-    pub user_tower: Tower,
-    pub item_tower: Option<Tower>,
-    /// SASRec's self-attention over the history.
-    pub sequence: Option<SequenceEncoder>,
-    pub params: Params,
-    pub device: Device,
+    config: ModelConfig,
+    tables: Tables,
+    user: UserEncoder,
+    item: ItemEncoder,
+    params: Params,
+    device: Device,
     /// Input widths of the user and item towers.
     dims: (usize, usize),
-    /// Sources of `tables.history_features`, in the same order.
-    pub(crate) history_sources: Vec<ItemFeatureSource>,
-    /// Sources of `tables.item_features` (DSSM), in the same order.
-    pub(crate) item_sources: Vec<ItemFeatureSource>,
-    /// SASRec's encoder settings (to rebuild it from a checkpoint).
-    sequence_spec: Option<SequenceSpec>,
+}
+
+/// Each kind's user side: the pooling MLP tower (DSSM, YoutubeDNN), trained on rows, or the
+/// sequence tower (SASRec), trained on windows.
+#[derive(Debug, Clone)]
+pub(crate) enum UserEncoder {
+    Pooled(PooledTower),
+    Sequence(SequenceEncoder),
+}
+
+/// Each kind's item side: the item table itself (YoutubeDNN, SASRec) or DSSM's item tower.
+#[derive(Debug, Clone)]
+pub(crate) enum ItemEncoder {
+    Table,
+    Tower(ItemTower),
+}
+
+/// What a model trains on: one example per (user, position) row, or windows of a user's
+/// sequence trained at every position (with their `max_len`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingUnit {
+    Rows,
+    Windows { max_len: usize },
 }
 
 /// The spec of tower `name` of a model with `config`.
@@ -69,19 +88,20 @@ pub(crate) fn tower_spec<'a>(
 }
 
 /// Freshly initialised dense parts of a model, with their named parameters.
-pub(crate) struct Towers {
-    pub user: Tower,
-    pub item: Option<Tower>,
-    pub sequence: Option<SequenceEncoder>,
+pub(crate) struct Encoders {
+    pub user: UserEncoder,
+    pub item: ItemEncoder,
     pub params: Params,
 }
 
-/// The rows of one forward pass on the user side.
-#[derive(Debug, Clone, Copy)]
-pub struct UserRows<'a> {
-    pub users: &'a [u32],
-    pub histories: &'a [&'a [u32]],
-    pub ages: &'a [u32],
+/// What a model's encoders are built from besides its config: input widths, SASRec's spec,
+/// and the item-feature sources of the history and item tower inputs.
+#[derive(Debug, Clone)]
+pub(crate) struct EncoderInputs {
+    pub dims: (usize, usize),
+    pub sequence: Option<SequenceSpec>,
+    pub history_sources: Vec<ItemFeatureSource>,
+    pub item_sources: Vec<ItemFeatureSource>,
 }
 
 impl TwoTower {
@@ -190,7 +210,13 @@ impl TwoTower {
         } else {
             None
         };
-        let towers = Self::fresh_towers(config, (user_in, item_in), sequence_spec, rng, device)?;
+        let inputs = EncoderInputs {
+            dims: (user_in, item_in),
+            sequence: sequence_spec,
+            history_sources,
+            item_sources,
+        };
+        let encoders = Self::fresh_encoders(config, &inputs, rng, device)?;
         Ok(TwoTower {
             config: config.clone(),
             tables: Tables {
@@ -201,66 +227,152 @@ impl TwoTower {
                 history_features,
                 item_features,
             },
-            user_tower: towers.user,
-            item_tower: towers.item,
-            sequence: towers.sequence,
-            params: towers.params,
+            user: encoders.user,
+            item: encoders.item,
+            params: encoders.params,
             device: device.clone(),
             dims: (user_in, item_in),
-            history_sources,
-            item_sources,
-            sequence_spec,
         })
     }
 
-    /// Newly initialised towers for inputs of widths `dims` (user, item), and SASRec's
-    /// encoder for `sequence`.
-    pub(crate) fn fresh_towers(
+    /// Newly initialised encoders of each kind for `inputs`, their parameters named. The
+    /// order of initialisation (user side, then item side) is the checkpoints' contract with
+    /// the seed.
+    pub(crate) fn fresh_encoders(
         config: &ModelConfig,
-        dims: (usize, usize),
-        sequence: Option<SequenceSpec>,
+        inputs: &EncoderInputs,
         rng: &mut impl Rng,
         device: &Device,
-    ) -> Result<Towers> {
+    ) -> Result<Encoders> {
         let mut params = Vec::new();
         let spec = |name, input, widths| tower_spec(config, name, input, widths);
-        let user_widths: &[usize] = config.pooled_user().map_or(&[], |u| &u.user_tower);
-        let user_tower = Tower::new(
-            &spec("user_tower", dims.0, user_widths),
-            rng,
-            device,
-            &mut params,
-        )?;
-        let sequence = match sequence {
-            Some(spec) => Some(SequenceEncoder::new(
-                spec,
+        let mean = config.pools_by_mean();
+        let user_dense = config.common().user_features;
+        let user = match (config.pooled_user(), inputs.sequence) {
+            (Some(pooled), _) => {
+                let tower = Tower::new(
+                    &spec("user_tower", inputs.dims.0, &pooled.user_tower),
+                    rng,
+                    device,
+                    &mut params,
+                )?;
+                UserEncoder::Pooled(PooledTower::new(
+                    tower,
+                    mean,
+                    pooled.recent_items,
+                    user_dense,
+                    inputs.history_sources.clone(),
+                ))
+            }
+            (None, Some(sequence)) => UserEncoder::Sequence(SequenceEncoder::new(
+                sequence,
                 config.common().init_std,
                 rng,
                 device,
                 &mut params,
             )?),
-            None => None,
+            (None, None) => {
+                return Err(crate::error::Error::Training(format!(
+                    "a {} model without its sequence settings",
+                    config.kind().name()
+                )));
+            }
         };
-        let item_tower = if let Some(dssm) = config.dssm() {
-            Some(Tower::new(
-                &spec("item_tower", dims.1, &dssm.item_tower),
-                rng,
-                device,
-                &mut params,
-            )?)
-        } else {
-            None
+        let item = match config.dssm() {
+            Some(dssm) => {
+                let tower = Tower::new(
+                    &spec("item_tower", inputs.dims.1, &dssm.item_tower),
+                    rng,
+                    device,
+                    &mut params,
+                )?;
+                ItemEncoder::Tower(ItemTower::new(
+                    tower,
+                    mean,
+                    dssm.item_features,
+                    inputs.item_sources.clone(),
+                ))
+            }
+            None => ItemEncoder::Table,
         };
-        Ok(Towers {
-            user: user_tower,
-            item: item_tower,
-            sequence,
-            params,
-        })
+        Ok(Encoders { user, item, params })
     }
 
-    pub(crate) fn sequence_spec(&self) -> Option<SequenceSpec> {
-        self.sequence_spec
+    /// What the encoders were built from (to build them again from a checkpoint's tensors).
+    pub(crate) fn encoder_inputs(&self) -> EncoderInputs {
+        EncoderInputs {
+            dims: self.dims,
+            sequence: self.sequence_encoder().map(|e| *e.spec()),
+            history_sources: self
+                .pooled_tower()
+                .map_or_else(Vec::new, |p| p.history_sources().to_vec()),
+            item_sources: self
+                .item_tower()
+                .map_or_else(Vec::new, |t| t.item_sources().to_vec()),
+        }
+    }
+
+    /// Replaces the encoders and their parameters (a snapshot, a checkpoint's weights).
+    pub(crate) fn set_encoders(&mut self, encoders: Encoders) {
+        self.user = encoders.user;
+        self.item = encoders.item;
+        self.params = encoders.params;
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The embedding tables.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    pub(crate) fn tables_mut(&mut self) -> &mut Tables {
+        &mut self.tables
+    }
+
+    /// The dense parameters by name (towers, SASRec's blocks).
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// SASRec's encoder, for the kinds that have one.
+    pub fn sequence_encoder(&self) -> Option<&SequenceEncoder> {
+        match &self.user {
+            UserEncoder::Sequence(e) => Some(e),
+            UserEncoder::Pooled(_) => None,
+        }
+    }
+
+    /// The pooling user tower, for the kinds that have one.
+    pub(crate) fn pooled_tower(&self) -> Option<&PooledTower> {
+        match &self.user {
+            UserEncoder::Pooled(p) => Some(p),
+            UserEncoder::Sequence(_) => None,
+        }
+    }
+
+    /// DSSM's item tower.
+    pub(crate) fn item_tower(&self) -> Option<&ItemTower> {
+        match &self.item {
+            ItemEncoder::Tower(t) => Some(t),
+            ItemEncoder::Table => None,
+        }
+    }
+
+    /// What this kind trains on.
+    pub fn training_unit(&self) -> TrainingUnit {
+        match &self.user {
+            UserEncoder::Pooled(_) => TrainingUnit::Rows,
+            UserEncoder::Sequence(e) => TrainingUnit::Windows {
+                max_len: e.spec().max_len,
+            },
+        }
     }
 
     /// Input widths of the user and item towers (the item's is that of the embedding alone
@@ -314,7 +426,8 @@ impl TwoTower {
                 None => None,
             },
             history_features: self
-                .history_sources
+                .pooled_tower()
+                .map_or(&[][..], |p| p.history_sources())
                 .iter()
                 .zip(&self.tables.history_features)
                 .map(|(&source, (_, t))| {
@@ -323,7 +436,8 @@ impl TwoTower {
                 })
                 .collect::<Result<_>>()?,
             item_features: self
-                .item_sources
+                .item_tower()
+                .map_or(&[][..], |t| t.item_sources())
                 .iter()
                 .zip(&self.tables.item_features)
                 .map(|(&source, (_, t))| {
@@ -341,48 +455,13 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        if self.sequence.is_some() {
-            return self.sequence_users(data, step, rows, pass);
+        match &self.user {
+            UserEncoder::Pooled(tower) => tower.forward(data, step, rows, pass),
+            UserEncoder::Sequence(encoder) => {
+                let side = self.side_inputs(data, step, rows.users)?;
+                encoder.users(&step.item, rows.histories, side.as_ref(), pass)
+            }
         }
-        let mean = self.config.pools_by_mean();
-        let mut plan = InputPlan::new(rows.users.len());
-        let items = plan.table(&step.item);
-        plan.pool(items, rows.histories.iter().copied(), mean);
-        let recent = self.config.pooled_user().map_or(0, |u| u.recent_items);
-        if recent > 0 {
-            let newest = rows
-                .histories
-                .iter()
-                .map(|h| &h[h.len().saturating_sub(recent)..]);
-            plan.pool(items, newest, mean);
-        }
-        if let Some(g) = &step.user_id {
-            let t = plan.table(g);
-            plan.lookup(t, rows.users.iter().copied());
-        }
-        for (g, f) in step.user_features.iter().zip(&data.user_features) {
-            let t = plan.table(g);
-            plan.lookup(t, rows.users.iter().map(|&u| f.values[u as usize]));
-        }
-        if let Some(g) = &step.age {
-            let t = plan.table(g);
-            plan.lookup(t, rows.ages.iter().copied());
-        }
-        if self.config.common().user_features && !data.user_dense.is_empty() {
-            plan.values(
-                data.user_dense.len(),
-                dense_values(&data.user_dense, rows.users),
-            );
-        }
-        for (g, &source) in step.history_features.iter().zip(&self.history_sources) {
-            let t = plan.table(g);
-            let lists = rows
-                .histories
-                .iter()
-                .map(|h| h.iter().flat_map(move |&i| source.values(data, i)));
-            plan.pool(t, lists, mean);
-        }
-        l2_normalize(&self.user_tower.forward(&plan.assemble()?, pass, None)?)
     }
 
     /// The user's side inputs (user id, features, dense values) as SASRec adds them to every
@@ -415,30 +494,10 @@ impl TwoTower {
     /// How many of a user's newest items the user side reads: SASRec's `max_len`, else the
     /// encode stage's. The seen filter's `recent` view leaves out as many by default.
     pub fn history_len(&self, data: &EncodedData) -> usize {
-        match &self.sequence {
-            Some(encoder) => encoder.spec().max_len,
-            None => data.max_len,
+        match self.training_unit() {
+            TrainingUnit::Windows { max_len } => max_len,
+            TrainingUnit::Rows => data.max_len,
         }
-    }
-
-    /// SASRec's encoder and its input windows: each row's newest `max_len` history items.
-    fn sequence_windows<'r>(
-        &self,
-        rows: &UserRows<'r>,
-    ) -> Result<(&SequenceEncoder, Vec<&'r [u32]>)> {
-        let encoder = self.sequence.as_ref().ok_or_else(|| {
-            crate::error::Error::Training(format!(
-                "a {:?} model has no sequence encoder",
-                self.config.kind()
-            ))
-        })?;
-        let max_len = encoder.spec().max_len;
-        let windows = rows
-            .histories
-            .iter()
-            .map(|h| &h[h.len().saturating_sub(max_len)..])
-            .collect();
-        Ok((encoder, windows))
     }
 
     /// SASRec's hidden states `[B, len, dim]`: the encoder over each row's newest `max_len`
@@ -450,32 +509,14 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let (encoder, windows) = self.sequence_windows(rows)?;
-        let layout = Padded::new(windows);
+        let encoder = self.sequence_encoder().ok_or_else(|| {
+            crate::error::Error::Training(format!(
+                "a {} model has no sequence encoder",
+                self.config.kind().name()
+            ))
+        })?;
         let side = self.side_inputs(data, step, rows.users)?;
-        let hidden = encoder.forward(&step.item, &layout, side.as_ref(), pass)?;
-        Ok(hidden.reshape((layout.rows(), layout.len, ()))?)
-    }
-
-    /// SASRec's user vectors: the hidden state at each row's newest position, L2-normalised.
-    fn sequence_users(
-        &self,
-        data: &EncodedData,
-        step: &StepTables,
-        rows: &UserRows,
-        pass: &mut Pass<'_>,
-    ) -> Result<Tensor> {
-        let (encoder, windows) = self.sequence_windows(rows)?;
-        // Packed several to a row (the same vectors as one window per row, `sequence_hidden`,
-        // on fewer slots); each user's vector is its window's newest slot.
-        let layout = Padded::packed(windows.iter().copied(), encoder.spec().max_len);
-        let side = self.side_inputs(data, step, rows.users)?;
-        let hidden = encoder.forward(&step.item, &layout, side.as_ref(), pass)?;
-        let newest: Vec<u32> = (0..windows.len())
-            .map(|w| layout.newest(w) as u32)
-            .collect();
-        let newest = Tensor::from_vec(newest, windows.len(), &self.device)?;
-        l2_normalize(&hidden.index_select(&newest, 0)?)
+        encoder.hidden(&step.item, rows.histories, side.as_ref(), pass)
     }
 
     /// Item vectors `[N, out]` for `candidates`, L2-normalised.
@@ -486,73 +527,13 @@ impl TwoTower {
         candidates: &[u32],
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let n = candidates.len();
-        let dev = &self.device;
-        let Some(tower) = &self.item_tower else {
-            return l2_normalize(&step.item.lookup(candidates, &[n], dev)?);
-        };
-        // Candidate lists repeat items (popular positives, popularity-drawn negatives): without
-        // dropout every copy has the same vector, so the tower runs once per distinct item and
-        // the rows are copied out (on ML-1M at batch 4,096 about half the rows are repeats).
-        // Batch normalisation still sees the whole batch: each distinct row is weighted by its
-        // number of copies.
-        if !pass.dropout_active() {
-            let distinct = Distinct::new(candidates.iter().copied(), data.item_table_size);
-            if distinct.ids.len() < n {
-                let positions: Vec<u32> =
-                    candidates.iter().map(|&c| distinct.position(c)).collect();
-                let weights = if pass.is_training() && tower.has_batch_norm() {
-                    let mut copies = vec![0f32; distinct.ids.len()];
-                    for &p in &positions {
-                        copies[p as usize] += 1.0;
-                    }
-                    Some(copies)
-                } else {
-                    None
-                };
-                let vectors = self.item_tower_forward(
-                    data,
-                    step,
-                    tower,
-                    &distinct.ids,
-                    pass,
-                    weights.as_deref(),
-                )?;
-                let positions = Tensor::from_vec(positions, n, dev)?;
-                return Ok(vectors.index_select(&positions, 0)?);
-            }
+        match &self.item {
+            ItemEncoder::Table => l2_normalize(&step.item.lookup(
+                candidates,
+                &[candidates.len()],
+                &self.device,
+            )?),
+            ItemEncoder::Tower(tower) => tower.forward(data, step, candidates, pass, &self.device),
         }
-        self.item_tower_forward(data, step, tower, candidates, pass, None)
-    }
-
-    /// The DSSM item tower over `candidates`, L2-normalised.
-    fn item_tower_forward(
-        &self,
-        data: &EncodedData,
-        step: &StepTables,
-        tower: &Tower,
-        candidates: &[u32],
-        pass: &mut Pass<'_>,
-        row_weights: Option<&[f32]>,
-    ) -> Result<Tensor> {
-        let mean = self.config.pools_by_mean();
-        let mut plan = InputPlan::new(candidates.len());
-        let items = plan.table(&step.item);
-        plan.lookup(items, candidates.iter().copied());
-        for (g, &source) in step.item_features.iter().zip(&self.item_sources) {
-            let t = plan.table(g);
-            if source.is_scalar() {
-                plan.lookup(t, candidates.iter().map(|&c| source.values(data, c)[0]));
-            } else {
-                plan.pool(t, candidates.iter().map(|&c| source.values(data, c)), mean);
-            }
-        }
-        if self.config.dssm().is_some_and(|c| c.item_features) && !data.item_dense.is_empty() {
-            plan.values(
-                data.item_dense.len(),
-                dense_values(&data.item_dense, candidates),
-            );
-        }
-        l2_normalize(&tower.forward(&plan.assemble()?, pass, row_weights)?)
     }
 }

@@ -16,7 +16,7 @@ use rand::Rng;
 use crate::error::Result;
 use crate::model::sparse::Gathered;
 use crate::model::tower::{Params, Pass};
-use crate::ops::fused::bias_activation;
+use crate::ops::fused::{bias_activation, l2_normalize};
 use crate::ops::seq_op::{causal_softmax, layer_norm};
 
 /// What the encoder is built from.
@@ -365,6 +365,50 @@ impl SequenceEncoder {
             identity_qkv: Tensor::ones(3 * d, DType::F32, device)?,
             relu: Tensor::zeros(spec.ffn, DType::F32, device)?,
         })
+    }
+
+    /// Each row's newest `max_len` history items: this encoder's input windows.
+    pub fn windows<'r>(&self, histories: &[&'r [u32]]) -> Vec<&'r [u32]> {
+        let max_len = self.spec.max_len;
+        histories
+            .iter()
+            .map(|h| &h[h.len().saturating_sub(max_len)..])
+            .collect()
+    }
+
+    /// Hidden states `[B, len, dim]`: the encoder over each row's window, left-padded to the
+    /// longest (`len`), the newest at `len - 1`; `side` `[B, side]` as in [`Self::forward`].
+    pub fn hidden(
+        &self,
+        items: &Gathered,
+        histories: &[&[u32]],
+        side: Option<&Tensor>,
+        pass: &mut Pass<'_>,
+    ) -> Result<Tensor> {
+        let layout = Padded::new(self.windows(histories));
+        let hidden = self.forward(items, &layout, side, pass)?;
+        Ok(hidden.reshape((layout.rows(), layout.len, ()))?)
+    }
+
+    /// User vectors `[B, dim]`: the hidden state at each row's newest position,
+    /// L2-normalised.
+    pub fn users(
+        &self,
+        items: &Gathered,
+        histories: &[&[u32]],
+        side: Option<&Tensor>,
+        pass: &mut Pass<'_>,
+    ) -> Result<Tensor> {
+        let windows = self.windows(histories);
+        // Packed several to a row (the same vectors as one window per row, `hidden`, on fewer
+        // slots); each user's vector is its window's newest slot.
+        let layout = Padded::packed(windows.iter().copied(), self.spec.max_len);
+        let hidden = self.forward(items, &layout, side, pass)?;
+        let newest: Vec<u32> = (0..windows.len())
+            .map(|w| layout.newest(w) as u32)
+            .collect();
+        let newest = Tensor::from_vec(newest, windows.len(), items.var.device())?;
+        l2_normalize(&hidden.index_select(&newest, 0)?)
     }
 
     pub fn spec(&self) -> &SequenceSpec {

@@ -156,19 +156,19 @@ pub(crate) fn batch_loss(
     hard: Option<&HardRound>,
     windows: Option<&Windows>,
 ) -> Result<(Tensor, StepTables, usize)> {
-    if let (Some(encoder), Some(windows)) = (&model.sequence, windows) {
+    if let (Some(encoder), Some(windows)) = (model.sequence_encoder(), windows) {
         return sequence_loss(
             model, encoder, data, config, draw, windows, sampler, target_q,
         );
     }
     let rows = &draw.rows[..];
     let split = &data.train;
-    let dev = &model.device;
+    let dev = &model.device();
     let (hist, users, ages) = data.user_rows(split, rows);
     let targets: Vec<u32> = rows.iter().map(|&r| data.target(split, r)).collect();
     let b = rows.len();
-    let temperature = model.config.common().temperature;
-    let dropout_rate = model.config.common().dropout;
+    let temperature = model.config().common().temperature;
+    let dropout_rate = model.config().common().dropout;
     let mut mask = dropout_masks(draw.dropout_seed, dropout_rate, dev);
     let urows = UserRows {
         users: &users,
@@ -348,7 +348,7 @@ fn sequence_loss(
     sampler: &dyn ItemSampler,
     target_q: &dyn Fn(u32) -> f64,
 ) -> Result<(Tensor, StepTables, usize)> {
-    let dev = &model.device;
+    let dev = &model.device();
     let chosen: Vec<&Window> = draw.rows.iter().map(|&i| &windows.windows[i]).collect();
     let inputs: Vec<&[u32]> = chosen.iter().map(|w| windows.inputs(data, w)).collect();
     let users: Vec<u32> = chosen.iter().map(|w| w.user).collect();
@@ -410,9 +410,9 @@ fn sequence_loss(
     };
     let step = model.gather(data, &urows, &items)?;
     let side = model.side_inputs(data, &step, &users)?;
-    let mut mask = dropout_masks(draw.dropout_seed, model.config.common().dropout, dev);
+    let mut mask = dropout_masks(draw.dropout_seed, model.config().common().dropout, dev);
     let mut pass = Pass::Train {
-        dropout: model.config.common().dropout,
+        dropout: model.config().common().dropout,
         mask: &mut mask,
     };
     let hidden = encoder.forward(&step.item, &padded, side.as_ref(), &mut pass)?;
@@ -423,7 +423,7 @@ fn sequence_loss(
     let loss = crate::ops::score_op::vector_softmax_loss(
         &u,
         &v,
-        1.0 / model.config.common().temperature,
+        1.0 / model.config().common().temperature,
         crate::ops::score_op::Columns {
             row_targets: &targets,
             column_items: &items,

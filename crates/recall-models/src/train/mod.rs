@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::{LogqSource, TrainConfig};
 use crate::data::EncodedData;
 use crate::error::{Error, Result};
-use crate::model::TwoTower;
+use crate::model::{TrainingUnit, TwoTower};
 use crate::ops::adam::{AdamSettings, DenseAdam};
 pub use crate::train::batch::example_target_q;
 use crate::train::batch::{BatchDraw, Negatives, Windows, batch_loss, draw_batch, sampler};
@@ -110,7 +110,7 @@ pub fn train_observed(
     hard: Option<&HardRound>,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
-    config.validate_for(&model.config)?;
+    config.validate_for(&model.config())?;
     // The step's tensor ops run in a pool of their own: whole-catalogue work (evaluation,
     // export) keeps the global pool. At torch-rechub's sizes on 2 cores, two threads here (with
     // candle's element-wise pool off, see `tune_candle_cpu`) made DSSM steps about 10 % and
@@ -132,7 +132,7 @@ fn train_in_pool(
     hard: Option<&HardRound>,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
-    let _span = tracing::info_span!("train", model = model.config.kind().name()).entered();
+    let _span = tracing::info_span!("train", model = model.config().kind().name()).entered();
     let rankable = data.item_table_size.saturating_sub(FIRST_ITEM as usize);
     if !data.valid.is_empty() && config.validate_k > rankable {
         return Err(recall_core::Error::config(
@@ -149,17 +149,17 @@ fn train_in_pool(
     let sampler = sampler(config, data)?;
     let mut adam = AdamSettings::new(config.lr, config.weight_decay);
     // What an epoch shuffles and batches: the split's rows, or SASRec's windows of them.
-    let windows = model
-        .sequence
-        .as_ref()
-        .map(|e| Windows::new(data, e.spec().max_len));
+    let windows = match model.training_unit() {
+        TrainingUnit::Windows { max_len } => Some(Windows::new(data, max_len)),
+        TrainingUnit::Rows => None,
+    };
     let units = windows.as_ref().map_or(data.train.len(), Windows::len);
     let steps_per_epoch = units
         .div_ceil(config.batch_size)
         .min(config.max_batches_per_epoch.unwrap_or(usize::MAX));
     let total_steps = steps_per_epoch * config.epochs;
     let mut step_index = 0usize;
-    let mut opt = DenseAdam::new(model.params.iter().map(|(_, v)| v.clone()));
+    let mut opt = DenseAdam::new(model.params().iter().map(|(_, v)| v.clone()));
     // q of every item as an in-batch candidate: its share of the training examples' targets,
     // the distribution in-batch candidates are drawn from (and what the streaming estimator
     // converges to). Not `item_counts`, the training interactions: those also count each
@@ -252,7 +252,7 @@ fn train_in_pool(
             step_index += 1;
             adam.lr = lr;
             opt.step(&grads, adam)?;
-            model.tables.apply(&step, &grads, adam)?;
+            model.tables_mut().apply(&step, &grads, adam)?;
             progress.batch_phases(&StepPhases {
                 waiting,
                 forward,

@@ -179,7 +179,7 @@ fn batch_norm_trains_checkpoints_and_infers_per_row() {
         for (stat, start) in [("mean", 0.0), ("var", 1.0)] {
             let name = format!("{tower}.0.bn_running_{stat}");
             let (_, v) = model
-                .params
+                .params()
                 .iter()
                 .find(|(n, _)| *n == name)
                 .expect("running statistics are saved tensors");
@@ -268,10 +268,11 @@ fn genres_of_the_history_pool_as_a_second_sequence() {
     t.epochs = 1;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
     let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
-    let before = model.tables.history_features[0].1.weights.clone();
+    let before = model.tables().history_features[0].1.weights.clone();
     train::train(&mut model, &data, &t, 2).unwrap();
     assert_ne!(
-        before, model.tables.history_features[0].1.weights,
+        before,
+        model.tables().history_features[0].1.weights,
         "the table trained"
     );
     let out = tempfile::tempdir().unwrap();
@@ -314,7 +315,7 @@ fn dense_numeric_features_feed_the_towers() {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
     let mut with = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
     let (_, w) = with
-        .params
+        .params()
         .iter()
         .find(|(n, _)| n == "user_tower.0.weight")
         .unwrap();
