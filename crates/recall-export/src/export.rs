@@ -216,53 +216,6 @@ fn seen_items(data: &EncodedData, serving: &SplitRows, newest: usize) -> Lists {
     Lists::from_rows(&rows)
 }
 
-/// The PyTorch counterpart of a checkpoint tensor, from its name (see
-/// `recall_models::checkpoint`).
-fn torch_counterpart(name: &str, shape: &[usize]) -> String {
-    if name == "sequence.position_embedding" {
-        return format!(
-            "nn.Embedding(num_embeddings={}, embedding_dim={}).weight (SASRec positions counted from the newest item: row {} is the newest)",
-            shape.first().copied().unwrap_or(0),
-            shape.get(1).copied().unwrap_or(0),
-            shape.first().copied().unwrap_or(1).saturating_sub(1)
-        );
-    }
-    if let Some(part) = name.rsplit('.').next().and_then(|l| l.strip_prefix("ln_")) {
-        return format!(
-            "nn.LayerNorm({}, eps=1e-5).{part}",
-            shape.first().copied().unwrap_or(0)
-        );
-    }
-    if name.ends_with(".qkv.weight") && shape.len() == 2 {
-        return format!(
-            "nn.MultiheadAttention(embed_dim={}).in_proj_weight (queries, keys, values stacked: [3 dim, dim])",
-            shape[1]
-        );
-    }
-    if name.ends_with(".weight") && shape.len() == 2 {
-        format!(
-            "nn.Linear(in_features={}, out_features={}).weight (same [out, in] layout)",
-            shape[1], shape[0]
-        )
-    } else if name.ends_with(".bias") {
-        "nn.Linear(...).bias".into()
-    } else if let Some(part) = name.rsplit('.').next().and_then(|l| l.strip_prefix("bn_")) {
-        format!(
-            "nn.BatchNorm1d(num_features={}).{part}",
-            shape.first().copied().unwrap_or(0)
-        )
-    } else if name.ends_with(".prelu") {
-        "nn.PReLU(num_parameters=...).weight".into()
-    } else if shape.len() == 2 {
-        format!(
-            "nn.Embedding(num_embeddings={}, embedding_dim={}).weight (row = encoded index; 0 padding, 1 out-of-vocabulary)",
-            shape[0], shape[1]
-        )
-    } else {
-        "tensor".into()
-    }
-}
-
 /// Where export puts what turns raw inputs into table rows (see [`copy_encoding`]).
 pub const ENCODING_DIR: &str = "encoding";
 
@@ -564,7 +517,7 @@ pub fn export_model(
                 "name": n,
                 "shape": shape,
                 "dtype": format!("{:?}", tensors[*n].dtype()),
-                "pytorch": torch_counterpart(n, &shape),
+                "pytorch": model.torch_counterpart(n, &shape),
             })
         })
         .collect();

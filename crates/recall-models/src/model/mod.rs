@@ -365,6 +365,27 @@ impl TwoTower {
         }
     }
 
+    /// The PyTorch counterpart of one of this model's checkpoint tensors, for `tensors.json`:
+    /// the kind's encoder names its own tensors, the dense layers and the embedding tables
+    /// theirs.
+    pub fn torch_counterpart(&self, name: &str, shape: &[usize]) -> String {
+        let own = match &self.user {
+            UserEncoder::Sequence(_) => sequence::torch_counterpart(name, shape),
+            UserEncoder::Pooled(_) => None,
+        };
+        own.or_else(|| tower::torch_counterpart(name, shape))
+            .unwrap_or_else(|| {
+                if shape.len() == 2 {
+                    format!(
+                        "nn.Embedding(num_embeddings={}, embedding_dim={}).weight (row = encoded index; 0 padding, 1 out-of-vocabulary)",
+                        shape[0], shape[1]
+                    )
+                } else {
+                    "tensor".into()
+                }
+            })
+    }
+
     /// What this kind trains on.
     pub fn training_unit(&self) -> TrainingUnit {
         match &self.user {

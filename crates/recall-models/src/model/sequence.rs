@@ -497,6 +497,32 @@ impl SequenceEncoder {
     }
 }
 
+/// The PyTorch counterpart of one of this encoder's tensors (`sequence.*`), when its name says
+/// it is one of SASRec's own (positions, LayerNorm, the stacked attention projection).
+pub fn torch_counterpart(name: &str, shape: &[usize]) -> Option<String> {
+    if name == "sequence.position_embedding" {
+        return Some(format!(
+            "nn.Embedding(num_embeddings={}, embedding_dim={}).weight (SASRec positions counted from the newest item: row {} is the newest)",
+            shape.first().copied().unwrap_or(0),
+            shape.get(1).copied().unwrap_or(0),
+            shape.first().copied().unwrap_or(1).saturating_sub(1)
+        ));
+    }
+    if let Some(part) = name.rsplit('.').next().and_then(|l| l.strip_prefix("ln_")) {
+        return Some(format!(
+            "nn.LayerNorm({}, eps=1e-5).{part}",
+            shape.first().copied().unwrap_or(0)
+        ));
+    }
+    if name.ends_with(".qkv.weight") && shape.len() == 2 {
+        return Some(format!(
+            "nn.MultiheadAttention(embed_dim={}).in_proj_weight (queries, keys, values stacked: [3 dim, dim])",
+            shape[1]
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -328,6 +328,28 @@ impl Tower {
     }
 }
 
+/// The PyTorch counterpart of a dense layer's tensor (`<tower>.<i>.weight`, `bias`, `bn_*`,
+/// `prelu`), when its name says it is one.
+pub fn torch_counterpart(name: &str, shape: &[usize]) -> Option<String> {
+    if name.ends_with(".weight") && shape.len() == 2 {
+        Some(format!(
+            "nn.Linear(in_features={}, out_features={}).weight (same [out, in] layout)",
+            shape[1], shape[0]
+        ))
+    } else if name.ends_with(".bias") {
+        Some("nn.Linear(...).bias".into())
+    } else if let Some(part) = name.rsplit('.').next().and_then(|l| l.strip_prefix("bn_")) {
+        Some(format!(
+            "nn.BatchNorm1d(num_features={}).{part}",
+            shape.first().copied().unwrap_or(0)
+        ))
+    } else if name.ends_with(".prelu") {
+        Some("nn.PReLU(num_parameters=...).weight".into())
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
