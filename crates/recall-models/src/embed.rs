@@ -18,7 +18,7 @@ impl TwoTower {
     pub fn embed_split(&self, data: &EncodedData, split: &SplitRows) -> Result<Embeddings> {
         let mut out = Vec::with_capacity(split.len() * self.output_dim());
         // SASRec's attention holds [rows, len, len] scores per block: fewer rows at a time.
-        let rows_per_chunk = if self.sequence_encoder().is_some() {
+        let rows_per_chunk = if self.window_encoder().is_some() {
             256
         } else {
             4096
@@ -116,8 +116,7 @@ impl TwoTower {
     pub fn rebuild_dense(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
         let dev = self.device().clone();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-        let fresh =
-            TwoTower::fresh_encoders(self.config(), &self.encoder_inputs(), &mut rng, &dev)?;
+        let fresh = TwoTower::fresh_encoders(self.config(), self.encoder_inputs(), &mut rng, &dev)?;
         // Fresh Vars (then overwritten) so the copy shares no storage with the original.
         self.set_encoders(fresh);
         for (name, var) in self.params() {

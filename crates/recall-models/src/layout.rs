@@ -61,7 +61,7 @@ impl TwoTower {
         let pooling = self.pooling();
         let recent_items = self.config().pooled_user().map_or(0, |u| u.recent_items);
         let mut parts = Vec::new();
-        let sasrec = self.sequence_encoder().is_some();
+        let sasrec = self.window_encoder().is_some();
         if !sasrec {
             parts.push(
                 json!({ "op": "pool", "table": "item_embedding", "over": "history",
@@ -109,8 +109,8 @@ impl TwoTower {
             .iter()
             .filter_map(|p| p["width"].as_u64())
             .sum::<u64>() as usize;
-        let encoder = match (self.sequence_encoder(), self.config().pooled_user()) {
-            (Some(encoder), _) => encoder.spec().describe(),
+        let encoder = match (self.window_encoder(), self.config().pooled_user()) {
+            (Some(encoder), _) => encoder.describe(),
             (None, user) => mlp(&tower_spec(
                 &self.config(),
                 "user_tower",

@@ -13,6 +13,9 @@ pub mod sequence;
 pub mod sparse;
 pub mod tables;
 pub mod tower;
+pub mod window;
+
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rand::Rng;
@@ -30,6 +33,7 @@ use crate::model::tables::dense_values;
 pub use crate::model::tables::{ItemFeatureSource, StepTables, Tables};
 use crate::model::tower::TowerSpec;
 pub use crate::model::tower::{MaskSource, Params, Pass, Tower};
+use crate::model::window::WindowEncoder;
 pub use crate::ops::fused::l2_normalize;
 
 /// DSSM, YoutubeDNN or SASRec: the embedding tables, the kind's user encoder and item side.
@@ -41,16 +45,16 @@ pub struct TwoTower {
     item: ItemEncoder,
     params: Params,
     device: Device,
-    /// Input widths of the user and item towers.
-    dims: (usize, usize),
+    /// What the encoders were built from (widths, specs, feature sources).
+    inputs: EncoderInputs,
 }
 
-/// Each kind's user side: the pooling MLP tower (DSSM, YoutubeDNN), trained on rows, or the
-/// sequence tower (SASRec), trained on windows.
+/// Each kind's user side: the pooling MLP tower (DSSM, YoutubeDNN), trained on rows, or an
+/// encoder of windows (SASRec), trained at every position.
 #[derive(Debug, Clone)]
 pub(crate) enum UserEncoder {
     Pooled(PooledTower),
-    Sequence(SequenceEncoder),
+    Windows(Arc<dyn WindowEncoder>),
 }
 
 /// Each kind's item side: the item table itself (YoutubeDNN, SASRec) or DSSM's item tower.
@@ -231,7 +235,7 @@ impl TwoTower {
             item: encoders.item,
             params: encoders.params,
             device: device.clone(),
-            dims: (user_in, item_in),
+            inputs,
         })
     }
 
@@ -264,13 +268,13 @@ impl TwoTower {
                     inputs.history_sources.clone(),
                 ))
             }
-            (None, Some(sequence)) => UserEncoder::Sequence(SequenceEncoder::new(
+            (None, Some(sequence)) => UserEncoder::Windows(Arc::new(SequenceEncoder::new(
                 sequence,
                 config.common().init_std,
                 rng,
                 device,
                 &mut params,
-            )?),
+            )?)),
             (None, None) => {
                 return Err(crate::error::Error::Training(format!(
                     "a {} model without its sequence settings",
@@ -299,17 +303,8 @@ impl TwoTower {
     }
 
     /// What the encoders were built from (to build them again from a checkpoint's tensors).
-    pub(crate) fn encoder_inputs(&self) -> EncoderInputs {
-        EncoderInputs {
-            dims: self.dims,
-            sequence: self.sequence_encoder().map(|e| *e.spec()),
-            history_sources: self
-                .pooled_tower()
-                .map_or_else(Vec::new, |p| p.history_sources().to_vec()),
-            item_sources: self
-                .item_tower()
-                .map_or_else(Vec::new, |t| t.item_sources().to_vec()),
-        }
+    pub(crate) fn encoder_inputs(&self) -> &EncoderInputs {
+        &self.inputs
     }
 
     /// Replaces the encoders and their parameters (a snapshot, a checkpoint's weights).
@@ -341,10 +336,10 @@ impl TwoTower {
         &self.params
     }
 
-    /// SASRec's encoder, for the kinds that have one.
-    pub fn sequence_encoder(&self) -> Option<&SequenceEncoder> {
+    /// The encoder of windows, for the kinds trained on them (SASRec).
+    pub fn window_encoder(&self) -> Option<&dyn WindowEncoder> {
         match &self.user {
-            UserEncoder::Sequence(e) => Some(e),
+            UserEncoder::Windows(e) => Some(e.as_ref()),
             UserEncoder::Pooled(_) => None,
         }
     }
@@ -353,7 +348,7 @@ impl TwoTower {
     pub(crate) fn pooled_tower(&self) -> Option<&PooledTower> {
         match &self.user {
             UserEncoder::Pooled(p) => Some(p),
-            UserEncoder::Sequence(_) => None,
+            UserEncoder::Windows(_) => None,
         }
     }
 
@@ -370,7 +365,7 @@ impl TwoTower {
     /// theirs.
     pub fn torch_counterpart(&self, name: &str, shape: &[usize]) -> String {
         let own = match &self.user {
-            UserEncoder::Sequence(_) => sequence::torch_counterpart(name, shape),
+            UserEncoder::Windows(e) => e.torch_counterpart(name, shape),
             UserEncoder::Pooled(_) => None,
         };
         own.or_else(|| tower::torch_counterpart(name, shape))
@@ -390,8 +385,8 @@ impl TwoTower {
     pub fn training_unit(&self) -> TrainingUnit {
         match &self.user {
             UserEncoder::Pooled(_) => TrainingUnit::Rows,
-            UserEncoder::Sequence(e) => TrainingUnit::Windows {
-                max_len: e.spec().max_len,
+            UserEncoder::Windows(e) => TrainingUnit::Windows {
+                max_len: e.max_len(),
             },
         }
     }
@@ -399,7 +394,7 @@ impl TwoTower {
     /// Input widths of the user and item towers (the item's is that of the embedding alone
     /// for YoutubeDNN, which has no item tower).
     pub fn input_widths(&self) -> (usize, usize) {
-        self.dims
+        self.inputs.dims
     }
 
     /// Gathers, for one step, the item rows of histories and `candidates` plus the side tables'
@@ -478,7 +473,7 @@ impl TwoTower {
     ) -> Result<Tensor> {
         match &self.user {
             UserEncoder::Pooled(tower) => tower.forward(data, step, rows, pass),
-            UserEncoder::Sequence(encoder) => {
+            UserEncoder::Windows(encoder) => {
                 let side = self.side_inputs(data, step, rows.users)?;
                 encoder.users(&step.item, rows.histories, side.as_ref(), pass)
             }
@@ -530,7 +525,7 @@ impl TwoTower {
         rows: &UserRows,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let encoder = self.sequence_encoder().ok_or_else(|| {
+        let encoder = self.window_encoder().ok_or_else(|| {
             crate::error::Error::Training(format!(
                 "a {} model has no sequence encoder",
                 self.config.kind().name()

@@ -10,7 +10,7 @@ use recall_sampling::{ItemSampler, Popularity, Uniform};
 use crate::config::{Loss, NegativeSampler, TrainConfig};
 use crate::data::EncodedData;
 use crate::error::Result;
-use crate::model::sequence::Padded;
+use crate::model::window::{Padded, WindowEncoder};
 use crate::model::{Pass, StepTables, TwoTower, UserRows};
 use crate::ops::fused::RowExclusions;
 use crate::train::hard::HardRound;
@@ -156,7 +156,7 @@ pub(crate) fn batch_loss(
     hard: Option<&HardRound>,
     windows: Option<&Windows>,
 ) -> Result<(Tensor, StepTables, usize)> {
-    if let (Some(encoder), Some(windows)) = (model.sequence_encoder(), windows) {
+    if let (Some(encoder), Some(windows)) = (model.window_encoder(), windows) {
         return sequence_loss(
             model, encoder, data, config, draw, windows, sampler, target_q,
         );
@@ -340,7 +340,7 @@ impl Windows {
 #[allow(clippy::too_many_arguments)]
 fn sequence_loss(
     model: &TwoTower,
-    encoder: &crate::model::sequence::SequenceEncoder,
+    encoder: &dyn WindowEncoder,
     data: &EncodedData,
     config: &TrainConfig,
     draw: &BatchDraw,
@@ -353,7 +353,7 @@ fn sequence_loss(
     let inputs: Vec<&[u32]> = chosen.iter().map(|w| windows.inputs(data, w)).collect();
     let users: Vec<u32> = chosen.iter().map(|w| w.user).collect();
     // Packed several windows to a row: the same outputs on about 0.6 of the slots.
-    let padded = Padded::packed(inputs.iter().copied(), encoder.spec().max_len);
+    let padded = Padded::packed(inputs.iter().copied(), encoder.max_len());
     // The trainable positions, as slots of the encoder's [rows * len, d] output, and their
     // targets.
     let (mut picks, mut targets) = (Vec::new(), Vec::new());
@@ -400,7 +400,7 @@ fn sequence_loss(
             &chosen,
             windows,
             &items,
-            encoder.spec().max_len,
+            encoder.max_len(),
         )),
     };
     let urows = UserRows {
