@@ -6,7 +6,6 @@
 //! configured cut-offs, labelled as integers), light horizontal rules only.
 
 use anyhow::{Result, anyhow};
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use recall_eval::split::SeenView;
 
@@ -147,10 +146,11 @@ pub fn draw(series: &[Series], ks: &[usize]) -> Result<String> {
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, ("sans-serif", 19))
                 .margin(10)
-                .margin_right(24)
+                .margin_left(18)
+                .margin_right(28)
                 .x_label_area_size(42)
                 .y_label_area_size(52)
-                .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..y_max)
+                .build_cartesian_2d(0..n - 1, 0f64..y_max)
                 .map_err(err)?;
             chart
                 .configure_mesh()
@@ -159,20 +159,15 @@ pub fn draw(series: &[Series], ks: &[usize]) -> Result<String> {
                 .bold_line_style(BLACK.mix(0.12))
                 .y_labels(6)
                 .x_desc("K")
-                .x_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                        ks.get(*i).map_or_else(String::new, |k| k.to_string())
-                    }
-                    SegmentValue::Last => String::new(),
-                })
+                .x_labels(n)
+                .x_label_formatter(&|i| ks.get(*i).map_or_else(String::new, |k| k.to_string()))
                 .y_label_formatter(&|v| format!("{v:.2}"))
                 .label_style(("sans-serif", 15))
                 .draw()
                 .map_err(err)?;
             for (name, points) in &lines {
                 let colour = colour_of(name);
-                let at =
-                    |k: usize| SegmentValue::CenterOf(ks.iter().position(|&x| x == k).unwrap_or(0));
+                let at = |k: usize| ks.iter().position(|&x| x == k).unwrap_or(0);
                 chart
                     .draw_series(LineSeries::new(
                         points.iter().map(|&(k, v)| (at(k), v)),
