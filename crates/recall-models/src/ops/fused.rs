@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape,
 
 use crate::error::Result;
 pub use crate::ops::kernel::bias_activation_generic;
-use crate::ops::kernel::{contiguous, fast_exp, lane_max, lane_sum};
+use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum};
 use crate::ops::norm_op::{Affine, activate, activate_backward};
 use crate::ops::par::for_rows;
 
@@ -34,10 +34,7 @@ impl CustomOp3 for BiasActivation {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c) = l1.shape().dims2()?;
-        let z = contiguous(s1, l1, self.name())?;
-        let bias = contiguous(s2, l2, self.name())?;
-        let alpha = contiguous(s3, l3, self.name())?;
+        let ((n, c), [z, bias, alpha]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         if bias.len() != c || alpha.len() != c {
             candle_core::bail!(
                 "bias-activation: {c} columns, bias {}, alpha {}",
@@ -89,10 +86,7 @@ impl CustomOp3 for BiasActivationGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c) = l1.shape().dims2()?;
-        let z = contiguous(s1, l1, self.name())?;
-        let g = contiguous(s2, l2, self.name())?;
-        let bias_alpha = contiguous(s3, l3, self.name())?;
+        let ((n, c), [z, g, bias_alpha]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         if g.len() != n * c || bias_alpha.len() != 2 * c {
             candle_core::bail!(
                 "bias-activation-grad: z [{n}, {c}], gradient {}, bias and alpha {}",
@@ -175,10 +169,7 @@ impl CustomOp3 for L2NormalizeGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, d) = l1.shape().dims2()?;
-        let x = contiguous(s1, l1, self.name())?;
-        let y = contiguous(s2, l2, self.name())?;
-        let g = contiguous(s3, l3, self.name())?;
+        let ((n, d), [x, y, g]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         if y.len() != n * d || g.len() != n * d {
             candle_core::bail!(
                 "l2-normalize-grad: x [{n}, {d}], y {}, gradient {}",

@@ -21,6 +21,24 @@ pub(crate) fn contiguous<'a>(
     }
 }
 
+/// The inputs of a three-input kernel whose first is a matrix: its `(rows, columns)` and the
+/// f32 values of all three (the prologue every such `cpu_fwd` shares).
+pub(crate) fn inputs3<'a>(
+    what: &str,
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<((usize, usize), [&'a [f32]; 3])> {
+    Ok((
+        l1.shape().dims2()?,
+        [
+            contiguous(s1, l1, what)?,
+            contiguous(s2, l2, what)?,
+            contiguous(s3, l3, what)?,
+        ],
+    ))
+}
+
 /// `v` for `v > 0`, else `alpha * v`, as `max(v, 0) + alpha * min(v, 0)`: no branch, so a loop
 /// of it vectorises. (The `if` form compiled to a branch that mispredicts on random signs:
 /// 1.8 ms for a 2,048 x 128 layer, 7 ns a value.)

@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use recall_eval::matmul::{Matrix, matmul, product};
 
 use crate::error::Result;
-use crate::ops::kernel::contiguous;
+use crate::ops::kernel::{contiguous, inputs3};
 use crate::ops::norm_op::{
     Affine, BatchStats, NormGrad, activate, activate_backward, column_stats,
 };
@@ -211,10 +211,7 @@ impl CustomOp3 for FusedMlpGrad<'_> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, input) = l1.shape().dims2()?;
-        let x = contiguous(s1, l1, self.name())?;
-        let grad = contiguous(s2, l2, self.name())?;
-        let params = contiguous(s3, l3, self.name())?;
+        let ((n, input), [x, grad, params]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let f = self.forward;
         f.check(n, input, params.len())?;
         let cache = std::mem::take(&mut *f.cache.lock().map_err(poisoned)?);

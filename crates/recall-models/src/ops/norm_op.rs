@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use crate::error::Result;
-use crate::ops::kernel::{contiguous, leaky, leaky_slope};
+use crate::ops::kernel::{contiguous, inputs3, leaky, leaky_slope};
 
 /// The numerical guard of the variance, as `torch.nn.BatchNorm1d`'s default.
 pub const BN_EPS: f64 = 1e-5;
@@ -344,10 +344,7 @@ impl CustomOp3 for BatchNormActivationGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c) = l1.shape().dims2()?;
-        let z = contiguous(s1, l1, self.name())?;
-        let g = contiguous(s2, l2, self.name())?;
-        let params = contiguous(s3, l3, self.name())?;
+        let ((n, c), [z, g, params]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         if g.len() != n * c || params.len() != 4 * c || self.stats.mean.len() != c {
             candle_core::bail!(
                 "batch-norm-activation-grad: z [{n}, {c}], gradient {}, parameters {}",

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::error::Result;
-use crate::ops::kernel::{contiguous, fast_exp, lane_max, lane_sum};
+use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum};
 
 /// The first key of a padding slot (the sequence encoder's `Padded::first`): it attends to nothing
 /// and is never read.
@@ -50,10 +50,7 @@ impl CustomOp3 for LayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, d) = l1.shape().dims2()?;
-        let x = contiguous(s1, l1, self.name())?;
-        let gamma = contiguous(s2, l2, self.name())?;
-        let beta = contiguous(s3, l3, self.name())?;
+        let ((n, d), [x, gamma, beta]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         if gamma.len() != d || beta.len() != d {
             candle_core::bail!(
                 "layer-norm: rows of {d}, gamma {}, beta {}",
@@ -124,10 +121,7 @@ impl CustomOp3 for LayerNormGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, d) = l1.shape().dims2()?;
-        let x = contiguous(s1, l1, self.name())?;
-        let g = contiguous(s2, l2, self.name())?;
-        let gamma = contiguous(s3, l3, self.name())?;
+        let ((n, d), [x, g, gamma]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let mut out = vec![0f32; (n + 2) * d];
         let (dx, sums) = out.split_at_mut(n * d);
         let (dgamma, dbeta) = sums.split_at_mut(d);
