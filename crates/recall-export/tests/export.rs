@@ -158,6 +158,28 @@ fn exports_are_keyed_by_original_ids_and_consistent_with_each_other() {
     assert!(best.iter().all(|p| keys.contains(&i64::from(p.0))));
     assert!(index::recall_at(&exact, &exact, 5) == 1.0);
 
+    // A truncated or missing index file is an error naming the file, never a crash.
+    let index_file = out.join("item_index.usearch");
+    let whole = std::fs::read(&index_file).unwrap();
+    let cut = dir.path().join("cut.usearch");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    std::fs::copy(
+        out.join("item_index.usearch.json"),
+        dir.path().join("cut.usearch.json"),
+    )
+    .unwrap();
+    let err = ApproximateIndex::load(&cut).unwrap_err().to_string();
+    assert!(err.contains("cut.usearch"), "{err}");
+    std::fs::copy(
+        out.join("item_index.usearch.json"),
+        dir.path().join("gone.usearch.json"),
+    )
+    .unwrap();
+    let err = ApproximateIndex::load(&dir.path().join("gone.usearch"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gone.usearch"), "{err}");
+
     // The manifest lists every file with its checksum.
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
