@@ -436,35 +436,17 @@ impl ModelKind {
 }
 
 impl RawModelConfig {
-    /// The keys the table set.
-    fn present(&self) -> Vec<&'static str> {
-        let set = [
-            ("embedding_dim", self.embedding_dim.is_some()),
-            ("feature_dim", self.feature_dim.is_some()),
-            ("dropout", self.dropout.is_some()),
-            ("temperature", self.temperature.is_some()),
-            ("init_std", self.init_std.is_some()),
-            ("user_features", self.user_features.is_some()),
-            ("user_id", self.user_id.is_some()),
-            ("user_tower", self.user_tower.is_some()),
-            ("activation", self.activation.is_some()),
-            ("batch_norm", self.batch_norm.is_some()),
-            ("last_layer", self.last_layer.is_some()),
-            ("pooling", self.pooling.is_some()),
-            ("recent_items", self.recent_items.is_some()),
-            ("history_features", self.history_features.is_some()),
-            ("example_age", self.example_age.is_some()),
-            ("item_tower", self.item_tower.is_some()),
-            ("item_features", self.item_features.is_some()),
-            ("blocks", self.blocks.is_some()),
-            ("heads", self.heads.is_some()),
-            ("max_len", self.max_len.is_some()),
-            ("ffn_width", self.ffn_width.is_some()),
-        ];
-        set.into_iter()
-            .filter(|(_, s)| *s)
-            .map(|(k, _)| k)
-            .collect()
+    /// The keys the table set: what it serialises to, since every field is skipped when unset
+    /// (so a key added to the struct is checked against the kinds without a second list).
+    fn present(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| k != "kind")
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     fn common(&self) -> Common {
@@ -527,7 +509,11 @@ impl TryFrom<RawModelConfig> for ModelConfig {
             .kind
             .ok_or("missing key `kind` (\"dssm\", \"youtubednn\" or \"sasrec\")")?;
         let keys = kind.keys();
-        if let Some(key) = raw.present().into_iter().find(|k| !keys.contains(k)) {
+        if let Some(key) = raw
+            .present()
+            .into_iter()
+            .find(|k| !keys.contains(&k.as_str()))
+        {
             return Err(format!(
                 "`{key}` is not a key of kind \"{}\" (its keys: {})",
                 kind.name(),
