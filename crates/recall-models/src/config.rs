@@ -728,6 +728,14 @@ impl ModelConfig {
         }
     }
 
+    /// How many of a user's newest items the user side reads, given the encode stage's
+    /// `max_len`: SASRec's own `max_len` when set, else the encode stage's.
+    pub fn history_len(&self, encode_max_len: usize) -> usize {
+        self.sasrec()
+            .and_then(|s| s.max_len)
+            .unwrap_or(encode_max_len)
+    }
+
     /// Whether lists (histories, bags) pool by their mean (else by their sum).
     pub fn pools_by_mean(&self) -> bool {
         self.pooled_user()

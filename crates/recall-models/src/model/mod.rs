@@ -190,7 +190,7 @@ impl TwoTower {
             + user_dense;
         let item_in = d + fd * item_features.len() + item_dense;
         let sequence_spec = if let Some(sasrec) = config.sasrec() {
-            let max_len = sasrec.max_len.unwrap_or(data.max_len);
+            let max_len = config.history_len(data.max_len);
             if max_len > data.max_len {
                 return Err(recall_core::Error::config(
                     "model.max_len",

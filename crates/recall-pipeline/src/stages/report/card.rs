@@ -117,10 +117,7 @@ fn render(
     );
 
     // The newest items the user side reads: SASRec's own max_len, else the encode stage's.
-    let history_len = model
-        .sasrec()
-        .and_then(|s| s.max_len)
-        .unwrap_or(config.encode.max_len);
+    let history_len = model.history_len(config.encode.max_len);
     let _ = writeln!(
         md,
         "## Protocol\n\n\
