@@ -252,6 +252,35 @@ class ExportedModel:
             x = x + linear(block["ffn_out"], hidden)
         return norm(encoder["final_norm"], x[-1])
 
+    def _hstu(self, encoder: dict, window: list[int], side: np.ndarray) -> np.ndarray:
+        t = self.tensors
+        eps, d, heads = encoder["layer_norm_eps"], encoder["dim"], encoder["heads"]
+        max_len = encoder["max_len"]
+        window = window or [PADDING]
+        n = len(window)
+        linear = lambda spec, v: v @ t[spec["weight"]].T + t[spec["bias"]]
+        norm = lambda spec, v: layer_norm(v, t[spec["weight"]], t[spec["bias"]], eps)
+        silu = lambda z: z / (1.0 + np.exp(-z))
+        x = t["item_embedding"][window] + t[encoder["positions"]][max_len - n :]
+        if encoder.get("side"):
+            x = x + linear(encoder["side"], side)
+        dh = d // heads
+        # distance[i, j] = i - j; keys after the query are masked out.
+        distance = np.arange(n)[:, None] - np.arange(n)[None, :]
+        visible = distance >= 0
+        for block in encoder["blocks"]:
+            uvqk = silu(linear(block["uvqk"], norm(block["input_norm"], x)))
+            u, v, q, k = (uvqk[:, i * d : (i + 1) * d] for i in range(4))
+            bias = t[block["relative_bias"]][np.where(visible, distance, 0)]
+            heads_out = []
+            for h in range(heads):
+                cols = slice(h * dh, (h + 1) * dh)
+                a = np.where(visible, silu(q[:, cols] @ k[:, cols].T + bias), 0.0) / max_len
+                heads_out.append(a @ v[:, cols])
+            gated = norm(block["attention_norm"], np.concatenate(heads_out, axis=1)) * u
+            x = x + linear(block["output"], gated)
+        return norm(encoder["final_norm"], x[-1])
+
     def user_vector(self, history: Sequence[Any], user_id: Any = None,
                     user: Mapping[str, Any] | None = None) -> np.ndarray:
         """The user's unit vector from raw inputs: `history` the raw item ids oldest first,
@@ -265,6 +294,8 @@ class ExportedModel:
             v = self._mlp(encoder, x)
         elif encoder["kind"] == "sasrec":
             v = self._sasrec(encoder, indices, x)
+        elif encoder["kind"] == "hstu":
+            v = self._hstu(encoder, indices, x)
         else:
             raise ValueError(f"unknown user encoder {encoder['kind']!r}")
         return l2_normalize(v)

@@ -22,13 +22,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     common::allocator::keep_freed_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = PathBuf::from(
-        args.first()
-            .ok_or("usage: train_encoded ENCODE_DIR [dssm|youtubednn|sasrec] [EPOCHS] [LOSS]")?,
-    );
+    let dir =
+        PathBuf::from(args.first().ok_or(
+            "usage: train_encoded ENCODE_DIR [dssm|youtubednn|sasrec|hstu] [EPOCHS] [LOSS]",
+        )?);
     let kind = match args.get(1).map(String::as_str) {
         Some("dssm") => ModelKind::Dssm,
         Some("sasrec") => ModelKind::Sasrec,
+        Some("hstu") => ModelKind::Hstu,
         _ => ModelKind::Youtubednn,
     };
     let epochs = args.get(2).map(|e| e.parse()).transpose()?.unwrap_or(5);

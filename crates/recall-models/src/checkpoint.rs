@@ -15,6 +15,11 @@
 //! `sequence.<i>.attention.output.*`, `sequence.<i>.ffn.ln_*`, `sequence.<i>.ffn.0.*` and
 //! `sequence.<i>.ffn.1.*` (the feed-forward `nn.Linear`s, ReLU between), `sequence.final.ln_*`
 //! and, with user features, `sequence.side.*` (their projection, added at every position).
+//! HSTU: `hstu.position_embedding` as SASRec's, per block `i` `hstu.<i>.input.ln_*`,
+//! `hstu.<i>.uvqk.weight` `[4 dim, dim]` and `.bias` (gate, values, queries, keys stacked),
+//! `hstu.<i>.relative_bias` `[max_len]` (entry `d`: a key `d` positions before its query),
+//! `hstu.<i>.attention.ln_*`, `hstu.<i>.output.*`, `hstu.final.ln_*`, `hstu.side.*`. The
+//! exported `tensors.json` layout spells out each kind's computation.
 
 use std::collections::HashMap;
 use std::path::Path;

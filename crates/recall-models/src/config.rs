@@ -19,16 +19,28 @@ pub enum ModelKind {
     /// `max_len`, `ffn_width`, `dropout`), trained to predict the next item at every position;
     /// the item side is the item table, as YoutubeDNN's.
     Sasrec,
+    /// An HSTU-style sequence tower (Zhai et al. 2024): SASRec's windows and training, with
+    /// blocks of pointwise SiLU attention, a relative position bias and a gated output in
+    /// place of softmax attention and the feed-forward net (`blocks`, `heads`, `max_len`,
+    /// `dropout`).
+    Hstu,
 }
 
 impl ModelKind {
-    /// The kind as a pipeline file spells it (`dssm`, `youtubednn`, `sasrec`).
+    /// The kind as a pipeline file spells it (`dssm`, `youtubednn`, `sasrec`, `hstu`).
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Dssm => "dssm",
             ModelKind::Youtubednn => "youtubednn",
             ModelKind::Sasrec => "sasrec",
+            ModelKind::Hstu => "hstu",
         }
+    }
+
+    /// Whether the kind is trained on windows of a user's sequence, every position a
+    /// next-item target (the sequence towers), rather than on one row per example.
+    pub fn trains_on_windows(self) -> bool {
+        matches!(self, ModelKind::Sasrec | ModelKind::Hstu)
     }
 }
 
@@ -260,6 +272,8 @@ pub enum ModelConfig {
     /// A causal self-attention user tower over the item history, trained to predict the next
     /// item at every position; the item side is the item table, as YoutubeDNN's.
     Sasrec(SasrecConfig),
+    /// SASRec's windows and training with HSTU-style blocks.
+    Hstu(HstuConfig),
 }
 
 /// Keys every kind has.
@@ -347,6 +361,20 @@ pub struct SasrecConfig {
     pub ffn_width: Option<usize>,
 }
 
+/// `kind = "hstu"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HstuConfig {
+    pub common: Common,
+    /// HSTU blocks. Default 2.
+    pub blocks: usize,
+    /// Attention heads (`embedding_dim` must divide by it). Default 1.
+    pub heads: usize,
+    /// The newest items the attention sees (training windows, the history a user is embedded
+    /// at, and the span of the relative position bias). Default, and at most: the encode
+    /// stage's `max_len`.
+    pub max_len: Option<usize>,
+}
+
 /// Every key of every kind, as a pipeline file spells them: what a `model = { ... }` table is
 /// read into before it becomes its kind's type (so another kind's key can be named).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -418,6 +446,7 @@ const POOLED_KEYS: [&str; 8] = [
 ];
 const DSSM_KEYS: [&str; 2] = ["item_tower", "item_features"];
 const SASREC_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "ffn_width"];
+const HSTU_KEYS: [&str; 3] = ["blocks", "heads", "max_len"];
 
 impl ModelKind {
     /// The keys a `model = { ... }` table of this kind may have (besides `kind`).
@@ -430,6 +459,7 @@ impl ModelKind {
             }
             ModelKind::Youtubednn => keys.extend(POOLED_KEYS),
             ModelKind::Sasrec => keys.extend(SASREC_KEYS),
+            ModelKind::Hstu => keys.extend(HSTU_KEYS),
         }
         keys
     }
@@ -507,7 +537,7 @@ impl TryFrom<RawModelConfig> for ModelConfig {
     fn try_from(raw: RawModelConfig) -> Result<Self, String> {
         let kind = raw
             .kind
-            .ok_or("missing key `kind` (\"dssm\", \"youtubednn\" or \"sasrec\")")?;
+            .ok_or("missing key `kind` (\"dssm\", \"youtubednn\", \"sasrec\" or \"hstu\")")?;
         let keys = kind.keys();
         if let Some(key) = raw
             .present()
@@ -540,6 +570,12 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 max_len: raw.max_len,
                 ffn_width: raw.ffn_width,
             }),
+            ModelKind::Hstu => ModelConfig::Hstu(HstuConfig {
+                common: raw.common(),
+                blocks: raw.blocks.unwrap_or_else(default_blocks),
+                heads: raw.heads.unwrap_or(1),
+                max_len: raw.max_len,
+            }),
         })
     }
 }
@@ -563,6 +599,11 @@ impl From<ModelConfig> for RawModelConfig {
                 raw.heads = Some(c.heads);
                 raw.max_len = c.max_len;
                 raw.ffn_width = c.ffn_width;
+            }
+            ModelConfig::Hstu(c) => {
+                raw.blocks = Some(c.blocks);
+                raw.heads = Some(c.heads);
+                raw.max_len = c.max_len;
             }
         }
         raw
@@ -650,6 +691,7 @@ impl ModelConfig {
             ModelConfig::Dssm(_) => ModelKind::Dssm,
             ModelConfig::Youtubednn(_) => ModelKind::Youtubednn,
             ModelConfig::Sasrec(_) => ModelKind::Sasrec,
+            ModelConfig::Hstu(_) => ModelKind::Hstu,
         }
     }
 
@@ -659,6 +701,7 @@ impl ModelConfig {
             ModelConfig::Dssm(c) => &c.common,
             ModelConfig::Youtubednn(c) => &c.common,
             ModelConfig::Sasrec(c) => &c.common,
+            ModelConfig::Hstu(c) => &c.common,
         }
     }
 
@@ -667,7 +710,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Dssm(c) => Some(&c.mlp),
             ModelConfig::Youtubednn(c) => Some(&c.mlp),
-            ModelConfig::Sasrec(_) => None,
+            ModelConfig::Sasrec(_) | ModelConfig::Hstu(_) => None,
         }
     }
 
@@ -676,7 +719,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Dssm(c) => Some(&c.user),
             ModelConfig::Youtubednn(c) => Some(&c.user),
-            ModelConfig::Sasrec(_) => None,
+            ModelConfig::Sasrec(_) | ModelConfig::Hstu(_) => None,
         }
     }
 
@@ -691,6 +734,7 @@ impl ModelConfig {
             ModelConfig::Dssm(c) => &mut c.common,
             ModelConfig::Youtubednn(c) => &mut c.common,
             ModelConfig::Sasrec(c) => &mut c.common,
+            ModelConfig::Hstu(c) => &mut c.common,
         }
     }
 
@@ -699,7 +743,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Dssm(c) => Some(&mut c.mlp),
             ModelConfig::Youtubednn(c) => Some(&mut c.mlp),
-            ModelConfig::Sasrec(_) => None,
+            ModelConfig::Sasrec(_) | ModelConfig::Hstu(_) => None,
         }
     }
 
@@ -708,7 +752,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Dssm(c) => Some(&mut c.user),
             ModelConfig::Youtubednn(c) => Some(&mut c.user),
-            ModelConfig::Sasrec(_) => None,
+            ModelConfig::Sasrec(_) | ModelConfig::Hstu(_) => None,
         }
     }
 
@@ -728,12 +772,23 @@ impl ModelConfig {
         }
     }
 
+    /// HSTU's own keys.
+    pub fn hstu(&self) -> Option<&HstuConfig> {
+        match self {
+            ModelConfig::Hstu(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// How many of a user's newest items the user side reads, given the encode stage's
-    /// `max_len`: SASRec's own `max_len` when set, else the encode stage's.
+    /// `max_len`: a sequence tower's own `max_len` when set, else the encode stage's.
     pub fn history_len(&self, encode_max_len: usize) -> usize {
-        self.sasrec()
-            .and_then(|s| s.max_len)
-            .unwrap_or(encode_max_len)
+        let own = match self {
+            ModelConfig::Sasrec(c) => c.max_len,
+            ModelConfig::Hstu(c) => c.max_len,
+            _ => None,
+        };
+        own.unwrap_or(encode_max_len)
     }
 
     /// Whether lists (histories, bags) pool by their mean (else by their sum).
@@ -795,6 +850,20 @@ impl ModelConfig {
                 }
                 if c.ffn_width == Some(0) {
                     return bad("ffn_width", "must be at least 1");
+                }
+            }
+            ModelConfig::Hstu(c) => {
+                if c.blocks == 0 {
+                    return bad("blocks", "HSTU needs at least one block");
+                }
+                if c.heads == 0 || !c.common.embedding_dim.is_multiple_of(c.heads) {
+                    return bad(
+                        "heads",
+                        "HSTU needs at least one head, and embedding_dim divisible by heads",
+                    );
+                }
+                if c.max_len == Some(0) {
+                    return bad("max_len", "must be at least 1");
                 }
             }
         }
@@ -914,30 +983,30 @@ impl TrainConfig {
     pub fn validate_for(&self, model: &ModelConfig) -> Result<(), Error> {
         self.validate()?;
         model.validate()?;
-        if model.kind() == ModelKind::Sasrec {
+        if model.kind().trains_on_windows() {
             if !matches!(self.loss, Loss::InBatch | Loss::Mixed | Loss::FullSoftmax) {
                 return Err(Error::config(
                     "train.loss",
-                    "SASRec trains every position against candidates its batch shares: use \"in-batch\", \"mixed\" or \"full-softmax\"",
+                    "the sequence kinds (SASRec, HSTU) train every position against candidates its batch shares: use \"in-batch\", \"mixed\" or \"full-softmax\"",
                 ));
             }
             if self.hard_negatives.is_some() {
                 return Err(Error::config(
                     "train.hard_negatives",
-                    "hard negatives need a per-row sampled loss, which SASRec does not use",
+                    "hard negatives need a per-row sampled loss, which the sequence kinds do not use",
                 ));
             }
             if self.logq_source == LogqSource::Streaming {
                 return Err(Error::config(
                     "train.logq_source",
-                    "SASRec corrects its shared candidates by their inclusion probability from counts: leave logq_source at \"counts\"",
+                    "the sequence kinds correct their shared candidates by their inclusion probability from counts: leave logq_source at \"counts\"",
                 ));
             }
         }
-        if !self.seen_filter.is_none() && model.kind() != ModelKind::Sasrec {
+        if !self.seen_filter.is_none() && !model.kind().trains_on_windows() {
             return Err(Error::config(
                 "train.seen_filter",
-                "leaving seen items out of the softmax is implemented for kind = \"sasrec\" (the pooling kinds' sampled losses exclude positives through their sampler)",
+                "leaving seen items out of the softmax is implemented for the sequence kinds (\"sasrec\", \"hstu\"; the pooling kinds' sampled losses exclude positives through their sampler)",
             ));
         }
         Ok(())
@@ -989,15 +1058,35 @@ mod tests {
     /// Each impossible SASRec model setting is reported under its own key (`blocks = 0` was
     /// once reported as `model.heads`).
     #[test]
-    fn sasrec_model_settings_name_the_key_that_is_wrong() {
-        for (setting, key) in [
-            (serde_json::json!({ "blocks": 0 }), "`model.blocks`"),
-            (serde_json::json!({ "heads": 0 }), "`model.heads`"),
-            (serde_json::json!({ "heads": 3 }), "`model.heads`"),
-            (serde_json::json!({ "max_len": 0 }), "`model.max_len`"),
-            (serde_json::json!({ "ffn_width": 0 }), "`model.ffn_width`"),
-        ] {
-            let mut v = serde_json::json!({ "kind": "sasrec", "embedding_dim": 64 });
+    fn sequence_model_settings_name_the_key_that_is_wrong() {
+        let cases = [
+            (
+                "sasrec",
+                serde_json::json!({ "blocks": 0 }),
+                "`model.blocks`",
+            ),
+            ("sasrec", serde_json::json!({ "heads": 0 }), "`model.heads`"),
+            ("sasrec", serde_json::json!({ "heads": 3 }), "`model.heads`"),
+            (
+                "sasrec",
+                serde_json::json!({ "max_len": 0 }),
+                "`model.max_len`",
+            ),
+            (
+                "sasrec",
+                serde_json::json!({ "ffn_width": 0 }),
+                "`model.ffn_width`",
+            ),
+            ("hstu", serde_json::json!({ "blocks": 0 }), "`model.blocks`"),
+            ("hstu", serde_json::json!({ "heads": 3 }), "`model.heads`"),
+            (
+                "hstu",
+                serde_json::json!({ "max_len": 0 }),
+                "`model.max_len`",
+            ),
+        ];
+        for (kind, setting, key) in cases {
+            let mut v = serde_json::json!({ "kind": kind, "embedding_dim": 64 });
             v.as_object_mut()
                 .unwrap()
                 .extend(setting.as_object().unwrap().clone());
@@ -1056,6 +1145,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("not a key of kind \"youtubednn\""), "{err}");
+        // HSTU's block has no feed-forward net, and it trains as SASRec does.
+        let err = serde_json::from_value::<ModelConfig>(
+            serde_json::json!({ "kind": "hstu", "ffn_width": 64 }),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`ffn_width` is not a key of kind \"hstu\""),
+            "{err}"
+        );
+        let hstu: ModelConfig = parse(serde_json::json!({ "kind": "hstu" }));
+        let sampled: TrainConfig = parse(serde_json::json!({ "loss": "sampled-softmax" }));
+        assert!(
+            sampled
+                .validate_for(&hstu)
+                .unwrap_err()
+                .to_string()
+                .contains("train.loss")
+        );
+        ok.validate_for(&hstu).unwrap();
         // Seen items leave the softmax of SASRec's shared losses only.
         for view in ["all", "recent"] {
             let seen: TrainConfig =

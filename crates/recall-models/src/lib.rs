@@ -1,12 +1,12 @@
-//! DSSM, YoutubeDNN and SASRec recall models on candle, in three rooms and a few files:
+//! DSSM, YoutubeDNN, SASRec and HSTU-style recall models on candle, in three rooms and a few files:
 //!
 //! - [`config`]: `ModelConfig` (architecture, per kind) and `TrainConfig` (loss, negatives,
 //!   optimiser, schedule, seen filter); impossible settings are refused naming the key.
 //! - [`data`]: the encoded splits and side features a model trains on (read through
 //!   `recall-core` from the encode stage's Parquet, never from raw data).
 //! - [`model`]: the network: embedding tables updated row by row (`model::sparse`,
-//!   `model::tables`), MLP towers (`model::tower`), SASRec's sequence encoder
-//!   (`model::sequence`), and `TwoTower`, which gathers a batch's rows and runs the towers.
+//!   `model::tables`), MLP towers (`model::tower`), the sequence encoders
+//!   (SASRec's `model::sequence`, HSTU's `model::hstu`), and `TwoTower`, which gathers a batch's rows and runs the towers.
 //! - [`ops`]: the hand-written CPU kernels the towers and losses run on (candle `CustomOp`s with
 //!   their backward passes; other devices run the generic candle form each is tested
 //!   against), what they share (`ops::kernel`), and the Adam kernel.

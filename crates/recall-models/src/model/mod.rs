@@ -6,6 +6,7 @@
 //! layers are candle `Linear`s over `Var`s initialised from the seed; every embedding table is a
 //! [`SparseTable`] gathered per batch.
 
+pub mod hstu;
 pub mod input_op;
 pub mod item_tower;
 pub mod pooled;
@@ -20,10 +21,11 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use rand::Rng;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, ModelKind};
 use crate::data::EncodedData;
 pub use crate::data::UserRows;
 use crate::error::Result;
+use crate::model::hstu::HstuEncoder;
 use crate::model::input_op::InputPlan;
 use crate::model::item_tower::ItemTower;
 use crate::model::pooled::PooledTower;
@@ -189,7 +191,13 @@ impl TwoTower {
                 + usize::from(age.is_some()))
             + user_dense;
         let item_in = d + fd * item_features.len() + item_dense;
-        let sequence_spec = if let Some(sasrec) = config.sasrec() {
+        // The sequence kinds' blocks and heads (HSTU has no feed-forward net: its width is unused).
+        let blocks = match config {
+            ModelConfig::Sasrec(c) => Some((c.blocks, c.heads, c.ffn_width.unwrap_or(d))),
+            ModelConfig::Hstu(c) => Some((c.blocks, c.heads, d)),
+            _ => None,
+        };
+        let sequence_spec = if let Some((blocks, heads, ffn)) = blocks {
             let max_len = config.history_len(data.max_len);
             if max_len > data.max_len {
                 return Err(recall_core::Error::config(
@@ -203,10 +211,10 @@ impl TwoTower {
             }
             Some(SequenceSpec {
                 dim: d,
-                blocks: sasrec.blocks,
-                heads: sasrec.heads,
+                blocks,
+                heads,
                 max_len,
-                ffn: sasrec.ffn_width.unwrap_or(d),
+                ffn,
                 // The user's side inputs (no history pooling): ids, features, dense values.
                 side: user_in - d * pooled - fd * history_features.len(),
                 dropout: common.dropout,
@@ -268,13 +276,22 @@ impl TwoTower {
                     inputs.history_sources.clone(),
                 ))
             }
-            (None, Some(sequence)) => UserEncoder::Windows(Arc::new(SequenceEncoder::new(
-                sequence,
-                config.common().init_std,
-                rng,
-                device,
-                &mut params,
-            )?)),
+            (None, Some(sequence)) => {
+                let std = config.common().init_std;
+                let encoder: Arc<dyn WindowEncoder> = match config.kind() {
+                    ModelKind::Hstu => {
+                        Arc::new(HstuEncoder::new(sequence, std, rng, device, &mut params)?)
+                    }
+                    _ => Arc::new(SequenceEncoder::new(
+                        sequence,
+                        std,
+                        rng,
+                        device,
+                        &mut params,
+                    )?),
+                };
+                UserEncoder::Windows(encoder)
+            }
             (None, None) => {
                 return Err(crate::error::Error::Training(format!(
                     "a {} model without its sequence settings",

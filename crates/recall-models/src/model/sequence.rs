@@ -51,11 +51,11 @@ fn block_part(block: usize, part: &str) -> String {
     format!("sequence.{block}.{part}")
 }
 
-fn linear_names(name: &str) -> (String, String) {
+pub(crate) fn linear_names(name: &str) -> (String, String) {
     (format!("{name}.weight"), format!("{name}.bias"))
 }
 
-fn norm_names(name: &str) -> (String, String) {
+pub(crate) fn norm_names(name: &str) -> (String, String) {
     (format!("{name}.ln_weight"), format!("{name}.ln_bias"))
 }
 
@@ -108,15 +108,103 @@ impl SequenceSpec {
     }
 }
 
+/// The learned position table `[max_len, dim]` of a sequence encoder (row `max_len - 1` is
+/// the newest item's), drawn from N(0, `init_std`^2) and registered as `name`.
+pub(crate) fn position_table(
+    name: &str,
+    spec: SequenceSpec,
+    init_std: f32,
+    rng: &mut impl Rng,
+    device: &Device,
+    params: &mut Params,
+) -> Result<Tensor> {
+    let values: Vec<f32> = (0..spec.max_len * spec.dim)
+        .map(|_| {
+            let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-7), rng.random());
+            init_std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect();
+    let table = Var::from_tensor(&Tensor::from_vec(values, (spec.max_len, spec.dim), device)?)?;
+    params.push((name.into(), table.clone()));
+    Ok(table.as_tensor().clone())
+}
+
+/// Dropout in a training pass (seeded masks), the identity otherwise.
+pub(crate) fn dropout(x: Tensor, pass: &mut Pass<'_>) -> Result<Tensor> {
+    match pass {
+        Pass::Train { dropout, mask } if *dropout > 0.0 => Ok(x.mul(&mask(x.dims())?)?),
+        _ => Ok(x),
+    }
+}
+
+/// What a sequence encoder's first block reads: each slot's item row plus its position
+/// (counted from its window's newest item), plus the projected user side features.
+pub(crate) struct WindowInputs<'a> {
+    pub positions: &'a Tensor,
+    pub side: Option<&'a Linear>,
+    /// Ones of the model width (the fused bias op's identity slope).
+    pub identity: &'a Tensor,
+}
+
+impl WindowInputs<'_> {
+    /// `[slots, dim]` for the laid-out `windows`.
+    pub(crate) fn embed(
+        &self,
+        items: &Gathered,
+        windows: &Padded,
+        side: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let dev = self.positions.device();
+        let max_len = self.positions.dim(0)?;
+        let slots = windows.ids.len();
+        let position_rows = Tensor::from_vec(windows.position_rows(max_len), slots, dev)?;
+        let x = (items.lookup(&windows.ids, &[slots], dev)?
+            + self.positions.index_select(&position_rows, 0)?)?;
+        Ok(match (self.side, side) {
+            (Some(project), Some(s)) => {
+                let owners = Tensor::from_slice(&windows.owners, slots, dev)?;
+                (x + project
+                    .forward(s, self.identity)?
+                    .index_select(&owners, 0)?)?
+            }
+            _ => x,
+        })
+    }
+}
+
+/// `[b * l, d]` (slot rows) as `[b * h, l, d / h]`: each row's slots per head.
+pub(crate) fn heads_apart(part: &Tensor, b: usize, l: usize, h: usize) -> Result<Tensor> {
+    let d = part.dim(1)?;
+    if h == 1 {
+        return Ok(part.reshape((b, l, d))?);
+    }
+    Ok(part
+        .reshape((b, l, h, d / h))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b * h, l, d / h))?)
+}
+
+/// The inverse of [`heads_apart`]: `[b * h, l, dh]` back to slot rows `[b * l, h * dh]`.
+pub(crate) fn heads_together(a: &Tensor, b: usize, l: usize, h: usize) -> Result<Tensor> {
+    let dh = a.dim(2)?;
+    let a = if h == 1 {
+        a.clone()
+    } else {
+        a.reshape((b, h, l, dh))?.transpose(1, 2)?.contiguous()?
+    };
+    Ok(a.reshape((b * l, h * dh))?)
+}
+
 /// `x W^T + b` over the rows of `x`.
 #[derive(Debug, Clone)]
-struct Linear {
+pub(crate) struct Linear {
     weight: Tensor,
     bias: Tensor,
 }
 
 impl Linear {
-    fn new(
+    pub(crate) fn new(
         name: &str,
         input: usize,
         output: usize,
@@ -144,20 +232,25 @@ impl Linear {
     }
 
     /// `act(x W^T + b)` for `[N, in]` rows; `alpha` 1 is the identity, 0 ReLU.
-    fn forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
         bias_activation(&x.matmul(&self.weight.t()?)?, &self.bias, alpha)
     }
 }
 
 /// Layer norm parameters (gamma, beta).
 #[derive(Debug, Clone)]
-struct Norm {
+pub(crate) struct Norm {
     gamma: Tensor,
     beta: Tensor,
 }
 
 impl Norm {
-    fn new(name: &str, dim: usize, device: &Device, params: &mut Params) -> Result<Self> {
+    pub(crate) fn new(
+        name: &str,
+        dim: usize,
+        device: &Device,
+        params: &mut Params,
+    ) -> Result<Self> {
         let gamma = Var::from_tensor(&Tensor::ones(dim, DType::F32, device)?)?;
         let beta = Var::from_tensor(&Tensor::zeros(dim, DType::F32, device)?)?;
         let (g_name, b_name) = norm_names(name);
@@ -169,7 +262,7 @@ impl Norm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         layer_norm(x, &self.gamma, &self.beta)
     }
 }
@@ -211,14 +304,7 @@ impl SequenceEncoder {
         params: &mut Params,
     ) -> Result<Self> {
         let d = spec.dim;
-        let positions: Vec<f32> = (0..spec.max_len * d)
-            .map(|_| {
-                let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-7), rng.random());
-                init_std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-            })
-            .collect();
-        let positions = Var::from_tensor(&Tensor::from_vec(positions, (spec.max_len, d), device)?)?;
-        params.push((POSITIONS.into(), positions.clone()));
+        let positions = position_table(POSITIONS, spec, init_std, rng, device, params)?;
         let mut blocks = Vec::with_capacity(spec.blocks);
         for i in 0..spec.blocks {
             let name = |part: &str| block_part(i, part);
@@ -239,7 +325,7 @@ impl SequenceEncoder {
         };
         Ok(SequenceEncoder {
             spec,
-            positions: positions.as_tensor().clone(),
+            positions,
             blocks,
             final_norm,
             side,
@@ -251,13 +337,6 @@ impl SequenceEncoder {
 
     pub fn spec(&self) -> &SequenceSpec {
         &self.spec
-    }
-
-    fn dropout(&self, x: Tensor, pass: &mut Pass<'_>) -> Result<Tensor> {
-        match pass {
-            Pass::Train { dropout, mask } if *dropout > 0.0 => Ok(x.mul(&mask(x.dims())?)?),
-            _ => Ok(x),
-        }
     }
 }
 
@@ -282,22 +361,12 @@ impl WindowEncoder for SequenceEncoder {
                 self.spec.max_len
             )));
         }
-        let dev = self.positions.device();
-        // Item rows plus the positions counted from each segment's newest (row max_len - 1).
-        let slots = b * l;
-        let position_rows = Tensor::from_vec(windows.position_rows(self.spec.max_len), slots, dev)?;
-        let x = (items.lookup(&windows.ids, &[slots], dev)?
-            + self.positions.index_select(&position_rows, 0)?)?;
-        let mut x = match (&self.side, side) {
-            (Some(project), Some(s)) => {
-                let owners = Tensor::from_slice(&windows.owners, slots, dev)?;
-                (x + project
-                    .forward(s, &self.identity)?
-                    .index_select(&owners, 0)?)?
-            }
-            _ => x,
+        let inputs = WindowInputs {
+            positions: &self.positions,
+            side: self.side.as_ref(),
+            identity: &self.identity,
         };
-        x = self.dropout(x, pass)?;
+        let mut x = dropout(inputs.embed(items, windows, side)?, pass)?;
         let dh = d / h;
         let scale = 1.0 / (dh as f64).sqrt();
         for block in &self.blocks {
@@ -305,37 +374,19 @@ impl WindowEncoder for SequenceEncoder {
             let qkv = block
                 .qkv
                 .forward(&block.attention_norm.forward(&x)?, &self.identity_qkv)?;
-            let split = |k: usize| -> Result<Tensor> {
-                let part = qkv.narrow(1, k * d, d)?;
-                if h == 1 {
-                    Ok(part.reshape((b, l, d))?)
-                } else {
-                    Ok(part
-                        .reshape((b, l, h, dh))?
-                        .transpose(1, 2)?
-                        .contiguous()?
-                        .reshape((b * h, l, dh))?)
-                }
-            };
+            let split = |k: usize| heads_apart(&qkv.narrow(1, k * d, d)?, b, l, h);
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
             let scores = q.matmul(&k.t()?)?;
-            let p = self.dropout(causal_softmax(&scores, h, &windows.first, scale)?, pass)?;
-            let mut a = p.matmul(&v)?;
-            if h > 1 {
-                a = a.reshape((b, h, l, dh))?.transpose(1, 2)?.contiguous()?;
-            }
-            let o = block
-                .output
-                .forward(&a.reshape((b * l, d))?, &self.identity)?;
-            x = (x + self.dropout(o, pass)?)?;
+            let p = dropout(causal_softmax(&scores, h, &windows.first, scale)?, pass)?;
+            let a = heads_together(&p.matmul(&v)?, b, l, h)?;
+            let o = block.output.forward(&a, &self.identity)?;
+            x = (x + dropout(o, pass)?)?;
             // Feed-forward net on the normalised result.
             let f = block
                 .ffn_in
                 .forward(&block.ffn_norm.forward(&x)?, &self.relu)?;
-            let f = block
-                .ffn_out
-                .forward(&self.dropout(f, pass)?, &self.identity)?;
-            x = (x + self.dropout(f, pass)?)?;
+            let f = block.ffn_out.forward(&dropout(f, pass)?, &self.identity)?;
+            x = (x + dropout(f, pass)?)?;
         }
         self.final_norm.forward(&x)
     }

@@ -1,6 +1,6 @@
 //! The sequence tower's element-wise ops as fused CPU ops with hand-written backward passes:
-//! layer normalisation over the last dimension and the causal, padding-aware attention
-//! softmax.
+//! layer normalisation over the last dimension, the causal, padding-aware attention
+//! softmax (SASRec's) and the pointwise SiLU attention with a relative position bias (HSTU's).
 //!
 //! candle's own `layer_norm` and `softmax_last_dim` return no gradient for their inputs
 //! (`../shared/notes/candle-on-cpu.md`), and building them from generic ops costs a temporary
@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 
 use crate::error::Result;
 use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum};
@@ -317,6 +317,170 @@ pub fn causal_softmax_generic(
     Ok(p.broadcast_mul(&Tensor::from_vec(rows, (n, l, 1), dev)?)?)
 }
 
+/// HSTU's pointwise attention (Zhai et al. 2024): for scores `[B * H, L, L]` of `B` rows of
+/// `L` slots with `H` heads each and a relative position bias `bias` (`[max_len]`, entry `d`
+/// for a key `d` slots before its query), query `i` weighs key `j` by
+/// `scale * silu(s[i, j] + bias[i - j])` over the keys `first[b * L + i] <= j <= i` it may see,
+/// 0 elsewhere. No softmax: the weights are not normalised against each other, only scaled
+/// (by `1 / max_len`, the published normalisation by sequence length, which does not depend on
+/// how windows share a row).
+#[derive(Debug, Clone)]
+struct SiluAttention {
+    heads: usize,
+    /// Per slot, the first key it may see ([`PADDING`]: none).
+    first: Vec<u32>,
+    scale: f32,
+}
+
+impl SiluAttention {
+    /// The keys query `i` of attention row block `n` (of `l` slots) may see.
+    fn keys(&self, n: usize, i: usize, l: usize) -> std::ops::Range<usize> {
+        let first = self.first[(n / self.heads) * l + i] as usize;
+        if first > i { 0..0 } else { first..i + 1 }
+    }
+
+    fn check(&self, n: usize, l: usize, l2: usize, positions: usize) -> candle_core::Result<()> {
+        if l != l2 || n * l != self.first.len() * self.heads || l > positions {
+            candle_core::bail!(
+                "silu-attention: scores [{n}, {l}, {l2}] for {} slots of {} heads and {positions} bias positions",
+                self.first.len(),
+                self.heads
+            )
+        }
+        Ok(())
+    }
+}
+
+/// `x * sigmoid(x)` and its derivative `sigmoid(x) * (1 + x * (1 - sigmoid(x)))`.
+#[inline(always)]
+fn silu_and_slope(x: f32) -> (f32, f32) {
+    let sigmoid = 1.0 / (1.0 + fast_exp(-x));
+    (x * sigmoid, sigmoid * (1.0 + x * (1.0 - sigmoid)))
+}
+
+impl CustomOp2 for SiluAttention {
+    fn name(&self) -> &'static str {
+        "silu-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, l, l_keys) = l1.shape().dims3()?;
+        let s = contiguous(s1, l1, self.name())?;
+        let bias = contiguous(s2, l2, self.name())?;
+        self.check(n, l, l_keys, bias.len())?;
+        let mut out = vec![0f32; n * l * l];
+        for (m, (o_block, s_block)) in out
+            .chunks_exact_mut(l * l)
+            .zip(s.chunks_exact(l * l))
+            .enumerate()
+        {
+            for (i, (o, row)) in o_block
+                .chunks_exact_mut(l)
+                .zip(s_block.chunks_exact(l))
+                .enumerate()
+            {
+                for j in self.keys(m, i, l) {
+                    o[j] = self.scale * silu_and_slope(row[j] + bias[i - j]).0;
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, l, l))))
+    }
+
+    /// `ds = scale * silu'(s + bias) * g` on each query's visible keys; the bias's gradient at
+    /// distance `d` sums `ds` over the pairs `d` apart.
+    fn bwd(
+        &self,
+        scores: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, l, _) = scores.dims3()?;
+        let s: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+        let b: Vec<f32> = bias.to_vec1()?;
+        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let mut ds = vec![0f32; n * l * l];
+        let mut db = vec![0f32; b.len()];
+        for m in 0..n {
+            for i in 0..l {
+                let at = (m * l + i) * l;
+                for j in self.keys(m, i, l) {
+                    let d = self.scale * silu_and_slope(s[at + j] + b[i - j]).1 * g[at + j];
+                    ds[at + j] = d;
+                    db[i - j] += d;
+                }
+            }
+        }
+        Ok((
+            Some(Tensor::from_vec(ds, (n, l, l), scores.device())?),
+            Some(Tensor::from_vec(db, b.len(), bias.device())?),
+        ))
+    }
+}
+
+/// HSTU's attention weights from `scores` (`[B * H, L, L]`, `H` heads per row of slots) and
+/// the relative position bias `bias` (`[max_len]`): `scale * silu(s + bias[i - j])` over the
+/// keys each query may see (`first[slot]` up to itself, see the sequence encoder's
+/// `Padded::first`), 0 elsewhere.
+pub fn silu_attention(
+    scores: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    first: &[u32],
+    scale: f64,
+) -> Result<Tensor> {
+    if !super::fused_kernels(scores.device()) {
+        return silu_attention_generic(scores, bias, heads, first, scale);
+    }
+    let op = SiluAttention {
+        heads,
+        first: first.to_vec(),
+        scale: scale as f32,
+    };
+    Ok(scores.contiguous()?.apply_op2(&bias.contiguous()?, op)?)
+}
+
+/// The same from generic candle ops: the bias gathered into an `[L, L]` matrix of distances,
+/// candle's SiLU, and a 0/1 mask of the visible keys.
+pub fn silu_attention_generic(
+    scores: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    first: &[u32],
+    scale: f64,
+) -> Result<Tensor> {
+    let (n, l, _) = scores.dims3()?;
+    let op = SiluAttention {
+        heads,
+        first: first.to_vec(),
+        scale: scale as f32,
+    };
+    op.check(n, l, l, bias.dim(0)?)?;
+    let distance: Vec<u32> = (0..l * l)
+        .map(|k| (k / l).saturating_sub(k % l) as u32)
+        .collect();
+    let mut mask = vec![0f32; n * l * l];
+    for m in 0..n {
+        for i in 0..l {
+            let keys = op.keys(m, i, l);
+            mask[(m * l + i) * l + keys.start..(m * l + i) * l + keys.end].fill(1.0);
+        }
+    }
+    let dev = scores.device();
+    let bias = bias
+        .index_select(&Tensor::from_vec(distance, l * l, dev)?, 0)?
+        .reshape((1, l, l))?;
+    let weights = (scores.broadcast_add(&bias)?.silu()? * scale)?;
+    Ok((weights * Tensor::from_vec(mask, (n, l, l), dev)?)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +599,96 @@ mod tests {
         let block = &p[2 * l * l..3 * l * l];
         assert!(block[..2 * l].iter().all(|&v| v == 0.0));
         assert_eq!(&block[2 * l..3 * l], &[0.0, 0.0, 1.0, 0.0]);
+    }
+    /// HSTU's attention: only itself and earlier keys of its segment, padding rows zero, and
+    /// the gradients of the scores and of the position bias equal the generic ops'.
+    #[test]
+    fn silu_attention_matches_generic_ops_and_masks() {
+        let dev = Device::Cpu;
+        let (b, h, l, max_len) = (2, 2, 4, 6);
+        let s = Var::from_tensor(
+            &Tensor::from_vec(
+                (0..b * h * l * l)
+                    .map(|k| ((k * 5 % 13) as f32 - 6.0) / 4.0)
+                    .collect::<Vec<_>>(),
+                (b * h, l, l),
+                &dev,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let bias = Var::from_tensor(
+            &Tensor::from_vec(vec![0.3f32, -0.2, 0.5, 0.1, -0.4, 0.7], max_len, &dev).unwrap(),
+        )
+        .unwrap();
+        // Row 0: windows of 3 and 1 slots; row 1: two padding slots, then a window of 2.
+        let pad = PADDING;
+        let first = [0, 0, 0, 3, pad, pad, 2, 2];
+        let w = Tensor::from_vec(
+            (0..b * h * l * l)
+                .map(|k| (k % 7) as f32 - 3.0)
+                .collect::<Vec<_>>(),
+            (b * h, l, l),
+            &dev,
+        )
+        .unwrap();
+        let run = |fused: bool| {
+            let f = if fused {
+                silu_attention
+            } else {
+                silu_attention_generic
+            };
+            let p = f(s.as_tensor(), bias.as_tensor(), h, &first, 0.25).unwrap();
+            let g = (p.clone() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            (
+                values(&p),
+                values(g.get(s.as_tensor()).unwrap()),
+                values(g.get(bias.as_tensor()).unwrap()),
+            )
+        };
+        let (fused, generic) = (run(true), run(false));
+        assert!(
+            close(&fused.0, &generic.0, 1e-5),
+            "{:?} vs {:?}",
+            fused.0,
+            generic.0
+        );
+        assert!(
+            close(&fused.1, &generic.1, 1e-4),
+            "{:?} vs {:?}",
+            fused.1,
+            generic.1
+        );
+        assert!(
+            close(&fused.2, &generic.2, 1e-4),
+            "{:?} vs {:?}",
+            fused.2,
+            generic.2
+        );
+        let p = &fused.0;
+        let silu = |x: f32| x / (1.0 + (-x).exp());
+        // Row 0, head 0, query 1 sees keys 0 and 1 (distances 1 and 0), nothing later.
+        let s0: Vec<f32> = values(s.as_tensor());
+        assert!((p[l] - 0.25 * silu(s0[l] - 0.2)).abs() < 1e-6);
+        assert!((p[l + 1] - 0.25 * silu(s0[l + 1] + 0.3)).abs() < 1e-6);
+        assert!(p[l + 2] == 0.0 && p[l + 3] == 0.0);
+        // Query 3 is a window of its own: it sees only itself.
+        assert!(p[3 * l..3 * l + 3].iter().all(|&v| v == 0.0) && p[3 * l + 3] != 0.0);
+        // Row 1: padding queries are zero; query 2 sees key 2 only.
+        let block = &p[2 * l * l..3 * l * l];
+        assert!(block[..2 * l].iter().all(|&v| v == 0.0));
+        assert!(
+            block[2 * l..3 * l]
+                .iter()
+                .enumerate()
+                .all(|(j, &v)| (j == 2) == (v != 0.0))
+        );
+        // The bias at distances the windows never reach gets no gradient.
+        assert!(fused.2[4] == 0.0 && fused.2[5] == 0.0 && fused.2[0] != 0.0);
     }
 }

@@ -521,8 +521,13 @@ fn a_per_user_cap_drops_examples_not_what_the_user_saw() {
 /// catalogue gives one window per user (600 a epoch), and at 64 a batch ten epochs are too
 /// few steps for the attention blocks to learn the chain (HitRate@20 0.16).
 fn sasrec_config(loss: &str) -> (ModelConfig, TrainConfig) {
+    sequence_config("sasrec", loss)
+}
+
+/// A small model of a sequence kind (`sasrec`, `hstu`) and its training settings.
+fn sequence_config(kind: &str, loss: &str) -> (ModelConfig, TrainConfig) {
     let model = serde_json::from_value(serde_json::json!({
-        "kind": "sasrec", "embedding_dim": 16, "blocks": 2, "heads": 2, "dropout": 0.1,
+        "kind": kind, "embedding_dim": 16, "blocks": 2, "heads": 2, "dropout": 0.1,
         "user_features": false
     }))
     .unwrap();
@@ -535,9 +540,9 @@ fn sasrec_config(loss: &str) -> (ModelConfig, TrainConfig) {
 
 /// On data with planted sequential structure (the generator's sticky genre chain), SASRec
 /// beats YoutubeDNN without recent-items pooling (whose pooled history forgets the order),
-/// with each of its losses; means over two seeds.
+/// with each of its losses, and so does HSTU with the full softmax; means over two seeds.
 #[test]
-fn sasrec_beats_unordered_pooling_on_sequential_data() {
+fn sequence_kinds_beat_unordered_pooling_on_sequential_data() {
     let dir = encoded();
     let data = EncodedData::read_dir(&dir).unwrap();
     let mean_hr = |m: &ModelConfig, t: &TrainConfig| -> f64 {
@@ -557,16 +562,22 @@ fn sasrec_beats_unordered_pooling_on_sequential_data() {
     ydnn.pooled_user_mut().unwrap().recent_items = 0;
     yt.epochs = 6;
     let pooled = mean_hr(&ydnn, &yt);
-    for loss in ["full-softmax", "in-batch", "mixed"] {
-        let (m, mut t) = sasrec_config(loss);
+    let runs = [
+        ("sasrec", "full-softmax"),
+        ("sasrec", "in-batch"),
+        ("sasrec", "mixed"),
+        ("hstu", "full-softmax"),
+    ];
+    for (kind, loss) in runs {
+        let (m, mut t) = sequence_config(kind, loss);
         if loss == "mixed" {
             t.negatives = 64;
         }
         let hr = mean_hr(&m, &t);
         eprintln!(
-            "sasrec ({loss}): HitRate@20 {hr:.3} vs YoutubeDNN without recent items {pooled:.3}"
+            "{kind} ({loss}): HitRate@20 {hr:.3} vs YoutubeDNN without recent items {pooled:.3}"
         );
-        assert!(hr > pooled, "sasrec ({loss}): {hr} vs {pooled}");
+        assert!(hr > pooled, "{kind} ({loss}): {hr} vs {pooled}");
     }
 }
 
@@ -597,13 +608,20 @@ fn sasrec_with_seen_items_excluded_beats_unordered_pooling_filtered() {
 }
 
 /// Causality: the user vector at a position depends on that position and earlier ones only;
-/// changing any later item leaves it bit for bit the same (for random windows and changes).
+/// changing any later item leaves it bit for bit the same (for random windows and changes),
+/// for each sequence kind.
 #[test]
-fn a_sasrec_user_vector_never_sees_later_items() {
+fn a_sequence_user_vector_never_sees_later_items() {
+    for kind in ["sasrec", "hstu"] {
+        user_vector_never_sees_later_items(kind);
+    }
+}
+
+fn user_vector_never_sees_later_items(kind: &str) {
     use proptest::prelude::*;
     let dir = encoded();
     let data = EncodedData::read_dir(&dir).unwrap();
-    let (m, _) = sasrec_config("full-softmax");
+    let (m, _) = sequence_config(kind, "full-softmax");
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
     let model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
     let items = data.item_table_size as u32;
@@ -648,12 +666,19 @@ fn a_sasrec_user_vector_never_sees_later_items() {
         .unwrap();
 }
 
-/// A trained SASRec reloads from its checkpoint with bit-identical user and item vectors.
+/// A trained sequence model (each kind) reloads from its checkpoint with bit-identical user
+/// and item vectors.
 #[test]
-fn a_sasrec_checkpoint_reloads_bit_identical() {
+fn a_sequence_checkpoint_reloads_bit_identical() {
+    for kind in ["sasrec", "hstu"] {
+        checkpoint_reloads_bit_identical(kind);
+    }
+}
+
+fn checkpoint_reloads_bit_identical(kind: &str) {
     let dir = encoded();
     let data = EncodedData::read_dir(&dir).unwrap();
-    let (m, mut t) = sasrec_config("in-batch");
+    let (m, mut t) = sequence_config(kind, "in-batch");
     t.epochs = 1;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
     let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();

@@ -15,7 +15,7 @@ use crate::config::ModelEntry;
 /// What exporting one model wrote, as the report and the model cards read it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Exported {
-    /// The model's kind (`dssm`, `youtubednn`, `sasrec`).
+    /// The model's kind (`dssm`, `youtubednn`, `sasrec`, `hstu`).
     pub kind: String,
     pub dim: usize,
     /// Serving users embedded, items embedded.
