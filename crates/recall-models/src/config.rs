@@ -836,35 +836,19 @@ impl ModelConfig {
                 }
             }
             ModelConfig::Sasrec(c) => {
-                if c.blocks == 0 {
-                    return bad("blocks", "SASRec needs at least one attention block");
-                }
-                if c.heads == 0 || !c.common.embedding_dim.is_multiple_of(c.heads) {
-                    return bad(
-                        "heads",
-                        "SASRec needs at least one head, and embedding_dim divisible by heads",
-                    );
-                }
-                if c.max_len == Some(0) {
-                    return bad("max_len", "must be at least 1");
-                }
+                validate_blocks(
+                    "SASRec",
+                    c.blocks,
+                    c.heads,
+                    c.common.embedding_dim,
+                    c.max_len,
+                )?;
                 if c.ffn_width == Some(0) {
                     return bad("ffn_width", "must be at least 1");
                 }
             }
             ModelConfig::Hstu(c) => {
-                if c.blocks == 0 {
-                    return bad("blocks", "HSTU needs at least one block");
-                }
-                if c.heads == 0 || !c.common.embedding_dim.is_multiple_of(c.heads) {
-                    return bad(
-                        "heads",
-                        "HSTU needs at least one head, and embedding_dim divisible by heads",
-                    );
-                }
-                if c.max_len == Some(0) {
-                    return bad("max_len", "must be at least 1");
-                }
+                validate_blocks("HSTU", c.blocks, c.heads, c.common.embedding_dim, c.max_len)?
             }
         }
         Ok(())
@@ -881,6 +865,33 @@ impl ModelConfig {
             None => self.common().embedding_dim,
         }
     }
+}
+
+/// The keys the sequence kinds share: at least one block and head, heads dividing the width,
+/// a window of at least one item.
+fn validate_blocks(
+    kind: &str,
+    blocks: usize,
+    heads: usize,
+    dim: usize,
+    max_len: Option<usize>,
+) -> Result<(), Error> {
+    if blocks == 0 {
+        return Err(Error::config(
+            "model.blocks",
+            format!("{kind} needs at least one block"),
+        ));
+    }
+    if heads == 0 || !dim.is_multiple_of(heads) {
+        return Err(Error::config(
+            "model.heads",
+            format!("{kind} needs at least one head, and embedding_dim divisible by heads"),
+        ));
+    }
+    if max_len == Some(0) {
+        return Err(Error::config("model.max_len", "must be at least 1"));
+    }
+    Ok(())
 }
 
 impl TrainConfig {

@@ -238,6 +238,7 @@ impl WindowEncoder for HstuEncoder {
 mod tests {
     use super::*;
     use crate::model::sparse::SparseTable;
+    use crate::model::window::assert_packing_changes_nothing;
     use crate::testing::values;
     use rand::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
@@ -259,11 +260,10 @@ mod tests {
     }
 
     /// Packing windows into shared rows changes nothing a window computes (the normalisation
-    /// is by `max_len`, not by what shares the row): every position's hidden state, with side
-    /// features, two heads and two blocks, equals the one from its own left-padded row.
+    /// is by `max_len`, not by what shares the row), with side features, two heads and two
+    /// blocks.
     #[test]
     fn packed_windows_compute_what_separate_rows_do() {
-        let dev = Device::Cpu;
         let spec = SequenceSpec {
             dim: 8,
             blocks: 2,
@@ -274,41 +274,7 @@ mod tests {
             dropout: 0.0,
         };
         let (encoder, table) = encoder(spec, 11);
-        let windows: Vec<Vec<u32>> = [12usize, 3, 7, 1, 5, 9, 2, 4]
-            .iter()
-            .enumerate()
-            .map(|(w, &n)| {
-                (0..n as u32)
-                    .map(|k| 2 + (w as u32 * 5 + k * 3) % 38)
-                    .collect()
-            })
-            .collect();
-        let ids = std::iter::once(0).chain(windows.iter().flatten().copied());
-        let items = table.gather(ids, &dev).unwrap();
-        let side: Vec<f32> = (0..windows.len() * 3)
-            .map(|k| (k % 7) as f32 * 0.1 - 0.3)
-            .collect();
-        let side = Tensor::from_vec(side, (windows.len(), 3), &dev).unwrap();
-        let run = |layout: &Padded| {
-            let hidden = encoder
-                .forward(&items, layout, Some(&side), &mut Pass::Infer)
-                .unwrap();
-            values(&hidden)
-        };
-        let separate = Padded::new(windows.iter().map(|w| w.as_slice()));
-        let packed = Padded::packed(windows.iter().map(|w| w.as_slice()), spec.max_len);
-        assert!(packed.rows() < separate.rows(), "{} rows", packed.rows());
-        let (a, b) = (run(&separate), run(&packed));
-        for (w, window) in windows.iter().enumerate() {
-            for k in 0..window.len() {
-                let (i, j) = (separate.starts[w] + k, packed.starts[w] + k);
-                let (x, y) = (&a[i * 8..(i + 1) * 8], &b[j * 8..(j + 1) * 8]);
-                assert!(
-                    x.iter().zip(y).all(|(x, y)| (x - y).abs() < 1e-5),
-                    "window {w} position {k}: {x:?} vs {y:?}"
-                );
-            }
-        }
+        assert_packing_changes_nothing(&encoder, &table, spec.dim, spec.side);
     }
 
     /// Causality: changing the items after a position changes nothing at it or before it,

@@ -197,3 +197,54 @@ pub trait WindowEncoder: std::fmt::Debug + Send + Sync {
         l2_normalize(&hidden.index_select(&newest, 0)?)
     }
 }
+
+/// Test support: packing windows into shared rows changes nothing a window computes. Every
+/// position's hidden state (eight windows of mixed lengths over items `2..40` of `table`,
+/// with `side_width` side features) equals the one from the window's own left-padded row.
+#[cfg(test)]
+pub(crate) fn assert_packing_changes_nothing(
+    encoder: &dyn WindowEncoder,
+    table: &crate::model::sparse::SparseTable,
+    dim: usize,
+    side_width: usize,
+) {
+    use crate::testing::values;
+    let dev = candle_core::Device::Cpu;
+    let windows: Vec<Vec<u32>> = [12usize, 3, 7, 1, 5, 9, 2, 4]
+        .iter()
+        .enumerate()
+        .map(|(w, &n)| {
+            (0..n as u32)
+                .map(|k| 2 + (w as u32 * 5 + k * 3) % 38)
+                .collect()
+        })
+        .collect();
+    // Padding slots hold item 0, gathered like any other.
+    let ids = std::iter::once(0).chain(windows.iter().flatten().copied());
+    let items = table.gather(ids, &dev).unwrap();
+    let side: Vec<f32> = (0..windows.len() * side_width)
+        .map(|k| (k % 7) as f32 * 0.1 - 0.3)
+        .collect();
+    let side = (side_width > 0)
+        .then(|| Tensor::from_vec(side, (windows.len(), side_width), &dev).unwrap());
+    let run = |layout: &Padded| {
+        let hidden = encoder
+            .forward(&items, layout, side.as_ref(), &mut Pass::Infer)
+            .unwrap();
+        values(&hidden)
+    };
+    let separate = Padded::new(windows.iter().map(|w| w.as_slice()));
+    let packed = Padded::packed(windows.iter().map(|w| w.as_slice()), encoder.max_len());
+    assert!(packed.rows() < separate.rows(), "{} rows", packed.rows());
+    let (a, b) = (run(&separate), run(&packed));
+    for (w, window) in windows.iter().enumerate() {
+        for k in 0..window.len() {
+            let (i, j) = (separate.starts[w] + k, packed.starts[w] + k);
+            let (x, y) = (&a[i * dim..(i + 1) * dim], &b[j * dim..(j + 1) * dim]);
+            assert!(
+                x.iter().zip(y).all(|(x, y)| (x - y).abs() < 1e-5),
+                "window {w} position {k}: {x:?} vs {y:?}"
+            );
+        }
+    }
+}
