@@ -131,12 +131,6 @@ impl WindowEncoder for HstuEncoder {
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
         let (b, l, d, h) = (windows.rows(), windows.len, self.spec.dim, self.spec.heads);
-        if l > self.spec.max_len {
-            return Err(crate::error::Error::Training(format!(
-                "a window of {l} items is longer than the model's max_len {}",
-                self.spec.max_len
-            )));
-        }
         let inputs = WindowInputs {
             positions: &self.positions,
             side: self.side.as_ref(),

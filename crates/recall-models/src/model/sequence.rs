@@ -147,7 +147,8 @@ pub(crate) struct WindowInputs<'a> {
 }
 
 impl WindowInputs<'_> {
-    /// `[slots, dim]` for the laid-out `windows`.
+    /// `[slots, dim]` for the laid-out `windows`; a row longer than the position table is an
+    /// error.
     pub(crate) fn embed(
         &self,
         items: &Gathered,
@@ -156,6 +157,12 @@ impl WindowInputs<'_> {
     ) -> Result<Tensor> {
         let dev = self.positions.device();
         let max_len = self.positions.dim(0)?;
+        if windows.len > max_len {
+            return Err(crate::error::Error::Training(format!(
+                "a window of {} items is longer than the model's max_len {max_len}",
+                windows.len
+            )));
+        }
         let slots = windows.ids.len();
         let position_rows = Tensor::from_vec(windows.position_rows(max_len), slots, dev)?;
         let x = (items.lookup(&windows.ids, &[slots], dev)?
@@ -355,12 +362,6 @@ impl WindowEncoder for SequenceEncoder {
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
         let (b, l, d, h) = (windows.rows(), windows.len, self.spec.dim, self.spec.heads);
-        if l > self.spec.max_len {
-            return Err(crate::error::Error::Training(format!(
-                "a window of {l} items is longer than the model's max_len {}",
-                self.spec.max_len
-            )));
-        }
         let inputs = WindowInputs {
             positions: &self.positions,
             side: self.side.as_ref(),
