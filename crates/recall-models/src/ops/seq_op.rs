@@ -179,17 +179,44 @@ pub fn layer_norm_generic(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<T
 /// a padding query (`first` past `i`) is all 0.
 #[derive(Debug, Clone)]
 struct CausalSoftmax {
-    heads: usize,
-    /// Per slot, the first key it may see ([`PADDING`]: none).
-    first: Vec<u32>,
+    visible: Visible,
     scale: f32,
 }
 
-impl CausalSoftmax {
+/// Which keys each query of the attention ops may see: the keys of its own segment up to
+/// itself, for scores `[B * H, L, L]` of `B` rows of `L` slots with `H` heads each.
+#[derive(Debug, Clone)]
+struct Visible {
+    heads: usize,
+    /// Per slot, the first key it may see ([`PADDING`]: none).
+    first: Vec<u32>,
+}
+
+impl Visible {
+    fn new(heads: usize, first: &[u32]) -> Self {
+        Visible {
+            heads,
+            first: first.to_vec(),
+        }
+    }
+
     /// The keys query `i` of attention row block `n` (of `l` slots) may see.
     fn keys(&self, n: usize, i: usize, l: usize) -> std::ops::Range<usize> {
         let first = self.first[(n / self.heads) * l + i] as usize;
         if first > i { 0..0 } else { first..i + 1 }
+    }
+
+    /// Scores `[n, l, l2]` must be square blocks over these slots and heads; `what` names the
+    /// op in the error.
+    fn check(&self, what: &str, n: usize, l: usize, l2: usize) -> candle_core::Result<()> {
+        if l != l2 || n * l != self.first.len() * self.heads {
+            candle_core::bail!(
+                "{what}: scores [{n}, {l}, {l2}] for {} slots of {} heads",
+                self.first.len(),
+                self.heads
+            )
+        }
+        Ok(())
     }
 }
 
@@ -205,13 +232,7 @@ impl CustomOp1 for CausalSoftmax {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, l, l2) = layout.shape().dims3()?;
         let s = contiguous(storage, layout, self.name())?;
-        if l != l2 || n * l != self.first.len() * self.heads {
-            candle_core::bail!(
-                "causal-softmax: scores [{n}, {l}, {l2}] for {} slots of {} heads",
-                self.first.len(),
-                self.heads
-            )
-        }
+        self.visible.check(self.name(), n, l, l2)?;
         let mut out = vec![0f32; n * l * l];
         for (m, (o_block, s_block)) in out
             .chunks_exact_mut(l * l)
@@ -223,7 +244,7 @@ impl CustomOp1 for CausalSoftmax {
                 .zip(s_block.chunks_exact(l))
                 .enumerate()
             {
-                let keys = self.keys(m, i, l);
+                let keys = self.visible.keys(m, i, l);
                 if keys.is_empty() {
                     continue;
                 }
@@ -253,7 +274,7 @@ impl CustomOp1 for CausalSoftmax {
         let mut out = vec![0f32; n * l * l];
         for m in 0..n {
             for i in 0..l {
-                let keys = self.keys(m, i, l);
+                let keys = self.visible.keys(m, i, l);
                 if keys.is_empty() {
                     continue;
                 }
@@ -281,8 +302,7 @@ pub fn causal_softmax(scores: &Tensor, heads: usize, first: &[u32], scale: f64) 
         return causal_softmax_generic(scores, heads, first, scale);
     }
     let op = CausalSoftmax {
-        heads,
-        first: first.to_vec(),
+        visible: Visible::new(heads, first),
         scale: scale as f32,
     };
     Ok(scores.contiguous()?.apply_op1(op)?)
@@ -297,16 +317,12 @@ pub fn causal_softmax_generic(
     scale: f64,
 ) -> Result<Tensor> {
     let (n, l, _) = scores.dims3()?;
-    let op = CausalSoftmax {
-        heads,
-        first: first.to_vec(),
-        scale: scale as f32,
-    };
+    let visible = Visible::new(heads, first);
     let mut bias = vec![-1e9f32; n * l * l];
     let mut rows = vec![0f32; n * l];
     for m in 0..n {
         for i in 0..l {
-            let keys = op.keys(m, i, l);
+            let keys = visible.keys(m, i, l);
             rows[m * l + i] = if keys.is_empty() { 0.0 } else { 1.0 };
             bias[(m * l + i) * l + keys.start..(m * l + i) * l + keys.end].fill(0.0);
         }
@@ -326,25 +342,20 @@ pub fn causal_softmax_generic(
 /// how windows share a row).
 #[derive(Debug, Clone)]
 struct SiluAttention {
-    heads: usize,
-    /// Per slot, the first key it may see ([`PADDING`]: none).
-    first: Vec<u32>,
+    visible: Visible,
     scale: f32,
 }
 
 impl SiluAttention {
-    /// The keys query `i` of attention row block `n` (of `l` slots) may see.
-    fn keys(&self, n: usize, i: usize, l: usize) -> std::ops::Range<usize> {
-        let first = self.first[(n / self.heads) * l + i] as usize;
-        if first > i { 0..0 } else { first..i + 1 }
-    }
+    const NAME: &str = "silu-attention";
 
+    /// The scores' shape against the slots, and rows no longer than the bias reaches.
     fn check(&self, n: usize, l: usize, l2: usize, positions: usize) -> candle_core::Result<()> {
-        if l != l2 || n * l != self.first.len() * self.heads || l > positions {
+        self.visible.check(Self::NAME, n, l, l2)?;
+        if l > positions {
             candle_core::bail!(
-                "silu-attention: scores [{n}, {l}, {l2}] for {} slots of {} heads and {positions} bias positions",
-                self.first.len(),
-                self.heads
+                "{}: rows of {l} slots for {positions} bias positions",
+                Self::NAME
             )
         }
         Ok(())
@@ -360,7 +371,7 @@ fn silu_and_slope(x: f32) -> (f32, f32) {
 
 impl CustomOp2 for SiluAttention {
     fn name(&self) -> &'static str {
-        "silu-attention"
+        Self::NAME
     }
 
     fn cpu_fwd(
@@ -385,7 +396,7 @@ impl CustomOp2 for SiluAttention {
                 .zip(s_block.chunks_exact(l))
                 .enumerate()
             {
-                for j in self.keys(m, i, l) {
+                for j in self.visible.keys(m, i, l) {
                     o[j] = self.scale * silu_and_slope(row[j] + bias[i - j]).0;
                 }
             }
@@ -411,7 +422,7 @@ impl CustomOp2 for SiluAttention {
         for m in 0..n {
             for i in 0..l {
                 let at = (m * l + i) * l;
-                for j in self.keys(m, i, l) {
+                for j in self.visible.keys(m, i, l) {
                     let d = self.scale * silu_and_slope(s[at + j] + b[i - j]).1 * g[at + j];
                     ds[at + j] = d;
                     db[i - j] += d;
@@ -440,8 +451,7 @@ pub fn silu_attention(
         return silu_attention_generic(scores, bias, heads, first, scale);
     }
     let op = SiluAttention {
-        heads,
-        first: first.to_vec(),
+        visible: Visible::new(heads, first),
         scale: scale as f32,
     };
     Ok(scores.contiguous()?.apply_op2(&bias.contiguous()?, op)?)
@@ -458,8 +468,7 @@ pub fn silu_attention_generic(
 ) -> Result<Tensor> {
     let (n, l, _) = scores.dims3()?;
     let op = SiluAttention {
-        heads,
-        first: first.to_vec(),
+        visible: Visible::new(heads, first),
         scale: scale as f32,
     };
     op.check(n, l, l, bias.dim(0)?)?;
@@ -469,7 +478,7 @@ pub fn silu_attention_generic(
     let mut mask = vec![0f32; n * l * l];
     for m in 0..n {
         for i in 0..l {
-            let keys = op.keys(m, i, l);
+            let keys = op.visible.keys(m, i, l);
             mask[(m * l + i) * l + keys.start..(m * l + i) * l + keys.end].fill(1.0);
         }
     }
