@@ -557,6 +557,27 @@ pub struct EncodeStats {
     /// The per-user cap applied (`encode.max_examples_per_user`), if any.
     #[serde(default)]
     pub max_examples_per_user: Option<ExampleCap>,
+    /// Interactions left out by the time cut (`encode.before`).
+    #[serde(default)]
+    pub rows_after_cut: usize,
+    /// With a warm start: how the earlier run's vocabularies were grown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grown: Option<GrownVocabularies>,
+}
+
+/// A grown encoding's counts: the values each kind of vocabulary carried from the earlier
+/// run (at their old indices) and the new ones appended after them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GrownVocabularies {
+    /// The earlier run's encode directory.
+    pub from: String,
+    pub users_carried: usize,
+    pub users_new: usize,
+    pub items_carried: usize,
+    pub items_new: usize,
+    /// Values of the categorical and bag side features, all features together.
+    pub feature_values_carried: usize,
+    pub feature_values_new: usize,
 }
 
 /// `features.json`: everything a model needs to know about the encoded files.

@@ -61,6 +61,10 @@ pub struct EncodeConfig {
     /// "recent", seed = 0 }`), so heavy users do not dominate the loss. Default: no cap.
     #[serde(default)]
     pub max_examples_per_user: Option<split::ExampleCap>,
+    /// Only interactions before this time (Unix seconds) are encoded: the data as it stood at
+    /// a refresh's cut, such as the end of a day. Every row needs a timestamp. Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
 }
 
 impl Default for EncodeConfig {
@@ -73,6 +77,7 @@ impl Default for EncodeConfig {
             user_features: Vec::new(),
             item_features: Vec::new(),
             max_examples_per_user: None,
+            before: None,
         }
     }
 }
@@ -130,7 +135,9 @@ pub struct FeatureSpec {
     pub boundaries: Option<Vec<f64>>,
 }
 
-pub use recall_core::encoded::{EncodeStats, EncodedFeature, FeatureKind, FeatureManifest, files};
+pub use recall_core::encoded::{
+    EncodeStats, EncodedFeature, FeatureKind, FeatureManifest, GrownVocabularies, files,
+};
 
 /// Everything the stage produces, in memory: the users' sequences, the splits as references
 /// into them (age buckets filled in), vocabularies, encoded side tables, `features.json`.
@@ -158,6 +165,65 @@ pub struct EncodeInput {
     pub interactions: Table,
     pub users: Option<Table>,
     pub items: Option<Table>,
+    /// An earlier run's encoding to grow (a warm start): see [`EarlierEncoding`].
+    pub grow_from: Option<EarlierEncoding>,
+}
+
+/// What an earlier encode fitted, read back so a new encode grows it instead of fitting anew
+/// (a warm start, whose model keeps the earlier model's rows): every user, item and feature
+/// value keeps its index and new ones are appended; bucket boundaries (example age included)
+/// and dense scalings are kept as they were.
+#[derive(Debug, Clone)]
+pub struct EarlierEncoding {
+    pub dir: PathBuf,
+    pub users: Vocabulary,
+    pub items: Vocabulary,
+    pub feature_vocabs: Vec<(String, Vocabulary)>,
+    pub manifest: FeatureManifest,
+}
+
+impl EarlierEncoding {
+    /// Reads the vocabularies and `features.json` of an encode output directory.
+    pub fn read_dir(dir: &Path) -> Result<Self> {
+        let manifest = FeatureManifest::read(dir)?;
+        let vocab = |name: &str| Vocabulary::load(&dir.join(files::vocab(name)));
+        let feature_vocabs = manifest
+            .user_features
+            .iter()
+            .chain(&manifest.item_features)
+            .filter(|f| matches!(f.kind, FeatureKind::Categorical | FeatureKind::Bag))
+            .map(|f| Ok((f.name.clone(), vocab(&f.name)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EarlierEncoding {
+            dir: dir.to_owned(),
+            users: vocab(col::USER_ID)?,
+            items: vocab(col::ITEM_ID)?,
+            feature_vocabs,
+            manifest,
+        })
+    }
+
+    fn feature(&self, side: &str, name: &str) -> Option<&EncodedFeature> {
+        let features = if side == "user" {
+            &self.manifest.user_features
+        } else {
+            &self.manifest.item_features
+        };
+        features.iter().find(|f| f.name == name)
+    }
+
+    fn feature_vocab(&self, name: &str) -> Option<&Vocabulary> {
+        self.feature_vocabs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// `fresh` grown from the earlier vocabulary `earlier` (named `name` in errors).
+    fn grow(&self, earlier: &Vocabulary, fresh: Vocabulary, name: &str) -> Result<Vocabulary> {
+        let file = self.dir.join(files::vocab(name));
+        earlier.grown(&fresh, &file.display().to_string())
+    }
 }
 
 impl EncodeInput {
@@ -176,6 +242,7 @@ impl EncodeInput {
             interactions,
             users: side(ingested::USERS)?,
             items: side(ingested::ITEMS)?,
+            grow_from: None,
         })
     }
 }
@@ -341,6 +408,7 @@ fn encode_side(
     vocab: &Vocabulary,
     specs: &[FeatureSpec],
     side: &str,
+    earlier: Option<&EarlierEncoding>,
     feature_vocabs: &mut Vec<(String, Vocabulary)>,
 ) -> Result<(RecordBatch, Vec<EncodedFeature>)> {
     let known = vocab.raw_ids();
@@ -387,6 +455,26 @@ fn encode_side(
         let column = spec.column.as_str();
         let out_col = col::encoded(&name);
         let key = format!("encode.{side}_features ({name})");
+        // With an earlier encoding to grow, the feature as it encoded it.
+        let before = earlier.and_then(|e| e.feature(side, &name));
+        if let Some(b) = before.filter(|b| b.kind != spec.kind) {
+            return Err(Error::config(
+                key,
+                format!(
+                    "kind {:?} here, but the earlier run grown from ({}) encoded it as {:?}: \
+                     keep its kind, or give the feature another `name`",
+                    spec.kind,
+                    earlier.map_or_else(String::new, |e| e.dir.display().to_string()),
+                    b.kind
+                ),
+            ));
+        }
+        let grow = |fresh: Vocabulary| -> Result<Vocabulary> {
+            match earlier.and_then(|e| e.feature_vocab(&name).map(|v| (e, v))) {
+                Some((e, v)) => e.grow(v, fresh, &name),
+                None => Ok(fresh),
+            }
+        };
         let mut out_col = out_col;
         let mut scaling = None;
         let (array, table_size, boundaries): (ArrayRef, usize, Option<Vec<f64>>) = match spec.kind {
@@ -402,10 +490,12 @@ fn encode_side(
                         format!("dense values must be finite numbers, found {bad}"),
                     ));
                 }
-                let n = present.len().max(1) as f64;
-                let mean = present.iter().sum::<f64>() / n;
-                let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-                let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+                let (mean, std) = before.and_then(|f| f.scaling).unwrap_or_else(|| {
+                    let n = present.len().max(1) as f64;
+                    let mean = present.iter().sum::<f64>() / n;
+                    let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                    (mean, if var > 0.0 { var.sqrt() } else { 1.0 })
+                });
                 scaling = Some((mean, std));
                 out_col = format!("{name}_dense");
                 let standardised: Vec<f32> = rows
@@ -418,53 +508,49 @@ fn encode_side(
                 (Arc::new(Float32Array::from(standardised)), 0, None)
             }
             FeatureKind::Categorical => {
-                let (encoded, v) = match categorical(table, column, spec.first_of_list)? {
-                    Categorical::Int(values) => {
-                        let v = VocabOf::fit(
-                            rows.iter().flatten().filter_map(|&r| values[r].as_ref()),
-                            spec.min_count,
-                        );
-                        let enc = rows
-                            .iter()
-                            .map(|r| r.and_then(|r| values[r]).map_or(OOV_INDEX, |x| v.get(&x)))
-                            .collect::<Vec<_>>();
-                        (enc, Vocabulary::Int(v))
-                    }
-                    Categorical::Str(values) => {
-                        let v: VocabOf<String> = VocabOf::fit(
-                            rows.iter().flatten().filter_map(|&r| values[r].as_deref()),
-                            spec.min_count,
-                        );
-                        let enc = rows
-                            .iter()
-                            .map(|r| {
-                                r.and_then(|r| values[r].as_deref())
-                                    .map_or(OOV_INDEX, |x| v.get(x))
-                            })
-                            .collect::<Vec<_>>();
-                        (enc, Vocabulary::Str(v))
-                    }
+                let values = categorical(table, column, spec.first_of_list)?;
+                let fresh = match &values {
+                    Categorical::Int(values) => Vocabulary::Int(VocabOf::fit(
+                        rows.iter().flatten().filter_map(|&r| values[r].as_ref()),
+                        spec.min_count,
+                    )),
+                    Categorical::Str(values) => Vocabulary::Str(VocabOf::fit(
+                        rows.iter().flatten().filter_map(|&r| values[r].as_deref()),
+                        spec.min_count,
+                    )),
                 };
+                let v = grow(fresh)?;
+                let encoded: Vec<i32> = rows
+                    .iter()
+                    .map(|r| match &values {
+                        Categorical::Int(values) => r
+                            .and_then(|r| values[r])
+                            .map_or(OOV_INDEX, |x| v.index_of_int(x)),
+                        Categorical::Str(values) => r
+                            .and_then(|r| values[r].as_deref())
+                            .map_or(OOV_INDEX, |x| v.index_of_str(x)),
+                    })
+                    .collect();
                 let size = v.table_size();
                 feature_vocabs.push((name.clone(), v));
                 (Arc::new(Int32Array::from(encoded)), size, None)
             }
             FeatureKind::Bag => {
                 let values = bag(table, column)?;
-                let v: VocabOf<String> = VocabOf::fit(
+                let fresh = Vocabulary::Str(VocabOf::fit(
                     rows.iter()
                         .flatten()
                         .flat_map(|&r| values[r].iter().map(String::as_str)),
                     spec.min_count,
-                );
+                ));
+                let v = grow(fresh)?;
                 let mut builder = ListBuilder::new(Int32Builder::new());
                 for r in &rows {
                     for g in r.map(|r| values[r].as_slice()).unwrap_or_default() {
-                        builder.values().append_value(v.get(g.as_str()));
+                        builder.values().append_value(v.index_of_str(g));
                     }
                     builder.append(true);
                 }
-                let v = Vocabulary::Str(v);
                 let size = v.table_size();
                 feature_vocabs.push((name.clone(), v));
                 (Arc::new(builder.finish()), size, None)
@@ -475,11 +561,12 @@ fn encode_side(
                     rows.iter()
                         .map(|r| r.and_then(|r| values[r]).map(f64::from))
                 };
-                let buckets = match spec.kind {
-                    FeatureKind::Quantile => {
+                let buckets = match before.and_then(|f| f.boundaries.clone()) {
+                    Some(kept) => Buckets::fixed(kept, &key)?,
+                    None if spec.kind == FeatureKind::Quantile => {
                         Buckets::quantiles(present().flatten(), spec.buckets.unwrap_or(0), &key)?
                     }
-                    _ => Buckets::fixed(spec.boundaries.clone().unwrap_or_default(), &key)?,
+                    None => Buckets::fixed(spec.boundaries.clone().unwrap_or_default(), &key)?,
                 };
                 let encoded: Vec<i32> = present().map(|x| buckets.bucket(x)).collect();
                 (
@@ -520,14 +607,46 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     config.validate()?;
     let table = &input.interactions;
     table.require_rows()?;
-    let users_raw = table.ids(col::USER_ID)?;
-    let items_raw = table.ids(col::ITEM_ID)?;
-    let seq = table.ints(col::SEQ)?;
-    let timestamps = if table.has_column(col::TIMESTAMP) {
+    let mut users_raw = table.ids(col::USER_ID)?;
+    let mut items_raw = table.ids(col::ITEM_ID)?;
+    let mut seq = table.ints(col::SEQ)?;
+    let mut timestamps = if table.has_column(col::TIMESTAMP) {
         table.nullable_ints(col::TIMESTAMP)?
     } else {
         vec![None; table.num_rows()]
     };
+    let mut rows_after_cut = 0;
+    if let Some(cut) = config.before {
+        if let Some(row) = timestamps.iter().position(Option::is_none) {
+            return Err(Error::config(
+                "encode.before",
+                format!(
+                    "a time cut needs a timestamp on every row, but {} has none at row {row} \
+                     (column `{}`); leave `before` out for this data",
+                    table.path().display(),
+                    col::TIMESTAMP
+                ),
+            ));
+        }
+        let kept: Vec<usize> = (0..timestamps.len())
+            .filter(|&r| timestamps[r].is_some_and(|t| t < cut))
+            .collect();
+        if kept.is_empty() {
+            return Err(Error::config(
+                "encode.before",
+                format!(
+                    "no interaction of {} is before {cut}: the cut is earlier than the data",
+                    table.path().display()
+                ),
+            ));
+        }
+        rows_after_cut = timestamps.len() - kept.len();
+        users_raw = users_raw.take(&kept);
+        items_raw = items_raw.take(&kept);
+        seq = kept.iter().map(|&r| seq[r]).collect();
+        timestamps = kept.iter().map(|&r| timestamps[r]).collect();
+    }
+    let interactions = seq.len();
 
     let (order, starts) = group_rows(table, &users_raw, &seq)?;
     let n_users = starts.len() - 1;
@@ -541,12 +660,20 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             }
         }
     }
-    let item_vocab = Vocabulary::fit(
+    let mut item_vocab = Vocabulary::fit(
         &items_raw,
         train_rows.iter().copied(),
         config.item_min_count,
     );
-    let user_vocab = Vocabulary::fit(&users_raw, train_rows.iter().copied(), 1);
+    let mut user_vocab = Vocabulary::fit(&users_raw, train_rows.iter().copied(), 1);
+    let grown = match &input.grow_from {
+        Some(earlier) => {
+            user_vocab = earlier.grow(&earlier.users, user_vocab, col::USER_ID)?;
+            item_vocab = earlier.grow(&earlier.items, item_vocab, col::ITEM_ID)?;
+            Some(earlier)
+        }
+        None => None,
+    };
     tracing::info!(
         users = user_vocab.known_len(),
         items = item_vocab.known_len(),
@@ -623,7 +750,10 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
                     })
                     .collect();
                 let key = "encode.example_age";
-                let buckets = match &config.example_age.boundaries {
+                let kept = grown
+                    .and_then(|e| e.manifest.example_age.as_ref())
+                    .and_then(|f| f.boundaries.clone());
+                let buckets = match kept.as_ref().or(config.example_age.boundaries.as_ref()) {
                     Some(b) => Buckets::fixed(b.clone(), key)?,
                     None => Buckets::quantiles(
                         // Ages are bucketed as Float32, as version 1 wrote them.
@@ -676,6 +806,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         &user_vocab,
         &config.user_features,
         "user",
+        input.grow_from.as_ref(),
         &mut feature_vocabs,
     )?;
     let (item_table, item_features) = encode_side(
@@ -685,6 +816,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         &item_vocab,
         &config.item_features,
         "item",
+        input.grow_from.as_ref(),
         &mut feature_vocabs,
     )?;
 
@@ -694,7 +826,23 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             .count()
     };
     let stats = EncodeStats {
-        interactions: table.num_rows(),
+        interactions,
+        rows_after_cut,
+        grown: grown.map(|e| {
+            let feature_values = |vocabs: &[(String, Vocabulary)]| {
+                vocabs.iter().map(|(_, v)| v.known_len()).sum::<usize>()
+            };
+            let carried_values = feature_values(&e.feature_vocabs);
+            GrownVocabularies {
+                from: e.dir.display().to_string(),
+                users_carried: e.users.known_len(),
+                users_new: user_vocab.known_len() - e.users.known_len(),
+                items_carried: e.items.known_len(),
+                items_new: item_vocab.known_len() - e.items.known_len(),
+                feature_values_carried: carried_values,
+                feature_values_new: feature_values(&feature_vocabs).saturating_sub(carried_values),
+            }
+        }),
         users: user_vocab.known_len(),
         items: item_vocab.known_len(),
         train_examples: splits.train.len(),

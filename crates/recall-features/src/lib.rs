@@ -28,5 +28,5 @@ pub mod encode;
 pub mod split;
 pub mod vocab;
 
-pub use encode::{EncodeConfig, EncodeInput, Encoded, encode};
+pub use encode::{EarlierEncoding, EncodeConfig, EncodeInput, Encoded, encode};
 pub use vocab::Vocabulary;

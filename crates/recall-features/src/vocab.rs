@@ -82,6 +82,26 @@ impl<K: Hash + Eq + Ord + Clone> VocabOf<K> {
         &self.raw
     }
 
+    /// This vocabulary grown by `fresh` (fitted on newer data): every value keeps its index,
+    /// values only `fresh` knows are appended in its order (frequency, then raw value), and
+    /// counts become `fresh`'s (0 for a value the newer data lacks).
+    fn grown(&self, fresh: &VocabOf<K>) -> VocabOf<K> {
+        let count_in_fresh = |k: &K| {
+            fresh
+                .index
+                .get(k)
+                .map_or(0, |&i| fresh.counts[(i - FIRST_KNOWN_INDEX) as usize])
+        };
+        let carried = self.raw.iter().map(|k| (k.clone(), count_in_fresh(k)));
+        let appended = fresh
+            .raw
+            .iter()
+            .zip(&fresh.counts)
+            .filter(|(k, _)| !self.index.contains_key(*k))
+            .map(|(k, &c)| (k.clone(), c));
+        Self::from_sorted(carried.chain(appended).collect())
+    }
+
     pub fn counts(&self) -> &[i64] {
         &self.counts
     }
@@ -103,6 +123,33 @@ impl Vocabulary {
         }
     }
 
+    /// This vocabulary grown by `fresh`, fitted on newer data: each known value keeps its
+    /// index and new values are appended (see the module header for the order), so an embedding
+    /// table trained on this vocabulary stays valid for its first rows. `what` names the
+    /// vocabulary in the error when the two disagree on the id type.
+    pub fn grown(&self, fresh: &Vocabulary, what: &str) -> Result<Vocabulary> {
+        match (self, fresh) {
+            (Vocabulary::Int(old), Vocabulary::Int(new)) => Ok(Vocabulary::Int(old.grown(new))),
+            (Vocabulary::Str(old), Vocabulary::Str(new)) => Ok(Vocabulary::Str(old.grown(new))),
+            (Vocabulary::Str(old), Vocabulary::Int(new)) => {
+                // Integer ids against string ones: compare as text, as `encode` does.
+                let as_text: VocabOf<String> = VocabOf::from_sorted(
+                    new.raw
+                        .iter()
+                        .map(ToString::to_string)
+                        .zip(new.counts.iter().copied())
+                        .collect(),
+                );
+                Ok(Vocabulary::Str(old.grown(&as_text)))
+            }
+            (Vocabulary::Int(_), Vocabulary::Str(_)) => Err(recall_core::Error::invalid(
+                what,
+                "the earlier run's values are integers and this data's are strings: grow from \
+                 a run of the same source, or leave `init_from` out to fit anew",
+            )),
+        }
+    }
+
     /// Number of known values (excluding the two reserved slots).
     pub fn known_len(&self) -> usize {
         match self {
@@ -115,6 +162,22 @@ impl Vocabulary {
     /// OOV.
     pub fn table_size(&self) -> usize {
         self.known_len() + FIRST_KNOWN_INDEX as usize
+    }
+
+    /// The index of one integer value (as text in a string vocabulary), or [`OOV_INDEX`].
+    pub fn index_of_int(&self, value: i64) -> i32 {
+        match self {
+            Vocabulary::Int(v) => v.get(&value),
+            Vocabulary::Str(v) => v.get(value.to_string().as_str()),
+        }
+    }
+
+    /// The index of one string value, or [`OOV_INDEX`] (always, in an integer vocabulary).
+    pub fn index_of_str(&self, value: &str) -> i32 {
+        match self {
+            Vocabulary::Int(_) => OOV_INDEX,
+            Vocabulary::Str(v) => v.get(value),
+        }
     }
 
     /// Encodes every id; unknown ids (and ids of the other type) become [`OOV_INDEX`].
@@ -195,6 +258,24 @@ mod tests {
         let ids = RawIds::Int(vec![1, 2, 3]);
         let v = Vocabulary::fit(&ids, [0, 1].into_iter(), 1);
         assert_eq!(v.encode(&ids), vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn growing_keeps_every_index_and_appends_new_values_by_frequency() {
+        let old = Vocabulary::fit(&RawIds::Int(vec![5, 7, 7, 9]), 0..4, 1);
+        let newer = RawIds::Int(vec![9, 9, 9, 4, 11, 11, 7]);
+        let fresh = Vocabulary::fit(&newer, 0..newer.len(), 1);
+        let grown = old.grown(&fresh, "items").unwrap();
+        // 7 -> 2, 5 -> 3, 9 -> 4 as before; 11 (x2) then 4 (x1) appended; 5 is kept though
+        // the newer data lacks it.
+        assert_eq!(
+            grown.encode(&RawIds::Int(vec![7, 5, 9, 11, 4, 42])),
+            vec![2, 3, 4, 5, 6, 1]
+        );
+        assert_eq!(grown.counts(), &[1, 0, 3, 2, 1]);
+        let strings = Vocabulary::fit(&RawIds::Str(StringArray::from(vec!["a"])), 0..1, 1);
+        let err = old.grown(&strings, "vocab_item_id.parquet").unwrap_err();
+        assert!(err.to_string().contains("vocab_item_id.parquet"), "{err}");
     }
 
     #[test]

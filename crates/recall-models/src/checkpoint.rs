@@ -52,14 +52,119 @@ pub fn save(model: &TwoTower, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads a model saved by [`save`] for `data`'s encoding onto `device`.
-pub fn load(dir: &Path, data: &EncodedData, device: &Device) -> Result<TwoTower> {
+/// Reads the model configuration saved beside a checkpoint's weights.
+fn read_config(dir: &Path) -> Result<ModelConfig> {
     let config_path = dir.join("config.json");
     let text = std::fs::read(&config_path)
         .map_err(|e| recall_core::Error::io("cannot read", &config_path, e))?;
-    let config: ModelConfig = serde_json::from_slice(&text).map_err(|e| {
+    Ok(serde_json::from_slice(&text).map_err(|e| {
         recall_core::Error::invalid(config_path.display().to_string(), e.to_string())
-    })?;
+    })?)
+}
+
+/// What a warm start took from an earlier checkpoint (see [`warm_start`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WarmStart {
+    /// The checkpoint's directory.
+    pub from: String,
+    /// Tensors copied whole (dense layers, tables whose vocabulary did not grow).
+    pub tensors_loaded: usize,
+    /// Embedding rows copied from the checkpoint, all tables together.
+    pub rows_carried: usize,
+    /// Rows of new ids (appended by the grown encoding): initialised as a fresh model's.
+    pub rows_new: usize,
+    /// Tensors this model has and the checkpoint lacks (a new feature): fresh.
+    pub fresh_tensors: Vec<String>,
+}
+
+/// Starts `model` from the checkpoint in `dir` (an earlier run's model, trained on an encoding
+/// that this model's encoding grew): every tensor the two share is copied, an embedding table's
+/// rows up to the earlier vocabulary's size included, and the rows of new ids keep the fresh
+/// initialisation. The optimiser starts fresh (Adam's moments at zero): the earlier run saved
+/// none, and the moments of a finished schedule would damp the new data's first steps. Another
+/// kind or another width is refused with both values named, a tensor of another shape too.
+pub fn warm_start(model: &mut TwoTower, dir: &Path) -> Result<WarmStart> {
+    let earlier = read_config(dir)?;
+    let refuse = |what: &str, then: String, now: String| {
+        Err(Error::Training(format!(
+            "train.init_from = {}: the earlier model's {what} is {then}, this model's {now}; \
+             a warm start needs the same architecture (leave `init_from` out to train anew)",
+            dir.display()
+        )))
+    };
+    let (then, now) = (earlier.kind(), model.config().kind());
+    if then != now {
+        return refuse("kind", then.name().to_owned(), now.name().to_owned());
+    }
+    for (key, a, b) in [
+        (
+            "embedding_dim",
+            earlier.common().embedding_dim,
+            model.config().common().embedding_dim,
+        ),
+        (
+            "feature_dim",
+            earlier.common().feature_dim,
+            model.config().common().feature_dim,
+        ),
+    ] {
+        if a != b {
+            return refuse(&format!("model.{key}"), a.to_string(), b.to_string());
+        }
+    }
+    let path = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+    let mut report = WarmStart {
+        from: dir.display().to_string(),
+        tensors_loaded: 0,
+        rows_carried: 0,
+        rows_new: 0,
+        fresh_tensors: Vec::new(),
+    };
+    let shape_error = |name: &str, then: &[usize], now: &[usize]| {
+        Error::Training(format!(
+            "train.init_from: `{name}` is {then:?} in {} but {now:?} here: the earlier model was \
+             built differently (a layer's width, a feature's buckets); keep its settings or \
+             leave `init_from` out",
+            path.display()
+        ))
+    };
+    for (name, table) in model.tables_mut().named_mut() {
+        let Some(t) = tensors.get(&name) else {
+            report.fresh_tensors.push(name);
+            report.rows_new += table.rows;
+            continue;
+        };
+        let (rows, dim) = t.dims2()?;
+        if dim != table.dim || rows > table.rows {
+            return Err(shape_error(&name, &[rows, dim], &[table.rows, table.dim]));
+        }
+        let weights: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        table.weights[..rows * dim].copy_from_slice(&weights);
+        report.rows_carried += rows;
+        report.rows_new += table.rows - rows;
+        if rows == table.rows {
+            report.tensors_loaded += 1;
+        }
+    }
+    for (name, var) in model.params() {
+        let Some(t) = tensors.get(name) else {
+            report.fresh_tensors.push(name.clone());
+            continue;
+        };
+        if t.dims() != var.dims() {
+            return Err(shape_error(name, t.dims(), var.dims()));
+        }
+        var.set(&t.to_device(var.device())?)?;
+        report.tensors_loaded += 1;
+    }
+    tracing::info!(?report, "warm start");
+    Ok(report)
+}
+
+/// Loads a model saved by [`save`] for `data`'s encoding onto `device`.
+pub fn load(dir: &Path, data: &EncodedData, device: &Device) -> Result<TwoTower> {
+    let config = read_config(dir)?;
     let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
     let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(0);
     let mut model = TwoTower::new(&config, data, &mut rng, device)?;

@@ -152,6 +152,18 @@ pub struct HardNegativeConfig {
     pub count: usize,
 }
 
+/// The earlier model a warm start loads (`init_from = { run = "runs/day-1", model =
+/// "youtubednn" }`). The pipeline resolves it (only it knows the run layout) and grows that
+/// run's vocabularies in the encode stage, so every id keeps the row it was trained in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitFrom {
+    /// The earlier run's directory (`runs/<name>` of the pipeline that trained it).
+    pub run: std::path::PathBuf,
+    /// The `[[models]]` name in that run.
+    pub model: String,
+}
+
 /// How the learning rate moves over training: `lr` after `warmup_steps` linear steps from
 /// zero, then constant or decayed to zero by the last step of the last epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -668,6 +680,10 @@ pub struct TrainConfig {
     /// share of the hard draws (uniform over the pool); see `train::sampled_log_q`.
     #[serde(default)]
     pub hard_negatives: Option<HardNegativeConfig>,
+    /// Start from an earlier run's model instead of random weights (a warm start): see
+    /// [`InitFrom`] and `checkpoint::warm_start`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
     /// Stop each epoch after this many batches (smoke runs, throughput measurements).
     #[serde(default)]
     pub max_batches_per_epoch: Option<usize>,

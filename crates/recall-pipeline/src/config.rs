@@ -312,6 +312,9 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
         .export
         .validate()
         .with_context(|| format!("{}: [export]", origin.display()))?;
+    config
+        .warm_start_run()
+        .with_context(|| format!("{}: [[models]] train.init_from", origin.display()))?;
     // Impossible model settings fail here, before any stage runs, with the key as the file
     // spells it: `[[models]] "youtubednn": configuration key `model.temperature`: ...`.
     for entry in &config.models {
@@ -324,6 +327,42 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
         })?;
     }
     Ok(config)
+}
+
+impl PipelineConfig {
+    /// The earlier run the models' `train.init_from` name (a warm start), whose encoding the
+    /// encode stage grows: one run for the whole pipeline, since every model reads one
+    /// encoding. Models without `init_from` train from scratch on the same grown encoding.
+    pub fn warm_start_run(&self) -> Result<Option<&Path>> {
+        let mut run: Option<(&str, &Path)> = None;
+        for entry in &self.models {
+            let Some(init) = &entry.train.init_from else {
+                continue;
+            };
+            plain_name(&init.model)
+                .with_context(|| format!("model {:?}: key `train.init_from.model`", entry.name))?;
+            if init.run.as_os_str().is_empty() {
+                anyhow::bail!(
+                    "model {:?}: `train.init_from.run` is empty: name the earlier run's directory \
+                     (runs/<its pipeline's name>)",
+                    entry.name
+                );
+            }
+            match run {
+                Some((first, path)) if path != init.run => anyhow::bail!(
+                    "models {first:?} and {:?} start from different runs ({} and {}): the \
+                     pipeline grows one run's vocabularies, so start every model from the same \
+                     run",
+                    entry.name,
+                    path.display(),
+                    init.run.display()
+                ),
+                Some(_) => {}
+                None => run = Some((&entry.name, &init.run)),
+            }
+        }
+        Ok(run.map(|(_, path)| path))
+    }
 }
 
 /// Reads and parses a pipeline file.

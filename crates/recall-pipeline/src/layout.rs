@@ -146,3 +146,72 @@ impl Layout {
         self
     }
 }
+
+/// An earlier run that a warm start (`train.init_from`) reads: its encode outputs, grown by
+/// this run's encode, and its models' checkpoints.
+#[derive(Debug, Clone)]
+pub struct EarlierRun {
+    layout: Layout,
+}
+
+impl EarlierRun {
+    /// Opens `run` for the run in `this_run`, checking that it is another directory and that
+    /// its encode and train stages completed (their manifests are written last).
+    pub fn open(run: &Path, this_run: &Path) -> Result<Self> {
+        let same = match (run.canonicalize(), this_run.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => run == this_run,
+        };
+        if same {
+            bail!(
+                "train.init_from.run = {}: that is this run's own directory, whose encode and \
+                 train outputs this run replaces; give each refresh a run directory of its own \
+                 (another pipeline `name`, or another --runs directory)",
+                run.display()
+            );
+        }
+        let layout = Layout::new(run);
+        for stage in [Stage::Encode, Stage::Train] {
+            let manifest = layout.dir(stage).join(crate::manifest::MANIFEST_FILE);
+            if !manifest.is_file() {
+                bail!(
+                    "train.init_from.run = {}: its {} stage has not completed ({} is missing); \
+                     run the earlier pipeline to the end first",
+                    run.display(),
+                    stage.name(),
+                    manifest.display()
+                );
+            }
+        }
+        Ok(EarlierRun { layout })
+    }
+
+    /// The earlier run's encode outputs.
+    pub fn encode_dir(&self) -> &Path {
+        self.layout.dir(Stage::Encode)
+    }
+
+    /// The checkpoint of the earlier run's model `name`, checked to exist.
+    pub fn model_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.layout.dir(Stage::Train).join(name);
+        if !dir.join("model.safetensors").is_file() {
+            bail!(
+                "train.init_from.model = {name:?}: {} has no model.safetensors; the earlier run \
+                 trained {}",
+                dir.display(),
+                std::fs::read_dir(self.layout.dir(Stage::Train))
+                    .map(|entries| {
+                        let mut names: Vec<String> = entries
+                            .flatten()
+                            .filter(|e| e.path().is_dir())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect();
+                        names.sort();
+                        format!("{names:?}")
+                    })
+                    .unwrap_or_else(|_| String::from("nothing readable"))
+            );
+        }
+        Ok(dir)
+    }
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::PipelineConfig;
 use crate::device::DeviceChoice;
-use crate::layout::{Layout, RunLock, Stage};
+use crate::layout::{EarlierRun, Layout, RunLock, Stage};
 use crate::manifest::{FileEntry, Manifest, config_hash};
 use crate::progress::{LogLines, ProgressFor};
 use crate::stages;
@@ -225,6 +225,11 @@ pub fn execute_with(
     let evaluate_dir = layout.dir(Stage::Evaluate).to_owned();
     let export_dir = layout.dir(Stage::Export).to_owned();
     let report_dir = layout.dir(Stage::Report).to_owned();
+    // A warm start's earlier run, checked before any stage runs.
+    let earlier = config
+        .warm_start_run()?
+        .map(|run| EarlierRun::open(run, run_dir))
+        .transpose()?;
     let mut reports = Vec::new();
     for stage in Stage::ALL {
         if layout.skip.contains(&stage) {
@@ -259,35 +264,63 @@ pub fn execute_with(
                     |dir| stages::ingest::run(&config.ingest, dir),
                 )?
             }
-            Stage::Encode => run_stage(
-                stage,
-                &encode_dir,
-                // The contract version too: a run directory encoded by a build of another
-                // version is encoded again, never misread.
-                config_hash(&(&config.encode, recall_core::encoded::CONTRACT_VERSION))?,
-                &stages::encode::inputs(&ingest_dir),
-                forced,
-                |dir| stages::encode::run(&ingest_dir, &config.encode, dir),
-            )?,
-            Stage::Train => run_stage(
-                stage,
-                &train_dir,
-                device_hash(config.device, &(&config.models, config.seed))?,
-                &outputs_of(&encode_dir),
-                forced,
-                |dir| {
-                    stages::train::run(
-                        stages::train::Inputs {
-                            encode_dir: &encode_dir,
-                            models: &config.models,
-                            seed: config.seed,
-                            device: &device,
-                            progress,
-                        },
-                        dir,
-                    )
-                },
-            )?,
+            Stage::Encode => {
+                let grow_from = earlier.as_ref().map(EarlierRun::encode_dir);
+                run_stage(
+                    stage,
+                    &encode_dir,
+                    // The contract version too: a run directory encoded by a build of another
+                    // version is encoded again, never misread. A grown encoding's inputs
+                    // include the earlier run's files, so it is redone when they change.
+                    config_hash(&(
+                        &config.encode,
+                        recall_core::encoded::CONTRACT_VERSION,
+                        grow_from,
+                    ))?,
+                    &[
+                        stages::encode::inputs(&ingest_dir),
+                        grow_from.map(outputs_of).unwrap_or_default(),
+                    ]
+                    .concat(),
+                    forced,
+                    |dir| stages::encode::run(&ingest_dir, &config.encode, grow_from, dir),
+                )?
+            }
+            Stage::Train => {
+                // The earlier checkpoint of each warm-started model, by model name.
+                let mut init_dirs = Vec::new();
+                for entry in &config.models {
+                    if let (Some(init), Some(run)) = (&entry.train.init_from, &earlier) {
+                        init_dirs.push((entry.name.clone(), run.model_dir(&init.model)?));
+                    }
+                }
+                let checkpoints = init_dirs
+                    .iter()
+                    .flat_map(|(_, d)| [d.join("model.safetensors"), d.join("config.json")]);
+                run_stage(
+                    stage,
+                    &train_dir,
+                    device_hash(config.device, &(&config.models, config.seed))?,
+                    &outputs_of(&encode_dir)
+                        .into_iter()
+                        .chain(checkpoints)
+                        .collect::<Vec<_>>(),
+                    forced,
+                    |dir| {
+                        stages::train::run(
+                            stages::train::Inputs {
+                                encode_dir: &encode_dir,
+                                models: &config.models,
+                                init_dirs: &init_dirs,
+                                seed: config.seed,
+                                device: &device,
+                                progress,
+                            },
+                            dir,
+                        )
+                    },
+                )?
+            }
             Stage::Export => {
                 let hash = device_hash(
                     config.device,
@@ -614,5 +647,95 @@ mod tests {
             format!("{err:#}").contains("no earlier model has that name"),
             "{err:#}"
         );
+    }
+
+    /// A daily refresh: day 1 encodes the data before a cut and trains; day 2 encodes all of
+    /// it, grown from day 1's files, and starts one model from day 1's weights beside one
+    /// trained from scratch. The report counts carried and new ids; a retrained day 1 redoes
+    /// day 2's training; its own directory, a run that never trained, or an unknown model name
+    /// are refused naming the key.
+    #[test]
+    fn a_warm_start_grows_the_earlier_run_and_reports_what_it_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = "model = { kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }";
+        let day = |name: &str, before: &str, models: &str| {
+            format!(
+                "name = \"{name}\"\nseed = 1\n[ingest.synthetic]\nusers = 120\nitems = 80\nseed = 5\n\
+                 [encode]\n{before}\n[evaluate]\nks = [5, 10]\nbootstrap = 20\nindex = false\n\
+                 [export]\ntop_k = 10\nbuild_index = false\n{models}"
+            )
+        };
+        // The synthetic users start over the two years from 2000-12-01: cut at 2002-01-01.
+        let day1 = day(
+            "day1",
+            "before = 1009843200",
+            &format!(
+                "[[models]]\nname = \"ytdnn\"\n{model}\ntrain = {{ epochs = 1, batch_size = 64 }}\n"
+            ),
+        );
+        let config = crate::config::parse(&day1, Path::new("day1.toml")).unwrap();
+        execute(&config, &dir.path().join("day1"), None, false, false).unwrap();
+        let run1 = dir.path().join("day1");
+        let day2 = |init_run: &Path, init_model: &str| {
+            day(
+                "day2",
+                "",
+                &format!(
+                    "[[models]]\nname = \"warm\"\n{model}\ntrain = {{ epochs = 1, batch_size = 64, \
+                     init_from = {{ run = {:?}, model = \"{init_model}\" }} }}\n\
+                     [[models]]\nname = \"scratch\"\n{model}\ntrain = {{ epochs = 1, batch_size = 64 }}\n",
+                    init_run.display().to_string()
+                ),
+            )
+        };
+        let config = crate::config::parse(&day2(&run1, "ytdnn"), Path::new("day2.toml")).unwrap();
+        let run2 = dir.path().join("day2");
+        execute(&config, &run2, None, false, false).unwrap();
+        let metrics: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run2.join("report/metrics.json")).unwrap())
+                .unwrap();
+        let warm = &metrics["warm_start"];
+        let grown = &warm["vocabularies"];
+        let day1_encode = Manifest::read(&run1.join("encode")).unwrap();
+        assert_eq!(grown["users_carried"], day1_encode.stats["users"], "{warm}");
+        assert!(
+            grown["items_new"].as_u64().unwrap() + grown["users_new"].as_u64().unwrap() > 0,
+            "{warm}"
+        );
+        assert!(
+            warm["models"]["warm"]["rows_carried"].as_u64().unwrap() > 0,
+            "{warm}"
+        );
+        assert!(warm["models"].get("scratch").is_none(), "{warm}");
+        let report = std::fs::read_to_string(run2.join("report/report.md")).unwrap();
+        assert!(report.contains("## Warm start"), "{report}");
+
+        // Day 1 trained longer: day 2's training is redone (its encoding, the same, is not).
+        let longer = day1.replace("epochs = 1", "epochs = 2");
+        let config1 = crate::config::parse(&longer, Path::new("day1.toml")).unwrap();
+        execute(&config1, &run1, None, false, false).unwrap();
+        let reports = execute(&config, &run2, None, false, false).unwrap();
+        assert_eq!(
+            ran(&reports)[..2],
+            ["train", "export"],
+            "{:?}",
+            ran(&reports)
+        );
+
+        for (text, needle) in [
+            (day2(&run2, "ytdnn"), "own directory"),
+            (
+                day2(&dir.path().join("nowhere"), "ytdnn"),
+                "has not completed",
+            ),
+            (day2(&run1, "other"), "\"ytdnn\""),
+        ] {
+            let config = crate::config::parse(&text, Path::new("day2.toml")).unwrap();
+            let err = format!(
+                "{:#}",
+                execute(&config, &run2, None, false, false).unwrap_err()
+            );
+            assert!(err.contains("init_from") && err.contains(needle), "{err}");
+        }
     }
 }

@@ -549,3 +549,106 @@ fn an_empty_interactions_table_is_reported() {
         .to_string();
     assert!(msg.contains("interactions.parquet has no rows"), "{msg}");
 }
+
+/// A warm start's encoding: day 1 is the data before a cut, day 2 all of it, grown from day
+/// 1's files. Every day-1 user, item and genre keeps its index, new ones come after, the
+/// quantile boundaries (a user feature and example age) are day 1's, and the counts say so.
+#[test]
+fn a_grown_encoding_keeps_every_earlier_index_and_appends_new_ones() {
+    let dir = synthetic_dir();
+    let input = EncodeInput::read_dir(dir.path()).unwrap();
+    let times: Vec<i64> = input
+        .interactions
+        .nullable_ints("timestamp")
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    let cut = sorted[sorted.len() * 7 / 10];
+    let config = EncodeConfig {
+        user_features: vec![FeatureSpec {
+            buckets: Some(4),
+            ..spec("age", FeatureKind::Quantile)
+        }],
+        item_features: vec![spec("genres", FeatureKind::Bag)],
+        ..EncodeConfig::default()
+    };
+    let day1 = encode(
+        &input,
+        &EncodeConfig {
+            before: Some(cut),
+            ..config.clone()
+        },
+    )
+    .unwrap();
+    let kept = times.iter().filter(|&&t| t < cut).count();
+    assert_eq!(day1.manifest.stats.interactions, kept);
+    assert_eq!(day1.manifest.stats.rows_after_cut, times.len() - kept);
+    let s = &day1.sequences;
+    assert_eq!(s.total_len(), kept);
+    assert!((0..s.users() as u32).all(|u| {
+        (0..s.sequence(u).len() as u32).all(|p| s.timestamp(u, p).is_some_and(|t| t < cut))
+    }));
+    let day1_dir = tempfile::tempdir().unwrap();
+    day1.write(day1_dir.path()).unwrap();
+
+    let grown_input = EncodeInput {
+        grow_from: Some(recall_features::EarlierEncoding::read_dir(day1_dir.path()).unwrap()),
+        ..EncodeInput::read_dir(dir.path()).unwrap()
+    };
+    let day2 = encode(&grown_input, &config).unwrap();
+    for (earlier, now) in [(&day1.users, &day2.users), (&day1.items, &day2.items)] {
+        assert_eq!(
+            &now.raw_ids().to_array().slice(0, earlier.known_len()),
+            &earlier.raw_ids().to_array()
+        );
+        assert!(now.known_len() >= earlier.known_len());
+    }
+    let genres = |e: &recall_features::Encoded| {
+        e.feature_vocabs
+            .iter()
+            .find(|(n, _)| n == "genres")
+            .unwrap()
+            .1
+            .clone()
+    };
+    let (genres1, genres2) = (genres(&day1), genres(&day2));
+    assert_eq!(
+        &genres2.raw_ids().to_array().slice(0, genres1.known_len()),
+        &genres1.raw_ids().to_array()
+    );
+    let boundaries = |m: &FeatureManifest| m.user_features[0].boundaries.clone();
+    assert_eq!(boundaries(&day2.manifest), boundaries(&day1.manifest));
+    assert_eq!(
+        day2.manifest.example_age.as_ref().unwrap().boundaries,
+        day1.manifest.example_age.as_ref().unwrap().boundaries
+    );
+    let grown = day2.manifest.stats.grown.clone().unwrap();
+    assert_eq!(grown.users_carried, day1.users.known_len());
+    assert_eq!(
+        grown.items_carried + grown.items_new,
+        day2.items.known_len()
+    );
+    assert!(grown.users_new + grown.items_new > 0, "{grown:?}");
+    // Fitted anew instead, the same data orders its items by frequency alone.
+    let fresh = encode(&EncodeInput::read_dir(dir.path()).unwrap(), &config).unwrap();
+    assert_eq!(fresh.items.known_len(), day2.items.known_len());
+}
+
+/// A time cut on data where a row has no timestamp names the key, the file and the row.
+#[test]
+fn a_time_cut_without_timestamps_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = interactions_table(dir.path(), vec![1, 1, 1], vec![5, 6, 7], vec![0, 1, 2]);
+    let config = EncodeConfig {
+        before: Some(1_000),
+        ..EncodeConfig::default()
+    };
+    let err = encode(&input, &config).unwrap_err().to_string();
+    assert!(
+        err.contains("encode.before") && err.contains("interactions.parquet"),
+        "{err}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use recall_core::encoded::EncodeStats;
 use recall_features::EncodeConfig;
 
@@ -20,13 +20,22 @@ pub fn inputs(ingest_dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Encodes the ingested tables of `ingest_dir` into `out`.
+/// Encodes the ingested tables of `ingest_dir` into `out`; with `grow_from` (an earlier run's
+/// encode outputs, for a warm start) its vocabularies and boundaries are grown, not refitted.
 pub fn run(
     ingest_dir: &Path,
     config: &EncodeConfig,
+    grow_from: Option<&Path>,
     out: &Path,
 ) -> Result<(Vec<PathBuf>, EncodeReport)> {
-    let input = recall_features::EncodeInput::read_dir(ingest_dir)?;
+    let mut input = recall_features::EncodeInput::read_dir(ingest_dir)?;
+    if let Some(dir) = grow_from {
+        input.grow_from = Some(
+            recall_features::EarlierEncoding::read_dir(dir).with_context(|| {
+                format!("reading the earlier run's encoding in {}", dir.display())
+            })?,
+        );
+    }
     let encoded = recall_features::encode(&input, config)?;
     let stats = encoded.manifest.stats.clone();
     Ok((encoded.write(out)?, stats))

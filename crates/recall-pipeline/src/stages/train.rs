@@ -25,6 +25,9 @@ pub struct Trained {
     pub examples_per_second: f64,
     /// The best validation HitRate@`validate_k` (none without a validation split).
     pub best_valid_hit_rate: Option<f64>,
+    /// What a warm start (`train.init_from`) took from the earlier model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<checkpoint::WarmStart>,
 }
 
 /// The train stage's report: each model by name.
@@ -39,6 +42,8 @@ pub const TRAIN_FILE: &str = "train.json";
 pub struct Inputs<'a> {
     pub encode_dir: &'a Path,
     pub models: &'a [ModelEntry],
+    /// The earlier checkpoint each warm-started model starts from, by model name.
+    pub init_dirs: &'a [(String, PathBuf)],
     /// The seed of each model's initialisation, shuffles, negatives and dropout.
     pub seed: u64,
     pub device: &'a Device,
@@ -51,6 +56,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
     let Inputs {
         encode_dir,
         models,
+        init_dirs,
         seed,
         device,
         progress,
@@ -68,6 +74,12 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
         let _span = tracing::info_span!("model", name = entry.name.as_str()).entered();
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut model = TwoTower::new(&entry.model, &data, &mut rng, device)
+            .with_context(|| format!("model `{}`", entry.name))?;
+        let warm_start = init_dirs
+            .iter()
+            .find(|(name, _)| *name == entry.name)
+            .map(|(_, dir)| checkpoint::warm_start(&mut model, dir))
+            .transpose()
             .with_context(|| format!("model `{}`", entry.name))?;
         let hard = match &entry.train.hard_negatives {
             Some(h) => {
@@ -119,6 +131,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
                     .iter()
                     .filter_map(|e| e.valid_hit_rate)
                     .reduce(f64::max),
+                warm_start,
             },
         );
         trained.push((entry.name.as_str(), model));

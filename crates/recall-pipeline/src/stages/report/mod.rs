@@ -73,10 +73,12 @@ pub fn run(
         "protocol": { "split": "leave-last-out per user by seq; last item is the test target",
             "ranking": "exact over every item in the training vocabulary", "train_examples": train_examples,
             "test_users": results.test_users, "valid_users": results.valid_users,
-            "rankable_items": results.rankable_items, "seen_filter": SEEN_FILTER_VIEWS },
+            "rankable_items": results.rankable_items, "seen_filter": SEEN_FILTER_VIEWS,
+            "before": config.encode.before },
         "results": results.results,
         "timings_s": timings,
         "throughput": throughput,
+        "warm_start": warm_start_json(&runs),
         "export": runs.export,
     });
     let metrics_path = out.join("metrics.json");
@@ -190,6 +192,7 @@ pub fn run(
             );
         }
     }
+    write_warm_start(&mut md, &runs);
     let md_path = out.join("report.md");
     recall_core::write::write_bytes(&md_path, md.as_bytes())?;
     let cards = card::write_all(
@@ -312,4 +315,62 @@ pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()
         );
     }
     Ok(())
+}
+
+/// A warm start in `metrics.json`: the grown vocabularies and what each model took.
+fn warm_start_json(runs: &RunReports) -> serde_json::Value {
+    let grown = runs.encode.as_ref().and_then(|e| e.grown.as_ref());
+    let models: BTreeMap<&String, _> = runs
+        .train
+        .iter()
+        .filter_map(|(name, t)| t.warm_start.as_ref().map(|w| (name, w)))
+        .collect();
+    if grown.is_none() && models.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({ "vocabularies": grown, "models": models })
+}
+
+/// The report's warm-start section: ids carried and new, rows each model took.
+fn write_warm_start(md: &mut String, runs: &RunReports) {
+    let Some(grown) = runs.encode.as_ref().and_then(|e| e.grown.as_ref()) else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\n## Warm start\n\nVocabularies grown from `{}`: every earlier id keeps its index.\n\n\
+         | | carried | new |\n|---|---|---|\n| users | {} | {} |\n| items | {} | {} |\n\
+         | side-feature values | {} | {} |\n",
+        grown.from,
+        grown.users_carried,
+        grown.users_new,
+        grown.items_carried,
+        grown.items_new,
+        grown.feature_values_carried,
+        grown.feature_values_new
+    );
+    let started: Vec<_> = runs
+        .train
+        .iter()
+        .filter_map(|(name, t)| t.warm_start.as_ref().map(|w| (name, w)))
+        .collect();
+    if started.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| model | started from | tensors loaded | embedding rows carried | new rows (fresh) |\n|---|---|---|---|---|"
+    );
+    for (name, w) in started {
+        let _ = writeln!(
+            md,
+            "| {name} | `{}` | {} | {} | {} |",
+            w.from, w.tensors_loaded, w.rows_carried, w.rows_new
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nThe optimiser starts fresh (Adam's moments at zero); models without `init_from` train from scratch on the \
+         same grown encoding."
+    );
 }
