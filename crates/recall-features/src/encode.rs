@@ -403,14 +403,17 @@ fn bag(table: &Table, column: &str) -> Result<Vec<Vec<String>>> {
 /// an empty bag, or bucket 0.
 fn encode_side(
     table: Option<&Table>,
-    id_column: &str,
-    idx_column: &str,
     vocab: &Vocabulary,
     specs: &[FeatureSpec],
     side: &str,
     earlier: Option<&EarlierEncoding>,
     feature_vocabs: &mut Vec<(String, Vocabulary)>,
 ) -> Result<(RecordBatch, Vec<EncodedFeature>)> {
+    let (id_column, idx_column) = if side == "user" {
+        (col::USER_ID, col::USER_IDX)
+    } else {
+        (col::ITEM_ID, col::ITEM_IDX)
+    };
     let known = vocab.raw_ids();
     let n = known.len();
     let mut columns: Vec<(String, ArrayRef)> = vec![
@@ -801,8 +804,6 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let mut feature_vocabs = Vec::new();
     let (user_table, user_features) = encode_side(
         input.users.as_ref(),
-        col::USER_ID,
-        col::USER_IDX,
         &user_vocab,
         &config.user_features,
         "user",
@@ -811,8 +812,6 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     )?;
     let (item_table, item_features) = encode_side(
         input.items.as_ref(),
-        col::ITEM_ID,
-        col::ITEM_IDX,
         &item_vocab,
         &config.item_features,
         "item",

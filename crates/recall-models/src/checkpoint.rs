@@ -75,6 +75,9 @@ pub struct WarmStart {
     pub rows_new: usize,
     /// Tensors this model has and the checkpoint lacks (a new feature): fresh.
     pub fresh_tensors: Vec<String>,
+    /// The blend of carried weights: `shrink * earlier + perturb * fresh`.
+    pub shrink: f64,
+    pub perturb: f64,
 }
 
 /// Starts `model` from the checkpoint in `dir` (an earlier run's model, trained on an encoding
@@ -83,7 +86,15 @@ pub struct WarmStart {
 /// initialisation. The optimiser starts fresh (Adam's moments at zero): the earlier run saved
 /// none, and the moments of a finished schedule would damp the new data's first steps. Another
 /// kind or another width is refused with both values named, a tensor of another shape too.
-pub fn warm_start(model: &mut TwoTower, dir: &Path) -> Result<WarmStart> {
+///
+/// `shrink` and `perturb` blend each carried weight with the fresh one (see
+/// [`crate::config::InitFrom`]); 1 and 0 copy it as it is.
+pub fn warm_start(
+    model: &mut TwoTower,
+    dir: &Path,
+    shrink: f64,
+    perturb: f64,
+) -> Result<WarmStart> {
     let earlier = read_config(dir)?;
     let refuse = |what: &str, then: String, now: String| {
         Err(Error::Training(format!(
@@ -120,6 +131,8 @@ pub fn warm_start(model: &mut TwoTower, dir: &Path) -> Result<WarmStart> {
         rows_carried: 0,
         rows_new: 0,
         fresh_tensors: Vec::new(),
+        shrink,
+        perturb,
     };
     let shape_error = |name: &str, then: &[usize], now: &[usize]| {
         Error::Training(format!(
@@ -140,7 +153,10 @@ pub fn warm_start(model: &mut TwoTower, dir: &Path) -> Result<WarmStart> {
             return Err(shape_error(&name, &[rows, dim], &[table.rows, table.dim]));
         }
         let weights: Vec<f32> = t.flatten_all()?.to_vec1()?;
-        table.weights[..rows * dim].copy_from_slice(&weights);
+        let (shrink, perturb) = (shrink as f32, perturb as f32);
+        for (w, earlier) in table.weights[..rows * dim].iter_mut().zip(weights) {
+            *w = shrink * earlier + perturb * *w;
+        }
         report.rows_carried += rows;
         report.rows_new += table.rows - rows;
         if rows == table.rows {
@@ -155,7 +171,13 @@ pub fn warm_start(model: &mut TwoTower, dir: &Path) -> Result<WarmStart> {
         if t.dims() != var.dims() {
             return Err(shape_error(name, t.dims(), var.dims()));
         }
-        var.set(&t.to_device(var.device())?)?;
+        let earlier = t.to_device(var.device())?.to_dtype(var.dtype())?;
+        let blended = if shrink == 1.0 && perturb == 0.0 {
+            earlier
+        } else {
+            ((earlier * shrink)? + (var.as_tensor() * perturb)?)?
+        };
+        var.set(&blended)?;
         report.tensors_loaded += 1;
     }
     tracing::info!(?report, "warm start");

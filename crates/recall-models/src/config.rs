@@ -162,6 +162,23 @@ pub struct InitFrom {
     pub run: std::path::PathBuf,
     /// The `[[models]]` name in that run.
     pub model: String,
+    /// Shrink and perturb (Ash and Adams, "On warm-starting neural network training", 2020):
+    /// each carried weight becomes `shrink * earlier + perturb * fresh`, where `fresh` is the
+    /// value a new model would start from; new rows are fresh. Warm-started networks tend to
+    /// generalise worse than ones trained anew, and this restores some of the fresh model's
+    /// plasticity. Default 1 and 0: the earlier weights as they are.
+    #[serde(default = "default_shrink", skip_serializing_if = "is_one")]
+    pub shrink: f64,
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub perturb: f64,
+}
+
+fn default_shrink() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// How the learning rate moves over training: `lr` after `warmup_steps` linear steps from
@@ -969,6 +986,17 @@ impl TrainConfig {
         }
         if self.validate_k == 0 {
             return bad("validate_k", "must be at least 1");
+        }
+        if let Some(init) = &self.init_from {
+            if !(init.shrink.is_finite() && init.shrink > 0.0 && init.shrink <= 1.0) {
+                return bad(
+                    "init_from.shrink",
+                    "must be in (0, 1] (1 keeps the earlier weights)",
+                );
+            }
+            if !(init.perturb.is_finite() && init.perturb >= 0.0) {
+                return bad("init_from.perturb", "must be a number >= 0");
+            }
         }
         if self.logq_source == LogqSource::Streaming {
             if !matches!(self.loss, Loss::InBatch | Loss::Mixed) {

@@ -745,7 +745,7 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
         TwoTower::new(&m, &data2, &mut rng, &Device::Cpu).unwrap()
     };
     let mut warm = fresh();
-    let report = checkpoint::warm_start(&mut warm, &dir.join("earlier")).unwrap();
+    let report = checkpoint::warm_start(&mut warm, &dir.join("earlier"), 1.0, 0.0).unwrap();
     let untrained = fresh();
     let (then, now, new) = (
         &earlier.tables().item,
@@ -765,6 +765,20 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
         assert_eq!(same.to_scalar::<u8>().unwrap(), 0, "{name}");
     }
 
+    // Shrink and perturb: each carried weight is 0.5 earlier + 0.1 fresh; new rows fresh.
+    let mut blended = fresh();
+    checkpoint::warm_start(&mut blended, &dir.join("earlier"), 0.5, 0.1).unwrap();
+    let b = &blended.tables().item;
+    for i in (0..cut).step_by(97) {
+        let want = 0.5 * then.weights[i] + 0.1 * new.weights[i];
+        assert!(
+            (b.weights[i] - want).abs() <= 1e-7,
+            "row value {i}: {} vs {want}",
+            b.weights[i]
+        );
+    }
+    assert_eq!(b.weights[cut..], new.weights[cut..]);
+
     // One epoch on day 2: the warm model validates better than a fresh one.
     t.epochs = 1;
     let first_epoch = |mut model: TwoTower| {
@@ -780,7 +794,7 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
     let (dssm, _) = configs("dssm");
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
     let mut other = TwoTower::new(&dssm, &data2, &mut rng, &Device::Cpu).unwrap();
-    let err = checkpoint::warm_start(&mut other, &dir.join("earlier"))
+    let err = checkpoint::warm_start(&mut other, &dir.join("earlier"), 1.0, 0.0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("youtubednn") && err.contains("dssm"), "{err}");
@@ -790,7 +804,7 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
     }))
     .unwrap();
     let mut other = TwoTower::new(&wider, &data2, &mut rng, &Device::Cpu).unwrap();
-    let err = checkpoint::warm_start(&mut other, &dir.join("earlier"))
+    let err = checkpoint::warm_start(&mut other, &dir.join("earlier"), 1.0, 0.0)
         .unwrap_err()
         .to_string();
     assert!(

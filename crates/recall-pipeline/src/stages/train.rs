@@ -78,7 +78,10 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
         let warm_start = init_dirs
             .iter()
             .find(|(name, _)| *name == entry.name)
-            .map(|(_, dir)| checkpoint::warm_start(&mut model, dir))
+            .zip(entry.train.init_from.as_ref())
+            .map(|((_, dir), init)| {
+                checkpoint::warm_start(&mut model, dir, init.shrink, init.perturb)
+            })
             .transpose()
             .with_context(|| format!("model `{}`", entry.name))?;
         let hard = match &entry.train.hard_negatives {

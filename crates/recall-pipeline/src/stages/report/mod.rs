@@ -359,18 +359,19 @@ fn write_warm_start(md: &mut String, runs: &RunReports) {
     }
     let _ = writeln!(
         md,
-        "| model | started from | tensors loaded | embedding rows carried | new rows (fresh) |\n|---|---|---|---|---|"
+        "| model | started from | shrink, perturb | tensors loaded | embedding rows carried | new rows (fresh) |\n\
+         |---|---|---|---|---|---|"
     );
     for (name, w) in started {
         let _ = writeln!(
             md,
-            "| {name} | `{}` | {} | {} | {} |",
-            w.from, w.tensors_loaded, w.rows_carried, w.rows_new
+            "| {name} | `{}` | {}, {} | {} | {} | {} |",
+            w.from, w.shrink, w.perturb, w.tensors_loaded, w.rows_carried, w.rows_new
         );
     }
     let _ = writeln!(
         md,
-        "\nThe optimiser starts fresh (Adam's moments at zero); models without `init_from` train from scratch on the \
-         same grown encoding."
+        "\nCarried weights are `shrink * earlier + perturb * fresh` (Ash and Adams 2020); the optimiser starts \
+         fresh (Adam's moments at zero); models without `init_from` train from scratch on the same grown encoding."
     );
 }
