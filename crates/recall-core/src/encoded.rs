@@ -560,9 +560,29 @@ pub struct EncodeStats {
     /// Interactions left out by the time cut (`encode.before`).
     #[serde(default)]
     pub rows_after_cut: usize,
+    /// With `encode.test_from`: what the time split kept and left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_split: Option<TimeSplitStats>,
+    /// Items of the item side table without a training interaction, indexed after every
+    /// known item (`encode.cold_items`): the last `cold_items` indices of the item table.
+    #[serde(default)]
+    pub cold_items: usize,
     /// With a warm start: how the earlier run's vocabularies were grown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grown: Option<GrownVocabularies>,
+}
+
+/// A time split's counts (`encode.test_from`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TimeSplitStats {
+    /// The cut (Unix seconds): each user's first interaction at or after it is the test target.
+    pub test_from: i64,
+    /// Users with no interaction before the cut: left out (no history to rank from).
+    pub users_only_after: usize,
+    /// Users with no interaction after the cut: training and validation only.
+    pub users_only_before: usize,
+    /// Interactions after each user's test target, and those of the users left out.
+    pub rows_left_out: usize,
 }
 
 /// A grown encoding's counts: the values each kind of vocabulary carried from the earlier

@@ -109,6 +109,11 @@ pub struct SyntheticConfig {
     /// First possible timestamp (seconds since the epoch).
     #[serde(default = "default_start")]
     pub start_timestamp: i64,
+    /// Share of items that arrive over time instead of being there from the start: each gets
+    /// an arrival time, uniform over the two years in which users start, and nobody interacts
+    /// with it before then (for time splits with cold items). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub arriving_items: f64,
     /// Seed of everything random here.
     pub seed: u64,
 }
@@ -125,6 +130,7 @@ impl SyntheticConfig {
             stickiness: default_stickiness(),
             focus: default_focus(),
             start_timestamp: default_start(),
+            arriving_items: 0.0,
             seed,
         }
     }
@@ -153,6 +159,11 @@ impl SyntheticConfig {
         let prob = |x: f64| (0.0..=1.0).contains(&x);
         check(prob(self.stickiness), "stickiness", "must be in [0, 1]")?;
         check(prob(self.focus), "focus", "must be in [0, 1]")?;
+        check(
+            prob(self.arriving_items),
+            "arriving_items",
+            "must be in [0, 1]",
+        )?;
         check(
             self.popularity_exponent.is_finite() && self.popularity_exponent >= 0.0,
             "popularity_exponent",
@@ -197,6 +208,13 @@ fn genre_name(g: usize) -> String {
         .get(g)
         .map(|s| (*s).to_owned())
         .unwrap_or_else(|| format!("Genre-{g}"))
+}
+
+/// Users start within two years of `start_timestamp` (and items arrive within them).
+const USER_START_SPAN: i64 = 2 * 365 * 86_400;
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Generates the dataset described by `config`.
@@ -247,6 +265,20 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
         .collect();
     let age_cumulative = cumulative(AGE_CODES.iter().map(|&(_, p)| p));
 
+    // Arrival times, from a generator of their own so the rest of the data is unchanged
+    // when no item arrives late.
+    let arrival: Option<Vec<i64>> = (config.arriving_items > 0.0).then(|| {
+        let mut rng = rng_for(config.seed, u64::MAX - 1);
+        (0..config.items)
+            .map(|_| {
+                if rng.random::<f64>() < config.arriving_items {
+                    config.start_timestamp + rng.random_range(0..USER_START_SPAN)
+                } else {
+                    i64::MIN
+                }
+            })
+            .collect()
+    });
     let mean_extra = config.interactions_per_user.saturating_sub(5) as f64;
     let max_per_user = config.items.saturating_mul(3) / 4;
     let mut users = Vec::new();
@@ -275,7 +307,7 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
         // Long-tailed activity: at least 5, exponential above with the configured mean.
         let extra = -(1.0 - rng.random::<f64>()).ln() * mean_extra;
         let n = (5 + extra as usize).min(max_per_user).max(5);
-        let mut t = config.start_timestamp + rng.random_range(0..(2 * 365 * 86_400));
+        let mut t = config.start_timestamp + rng.random_range(0..USER_START_SPAN);
         let mut genre = favourites[0];
         let mut produced = 0;
         let mut attempts = 0;
@@ -289,7 +321,7 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
                 };
             }
             let item = by_genre[genre][draw(&genre_cumulative[genre], &mut rng)];
-            if seen[item] == user as u32 {
+            if seen[item] == user as u32 || arrival.as_ref().is_some_and(|a| t < a[item]) {
                 continue;
             }
             seen[item] = user as u32;
@@ -349,6 +381,37 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Items that arrive over time are first seen later: with 60 % of them arriving, many more
+    /// items have their first interaction in the second year than with none.
+    #[test]
+    fn arriving_items_are_first_seen_later() {
+        let late_items = |share: f64| {
+            let config = SyntheticConfig {
+                arriving_items: share,
+                ..SyntheticConfig::new(400, 300, 30, 3)
+            };
+            let d = generate(&config).unwrap();
+            let RawIds::Int(items) = &d.interactions.item_id else {
+                unreachable!()
+            };
+            let mut first = std::collections::HashMap::new();
+            for (&item, t) in items.iter().zip(&d.interactions.timestamp) {
+                let t = t.unwrap();
+                first
+                    .entry(item)
+                    .and_modify(|f: &mut i64| *f = (*f).min(t))
+                    .or_insert(t);
+            }
+            let year = config.start_timestamp + USER_START_SPAN / 2;
+            first.values().filter(|&&t| t >= year).count()
+        };
+        let (without, with) = (late_items(0.0), late_items(0.6));
+        assert!(
+            with > without + 50,
+            "first seen in year two: {with} vs {without}"
+        );
+    }
 
     #[test]
     fn same_seed_same_data_other_seed_other_data() {

@@ -75,6 +75,38 @@ impl Report {
         bootstrap_mean(values, resamples, level, seed)
     }
 
+    /// A headline metric at K over the users whose query row `in_group` says, with its
+    /// percentile-bootstrap interval: (users, mean, interval). `None` when K was not computed;
+    /// a group without users has mean 0 and no interval.
+    pub fn over_group(
+        &self,
+        k: usize,
+        metric: Metric,
+        in_group: impl Fn(usize) -> bool,
+        resamples: usize,
+        level: f64,
+        seed: u64,
+    ) -> Option<GroupMetric> {
+        let values = metric.pick(self.per_user_at(k)?);
+        let picked: Vec<f64> = self
+            .user_rows
+            .iter()
+            .zip(values)
+            .filter(|&(&row, _)| in_group(row))
+            .map(|(_, &v)| v)
+            .collect();
+        let mean = if picked.is_empty() {
+            0.0
+        } else {
+            picked.iter().sum::<f64>() / picked.len() as f64
+        };
+        Some(GroupMetric {
+            users: picked.len(),
+            mean,
+            ci95: bootstrap_mean(&picked, resamples, level, seed),
+        })
+    }
+
     /// Per-user values as a table: `user_row` then `<metric>@<k>` columns (Float32).
     pub fn per_user_batch(&self) -> Result<RecordBatch> {
         let mut fields = vec![Field::new("user_row", DataType::Int64, false)];
@@ -144,6 +176,15 @@ fn mean(v: &[f64]) -> f64 {
     } else {
         v.iter().sum::<f64>() / v.len() as f64
     }
+}
+
+/// A metric averaged over a group of users ([`Report::over_group`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GroupMetric {
+    pub users: usize,
+    pub mean: f64,
+    /// Percentile-bootstrap interval at the requested level (`None` for no users).
+    pub ci95: Option<(f64, f64)>,
 }
 
 /// Percentile bootstrap of the mean; `None` for no values.

@@ -147,6 +147,14 @@ impl EvalSplit {
     }
 
     /// Each query row's items the view leaves out (`None` for the unfiltered view).
+    /// Whether each query row's target is at or above `first_cold` (a cold item: indexed
+    /// from the item side table, never a training interaction; `encode.cold_items`).
+    pub fn cold_targets(&self, first_cold: u32) -> Vec<bool> {
+        (0..self.rows())
+            .map(|r| self.truth.get(r).iter().any(|&t| t >= first_cold))
+            .collect()
+    }
+
     pub fn seen(&self, filter: SeenFilter) -> Option<Lists> {
         match filter {
             SeenFilter::None => None,

@@ -65,6 +65,18 @@ pub struct EncodeConfig {
     /// a refresh's cut, such as the end of a day. Every row needs a timestamp. Default: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<i64>,
+    /// A time split instead of leave-last-out: each user's first interaction at or after this
+    /// time (Unix seconds) is the test target, with everything before it as history; later
+    /// interactions are left out, and so are users with nothing before it. A user with nothing
+    /// after it has no test row. Validation is each user's last interaction before the cut.
+    /// Every row needs a timestamp. Default: leave-last-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_from: Option<i64>,
+    /// Also index the items of the item side table that no training interaction has (cold
+    /// items, after every known item), so their features can give them a vector and a
+    /// held-out target among them can be ranked. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cold_items: bool,
 }
 
 impl Default for EncodeConfig {
@@ -78,6 +90,8 @@ impl Default for EncodeConfig {
             item_features: Vec::new(),
             max_examples_per_user: None,
             before: None,
+            test_from: None,
+            cold_items: false,
         }
     }
 }
@@ -136,7 +150,8 @@ pub struct FeatureSpec {
 }
 
 pub use recall_core::encoded::{
-    EncodeStats, EncodedFeature, FeatureKind, FeatureManifest, GrownVocabularies, files,
+    EncodeStats, EncodedFeature, FeatureKind, FeatureManifest, GrownVocabularies, TimeSplitStats,
+    files,
 };
 
 /// Everything the stage produces, in memory: the users' sequences, the splits as references
@@ -595,6 +610,50 @@ fn encode_side(
     Ok((to_batch(columns)?, described))
 }
 
+/// A time split of grouped rows (`encode.test_from`): each group is cut after its first row
+/// at or after `cut` (its test target), a group with no row before `cut` is left out, and a
+/// group with none after it keeps every row and has no test target. Rows follow `seq` order,
+/// so a row after the test target is left out even if its timestamp is earlier.
+fn time_split(
+    order: Vec<usize>,
+    starts: &[usize],
+    timestamps: &[Option<i64>],
+    cut: i64,
+) -> (Vec<usize>, Vec<usize>, Vec<bool>, Option<TimeSplitStats>) {
+    let mut kept = Vec::with_capacity(order.len());
+    let mut new_starts = vec![0];
+    let mut has_test = Vec::new();
+    let mut stats = TimeSplitStats {
+        test_from: cut,
+        ..TimeSplitStats::default()
+    };
+    for g in 0..starts.len() - 1 {
+        let rows = &order[starts[g]..starts[g + 1]];
+        let first_after = rows
+            .iter()
+            .position(|&r| timestamps[r].is_some_and(|t| t >= cut));
+        match first_after {
+            Some(0) => {
+                stats.users_only_after += 1;
+                stats.rows_left_out += rows.len();
+                continue;
+            }
+            Some(p) => {
+                kept.extend_from_slice(&rows[..=p]);
+                stats.rows_left_out += rows.len() - p - 1;
+                has_test.push(true);
+            }
+            None => {
+                kept.extend_from_slice(rows);
+                stats.users_only_before += 1;
+                has_test.push(false);
+            }
+        }
+        new_starts.push(kept.len());
+    }
+    (kept, new_starts, has_test, Some(stats))
+}
+
 fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
     recall_core::table::batch(
         columns
@@ -618,19 +677,25 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     } else {
         vec![None; table.num_rows()]
     };
+    let require_timestamps = |key: &str| match timestamps.iter().position(Option::is_none) {
+        Some(row) => Err(Error::config(
+            key,
+            format!(
+                "a time cut needs a timestamp on every row, but {} has none at row {row} \
+                 (column `{}`); leave `{}` out for this data",
+                table.path().display(),
+                col::TIMESTAMP,
+                key.trim_start_matches("encode.")
+            ),
+        )),
+        None => Ok(()),
+    };
+    if config.test_from.is_some() {
+        require_timestamps("encode.test_from")?;
+    }
     let mut rows_after_cut = 0;
     if let Some(cut) = config.before {
-        if let Some(row) = timestamps.iter().position(Option::is_none) {
-            return Err(Error::config(
-                "encode.before",
-                format!(
-                    "a time cut needs a timestamp on every row, but {} has none at row {row} \
-                     (column `{}`); leave `before` out for this data",
-                    table.path().display(),
-                    col::TIMESTAMP
-                ),
-            ));
-        }
+        require_timestamps("encode.before")?;
         let kept: Vec<usize> = (0..timestamps.len())
             .filter(|&r| timestamps[r].is_some_and(|t| t < cut))
             .collect();
@@ -652,13 +717,20 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let interactions = seq.len();
 
     let (order, starts) = group_rows(table, &users_raw, &seq)?;
+    let (order, starts, has_test, time_split) = match config.test_from {
+        Some(cut) => time_split(order, &starts, &timestamps, cut),
+        None => {
+            let groups = starts.len() - 1;
+            (order, starts, vec![true; groups], None)
+        }
+    };
     let n_users = starts.len() - 1;
     // Role of every row, in grouped order.
     let mut train_rows = Vec::with_capacity(order.len());
     for u in 0..n_users {
         let n = starts[u + 1] - starts[u];
         for p in 0..n {
-            if split::role(p, n, config.validation) == Role::Train {
+            if split::role_in(p, n, config.validation, has_test[u]) == Role::Train {
                 train_rows.push(order[starts[u] + p]);
             }
         }
@@ -677,9 +749,23 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         }
         None => None,
     };
+    let mut cold_items = 0;
+    if config.cold_items {
+        let side = input.items.as_ref().ok_or_else(|| {
+            Error::config(
+                "encode.cold_items",
+                "cold items come from the item side table, and the ingest output has none",
+            )
+        })?;
+        let listed = side.ids(col::ITEM_ID)?;
+        let with_cold = item_vocab.with_unseen(&listed);
+        cold_items = with_cold.known_len() - item_vocab.known_len();
+        item_vocab = with_cold;
+    }
     tracing::info!(
         users = user_vocab.known_len(),
         items = item_vocab.known_len(),
+        cold_items,
         "vocabularies fitted"
     );
 
@@ -697,12 +783,13 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         ));
     }
     let users_of_group: Vec<u32> = users_enc.iter().map(|&u| u as u32).collect();
-    let mut splits = split::build_capped(
+    let mut splits = split::build_split(
         &users_of_group,
         &starts,
         &items_enc,
         config.validation,
         config.max_examples_per_user.as_ref(),
+        &has_test,
     );
     // Each user's sequence once, in user-index order (the vocabulary orders users by
     // frequency, not as the groups come), with its training prefix and timestamps.
@@ -723,7 +810,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             let (s, e) = (starts[g], starts[g + 1]);
             seq_items.extend(items_enc[s..e].iter().map(|&i| i as u32));
             seq_times.extend_from_slice(&ts_ordered[s..e]);
-            train_len.push(split::training_len(e - s, config.validation) as u32);
+            train_len.push(split::training_len_in(e - s, config.validation, has_test[g]) as u32);
         } else {
             train_len.push(0);
         }
@@ -827,6 +914,8 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let stats = EncodeStats {
         interactions,
         rows_after_cut,
+        time_split,
+        cold_items,
         grown: grown.map(|e| {
             let feature_values = |vocabs: &[(String, Vocabulary)]| {
                 vocabs.iter().map(|(_, v)| v.known_len()).sum::<usize>()
@@ -848,7 +937,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         valid_rows: splits.valid.len(),
         test_rows: splits.test.len(),
         users_without_test: (0..n_users)
-            .filter(|&u| starts[u + 1] - starts[u] < 2)
+            .filter(|&u| starts[u + 1] - starts[u] < 2 || !has_test[u])
             .count(),
         test_targets_oov: oov(&splits.test),
         valid_targets_oov: oov(&splits.valid),

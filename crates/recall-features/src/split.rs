@@ -43,10 +43,26 @@ pub fn role(p: usize, n: usize, validation: bool) -> Role {
     }
 }
 
+/// The role of position `p` in a sequence of `n` interactions that ends in a test target
+/// (`has_test`) or not: a time split's user with nothing after the cut has no test row, and
+/// its last interaction is the validation target, as if the test came next.
+pub fn role_in(p: usize, n: usize, validation: bool, has_test: bool) -> Role {
+    if has_test {
+        role(p, n, validation)
+    } else {
+        role(p, n + 1, validation)
+    }
+}
+
 /// Training positions of a user's sequence of `n` interactions: `0..training_len(n)`.
 pub fn training_len(n: usize, validation: bool) -> usize {
+    training_len_in(n, validation, true)
+}
+
+/// [`training_len`] of a sequence with or without a test target (see [`role_in`]).
+pub fn training_len_in(n: usize, validation: bool, has_test: bool) -> usize {
     (0..n)
-        .take_while(|&p| role(p, n, validation) == Role::Train)
+        .take_while(|&p| role_in(p, n, validation, has_test) == Role::Train)
         .count()
 }
 
@@ -111,6 +127,26 @@ pub fn build_capped(
     validation: bool,
     cap: Option<&ExampleCap>,
 ) -> Splits {
+    build_split(
+        users,
+        starts,
+        items,
+        validation,
+        cap,
+        &vec![true; users.len()],
+    )
+}
+
+/// [`build_capped`] where group `g` ends in a test target only when `has_test[g]` (a time
+/// split: see [`role_in`]).
+pub fn build_split(
+    users: &[u32],
+    starts: &[usize],
+    items: &[i32],
+    validation: bool,
+    cap: Option<&ExampleCap>,
+    has_test: &[bool],
+) -> Splits {
     let mut train = SplitRows::default();
     let mut valid = SplitRows::default();
     let mut test = SplitRows::default();
@@ -121,7 +157,7 @@ pub fn build_capped(
         let n = items.len();
         train_positions.clear();
         for p in 1..n {
-            match role(p, n, validation) {
+            match role_in(p, n, validation, has_test[g]) {
                 Role::Train if items[p] == OOV_INDEX => train_targets_oov += 1,
                 Role::Train => train_positions.push(p),
                 Role::Valid => valid.push(user, p as u32, 0),

@@ -82,6 +82,17 @@ impl<K: Hash + Eq + Ord + Clone> VocabOf<K> {
         &self.raw
     }
 
+    /// This vocabulary with `new` values appended at count 0.
+    fn appended(&self, new: Vec<K>) -> VocabOf<K> {
+        let entries = self
+            .raw
+            .iter()
+            .cloned()
+            .zip(self.counts.iter().copied())
+            .chain(new.into_iter().map(|k| (k, 0)));
+        Self::from_sorted(entries.collect())
+    }
+
     /// This vocabulary grown by `fresh` (fitted on newer data): every value keeps its index,
     /// values only `fresh` knows are appended in its order (frequency, then raw value), and
     /// counts become `fresh`'s (0 for a value the newer data lacks).
@@ -147,6 +158,37 @@ impl Vocabulary {
                 "the earlier run's values are integers and this data's are strings: grow from \
                  a run of the same source, or leave `init_from` out to fit anew",
             )),
+        }
+    }
+
+    /// This vocabulary with every value of `listed` it lacks appended (count 0), in ascending
+    /// order of value: items a side table lists that no training interaction has (cold items).
+    /// Integer values are compared as text in a string vocabulary, as [`Vocabulary::encode`]
+    /// does; string values cannot join an integer vocabulary and are left out.
+    pub fn with_unseen(&self, listed: &RawIds) -> Vocabulary {
+        let missing = self
+            .encode(listed)
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, i)| i == OOV_INDEX);
+        match (self, listed) {
+            (Vocabulary::Int(v), RawIds::Int(ids)) => {
+                let mut new: Vec<i64> = missing.map(|(r, _)| ids[r]).collect();
+                new.sort_unstable();
+                new.dedup();
+                Vocabulary::Int(v.appended(new))
+            }
+            (Vocabulary::Str(v), _) => {
+                let text = |r: usize| match listed {
+                    RawIds::Int(ids) => ids[r].to_string(),
+                    RawIds::Str(a) => a.value(r).to_owned(),
+                };
+                let mut new: Vec<String> = missing.map(|(r, _)| text(r)).collect();
+                new.sort_unstable();
+                new.dedup();
+                Vocabulary::Str(v.appended(new))
+            }
+            (Vocabulary::Int(_), RawIds::Str(_)) => self.clone(),
         }
     }
 

@@ -738,4 +738,33 @@ mod tests {
             assert!(err.contains("init_from") && err.contains(needle), "{err}");
         }
     }
+
+    /// A time split with cold items: the report has the cold-item section, and its cold and
+    /// warm users add up to the test users.
+    #[test]
+    fn a_time_split_reports_cold_and_warm_targets_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\narriving_items = 0.3\n\
+                    [encode]\ntest_from = 1009843200\ncold_items = true\n\
+                    [evaluate]\nks = [10, 50]\nbootstrap = 20\nindex = false\n\
+                    [export]\ntop_k = 10\nbuild_index = false\n\
+                    [[models]]\nname = \"dssm\"\nmodel = { kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8] }\n\
+                    train = { epochs = 1, batch_size = 64 }\n";
+        let config = crate::config::parse(text, Path::new("cold.toml")).unwrap();
+        execute(&config, &dir.path().join("t"), None, false, false).unwrap();
+        let results =
+            crate::stages::evaluate::EvaluateReport::read(&dir.path().join("t/evaluate")).unwrap();
+        let encode = Manifest::read(&dir.path().join("t/encode")).unwrap();
+        assert!(
+            encode.stats["cold_items"].as_u64().unwrap() > 0,
+            "{}",
+            encode.stats
+        );
+        for row in results.results.iter().filter(|r| r.split == "test") {
+            let b = row.by_target.unwrap();
+            assert_eq!(b.cold.users + b.warm.users, results.test_users, "{row:?}");
+        }
+        let report = std::fs::read_to_string(dir.path().join("t/report/report.md")).unwrap();
+        assert!(report.contains("## Cold-item targets"), "{report}");
+    }
 }

@@ -652,3 +652,85 @@ fn a_time_cut_without_timestamps_names_the_key_and_the_file() {
         "{err}"
     );
 }
+
+/// A time split (`test_from`): each user's first interaction at or after the cut is the test
+/// target and everything later is left out; a user with nothing after the cut has validation
+/// and training only, a user with nothing before it is left out. With `cold_items`, an item
+/// that only appears after the cut (or nowhere) but is listed in the item table is indexed
+/// after the known ones, so a test target among them is rankable, not OOV.
+#[test]
+fn a_time_split_tests_the_first_interaction_after_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    // user 1: items 10, 11, 12 before the cut, then 50 (new) and 13 after;
+    // user 2: items 10, 11 before only; user 3: item 11 after only.
+    let rows: [(i64, i64, i64, i64); 10] = [
+        (1, 10, 0, 100),
+        (1, 11, 1, 200),
+        (1, 12, 2, 300),
+        (1, 50, 3, 1_000),
+        (1, 13, 4, 1_100),
+        (2, 10, 0, 150),
+        (2, 11, 1, 250),
+        (2, 12, 2, 260),
+        (3, 11, 0, 1_200),
+        (2, 13, 3, 270),
+    ];
+    let column = |f: fn(&(i64, i64, i64, i64)) -> i64| {
+        Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as _
+    };
+    let batch = RecordBatch::try_from_iter([
+        ("user_id", column(|r| r.0)),
+        ("item_id", column(|r| r.1)),
+        ("seq", column(|r| r.2)),
+        ("timestamp", column(|r| r.3)),
+    ])
+    .unwrap();
+    recall_core::write::write_parquet(&dir.path().join("interactions.parquet"), &batch, &[])
+        .unwrap();
+    let items = RecordBatch::try_from_iter([(
+        "item_id",
+        Arc::new(Int64Array::from(vec![10, 11, 12, 13, 50, 99])) as _,
+    )])
+    .unwrap();
+    recall_core::write::write_parquet(&dir.path().join("items.parquet"), &items, &[]).unwrap();
+    let input = EncodeInput::read_dir(dir.path()).unwrap();
+    let config = EncodeConfig {
+        test_from: Some(500),
+        cold_items: true,
+        ..EncodeConfig::default()
+    };
+    let e = encode(&input, &config).unwrap();
+    let split = e.manifest.stats.time_split.clone().unwrap();
+    assert_eq!((split.users_only_after, split.users_only_before), (1, 1));
+    assert_eq!(split.rows_left_out, 2); // user 1's item 13 and user 3's item 11
+    // Training knows 10, 11 and 12 (2, 3, 4); 13 (only a validation target), 50 and 99 are
+    // cold, after them in ascending order.
+    assert_eq!(e.manifest.stats.cold_items, 3);
+    let index = |raw: i64| e.items.encode(&recall_core::RawIds::Int(vec![raw]))[0];
+    assert_eq!([10, 11, 12, 13, 50, 99].map(index), [2, 3, 4, 5, 6, 7]);
+    // One test row: user 1 at position 3, target 50, history 10, 11, 12.
+    assert_eq!(e.test.len(), 1);
+    let (u, p) = (e.test.user[0], e.test.position[0]);
+    assert_eq!((p, e.sequences.target(u, p)), (3, index(50) as u32));
+    assert_eq!(e.sequences.sequence(u).len(), 4);
+    // Validation: each user's last interaction before the cut (user 1's 12, user 2's 13).
+    let mut valid: Vec<u32> = (0..e.valid.len())
+        .map(|r| e.sequences.target(e.valid.user[r], e.valid.position[r]))
+        .collect();
+    valid.sort_unstable();
+    let mut want = vec![index(12) as u32, index(13) as u32];
+    want.sort_unstable();
+    assert_eq!(valid, want);
+    assert_eq!(e.manifest.stats.test_targets_oov, 0);
+    assert_eq!(e.manifest.stats.users_without_test, 1);
+    // Without cold items the new item is out of vocabulary.
+    let plain = encode(
+        &input,
+        &EncodeConfig {
+            cold_items: false,
+            ..config
+        },
+    )
+    .unwrap();
+    assert_eq!(plain.manifest.stats.test_targets_oov, 1);
+}

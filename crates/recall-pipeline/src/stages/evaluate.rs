@@ -11,7 +11,7 @@ use candle_core::Device;
 use recall_core::columns::FIRST_ITEM;
 use recall_eval::Embeddings;
 use recall_eval::baselines;
-use recall_eval::metrics::{self, Metric};
+use recall_eval::metrics::{self, GroupMetric, Metric};
 use recall_eval::split::{EvalSplit, SeenFilter, SeenView};
 use recall_eval::topk::{self, Lists, Options, TopK};
 use recall_export::export::INDEX_FILE;
@@ -39,6 +39,18 @@ pub struct ResultRow {
     pub metrics: BTreeMap<String, f64>,
     /// 95 % bootstrap interval of HitRate@50 (or of the largest K below 50).
     pub hit_rate_ci95: Option<(f64, f64)>,
+    /// With cold items (`encode.cold_items`): HitRate at the same K over the users whose
+    /// target is a cold item and over the others, each with its interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_target: Option<ColdWarm>,
+}
+
+/// HitRate@`k` over cold-item targets and over warm ones ([`ResultRow::by_target`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ColdWarm {
+    pub k: usize,
+    pub cold: GroupMetric,
+    pub warm: GroupMetric,
 }
 
 /// What the seen filter's views are, for a report, card or ablation reader.
@@ -86,6 +98,8 @@ pub fn per_user_file(model: &str, split: &str, view: SeenView) -> PathBuf {
 struct Scored<'a> {
     split: &'a str,
     filter: SeenFilter,
+    /// Whether each query row's target is a cold item (with `encode.cold_items`).
+    cold: Option<&'a [bool]>,
 }
 
 fn score(
@@ -122,6 +136,23 @@ fn score(
         .max()
         .unwrap_or(config.ks[0]);
     let ci = report.bootstrap(ci_k, Metric::HitRate, config.bootstrap, 0.95, seed);
+    let by_target = at.cold.and_then(|cold| {
+        let group = |want: bool| {
+            report.over_group(
+                ci_k,
+                Metric::HitRate,
+                |row| cold[row] == want,
+                config.bootstrap,
+                0.95,
+                seed,
+            )
+        };
+        Some(ColdWarm {
+            k: ci_k,
+            cold: group(true)?,
+            warm: group(false)?,
+        })
+    });
     Ok((
         ResultRow {
             model: name.to_owned(),
@@ -136,6 +167,7 @@ fn score(
             recent_window: at.filter.recent_window(),
             metrics: m,
             hit_rate_ci95: ci,
+            by_target,
         },
         report,
     ))
@@ -222,6 +254,10 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         seed,
         device,
     } = inputs;
+    // Cold items are the item table's last rows (`encode.cold_items`).
+    let manifest = recall_core::encoded::FeatureManifest::read(encode_dir)?;
+    let first_cold = (manifest.stats.cold_items > 0)
+        .then(|| (manifest.item_table_size - manifest.stats.cold_items) as u32);
     let mut splits = vec![TEST];
     if config.validation {
         if !encode_dir.join(VALID.1).exists() {
@@ -269,9 +305,11 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
             );
         }
         let mut seen = SeenLists::new(&split);
+        let cold = first_cold.map(|first| split.cold_targets(first));
         let at = |filter| Scored {
             split: split_name,
             filter,
+            cold: cold.as_deref(),
         };
         for filter in config.views(split.history_len) {
             let options = Options {

@@ -192,6 +192,7 @@ pub fn run(
             );
         }
     }
+    write_cold_targets(&mut md, rows);
     write_warm_start(&mut md, &runs);
     let md_path = out.join("report.md");
     recall_core::write::write_bytes(&md_path, md.as_bytes())?;
@@ -374,4 +375,38 @@ fn write_warm_start(md: &mut String, runs: &RunReports) {
         "\nCarried weights are `shrink * earlier + perturb * fresh` (Ash and Adams 2020); the optimiser starts \
          fresh (Adam's moments at zero); models without `init_from` train from scratch on the same grown encoding."
     );
+}
+
+/// The report's cold-start section: HitRate over test targets that are cold items (indexed
+/// from the item side table, no training interaction) and over the others.
+fn write_cold_targets(md: &mut String, rows: &[crate::stages::evaluate::ResultRow]) {
+    let split: Vec<_> = rows
+        .iter()
+        .filter(|r| r.split == "test" && r.search == "exact")
+        .filter_map(|r| r.by_target.map(|b| (r, b)))
+        .collect();
+    let Some((_, first)) = split.first() else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\n## Cold-item targets\n\nTest users whose target is a cold item (listed in the item side table, \
+         never a training interaction: {} users) and the others ({} users), HitRate@{} with its 95 % bootstrap \
+         interval.\n\n| model | seen filter | cold targets | warm targets |\n|---|---|---|---|",
+        first.cold.users, first.warm.users, first.k
+    );
+    let shown = |g: &recall_eval::metrics::GroupMetric| match g.ci95 {
+        Some((lo, hi)) => format!("{:.4} ({lo:.4}-{hi:.4})", g.mean),
+        None => format!("{:.4}", g.mean),
+    };
+    for (row, b) in split {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            row.model,
+            row.view_label(),
+            shown(&b.cold),
+            shown(&b.warm)
+        );
+    }
 }
