@@ -14,7 +14,8 @@ use recall_features::encode::{EncodeConfig, EncodeInput, encode};
 use recall_models::config::{ModelConfig, TrainConfig};
 use recall_models::{EncodedData, TwoTower, checkpoint, train};
 
-fn encoded() -> PathBuf {
+/// The synthetic data the model tests train on, ingested into a fresh directory.
+fn ingested() -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
         600, 300, 30, 5,
@@ -22,6 +23,11 @@ fn encoded() -> PathBuf {
     .unwrap()
     .write(&dir)
     .unwrap();
+    dir
+}
+
+fn encoded() -> PathBuf {
+    let dir = ingested();
     let e = encode(
         &EncodeInput::read_dir(&dir).unwrap(),
         &EncodeConfig::default(),
@@ -702,13 +708,7 @@ fn checkpoint_reloads_bit_identical(kind: &str) {
 /// model's). Another kind or width is refused with both values named.
 #[test]
 fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
-    let dir = tempfile::tempdir().unwrap().keep();
-    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
-        600, 300, 30, 5,
-    )))
-    .unwrap()
-    .write(&dir)
-    .unwrap();
+    let dir = ingested();
     let input = || EncodeInput::read_dir(&dir).unwrap();
     let times: Vec<i64> = input()
         .interactions
