@@ -708,7 +708,16 @@ fn checkpoint_reloads_bit_identical(kind: &str) {
 /// model's). Another kind or width is refused with both values named.
 #[test]
 fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
-    let dir = ingested();
+    // A third of the items arrive over time, so day 2 has new ones.
+    let dir = tempfile::tempdir().unwrap().keep();
+    let arriving = SyntheticConfig {
+        arriving_items: 0.3,
+        ..SyntheticConfig::new(600, 300, 30, 5)
+    };
+    ingest(&IngestConfig::Synthetic(arriving))
+        .unwrap()
+        .write(&dir)
+        .unwrap();
     let input = || EncodeInput::read_dir(&dir).unwrap();
     let times: Vec<i64> = input()
         .interactions
@@ -733,6 +742,7 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
     };
     let day2 = encode(&grown, &EncodeConfig::default()).unwrap();
     let new_items = day2.manifest.stats.grown.as_ref().unwrap().items_new;
+    assert!(new_items > 0);
     day2.write(&dir.join("day2")).unwrap();
     let data1 = EncodedData::read_dir(&dir.join("day1")).unwrap();
     let data2 = EncodedData::read_dir(&dir.join("day2")).unwrap();
@@ -790,6 +800,23 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
         warm_hr > fresh_hr + 0.02,
         "warm {warm_hr} vs fresh {fresh_hr}"
     );
+
+    // The sequence kinds take the same path: every block's tensors, the item rows grown.
+    for kind in ["sasrec", "hstu"] {
+        let (m, mut t) = sequence_config(kind, "full-softmax");
+        t.epochs = 1;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut earlier = TwoTower::new(&m, &data1, &mut rng, &Device::Cpu).unwrap();
+        train::train(&mut earlier, &data1, &t, 3).unwrap();
+        checkpoint::save(&earlier, &dir.join(kind)).unwrap();
+        let mut warm = TwoTower::new(&m, &data2, &mut rng, &Device::Cpu).unwrap();
+        let report = checkpoint::warm_start(&mut warm, &dir.join(kind), 1.0, 0.0).unwrap();
+        assert!(report.fresh_tensors.is_empty(), "{kind}: {report:?}");
+        assert!(report.tensors_loaded >= warm.params().len(), "{kind}: {report:?}");
+        assert!(report.rows_new >= new_items, "{kind}: {report:?}");
+        let (then, now) = (&earlier.tables().item, &warm.tables().item);
+        assert_eq!(now.weights[..then.weights.len()], then.weights[..], "{kind}");
+    }
 
     let (dssm, _) = configs("dssm");
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
