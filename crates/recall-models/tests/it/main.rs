@@ -812,10 +812,17 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
         let mut warm = TwoTower::new(&m, &data2, &mut rng, &Device::Cpu).unwrap();
         let report = checkpoint::warm_start(&mut warm, &dir.join(kind), 1.0, 0.0).unwrap();
         assert!(report.fresh_tensors.is_empty(), "{kind}: {report:?}");
-        assert!(report.tensors_loaded >= warm.params().len(), "{kind}: {report:?}");
+        assert!(
+            report.tensors_loaded >= warm.params().len(),
+            "{kind}: {report:?}"
+        );
         assert!(report.rows_new >= new_items, "{kind}: {report:?}");
         let (then, now) = (&earlier.tables().item, &warm.tables().item);
-        assert_eq!(now.weights[..then.weights.len()], then.weights[..], "{kind}");
+        assert_eq!(
+            now.weights[..then.weights.len()],
+            then.weights[..],
+            "{kind}"
+        );
     }
 
     let (dssm, _) = configs("dssm");
