@@ -189,6 +189,9 @@ class ExportedModel:
                     (row,) = self.encode("user", part["feature"], user)
                 elif index == "item_id":
                     row = item
+                    # A cold item (never a training interaction) reads the OOV row.
+                    if "cold_from" in part and item is not None and item >= part["cold_from"]:
+                        row = part["cold_row"]
                 elif index == "item_feature":
                     (row,) = self._item_feature(part["feature"], item) or [OOV]
                 else:

@@ -114,6 +114,16 @@ pub struct SyntheticConfig {
     /// with it before then (for time splits with cold items). Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub arriving_items: f64,
+    /// With arriving items: the probability that a draw picks, instead of a Zipf draw, one of
+    /// the current genre's items that arrived in the last 30 days (when there is one), as new
+    /// releases draw attention. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub new_item_boost: f64,
+    /// Longest gap between two sessions of a user, in days (gaps are uniform between an hour
+    /// and this): larger values spread each user's activity over a longer time, so more users
+    /// span a time split's cut. Default 10.
+    #[serde(default = "default_session_gap_days")]
+    pub max_session_gap_days: u32,
     /// Seed of everything random here.
     pub seed: u64,
 }
@@ -131,6 +141,8 @@ impl SyntheticConfig {
             focus: default_focus(),
             start_timestamp: default_start(),
             arriving_items: 0.0,
+            new_item_boost: 0.0,
+            max_session_gap_days: default_session_gap_days(),
             seed,
         }
     }
@@ -163,6 +175,16 @@ impl SyntheticConfig {
             prob(self.arriving_items),
             "arriving_items",
             "must be in [0, 1]",
+        )?;
+        check(
+            prob(self.new_item_boost),
+            "new_item_boost",
+            "must be in [0, 1]",
+        )?;
+        check(
+            self.max_session_gap_days >= 1,
+            "max_session_gap_days",
+            "must be at least 1",
         )?;
         check(
             self.popularity_exponent.is_finite() && self.popularity_exponent >= 0.0,
@@ -213,8 +235,22 @@ fn genre_name(g: usize) -> String {
 /// Users start within two years of `start_timestamp` (and items arrive within them).
 const USER_START_SPAN: i64 = 2 * 365 * 86_400;
 
+fn default_session_gap_days() -> u32 {
+    10
+}
+
+/// How long an arrived item counts as new for `new_item_boost`.
+const NEW_FOR: i64 = 30 * 86_400;
+
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+/// The entries of `late` (sorted by arrival) that arrived in `(from, to]`.
+fn arrived_between(late: &[(i64, usize)], from: i64, to: i64) -> &[(i64, usize)] {
+    let start = late.partition_point(|&(t, _)| t <= from);
+    let end = late.partition_point(|&(t, _)| t <= to);
+    &late[start..end.max(start)]
 }
 
 /// Generates the dataset described by `config`.
@@ -279,6 +315,21 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
             })
             .collect()
     });
+    // Each genre's late arrivals as (arrival, item), by arrival time.
+    let arrivals_by_genre: Option<Vec<Vec<(i64, usize)>>> = arrival.as_ref().map(|a| {
+        by_genre
+            .iter()
+            .map(|items| {
+                let mut late: Vec<(i64, usize)> = items
+                    .iter()
+                    .filter(|&&i| a[i] > i64::MIN)
+                    .map(|&i| (a[i], i))
+                    .collect();
+                late.sort_unstable();
+                late
+            })
+            .collect()
+    });
     let mean_extra = config.interactions_per_user.saturating_sub(5) as f64;
     let max_per_user = config.items.saturating_mul(3) / 4;
     let mut users = Vec::new();
@@ -320,18 +371,33 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
                     draw(&genre_sizes, &mut rng)
                 };
             }
-            let item = by_genre[genre][draw(&genre_cumulative[genre], &mut rng)];
-            if seen[item] == user as u32 || arrival.as_ref().is_some_and(|a| t < a[item]) {
+            // Sessions: mostly minutes apart, sometimes days.
+            let max_gap = i64::from(config.max_session_gap_days) * 86_400;
+            let mut gap = |rng: &mut Xoshiro256PlusPlus| {
+                if rng.random::<f64>() < 0.8 {
+                    rng.random_range(30..900)
+                } else {
+                    rng.random_range(3_600..max_gap)
+                }
+            };
+            // With items arriving over time the choice is made at the interaction's own time
+            // (its gap drawn first); without, the generator keeps its original order of draws.
+            let ahead = arrival.as_ref().map(|_| gap(&mut rng));
+            let now = t + ahead.unwrap_or(0);
+            let recent = arrivals_by_genre.as_ref().map_or(&[][..], |by| {
+                arrived_between(&by[genre], now - NEW_FOR, now)
+            });
+            let item = if !recent.is_empty() && rng.random::<f64>() < config.new_item_boost {
+                recent[rng.random_range(0..recent.len())].1
+            } else {
+                by_genre[genre][draw(&genre_cumulative[genre], &mut rng)]
+            };
+            if seen[item] == user as u32 || arrival.as_ref().is_some_and(|a| now < a[item]) {
                 continue;
             }
             seen[item] = user as u32;
             produced += 1;
-            // Sessions: mostly minutes apart, sometimes days.
-            t += if rng.random::<f64>() < 0.8 {
-                rng.random_range(30..900)
-            } else {
-                rng.random_range(3_600..(10 * 86_400))
-            };
+            t += ahead.unwrap_or_else(|| gap(&mut rng));
             let liked = favourites.contains(&primary[item]);
             let rating = (3.0 + f64::from(u8::from(liked)) + rng.random_range(-1.5..1.5))
                 .round()

@@ -364,6 +364,11 @@ pub struct DssmConfig {
     pub item_tower: Vec<usize>,
     /// Feed item side features (genres) to the item tower. Default true.
     pub item_features: bool,
+    /// Id dropout: during training each candidate's id row is replaced by the out-of-vocabulary
+    /// row with this probability while its features stay, so the tower learns to place an item
+    /// from its features alone, the path a cold item (`encode.cold_items`) takes: its id row
+    /// is never trained, so it always reads the OOV row. Default 0.
+    pub item_id_dropout: f32,
 }
 
 /// `kind = "youtubednn"`.
@@ -445,6 +450,8 @@ struct RawModelConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     item_features: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    item_id_dropout: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     blocks: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     heads: Option<usize>,
@@ -473,7 +480,7 @@ const POOLED_KEYS: [&str; 8] = [
     "history_features",
     "example_age",
 ];
-const DSSM_KEYS: [&str; 2] = ["item_tower", "item_features"];
+const DSSM_KEYS: [&str; 3] = ["item_tower", "item_features", "item_id_dropout"];
 const SASREC_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "ffn_width"];
 const HSTU_KEYS: [&str; 3] = ["blocks", "heads", "max_len"];
 
@@ -586,6 +593,7 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 user: raw.pooled(),
                 item_tower: raw.item_tower.clone().unwrap_or_else(default_tower),
                 item_features: raw.item_features.unwrap_or(true),
+                item_id_dropout: raw.item_id_dropout.unwrap_or(0.0),
             }),
             ModelKind::Youtubednn => ModelConfig::Youtubednn(YoutubednnConfig {
                 common: raw.common(),
@@ -621,6 +629,7 @@ impl From<ModelConfig> for RawModelConfig {
                 raw.set_mlp(&c.mlp, &c.user);
                 raw.item_tower = Some(c.item_tower.clone());
                 raw.item_features = Some(c.item_features);
+                raw.item_id_dropout = (c.item_id_dropout != 0.0).then_some(c.item_id_dropout);
             }
             ModelConfig::Youtubednn(c) => raw.set_mlp(&c.mlp, &c.user),
             ModelConfig::Sasrec(c) => {
@@ -842,6 +851,11 @@ impl ModelConfig {
         }
         if !(0.0..1.0).contains(&common.dropout) {
             return bad("dropout", "must be in [0, 1)");
+        }
+        if let Some(d) = self.dssm()
+            && !(0.0..1.0).contains(&d.item_id_dropout)
+        {
+            return bad("item_id_dropout", "must be in [0, 1)");
         }
         if let Some(user) = self.pooled_user()
             && (user.user_tower.is_empty() || user.user_tower.contains(&0))

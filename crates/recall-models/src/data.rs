@@ -38,6 +38,9 @@ pub struct EncodedData {
     pub item_counts: Vec<u64>,
     /// Each user's training interactions, sorted and unique (never drawn as its negatives).
     pub user_positives: Vec<Vec<u32>>,
+    /// The first cold item (`encode.cold_items`: indexed from the item side table, no training
+    /// interaction; every index from here on is one), `None` without cold items.
+    pub first_cold_item: Option<u32>,
 }
 
 /// The rows of one forward pass on the user side.
@@ -113,6 +116,8 @@ impl EncodedData {
             test,
             item_counts,
             user_positives,
+            first_cold_item: (m.stats.cold_items > 0)
+                .then(|| (m.item_table_size - m.stats.cold_items) as u32),
         })
     }
 

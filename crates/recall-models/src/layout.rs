@@ -141,6 +141,11 @@ impl TwoTower {
             json!({ "op": "lookup", "table": "item_embedding", "index": "item_id",
             "vocabulary": "item_embeddings.parquet (item_id, index_key)", "width": d }),
         ];
+        if let (Some(cold), Some(_)) = (data.first_cold_item, self.item_tower()) {
+            // A cold item's own row is never trained: the tower reads the OOV row instead.
+            parts[0]["cold_from"] = json!(cold);
+            parts[0]["cold_row"] = json!(recall_core::columns::OOV_INDEX);
+        }
         let Some(dssm) = self.config().dssm() else {
             return json!({ "parts": parts, "width": d, "encoder": { "kind": "none",
                 "computation": "the item's row of item_embedding, L2-normalised" } });

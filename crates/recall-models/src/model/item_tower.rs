@@ -11,6 +11,18 @@ use crate::model::sparse::Distinct;
 use crate::model::tables::{ItemFeatureSource, StepTables, dense_values};
 use crate::model::tower::{Pass, Tower};
 use crate::ops::fused::l2_normalize;
+use recall_core::columns::OOV_INDEX;
+
+/// A uniform draw in [0, 1) from (seed, position, item): splitmix64 of their mix.
+fn unit_draw(seed: u64, position: u64, item: u32) -> f32 {
+    let mut z = seed
+        ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(item).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 24) as f32
+}
 
 /// A model's item tower.
 #[derive(Debug, Clone)]
@@ -22,6 +34,8 @@ pub struct ItemTower {
     item_dense: bool,
     /// Sources of the step's `item_features`, in the same order.
     item_sources: Vec<ItemFeatureSource>,
+    /// Probability that a training candidate's id row is the OOV row (`item_id_dropout`).
+    id_dropout: f32,
 }
 
 impl ItemTower {
@@ -30,13 +44,44 @@ impl ItemTower {
         mean: bool,
         item_dense: bool,
         item_sources: Vec<ItemFeatureSource>,
+        id_dropout: f32,
     ) -> Self {
         ItemTower {
             tower,
             mean,
             item_dense,
             item_sources,
+            id_dropout,
         }
+    }
+
+    /// Whether the tower ever reads the OOV row in place of an item's own: with id dropout, or
+    /// with cold items (whose own rows are never trained).
+    pub(crate) fn reads_oov_row(&self, data: &EncodedData) -> bool {
+        self.id_dropout > 0.0 || data.first_cold_item.is_some()
+    }
+
+    /// The id row each candidate reads: its own, or the OOV row for a cold item and, while
+    /// training, for a candidate its id dropout drops (a seeded choice per step, position and
+    /// item, so a step is repeatable).
+    fn id_rows(&self, data: &EncodedData, candidates: &[u32], pass: &Pass<'_>) -> Vec<u32> {
+        let cold_from = data.first_cold_item.unwrap_or(u32::MAX);
+        let seed = match pass {
+            Pass::Train { seed, .. } if self.id_dropout > 0.0 => Some(*seed),
+            _ => None,
+        };
+        candidates
+            .iter()
+            .enumerate()
+            .map(|(j, &c)| {
+                let dropped = seed.is_some_and(|s| unit_draw(s, j as u64, c) < self.id_dropout);
+                if c >= cold_from || dropped {
+                    OOV_INDEX as u32
+                } else {
+                    c
+                }
+            })
+            .collect()
     }
 
     pub(crate) fn item_sources(&self) -> &[ItemFeatureSource] {
@@ -58,7 +103,8 @@ impl ItemTower {
         // the rows are copied out (on ML-1M at batch 4,096 about half the rows are repeats).
         // Batch normalisation still sees the whole batch: each distinct row is weighted by its
         // number of copies.
-        if !pass.dropout_active() {
+        let id_dropout = pass.is_training() && self.id_dropout > 0.0;
+        if !pass.dropout_active() && !id_dropout {
             let distinct = Distinct::new(candidates.iter().copied(), data.item_table_size);
             if distinct.ids.len() < n {
                 let positions: Vec<u32> =
@@ -93,7 +139,7 @@ impl ItemTower {
         let mean = self.mean;
         let mut plan = InputPlan::new(candidates.len());
         let items = plan.table(&step.item);
-        plan.lookup(items, candidates.iter().copied());
+        plan.lookup(items, self.id_rows(data, candidates, pass));
         for (g, &source) in step.item_features.iter().zip(&self.item_sources) {
             let t = plan.table(g);
             if source.is_scalar() {

@@ -312,6 +312,7 @@ impl TwoTower {
                     mean,
                     dssm.item_features,
                     inputs.item_sources.clone(),
+                    dssm.item_id_dropout,
                 ))
             }
             None => ItemEncoder::Table,
@@ -428,7 +429,13 @@ impl TwoTower {
             .iter()
             .flat_map(|h| h.iter().copied())
             .chain(candidates.iter().copied())
-            .chain([0]);
+            .chain([0])
+            // The OOV row, for an item tower that reads it in place of an item's own.
+            .chain(
+                self.item_tower()
+                    .filter(|t| t.reads_oov_row(data))
+                    .map(|_| recall_core::columns::OOV_INDEX as u32),
+            );
         let user_values = |values: &[u32]| -> Vec<u32> {
             rows.users.iter().map(|&u| values[u as usize]).collect()
         };

@@ -132,7 +132,7 @@ pub(crate) fn position_table(
 /// Dropout in a training pass (seeded masks), the identity otherwise.
 pub(crate) fn dropout(x: Tensor, pass: &mut Pass<'_>) -> Result<Tensor> {
     match pass {
-        Pass::Train { dropout, mask } if *dropout > 0.0 => Ok(x.mul(&mask(x.dims())?)?),
+        Pass::Train { dropout, mask, .. } if *dropout > 0.0 => Ok(x.mul(&mask(x.dims())?)?),
         _ => Ok(x),
     }
 }

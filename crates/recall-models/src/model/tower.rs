@@ -132,7 +132,13 @@ pub type MaskSource<'a> = &'a mut dyn FnMut(&[usize]) -> Result<Tensor>;
 /// the running ones) and dropout masks at `dropout` (none at 0).
 pub enum Pass<'a> {
     Infer,
-    Train { dropout: f32, mask: MaskSource<'a> },
+    /// `seed` is the step's: what a random choice other than a dropout mask (the item id
+    /// dropout) draws from, so a step is repeatable.
+    Train {
+        dropout: f32,
+        mask: MaskSource<'a>,
+        seed: u64,
+    },
 }
 
 impl Pass<'_> {
@@ -318,7 +324,7 @@ impl Tower {
                 None => bias_activation(&z, &l.bias, &l.alpha)?,
             };
             if i + 1 < n
-                && let Pass::Train { dropout, mask } = pass
+                && let Pass::Train { dropout, mask, .. } = pass
                 && *dropout > 0.0
             {
                 x = x.mul(&mask(x.dims())?)?;
@@ -413,6 +419,7 @@ mod tests {
                     let mut pass = Pass::Train {
                         dropout: 0.0,
                         mask: &mut mask,
+                        seed: 0,
                     };
                     let y = if fused {
                         tower.forward(x.as_tensor(), &mut pass, weights).unwrap()
@@ -501,6 +508,7 @@ mod tests {
         let mut train = Pass::Train {
             dropout: 0.0,
             mask: &mut mask,
+            seed: 0,
         };
         let full = a.forward(&repeated, &mut train, None).unwrap();
         let weighted = b

@@ -184,6 +184,7 @@ pub(crate) fn batch_loss(
         let mut pass = Pass::Train {
             dropout: dropout_rate,
             mask: &mut mask,
+            seed: draw.dropout_seed,
         };
         let u = model.users(data, &step, &urows, &mut pass)?;
         let v = model.items(data, &step, &items, &mut pass)?;
@@ -212,6 +213,7 @@ pub(crate) fn batch_loss(
         let mut pass = Pass::Train {
             dropout: dropout_rate,
             mask: &mut mask,
+            seed: draw.dropout_seed,
         };
         let u = model.users(data, &step, &urows, &mut pass)?;
         let v = model.items(data, &step, &batch.items, &mut pass)?;
@@ -242,6 +244,7 @@ pub(crate) fn batch_loss(
     let mut pass = Pass::Train {
         dropout: dropout_rate,
         mask: &mut mask,
+        seed: draw.dropout_seed,
     };
     let u = model.users(data, &step, &urows, &mut pass)?;
     let v = model.items(data, &step, &candidates, &mut pass)?;
@@ -414,6 +417,7 @@ fn sequence_loss(
     let mut pass = Pass::Train {
         dropout: model.config().common().dropout,
         mask: &mut mask,
+        seed: draw.dropout_seed,
     };
     let hidden = encoder.forward(&step.item, &padded, side.as_ref(), &mut pass)?;
     let count = picks.len();
@@ -551,6 +555,7 @@ mod tests {
             test: SplitRows::default(),
             item_counts: vec![1; 10],
             user_positives: Vec::new(),
+            first_cold_item: None,
         }
     }
 
