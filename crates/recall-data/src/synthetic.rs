@@ -373,7 +373,7 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
             }
             // Sessions: mostly minutes apart, sometimes days.
             let max_gap = i64::from(config.max_session_gap_days) * 86_400;
-            let mut gap = |rng: &mut Xoshiro256PlusPlus| {
+            let gap = |rng: &mut Xoshiro256PlusPlus| {
                 if rng.random::<f64>() < 0.8 {
                     rng.random_range(30..900)
                 } else {

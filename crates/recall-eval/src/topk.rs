@@ -276,6 +276,64 @@ pub fn exact(users: &Embeddings, items: &Embeddings, k: usize, options: &Options
     Ok(lists.remove(0))
 }
 
+/// Whether each row's target would rank in the top `k` if it were a cold item: the target
+/// scored by its `cold` vector (the one a model gives an item from its features alone) against
+/// every other rankable item's own vector, `exclude`d items left out. Ties count as misses.
+/// What validation can measure of a cold-start path when no validation target is cold.
+pub fn hits_as_cold(
+    users: &Embeddings,
+    items: &Embeddings,
+    cold: &Embeddings,
+    targets: &[u32],
+    exclude: Option<&Lists>,
+    k: usize,
+    options: &Options,
+) -> Result<Vec<bool>> {
+    if targets.len() != users.rows() || cold.rows() != items.rows() || cold.dim() != items.dim() {
+        return Err(Error::invalid(
+            "hits_as_cold",
+            format!(
+                "{} targets for {} users, {} cold vectors of width {} for {} items of width {}",
+                targets.len(),
+                users.rows(),
+                cold.rows(),
+                cold.dim(),
+                items.rows(),
+                items.dim()
+            ),
+        ));
+    }
+    // The target itself is out of the others' ranking.
+    let rows: Vec<Vec<u32>> = (0..targets.len())
+        .map(|r| {
+            let mut row = exclude.map_or_else(Vec::new, |e| e.get(r).to_vec());
+            row.push(targets[r]);
+            row
+        })
+        .collect();
+    let others = exact(
+        users,
+        items,
+        k,
+        &Options {
+            exclude: Some(Lists::from_rows(&rows)),
+            ..options.clone()
+        },
+    )?;
+    Ok((0..targets.len())
+        .map(|r| {
+            let u = users.row(r);
+            let score: f32 = u
+                .iter()
+                .zip(cold.row(targets[r] as usize))
+                .map(|(a, b)| a * b)
+                .sum();
+            let ranked = others.scores(r);
+            ranked.len() < k || score > ranked[k - 1]
+        })
+        .collect())
+}
+
 /// Exact top-`k` of every user for several exclusion views in one pass over the score
 /// blocks: each block's products are computed once and offered to every view (the matrix
 /// product is most of the cost at a large catalogue). `views[v]` is that view's exclusion
@@ -409,6 +467,29 @@ pub fn exact_views(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_as_cold_is_ranked_by_its_cold_vector_against_the_others() {
+        // Rows 0 and 1 reserved; items 2, 3, 4 score 0.9, 0.5, 0.1 for the one user.
+        let items = Embeddings::new(2, vec![0., 0., 0., 0., 0.9, 0., 0.5, 0., 0.1, 0.]).unwrap();
+        let users = Embeddings::new(2, vec![1.0, 0.0]).unwrap();
+        let options = Options {
+            first_item: 2,
+            ..Options::default()
+        };
+        let with = |cold_score: f32, exclude: Option<&Lists>| {
+            let mut cold = items.as_slice().to_vec();
+            cold[6] = cold_score; // item 3's cold vector
+            let cold = Embeddings::new(2, cold).unwrap();
+            hits_as_cold(&users, &items, &cold, &[3], exclude, 1, &options).unwrap()[0]
+        };
+        // Top-1 of the others is item 2 (0.9): a cold score above it hits, below misses.
+        assert!(with(0.95, None));
+        assert!(!with(0.2, None));
+        // With item 2 left out, the best other is item 4 (0.1).
+        let seen = Lists::from_rows(&[vec![2]]);
+        assert!(with(0.2, Some(&seen)));
+    }
     use proptest::prelude::*;
 
     /// Reference: score everything, sort by (score desc, index asc), skip excluded.

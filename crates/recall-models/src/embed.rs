@@ -10,8 +10,9 @@ use recall_eval::{Embeddings, metrics};
 
 use crate::data::{EncodedData, SplitRows};
 use crate::error::{Error, Result};
+use crate::model::tables::StepTables;
 use crate::model::{Pass, TwoTower, UserRows};
-use recall_core::columns::FIRST_ITEM;
+use recall_core::columns::{FIRST_ITEM, OOV_INDEX};
 
 impl TwoTower {
     /// Embeddings of every row of `split` (the user side at that row's history and age).
@@ -40,20 +41,42 @@ impl TwoTower {
     /// Embeddings of every item index (rows 0 and 1 are the reserved slots; skip them when
     /// ranking).
     pub fn embed_items(&self, data: &EncodedData) -> Result<Embeddings> {
+        self.embed_all_items(data, &[], |step, chunk| {
+            self.items(data, step, chunk, &mut Pass::Infer)
+        })
+    }
+
+    /// Every item's vector from its features alone (its id row replaced by the trained OOV
+    /// row), what a cold item gets: for the kinds with an item tower (DSSM), `None` for the
+    /// others, whose item vector is the item's own row.
+    pub fn embed_items_from_features(&self, data: &EncodedData) -> Result<Option<Embeddings>> {
+        let Some(tower) = self.item_tower() else {
+            return Ok(None);
+        };
+        self.embed_all_items(data, &[OOV_INDEX as u32], |step, chunk| {
+            tower.forward_features_only(data, step, chunk)
+        })
+        .map(Some)
+    }
+
+    /// Every item index through `vectors`, in chunks, each step gathering the chunk's rows and
+    /// `extra_rows`.
+    fn embed_all_items(
+        &self,
+        data: &EncodedData,
+        extra_rows: &[u32],
+        vectors: impl Fn(&StepTables, &[u32]) -> Result<Tensor>,
+    ) -> Result<Embeddings> {
         let all: Vec<u32> = (0..data.item_table_size as u32).collect();
         let mut out = Vec::with_capacity(all.len() * self.output_dim());
+        let rows = UserRows {
+            users: &[],
+            histories: &[],
+            ages: &[],
+        };
         for chunk in all.chunks(8192) {
-            let rows = UserRows {
-                users: &[],
-                histories: &[],
-                ages: &[],
-            };
-            let step = self.gather(data, &rows, chunk)?;
-            out.extend(
-                self.items(data, &step, chunk, &mut Pass::Infer)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?,
-            );
+            let step = self.gather(data, &rows, &[chunk, extra_rows].concat())?;
+            out.extend(vectors(&step, chunk)?.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(Embeddings::new(self.output_dim(), out)?)
     }

@@ -739,16 +739,16 @@ mod tests {
         }
     }
 
-    /// A time split with cold items: the report has the cold-item section, and its cold and
-    /// warm users add up to the test users.
+    /// A time split with cold items: the report has the cold-item section, its cold and warm
+    /// users add up to the test users, and DSSM's validation targets are ranked as if cold.
     #[test]
     fn a_time_split_reports_cold_and_warm_targets_apart() {
         let dir = tempfile::tempdir().unwrap();
         let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\narriving_items = 0.3\n\
                     [encode]\ntest_from = 1009843200\ncold_items = true\n\
-                    [evaluate]\nks = [10, 50]\nbootstrap = 20\nindex = false\n\
+                    [evaluate]\nks = [10, 50]\nbootstrap = 20\nindex = false\nvalidation = true\n\
                     [export]\ntop_k = 10\nbuild_index = false\n\
-                    [[models]]\nname = \"dssm\"\nmodel = { kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8] }\n\
+                    [[models]]\nname = \"dssm\"\nmodel = { kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8], item_id_dropout = 0.3 }\n\
                     train = { epochs = 1, batch_size = 64 }\n";
         let config = crate::config::parse(text, Path::new("cold.toml")).unwrap();
         execute(&config, &dir.path().join("t"), None, false, false).unwrap();
@@ -764,7 +764,15 @@ mod tests {
             let b = row.by_target.unwrap();
             assert_eq!(b.cold.users + b.warm.users, results.test_users, "{row:?}");
         }
+        // Validation ranks DSSM's targets as if cold too (the baselines have no such path).
+        for row in results.results.iter().filter(|r| r.split == "valid") {
+            assert_eq!(row.as_cold.is_some(), row.model == "dssm", "{row:?}");
+        }
         let report = std::fs::read_to_string(dir.path().join("t/report/report.md")).unwrap();
         assert!(report.contains("## Cold-item targets"), "{report}");
+        assert!(
+            report.contains("## Validation targets as if cold"),
+            "{report}"
+        );
     }
 }

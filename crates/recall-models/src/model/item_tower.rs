@@ -127,6 +127,18 @@ impl ItemTower {
         self.forward_rows(data, step, candidates, pass, None)
     }
 
+    /// Vectors `[N, out]` of `candidates` from their features alone: every id row is the OOV
+    /// row, as a cold item's is (`step` must have gathered it).
+    pub(crate) fn forward_features_only(
+        &self,
+        data: &EncodedData,
+        step: &StepTables,
+        candidates: &[u32],
+    ) -> Result<Tensor> {
+        let oov = vec![OOV_INDEX as u32; candidates.len()];
+        self.forward_with_ids(data, step, candidates, &oov, &mut Pass::Infer, None)
+    }
+
     /// The tower over `candidates` as given (one row each).
     fn forward_rows(
         &self,
@@ -136,10 +148,24 @@ impl ItemTower {
         pass: &mut Pass<'_>,
         row_weights: Option<&[f32]>,
     ) -> Result<Tensor> {
+        let ids = self.id_rows(data, candidates, pass);
+        self.forward_with_ids(data, step, candidates, &ids, pass, row_weights)
+    }
+
+    /// The tower over `candidates`, each reading id row `id_rows[i]`.
+    fn forward_with_ids(
+        &self,
+        data: &EncodedData,
+        step: &StepTables,
+        candidates: &[u32],
+        id_rows: &[u32],
+        pass: &mut Pass<'_>,
+        row_weights: Option<&[f32]>,
+    ) -> Result<Tensor> {
         let mean = self.mean;
         let mut plan = InputPlan::new(candidates.len());
         let items = plan.table(&step.item);
-        plan.lookup(items, self.id_rows(data, candidates, pass));
+        plan.lookup(items, id_rows.iter().copied());
         for (g, &source) in step.item_features.iter().zip(&self.item_sources) {
             let t = plan.table(g);
             if source.is_scalar() {

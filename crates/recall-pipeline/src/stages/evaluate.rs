@@ -43,6 +43,12 @@ pub struct ResultRow {
     /// target is a cold item and over the others, each with its interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_target: Option<ColdWarm>,
+    /// On the validation split of a model with a feature-only item path (DSSM): HitRate at
+    /// the same K with each target scored by its vector from features alone against every
+    /// other item's own, as if it were a cold item (`recall_eval::topk::hits_as_cold`): how
+    /// settings of the cold path are chosen on validation, where targets are rarely cold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_cold: Option<GroupMetric>,
 }
 
 /// HitRate@`k` over cold-item targets and over warm ones ([`ResultRow::by_target`]).
@@ -128,13 +134,7 @@ fn score(
             m.insert(format!("mean_popularity@{k}"), p);
         }
     }
-    let ci_k = config
-        .ks
-        .iter()
-        .copied()
-        .filter(|&k| k <= 50)
-        .max()
-        .unwrap_or(config.ks[0]);
+    let ci_k = ci_k(config);
     let ci = report.bootstrap(ci_k, Metric::HitRate, config.bootstrap, 0.95, seed);
     let by_target = at.cold.and_then(|cold| {
         let group = |want: bool| {
@@ -168,6 +168,7 @@ fn score(
             metrics: m,
             hit_rate_ci95: ci,
             by_target,
+            as_cold: None,
         },
         report,
     ))
@@ -280,7 +281,13 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         let model = checkpoint::load(&train_dir.join(&entry.name), data, device)
             .with_context(|| format!("loading model `{}`", entry.name))?;
         let items = model.embed_items(data)?;
-        loaded.push((entry, model, items));
+        // Vectors from features alone, for the validation split's as-if-cold ranking.
+        let from_features = if config.validation {
+            model.embed_items_from_features(data)?
+        } else {
+            None
+        };
+        loaded.push((entry, model, items, from_features));
     }
     let mut rows = Vec::new();
     let mut written = Vec::new();
@@ -323,7 +330,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
             rows.push(score("random", &random, &split, at(filter), config, seed)?.0);
         }
         let data = data.as_ref();
-        for (entry, model, items) in &loaded {
+        for (entry, model, items, from_features) in &loaded {
             let data = data.context("encoded data")?;
             let query_rows = if split_name == TEST.0 {
                 &data.test
@@ -359,7 +366,11 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                 None => None,
             };
             for ((&filter, top), exclude) in views.iter().zip(&exact).zip(&exclusions) {
-                let (row, report) = score(&entry.name, top, &split, at(filter), config, seed)?;
+                let (mut row, report) = score(&entry.name, top, &split, at(filter), config, seed)?;
+                if let Some(cold) = from_features.as_ref().filter(|_| split_name == VALID.0) {
+                    row.as_cold =
+                        Some(as_cold(&users, items, cold, &split, exclude, config, seed)?);
+                }
                 let path = out.join(per_user_file(&entry.name, split_name, filter.view()));
                 recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
                 written.push(path);
@@ -395,6 +406,52 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
     recall_core::write::write_bytes(&path, &serde_json::to_vec_pretty(&report)?)?;
     written.push(path);
     Ok((written, report))
+}
+
+/// HitRate at the interval's K of `split`'s targets scored as if cold (see
+/// [`ResultRow::as_cold`]), with its bootstrap interval.
+fn as_cold(
+    users: &Embeddings,
+    items: &Embeddings,
+    from_features: &Embeddings,
+    split: &EvalSplit,
+    exclude: &Option<Lists>,
+    config: &EvaluateConfig,
+    seed: u64,
+) -> Result<GroupMetric> {
+    let k = ci_k(config);
+    let targets: Vec<u32> = (0..split.rows())
+        .map(|r| split.truth.get(r).first().copied().unwrap_or(0))
+        .collect();
+    let hits = topk::hits_as_cold(
+        users,
+        items,
+        from_features,
+        &targets,
+        exclude.as_ref(),
+        k,
+        &Options {
+            first_item: FIRST_ITEM,
+            ..Options::default()
+        },
+    )?;
+    let values: Vec<f64> = hits.iter().map(|&h| f64::from(u8::from(h))).collect();
+    Ok(GroupMetric {
+        users: values.len(),
+        mean: values.iter().sum::<f64>() / values.len().max(1) as f64,
+        ci95: metrics::bootstrap_mean(&values, config.bootstrap, 0.95, seed),
+    })
+}
+
+/// The K of the reported intervals: 50, or the largest configured K below it.
+fn ci_k(config: &EvaluateConfig) -> usize {
+    config
+        .ks
+        .iter()
+        .copied()
+        .filter(|&k| k <= 50)
+        .max()
+        .unwrap_or(config.ks[0])
 }
 
 /// The serving index export saved for `model`, checked against the model's item count.
