@@ -187,6 +187,19 @@ impl Table {
         }
     }
 
+    /// A complete Boolean column.
+    pub fn bools(&self, name: &str) -> Result<Vec<bool>> {
+        let array = self.column(name)?;
+        if array.null_count() > 0 {
+            return Err(self.null_error(name, array.as_ref()));
+        }
+        let values = array
+            .as_any()
+            .downcast_ref::<arrow_array::BooleanArray>()
+            .ok_or_else(|| self.type_error(name, array.data_type(), "Boolean"))?;
+        Ok(values.values().iter().collect())
+    }
+
     /// A complete integer column of any integer width, widened to i64.
     pub fn ints(&self, name: &str) -> Result<Vec<i64>> {
         let array = self.column(name)?;

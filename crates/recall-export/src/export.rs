@@ -3,7 +3,7 @@
 //!
 //! | file | content |
 //! |---|---|
-//! | `item_embeddings.parquet` | `item_id`, `index_key`, `embedding` for every known item |
+//! | `item_embeddings.parquet` | `item_id`, `index_key`, (`cold` with cold items), `embedding` for every known item |
 //! | `user_embeddings.parquet` | `user_id`, `embedding`: the user tower at the user's full history (test item included) and example age 0 |
 //! | `candidates.parquet` | `user_id`, `rank`, `item_id`, `score`: top-K per user, seen items filtered when configured |
 //! | `model.safetensors`, `config.json` | the checkpoint, unchanged |
@@ -401,12 +401,17 @@ pub fn export_model(
     let keys: Vec<i64> = (0..known_items.rows() as i64)
         .map(|r| r + i64::from(FIRST_ITEM))
         .collect();
+    // Cold items (`encode.cold_items`) are marked: their vectors come from their features.
+    let cold: Option<Vec<bool>> = data
+        .first_cold_item
+        .map(|first| keys.iter().map(|&k| k >= i64::from(first)).collect());
     let item_rows = vectors::write(
         &out.join("item_embeddings.parquet"),
         item_info,
         &item_ids,
         &known_items,
         Some(&keys),
+        cold.as_deref(),
     )?;
     let user_info = TableInfo {
         entity: "user",
@@ -418,6 +423,7 @@ pub fn export_model(
         user_info,
         &user_ids,
         &users,
+        None,
         None,
     )?;
 

@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 pub const EMBEDDING: &str = "embedding";
 /// Column of the serving-index key (item tables only).
 pub const INDEX_KEY: &str = "index_key";
+/// With cold items: whether each item is one (indexed from the item side table, no training
+/// interaction; its vector comes from its features alone where the model has that path).
+pub const COLD: &str = "cold";
 
 /// Checks a table before export; `what` names it in errors ("item embeddings of `dssm`").
 pub fn check(what: &str, ids: &RawIds, vectors: &[f32], dim: usize) -> Result<()> {
@@ -89,14 +92,15 @@ pub struct TableInfo<'a> {
     pub normalized: bool,
 }
 
-/// Checks and writes an embedding table atomically; `keys` adds the `index_key` column.
-/// Returns the number of rows written.
+/// Checks and writes an embedding table atomically; `keys` adds the `index_key` column and
+/// `cold` the [`COLD`] one. Returns the number of rows written.
 pub fn write(
     path: &Path,
     info: TableInfo<'_>,
     ids: &RawIds,
     vectors: &Embeddings,
     keys: Option<&[i64]>,
+    cold: Option<&[bool]>,
 ) -> Result<usize> {
     let what = format!("{} embeddings of `{}`", info.entity, info.model);
     check(&what, ids, vectors.as_slice(), vectors.dim())?;
@@ -110,6 +114,20 @@ pub fn write(
             )));
         }
         columns.push((INDEX_KEY, Arc::new(Int64Array::from(keys.to_vec())), false));
+    }
+    if let Some(cold) = cold {
+        if cold.len() != ids.len() {
+            return Err(Error::Invalid(format!(
+                "{what}: {} cold flags for {} rows",
+                cold.len(),
+                ids.len()
+            )));
+        }
+        columns.push((
+            COLD,
+            Arc::new(arrow_array::BooleanArray::from(cold.to_vec())),
+            false,
+        ));
     }
     columns.push((EMBEDDING, vector_array(vectors)?, false));
     let batch = recall_core::table::batch(columns)?;
@@ -142,7 +160,10 @@ mod tests {
         let path = dir.path().join("e.parquet");
         let ids = RawIds::Int(vec![10, 20]);
         let v = Embeddings::new(3, vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0]).unwrap();
-        assert_eq!(write(&path, info(), &ids, &v, Some(&[2, 3])).unwrap(), 2);
+        assert_eq!(
+            write(&path, info(), &ids, &v, Some(&[2, 3]), None).unwrap(),
+            2
+        );
         let (back_ids, back) = Embeddings::read_parquet(&path, "item_id", EMBEDDING).unwrap();
         assert_eq!(back, v);
         assert!(matches!(back_ids, RawIds::Int(ref x) if x == &[10, 20]));
@@ -156,7 +177,7 @@ mod tests {
         let path = dir.path().join("e.parquet");
         let ids = RawIds::Int(vec![10, 20]);
         let zero = Embeddings::new(2, vec![1.0, 0.0, 0.0, 0.0]).unwrap();
-        let err = write(&path, info(), &ids, &zero, None)
+        let err = write(&path, info(), &ids, &zero, None, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("id 20 has an all-zero vector"), "{err}");

@@ -774,5 +774,15 @@ mod tests {
             report.contains("## Validation targets as if cold"),
             "{report}"
         );
+        // Export marks the cold items.
+        let path = dir.path().join("t/export/dssm/item_embeddings.parquet");
+        let items = recall_core::Table::read(&path).unwrap();
+        let cold = items
+            .bools("cold")
+            .unwrap()
+            .into_iter()
+            .filter(|&c| c)
+            .count();
+        assert_eq!(cold as u64, encode.stats["cold_items"].as_u64().unwrap());
     }
 }
