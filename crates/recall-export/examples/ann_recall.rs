@@ -13,7 +13,8 @@
 //! ```
 //! Other options: `--queries N` (default 2000), `--k K` (default 100), `--ef N` (search
 //! expansion, repeatable to sweep), `--connectivity M`, `--expansion-add N`,
-//! `--build-threads N` (default 1, deterministic; the 1M figures used 2).
+//! `--build-threads N` (default 1, deterministic; the 1M figures used 2), `--add F` (also build
+//! over the first 1 - F of the items, save, reload, add the rest, and measure that index too).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -65,6 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut synthetic, mut dim, mut queries, mut k) = (0usize, 64usize, 2000usize, 100usize);
     let mut config = IndexConfig::default();
     let mut efs = Vec::new();
+    // With `--add F`: also build over the first (1 - F) of the items, save and reload that
+    // index, add the rest to it, and measure the grown index as well.
+    let mut add_fraction = None::<f64>;
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
@@ -78,6 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--connectivity" => config.connectivity = value()?.parse()?,
             "--expansion-add" => config.expansion_add = value()?.parse()?,
             "--build-threads" => config.build_threads = value()?.parse()?,
+            "--add" => add_fraction = Some(value()?.parse()?),
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -106,7 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         users.rows() as f64 / exact_s
     );
     let start = Instant::now();
-    let mut index = ApproximateIndex::build(&items, 0, config)?;
+    let index = ApproximateIndex::build(&items, 0, config)?;
     println!(
         "index build (M={}, efConstruction={}): {:.1} s",
         config.connectivity,
@@ -116,14 +121,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if efs.is_empty() {
         efs.push(config.expansion_search);
     }
-    for ef in efs {
+    let mut indexes = vec![("built at once", index)];
+    if let Some(f) = add_fraction {
+        let first = ((1.0 - f) * items.rows() as f64) as usize;
+        let start = Instant::now();
+        let older = ApproximateIndex::build(&items.select_rows(0..first), 0, config)?;
+        let dir = std::env::temp_dir().join(format!("ann-recall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        older.save(&dir.join("index.usearch"))?;
+        let built = start.elapsed().as_secs_f64();
+        let mut grown = ApproximateIndex::load(&dir.join("index.usearch"))?;
+        let start = Instant::now();
+        let added = grown.add(&items, first..items.rows())?;
+        println!(
+            "index over the first {first} items: {built:.1} s; {added} added to it after a reload: {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        std::fs::remove_dir_all(&dir)?;
+        indexes.push(("grown by adding", grown));
+    }
+    for (how, mut index) in indexes {
+        for &ef in &efs {
+            measure(how, &mut index, ef, &users, &exact, exact_s, k)?;
+        }
+    }
+    Ok(())
+}
+
+/// Recall and speed of `index` at search expansion `ef` against the exact ranking.
+fn measure(
+    how: &str,
+    index: &mut ApproximateIndex,
+    ef: usize,
+    users: &Embeddings,
+    exact: &topk::TopK,
+    exact_s: f64,
+    k: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    {
         index.set_expansion_search(ef);
         let start = Instant::now();
         let approximate = index.top_k(&users, k, None)?;
         let s = start.elapsed().as_secs_f64();
         println!(
-            "index ef={ef}: recall@{k} {:.4}, {:.3} s, {:.0} queries/s ({:.2}x exact)",
-            index::recall_at(&approximate, &exact, k),
+            "index {how}, ef={ef}: recall@{k} {:.4}, {:.3} s, {:.0} queries/s ({:.2}x exact)",
+            index::recall_at(&approximate, exact, k),
             s,
             users.rows() as f64 / s,
             exact_s / s

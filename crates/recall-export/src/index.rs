@@ -193,6 +193,46 @@ impl ApproximateIndex {
         &self.sidecar
     }
 
+    /// Adds rows `rows` of `items` (keyed by row number, as [`build`](Self::build) keys them)
+    /// to the index without rebuilding it: new items arriving after the index was built (a
+    /// cold item's vector from its features, say). A key already in the index is refused, and
+    /// so are vectors of another width. Returns how many were added.
+    pub fn add(&mut self, items: &Embeddings, rows: std::ops::Range<usize>) -> Result<usize> {
+        if items.dim() != self.sidecar.dim {
+            return Err(Error::Invalid(format!(
+                "adding vectors of dimension {} to an index of dimension {}",
+                items.dim(),
+                self.sidecar.dim
+            )));
+        }
+        if rows.end > items.rows() {
+            return Err(Error::Invalid(format!(
+                "rows {rows:?} of {} vectors",
+                items.rows()
+            )));
+        }
+        if let Some(row) = rows.clone().find(|&r| self.inner.contains(r as u64)) {
+            return Err(Error::Invalid(format!(
+                "item {row} is already in the index: only new items can be added (rebuild to \
+                 replace vectors)"
+            )));
+        }
+        let n = rows.len();
+        // The build's setting: a restored index forgets it (usearch keeps it out of the file).
+        self.inner
+            .change_expansion_add(self.sidecar.config.expansion_add);
+        self.inner
+            .reserve(self.inner.size() + n)
+            .map_err(|e| native("reserving room for new items", e))?;
+        for row in rows {
+            self.inner
+                .add(row as u64, items.row(row))
+                .map_err(|e| native("adding an item", e))?;
+        }
+        self.sidecar.items += n;
+        Ok(n)
+    }
+
     /// Saves the index to `path` and its sidecar to `<path>.json`, each atomically.
     pub fn save(&self, path: &Path) -> Result<Vec<PathBuf>> {
         let mut bytes = vec![0u8; self.inner.serialized_length()];
