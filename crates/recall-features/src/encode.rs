@@ -72,9 +72,11 @@ pub struct EncodeConfig {
     /// Every row needs a timestamp. Default: leave-last-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_from: Option<i64>,
-    /// Also index the items of the item side table that no training interaction has (cold
-    /// items, after every known item), so their features can give them a vector and a
-    /// held-out target among them can be ranked. Default false.
+    /// Also index the items of the item side table that the vocabulary lacks (cold items:
+    /// no training interaction, or fewer than `item_min_count`), after every known item, so
+    /// their features can give them a vector and a held-out target among them can be ranked.
+    /// A rare item that training histories hold then appears there at its cold index instead
+    /// of the OOV row. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cold_items: bool,
 }

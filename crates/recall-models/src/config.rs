@@ -366,8 +366,9 @@ pub struct DssmConfig {
     pub item_features: bool,
     /// Id dropout: during training each candidate's id row is replaced by the out-of-vocabulary
     /// row with this probability while its features stay, so the tower learns to place an item
-    /// from its features alone, the path a cold item (`encode.cold_items`) takes: its id row
-    /// is never trained, so it always reads the OOV row. Default 0.
+    /// from its features alone, the path a cold item (`encode.cold_items`) takes: its own id
+    /// row is never trained as a candidate, so on the item side it always reads the OOV row.
+    /// Default 0.
     pub item_id_dropout: f32,
 }
 
