@@ -146,7 +146,6 @@ impl EvalSplit {
         self.user_idx.len()
     }
 
-    /// Each query row's items the view leaves out (`None` for the unfiltered view).
     /// Whether each query row's target is at or above `first_cold` (a cold item: indexed
     /// from the item side table, never a training interaction; `encode.cold_items`).
     pub fn cold_targets(&self, first_cold: u32) -> Vec<bool> {
@@ -155,6 +154,7 @@ impl EvalSplit {
             .collect()
     }
 
+    /// Each query row's items the view leaves out (`None` for the unfiltered view).
     pub fn seen(&self, filter: SeenFilter) -> Option<Lists> {
         match filter {
             SeenFilter::None => None,
