@@ -95,16 +95,7 @@ impl Report {
             .filter(|&(&row, _)| in_group(row))
             .map(|(_, &v)| v)
             .collect();
-        let mean = if picked.is_empty() {
-            0.0
-        } else {
-            picked.iter().sum::<f64>() / picked.len() as f64
-        };
-        Some(GroupMetric {
-            users: picked.len(),
-            mean,
-            ci95: bootstrap_mean(&picked, resamples, level, seed),
-        })
+        Some(GroupMetric::of(&picked, resamples, level, seed))
     }
 
     /// Per-user values as a table: `user_row` then `<metric>@<k>` columns (Float32).
@@ -185,6 +176,17 @@ pub struct GroupMetric {
     pub mean: f64,
     /// Percentile-bootstrap interval at the requested level (`None` for no users).
     pub ci95: Option<(f64, f64)>,
+}
+
+impl GroupMetric {
+    /// The mean of per-user `values` (0 for none) and its percentile-bootstrap interval.
+    pub fn of(values: &[f64], resamples: usize, level: f64, seed: u64) -> Self {
+        GroupMetric {
+            users: values.len(),
+            mean: mean(values),
+            ci95: bootstrap_mean(values, resamples, level, seed),
+        }
+    }
 }
 
 /// Percentile bootstrap of the mean; `None` for no values.

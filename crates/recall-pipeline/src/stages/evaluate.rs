@@ -436,11 +436,7 @@ fn as_cold(
         },
     )?;
     let values: Vec<f64> = hits.iter().map(|&h| f64::from(u8::from(h))).collect();
-    Ok(GroupMetric {
-        users: values.len(),
-        mean: values.iter().sum::<f64>() / values.len().max(1) as f64,
-        ci95: metrics::bootstrap_mean(&values, config.bootstrap, 0.95, seed),
-    })
+    Ok(GroupMetric::of(&values, config.bootstrap, 0.95, seed))
 }
 
 /// The K of the reported intervals: 50, or the largest configured K below it.
