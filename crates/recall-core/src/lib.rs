@@ -10,6 +10,7 @@
 //!   and columns.
 //! - [`encoded`]: the encode stage's outputs (user sequences, splits as references into them,
 //!   vocabularies, side tables, `features.json`): their one owner, reader and writer.
+//! - [`mix`]: splitmix64's mixing function, for seeded per-user and per-candidate choices.
 //!
 //! This crate knows no dataset format, no model and no run-directory layout.
 
@@ -19,6 +20,7 @@ pub mod encoded;
 pub mod error;
 pub mod ids;
 pub mod ingested;
+pub mod mix;
 pub mod table;
 pub mod testing;
 pub mod write;

@@ -195,11 +195,8 @@ impl SyntheticConfig {
 }
 
 /// SplitMix64 step: decorrelates per-user seeds derived from one config seed.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+fn mix(z: u64) -> u64 {
+    recall_core::mix::mix64(z.wrapping_add(recall_core::mix::GOLDEN_GAMMA))
 }
 
 fn rng_for(seed: u64, stream: u64) -> Xoshiro256PlusPlus {

@@ -23,6 +23,7 @@
 use recall_core::columns::OOV_INDEX;
 use recall_core::encoded::SplitRows;
 pub use recall_core::encoded::{CapPick, ExampleCap};
+use recall_core::mix::{GOLDEN_GAMMA, mix64};
 
 /// What an interaction position is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,14 +78,11 @@ fn keep(cap: &ExampleCap, u: usize, candidates: &[usize]) -> Vec<usize> {
         CapPick::Random => {
             // Partial Fisher-Yates with a per-user generator: the choice for one user does not
             // depend on any other user's data.
-            let mut state = cap.seed ^ (u as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut state = cap.seed ^ (u as u64).wrapping_mul(GOLDEN_GAMMA);
             let mut next = move || {
                 // splitmix64
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^ (z >> 31)
+                state = state.wrapping_add(GOLDEN_GAMMA);
+                mix64(state)
             };
             let mut pool = candidates.to_vec();
             for i in 0..cap.count {

@@ -12,15 +12,14 @@ use crate::model::tables::{ItemFeatureSource, StepTables, dense_values};
 use crate::model::tower::{Pass, Tower};
 use crate::ops::fused::l2_normalize;
 use recall_core::columns::OOV_INDEX;
+use recall_core::mix::{GOLDEN_GAMMA, mix64};
 
-/// A uniform draw in [0, 1) from (seed, position, item): splitmix64 of their mix.
+/// A uniform draw in [0, 1) from (seed, position, item): splitmix64's mix of them.
 fn unit_draw(seed: u64, position: u64, item: u32) -> f32 {
-    let mut z = seed
-        ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ u64::from(item).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z = mix64(
+        seed ^ position.wrapping_mul(GOLDEN_GAMMA)
+            ^ u64::from(item).wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+    );
     (z >> 40) as f32 / (1u64 << 24) as f32
 }
 
