@@ -743,14 +743,11 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         config.item_min_count,
     );
     let mut user_vocab = Vocabulary::fit(&users_raw, train_rows.iter().copied(), 1);
-    let grown = match &input.grow_from {
-        Some(earlier) => {
-            user_vocab = earlier.grow(&earlier.users, user_vocab, col::USER_ID)?;
-            item_vocab = earlier.grow(&earlier.items, item_vocab, col::ITEM_ID)?;
-            Some(earlier)
-        }
-        None => None,
-    };
+    let grown = input.grow_from.as_ref();
+    if let Some(earlier) = grown {
+        user_vocab = earlier.grow(&earlier.users, user_vocab, col::USER_ID)?;
+        item_vocab = earlier.grow(&earlier.items, item_vocab, col::ITEM_ID)?;
+    }
     let mut cold_items = 0;
     if config.cold_items {
         let side = input.items.as_ref().ok_or_else(|| {
@@ -896,7 +893,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         &user_vocab,
         &config.user_features,
         "user",
-        input.grow_from.as_ref(),
+        grown,
         &mut feature_vocabs,
     )?;
     let (item_table, item_features) = encode_side(
@@ -904,7 +901,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         &item_vocab,
         &config.item_features,
         "item",
-        input.grow_from.as_ref(),
+        grown,
         &mut feature_vocabs,
     )?;
 

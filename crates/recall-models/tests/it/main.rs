@@ -16,13 +16,16 @@ use recall_models::{EncodedData, TwoTower, checkpoint, train};
 
 /// The synthetic data the model tests train on, ingested into a fresh directory.
 fn ingested() -> PathBuf {
+    ingested_from(SyntheticConfig::new(600, 300, 30, 5))
+}
+
+/// Synthetic data of `config`, ingested into a fresh directory.
+fn ingested_from(config: SyntheticConfig) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
-    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
-        600, 300, 30, 5,
-    )))
-    .unwrap()
-    .write(&dir)
-    .unwrap();
+    ingest(&IngestConfig::Synthetic(config))
+        .unwrap()
+        .write(&dir)
+        .unwrap();
     dir
 }
 
@@ -709,15 +712,10 @@ fn checkpoint_reloads_bit_identical(kind: &str) {
 #[test]
 fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
     // A third of the items arrive over time, so day 2 has new ones.
-    let dir = tempfile::tempdir().unwrap().keep();
-    let arriving = SyntheticConfig {
+    let dir = ingested_from(SyntheticConfig {
         arriving_items: 0.3,
         ..SyntheticConfig::new(600, 300, 30, 5)
-    };
-    ingest(&IngestConfig::Synthetic(arriving))
-        .unwrap()
-        .write(&dir)
-        .unwrap();
+    });
     let input = || EncodeInput::read_dir(&dir).unwrap();
     let times: Vec<i64> = input()
         .interactions
@@ -852,17 +850,12 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
 /// features get the same vector), id dropout trains repeatably, and its key is DSSM's only.
 #[test]
 fn cold_items_take_the_feature_path_and_id_dropout_repeats() {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let config = SyntheticConfig {
+    let dir = ingested_from(SyntheticConfig {
         arriving_items: 0.3,
         new_item_boost: 0.3,
         max_session_gap_days: 60,
         ..SyntheticConfig::new(800, 300, 30, 5)
-    };
-    ingest(&IngestConfig::Synthetic(config))
-        .unwrap()
-        .write(&dir)
-        .unwrap();
+    });
     let encode_config: EncodeConfig = serde_json::from_value(serde_json::json!({
         "test_from": 1009843200, "cold_items": true,
         "item_features": [{ "column": "genres", "kind": "bag" }]
