@@ -1,6 +1,8 @@
 """Checks the numpy reference towers against a pipeline's exports: every user's vector computed
 from raw inputs (the ingest stage's interactions, users and items) and the export directory
 alone must equal `user_embeddings.parquet` (and, for DSSM, `item_embeddings.parquet`) to 1e-5.
+The ONNX towers (`user_tower.onnx`, DSSM's `item_tower.onnx`), run by onnxruntime on the same
+inputs encoded, must reproduce them to 1e-5 too.
 
 Usage: python python/check_reference.py RUN_DIR/export RUN_DIR/ingest   (run by `cargo xtask ci`)
 """
@@ -8,6 +10,7 @@ Usage: python python/check_reference.py RUN_DIR/export RUN_DIR/ingest   (run by 
 import pathlib
 import sys
 import time
+import tomllib
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,19 +20,58 @@ from recall_outputs.reference import ExportedModel  # noqa: E402
 from recall_outputs.vector_db import read_vectors  # noqa: E402
 
 TOLERANCE = 1e-5
+BATCH = 512
 
 
-def histories(interactions: pathlib.Path) -> dict:
-    """Each user's raw item ids ordered by `seq`, ties in file order (a stable sort)."""
-    table = pq.read_table(interactions, columns=["user_id", "item_id", "seq"])
+def run_onnx(path: pathlib.Path, feeds: dict) -> np.ndarray:
+    """The graph's single output over `feeds` (the inputs it declares), in batches."""
+    import onnxruntime  # only the checks need it
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    missing = [n for n in names if n not in feeds]
+    assert not missing, f"{path}: no values for inputs {missing} (have {sorted(feeds)})"
+    rows = len(next(iter(feeds.values())))
+    out = [
+        session.run(None, {n: feeds[n][start : start + BATCH] for n in names})[0]
+        for start in range(0, rows, BATCH)
+    ]
+    return np.concatenate(out)
+
+
+def time_cuts(run: pathlib.Path) -> tuple:
+    """The run's `encode.before` and `encode.test_from` (its saved config.toml), or Nones."""
+    config = run / "config.toml"
+    if not config.exists():
+        return None, None
+    encode = tomllib.loads(config.read_text()).get("encode", {})
+    return encode.get("before"), encode.get("test_from")
+
+
+def histories(interactions: pathlib.Path, before=None, test_from=None) -> dict:
+    """Each user's raw item ids ordered by `seq`, ties in file order (a stable sort), as the
+    encode stage keeps them: rows at or after `before` dropped; with a time split
+    (`test_from`), the rows before it and the first one at or after it (the test target)."""
+    columns = ["user_id", "item_id", "seq"] + (["timestamp"] if before or test_from else [])
+    table = pq.read_table(interactions, columns=columns)
     users = table.column("user_id").to_numpy()
     items = table.column("item_id").to_numpy()
     seq = table.column("seq").to_numpy()
     order = np.lexsort((seq, users))  # stable: equal keys keep file order
     users, items = users[order], items[order]
+    times = table.column("timestamp").to_numpy()[order] if len(columns) > 3 else None
+    if before is not None:
+        kept = times < before
+        users, items, times = users[kept], items[kept], times[kept]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.r_[starts[1:], len(users)]
-    return {int(users[s]): items[s:e].tolist() for s, e in zip(starts, ends)}
+    out = {}
+    for s, e in zip(starts, ends):
+        if test_from is not None:
+            after = np.flatnonzero(times[s:e] >= test_from)
+            e = s + after[0] + 1 if len(after) else e
+        out[int(users[s])] = items[s:e].tolist()
+    return out
 
 
 def side_rows(path: pathlib.Path, id_column: str) -> dict:
@@ -45,9 +87,10 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
     items = side_rows(raw / "items.parquet", "item_id")
     model.set_items(items.values())
     users = side_rows(raw / "users.parquet", "user_id")
-    history = histories(raw / "interactions.parquet")
+    history = histories(raw / "interactions.parquet", *time_cuts(directory.parent.parent))
 
     ids, expected = read_vectors(directory / "user_embeddings.parquet", "user_id")
+    expected_users = expected
     got = np.stack([model.user_vector(history[u], user_id=u, user=users.get(u)) for u in ids])
     user_error = float(np.abs(got - expected).max())
     assert user_error <= TOLERANCE, f"{directory.name}: user vectors differ by {user_error:.2e}"
@@ -56,10 +99,37 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
     item_error = float(np.abs(model.item_vectors() - expected).max())
     assert item_error <= TOLERANCE, f"{directory.name}: item vectors differ by {item_error:.2e}"
     encoder = model.layout["user_input"]["encoder"]["kind"]
-    return (
+    report = (
         f"{directory.name} ({encoder} user tower): {len(ids)} users, largest difference {user_error:.1e}; "
-        f"items {item_error:.1e} ({time.perf_counter() - start:.1f} s)"
+        f"items {item_error:.1e}"
     )
+
+    onnx_user = directory / "user_tower.onnx"
+    if onnx_user.exists():
+        feeds = model.user_tower_inputs([(history[u], u, users.get(u)) for u in ids])
+        got = run_onnx(onnx_user, feeds)
+        error = float(np.abs(got - expected_users).max())
+        assert error <= TOLERANCE, f"{onnx_user}: user vectors differ by {error:.2e}"
+        report += f"; ONNX user tower {error:.1e}"
+    onnx_item = directory / "item_tower.onnx"
+    if onnx_item.exists():
+        item_ids, expected = read_vectors(directory / "item_embeddings.parquet", "item_id")
+        feeds = model.item_tower_inputs(item_ids)
+        got = run_onnx(onnx_item, feeds)
+        error = float(np.abs(got - expected).max())
+        assert error <= TOLERANCE, f"{onnx_item}: item vectors differ by {error:.2e}"
+        report += f", ONNX item tower {error:.1e}"
+        # A cold item's vector is what a brand-new item with its features gets: the same
+        # inputs with the row the vocabulary gives an unknown id.
+        cold_from = model.layout["item_input"]["parts"][0].get("cold_from")
+        cold = feeds["item"] >= cold_from if cold_from is not None else np.zeros(0, dtype=bool)
+        if cold.any():
+            new = {name: values[cold] for name, values in feeds.items()}
+            new["item"] = np.full(int(cold.sum()), 1, dtype=np.int64)
+            error = float(np.abs(run_onnx(onnx_item, new) - expected[cold]).max())
+            assert error <= TOLERANCE, f"{onnx_item}: cold items as new ids differ by {error:.2e}"
+            report += f" ({int(cold.sum())} cold items as unknown ids {error:.1e})"
+    return report + f" ({time.perf_counter() - start:.1f} s)"
 
 
 def main() -> None:

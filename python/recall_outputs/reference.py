@@ -303,6 +303,57 @@ class ExportedModel:
             raise ValueError(f"unknown user encoder {encoder['kind']!r}")
         return l2_normalize(v)
 
+    # The ONNX towers' encoded inputs ------------------------------------------------------------
+
+    def user_tower_inputs(self, users: Sequence[tuple[Sequence[Any], Any, Mapping[str, Any] | None]]
+                          ) -> dict[str, np.ndarray]:
+        """The inputs of `user_tower.onnx` for (history, user_id, user row) triples, raw values
+        as for `user_vector`: `history` right-aligned and 0-padded, the other inputs as the
+        layout's parts name them. A session takes the ones its graph declares."""
+        layout = self.layout["user_input"]
+        newest = layout["history"]["newest"]
+        history = np.zeros((len(users), newest), dtype=np.int64)
+        feeds: dict[str, list] = {}
+        for row, (items, user_id, user) in enumerate(users):
+            indices = [self.item_index.get(i, OOV) for i in items][-newest:] if newest else []
+            if indices:
+                history[row, newest - len(indices):] = indices
+            for part in layout["parts"]:
+                if part["op"] == "lookup" and part["index"] == "user_id":
+                    feeds.setdefault("user_id", []).append(self.vocabulary("user_id")(user_id))
+                elif part["op"] == "lookup" and part["index"] == "user_feature":
+                    (value,) = self.encode("user", part["feature"], user)
+                    feeds.setdefault(f"user_feature.{part['feature']}", []).append(value)
+                elif part["op"] == "dense":
+                    values = [self.encode("user", n, user) for n in part["features"]]
+                    feeds.setdefault("user_dense", []).append(values)
+        out = {name: np.array(v, dtype=np.float32 if name == "user_dense" else np.int64)
+               for name, v in feeds.items()}
+        out["history"] = history
+        return out
+
+    def item_tower_inputs(self, item_ids: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The inputs of `item_tower.onnx` for raw item ids (with `set_items` called): `item`
+        the row (1 when the vocabulary lacks the id), bags 0-padded to the longest."""
+        layout = self.layout["item_input"]
+        indices = [self.item_index.get(i, OOV) for i in item_ids]
+        feeds: dict[str, np.ndarray] = {"item": np.array(indices, dtype=np.int64)}
+        for part in layout["parts"]:
+            if part["op"] == "lookup" and part["index"] == "item_feature":
+                values = [(self._item_feature(part["feature"], i) or [OOV])[0] for i in indices]
+                feeds[f"item_feature.{part['feature']}"] = np.array(values, dtype=np.int64)
+            elif part["op"] == "pool" and part["over"] == "item":
+                bags = [self._item_feature(part["feature"], i) for i in indices]
+                padded = np.zeros((len(bags), max(1, max(map(len, bags), default=0))), dtype=np.int64)
+                for row, bag in enumerate(bags):
+                    padded[row, : len(bag)] = bag
+                feeds[f"item_feature.{part['feature']}"] = padded
+            elif part["op"] == "dense":
+                rows = [self._item_rows.get(i) for i in indices]
+                feeds["item_dense"] = np.array(
+                    [[self.encode("item", n, row) for n in part["features"]] for row in rows], dtype=np.float32)
+        return feeds
+
     def item_vectors(self, item_ids: Sequence[Any] | None = None) -> np.ndarray:
         """Unit vectors of raw item ids (default: every exported item, in the file's order)."""
         layout = self.layout["item_input"]

@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: the checks CI runs, in one place so a developer runs exactly the same:
 //! rustfmt, the scheduled workflow against GitHub's schema, the default pipeline end to end
 //! into `target/ci-runs/` (forced, so it really runs), its exports read back with pyarrow,
-//! reproduced by the Python reference towers and loaded into FAISS and LanceDB (`python/`),
+//! reproduced by the Python reference towers and the ONNX towers (onnxruntime), loaded into FAISS and LanceDB (`python/`),
 //! the options-coverage pipeline through the reference towers, doc tests, and the test suite
 //! (nextest when installed, else cargo test).
 //!
@@ -39,13 +39,14 @@ fn has_nextest() -> bool {
 }
 
 /// What the Python checks import, and the PyPI packages that provide it.
-const PYTHON_MODULES: &str = "import pyarrow, numpy, check_jsonschema, faiss, lancedb";
+const PYTHON_MODULES: &str = "import pyarrow, numpy, check_jsonschema, faiss, lancedb, onnxruntime";
 const PYTHON_PACKAGES: &[&str] = &[
     "pyarrow",
     "numpy",
     "check-jsonschema",
     "faiss-cpu",
     "lancedb",
+    "onnxruntime",
 ];
 
 /// The interpreter of `target/ci-python/`, created with `python3 -m venv` and given

@@ -10,6 +10,7 @@
 //! | `tensors.json` | every tensor's name, shape and its PyTorch counterpart; `layout`: how the towers' inputs are assembled |
 //! | `encoding/` | `features.json` and the side features' vocabularies: raw inputs to table rows |
 //! | `item_index.usearch`, `item_index.usearch.json` | the HNSW serving index and its sidecar |
+//! | `user_tower.onnx`, `item_tower.onnx` (DSSM) | the towers for onnxruntime, over encoded inputs ([`crate::onnx`]) |
 //! | `manifest.json` | every file above with rows, bytes, SHA-256; model, config hash, versions, index quality |
 //!
 //! Every file is written atomically and `manifest.json` last, so a directory with a manifest is
@@ -77,6 +78,10 @@ pub struct ExportConfig {
     /// `"exact"` (default) or `"index"`: how the candidates are ranked.
     #[serde(default, skip_serializing_if = "is_exact")]
     pub candidates: CandidateSearch,
+    /// Write the towers as ONNX (`user_tower.onnx`, and `item_tower.onnx` for DSSM). Default
+    /// true.
+    #[serde(default = "default_true")]
+    pub onnx: bool,
 }
 
 fn default_seen_filter() -> SeenView {
@@ -99,6 +104,7 @@ impl Default for ExportConfig {
             index: IndexConfig::default(),
             probe_users: default_probe_users(),
             candidates: CandidateSearch::Exact,
+            onnx: true,
         }
     }
 }
@@ -515,6 +521,7 @@ pub fn export_model(
         .map_err(recall_models::Error::from)?;
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
+    let layout = model.input_layout(&data);
     let tensor_map: Vec<serde_json::Value> = names
         .iter()
         .map(|n| {
@@ -536,10 +543,15 @@ pub fn export_model(
             "format": "safetensors, row-major float32",
             "note": "Linear weights are [out, in] like torch.nn.Linear; embedding rows are the encoder's indices (vocab_*.parquet), 0 padding and 1 out-of-vocabulary",
             "tensors": tensor_map,
-            "layout": model.input_layout(&data),
+            "layout": layout,
         }))?,
     )?;
     let encoding = copy_encoding(encode_dir, out, model.tables().user_id.is_some())?;
+    let onnx = if config.onnx {
+        crate::onnx::write(out, &layout, &tensors, &data)?
+    } else {
+        Vec::new()
+    };
 
     let mut files = vec![
         record(out, "item_embeddings.parquet", Some(item_rows as u64))?,
@@ -554,6 +566,9 @@ pub fn export_model(
         record(out, "tensors.json", None)?,
     ];
     files.extend(encoding);
+    for file in onnx {
+        files.push(record(out, file, None)?);
+    }
     let index = match &index {
         Some((index, build_seconds)) => {
             files.push(record(out, INDEX_FILE, Some(index.sidecar().items as u64))?);

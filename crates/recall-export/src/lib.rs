@@ -7,6 +7,7 @@
 //! - [`candidates`]: per-user top-K lists as Parquet (`user_id, rank, item_id, score`).
 //! - [`index`]: the HNSW serving index (the `usearch` crate), its sidecar, and its recall
 //!   against the exact ranking.
+//! - [`onnx`]: the user tower (and DSSM's item tower) as ONNX models for onnxruntime.
 //! - [`export`]: the export stage over an encode directory and a checkpoint.
 //!
 //! The index alone, on any embeddings:
@@ -27,6 +28,7 @@ pub mod candidates;
 pub mod error;
 pub mod export;
 pub mod index;
+pub mod onnx;
 pub mod vectors;
 
 pub use error::{Error, Result};

@@ -511,3 +511,77 @@ fn an_index_takes_new_items_without_a_rebuild() {
     let err = grown.add(&items, 799..801).unwrap_err().to_string();
     assert!(err.contains("799") && err.contains("already"), "{err}");
 }
+
+/// The user tower is written as an ONNX graph onnxruntime can load: every value defined
+/// before it is read, a dynamic batch dimension, the history input `H` wide, one unit-vector
+/// output; without `onnx` nothing is written. (CI runs the graphs with onnxruntime and
+/// compares their vectors with the exported ones: `python/check_reference.py`.)
+#[test]
+fn the_user_tower_is_a_well_formed_onnx_graph() {
+    use prost::Message;
+    use recall_export::onnx::{self, graph, proto};
+    let (dir, encode_dir, model_dir) = trained();
+    let out = dir.path().join("export");
+    let summary = export_model(
+        &encode_dir,
+        &model_dir,
+        &out,
+        "ydnn",
+        &ExportConfig::default(),
+        "hash",
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(summary.files.iter().any(|f| f.file == onnx::USER_TOWER));
+    // YoutubeDNN's item side is the embedding row alone: no item tower.
+    assert!(!out.join(onnx::ITEM_TOWER).exists());
+    let bytes = std::fs::read(out.join(onnx::USER_TOWER)).unwrap();
+    let model = proto::ModelProto::decode(&bytes[..]).unwrap();
+    assert_eq!(model.opset_import[0].version, graph::OPSET);
+    let g = model.graph.unwrap();
+    graph::well_formed(&g).unwrap();
+    let dims = |v: &proto::ValueInfoProto| -> Vec<String> {
+        let shape = v.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+        shape
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| match d.value.as_ref().unwrap() {
+                proto::DimensionValue::DimValue(n) => n.to_string(),
+                proto::DimensionValue::DimParam(s) => s.clone(),
+            })
+            .collect()
+    };
+    let history = g.input.iter().find(|i| i.name == "history").unwrap();
+    let data = EncodedData::read_dir(&encode_dir).unwrap();
+    assert_eq!(
+        dims(history),
+        ["batch".to_owned(), data.max_len.to_string()]
+    );
+    assert_eq!(g.output.len(), 1);
+    assert_eq!(g.output[0].name, "user_vector");
+    assert_eq!(dims(&g.output[0])[0], "batch");
+    // A graph reading a value nobody made is refused.
+    let mut broken = g.clone();
+    broken.node[0].input[0] = "nothing".into();
+    assert!(graph::well_formed(&broken).unwrap_err().contains("nothing"));
+
+    let without = dir.path().join("without");
+    let config = ExportConfig {
+        onnx: false,
+        ..ExportConfig::default()
+    };
+    export_model(
+        &encode_dir,
+        &model_dir,
+        &without,
+        "ydnn",
+        &config,
+        "hash",
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(!without.join(onnx::USER_TOWER).exists());
+}

@@ -226,6 +226,10 @@ fn render(
          table = vector_db.lancedb_items(\"lancedb\", \".\", index=True)  # LanceDB on disk\n\
          model = reference.ExportedModel(\".\")                        # the user tower in numpy\n\
          vector = model.user_vector(history=[...raw item ids, oldest first...], user_id=..., user={{...side-table row...}})\n\
+         import onnxruntime                                          # the same tower as ONNX\n\
+         tower = onnxruntime.InferenceSession(\"user_tower.onnx\")\n\
+         feeds = model.user_tower_inputs([(history, user_id, user_row), ...])  # encoded inputs, by name\n\
+         vectors = tower.run(None, {{i.name: feeds[i.name] for i in tower.get_inputs()}})[0]\n\
          ```\n\n\
          The user tower's inputs (order, widths, pooling, masking, out-of-vocabulary rules) are `layout` in \
          `tensors.json`; `encoding/` holds the vocabularies and `features.json` they use."
@@ -252,6 +256,12 @@ fn describe(file: &str) -> &'static str {
         }
         "item_index.usearch" => "the HNSW serving index (usearch), keyed by `index_key`",
         "item_index.usearch.json" => "the index's settings and key range",
+        "user_tower.onnx" => {
+            "the user tower for onnxruntime: encoded history and user features in, unit vector out (dynamic batch)"
+        }
+        "item_tower.onnx" => {
+            "the item tower for onnxruntime: item row and features in (row 1 for a new item: features alone), unit vector out"
+        }
         "encoding/features.json" => {
             "feature kinds, source columns, bucket boundaries, dense scaling"
         }

@@ -1,0 +1,247 @@
+//! A small builder of ONNX graphs: named inputs with dynamic dimensions, constants
+//! (initializers), single-output nodes in the order they are added (which is a topological
+//! order, since a node can only name values that exist), and named outputs.
+
+use std::collections::HashSet;
+
+use prost::Message;
+
+use super::proto::{
+    AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    attribute_type, data_type,
+};
+
+/// The operator set the graphs are written for: 17 has `LayerNormalization`, and the
+/// reductions take their axes as an input (`ReduceSum` since 13). onnxruntime has run it since
+/// 1.14 (2023).
+pub const OPSET: i64 = 17;
+/// The IR version that goes with opset 17 (ONNX 1.12).
+const IR_VERSION: i64 = 8;
+
+/// One dimension of an input or output.
+#[derive(Debug, Clone, Copy)]
+pub enum Dim {
+    Fixed(usize),
+    /// A dimension the caller chooses per call, by name (`batch`).
+    Named(&'static str),
+}
+
+/// An element type of an input or output.
+#[derive(Debug, Clone, Copy)]
+pub enum Elem {
+    F32,
+    I64,
+}
+
+impl Elem {
+    fn code(self) -> i32 {
+        match self {
+            Elem::F32 => data_type::FLOAT,
+            Elem::I64 => data_type::INT64,
+        }
+    }
+}
+
+pub fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        i: value,
+        r#type: attribute_type::INT,
+        ..AttributeProto::default()
+    }
+}
+
+pub fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        ints: values.to_vec(),
+        r#type: attribute_type::INTS,
+        ..AttributeProto::default()
+    }
+}
+
+pub fn float(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        f: value,
+        r#type: attribute_type::FLOAT,
+        ..AttributeProto::default()
+    }
+}
+
+fn value_info(name: &str, elem: Elem, dims: &[Dim], doc: &str) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match *d {
+                Dim::Fixed(n) => DimensionValue::DimValue(n as i64),
+                Dim::Named(s) => DimensionValue::DimParam(s.to_owned()),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.to_owned(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: elem.code(),
+                shape: Some(TensorShapeProto { dim }),
+            }),
+        }),
+        doc_string: doc.to_owned(),
+    }
+}
+
+/// A graph under construction.
+#[derive(Debug, Default)]
+pub struct Graph {
+    graph: GraphProto,
+    /// Intermediate values made so far (their names are `v<n>`).
+    values: usize,
+    /// Constants by name, so that a tensor used twice is stored once.
+    constants: HashSet<String>,
+}
+
+impl Graph {
+    pub fn new(name: &str, doc: &str) -> Self {
+        Graph {
+            graph: GraphProto {
+                name: name.to_owned(),
+                doc_string: doc.to_owned(),
+                ..GraphProto::default()
+            },
+            ..Graph::default()
+        }
+    }
+
+    /// Declares an input; returns its name.
+    pub fn input(&mut self, name: &str, elem: Elem, dims: &[Dim], doc: &str) -> String {
+        self.graph.input.push(value_info(name, elem, dims, doc));
+        name.to_owned()
+    }
+
+    /// Whether an input of this name was declared.
+    pub fn has_input(&self, name: &str) -> bool {
+        self.graph.input.iter().any(|i| i.name == name)
+    }
+
+    fn constant(&mut self, name: &str, code: i32, dims: &[usize], raw: Vec<u8>) -> String {
+        if self.constants.insert(name.to_owned()) {
+            self.graph.initializer.push(TensorProto {
+                dims: dims.iter().map(|&d| d as i64).collect(),
+                data_type: code,
+                name: name.to_owned(),
+                raw_data: raw,
+            });
+        }
+        name.to_owned()
+    }
+
+    /// A float constant named `name` (stored once however often it is asked for).
+    pub fn f32s(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
+        debug_assert_eq!(dims.iter().product::<usize>(), values.len());
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.constant(name, data_type::FLOAT, dims, raw)
+    }
+
+    /// An int64 constant named `name`.
+    pub fn i64s(&mut self, name: &str, dims: &[usize], values: &[i64]) -> String {
+        debug_assert_eq!(dims.iter().product::<usize>(), values.len());
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.constant(name, data_type::INT64, dims, raw)
+    }
+
+    /// A small anonymous int64 constant (axes, shapes, indices).
+    pub fn ints(&mut self, dims: &[usize], values: &[i64]) -> String {
+        let name = format!(
+            "const_{}",
+            values
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join("_")
+        ) + &format!("_d{}", dims.len());
+        self.i64s(&name, dims, values)
+    }
+
+    /// A float scalar constant.
+    pub fn scalar(&mut self, value: f32) -> String {
+        self.f32s(&format!("const_f{:08x}", value.to_bits()), &[], &[value])
+    }
+
+    /// A node with one output; returns the output's name.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+        self.values += 1;
+        let output = format!("v{}", self.values);
+        self.graph.node.push(NodeProto {
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: vec![output.clone()],
+            name: format!("{op}_{}", self.values),
+            op_type: op.to_owned(),
+            attribute: attributes,
+        });
+        output
+    }
+
+    /// Declares `value` as the graph's output `name`.
+    pub fn output(&mut self, value: &str, name: &str, elem: Elem, dims: &[Dim], doc: &str) {
+        self.graph.node.push(NodeProto {
+            input: vec![value.to_owned()],
+            output: vec![name.to_owned()],
+            name: format!("output_{name}"),
+            op_type: "Identity".to_owned(),
+            attribute: Vec::new(),
+        });
+        self.graph.output.push(value_info(name, elem, dims, doc));
+    }
+
+    /// The serialised model.
+    pub fn into_bytes(self, doc: &str) -> Vec<u8> {
+        ModelProto {
+            ir_version: IR_VERSION,
+            producer_name: "recall-export".to_owned(),
+            producer_version: env!("CARGO_PKG_VERSION").to_owned(),
+            doc_string: doc.to_owned(),
+            graph: Some(self.graph),
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+        }
+        .encode_to_vec()
+    }
+}
+
+/// Checks what onnxruntime checks first when it loads a graph: every value a node reads is a
+/// graph input, a constant or an earlier node's output, names are not defined twice, and every
+/// graph output is defined. Returns the first violation.
+pub fn well_formed(graph: &GraphProto) -> Result<(), String> {
+    let mut defined: HashSet<&str> = HashSet::new();
+    let inputs = graph.input.iter().map(|i| i.name.as_str());
+    for name in inputs.chain(graph.initializer.iter().map(|t| t.name.as_str())) {
+        if !defined.insert(name) {
+            return Err(format!("`{name}` is defined twice"));
+        }
+    }
+    for node in &graph.node {
+        if let Some(missing) = node.input.iter().find(|i| !defined.contains(i.as_str())) {
+            return Err(format!(
+                "node {} reads `{missing}` before it exists",
+                node.name
+            ));
+        }
+        for output in &node.output {
+            if !defined.insert(output) {
+                return Err(format!("`{output}` is defined twice"));
+            }
+        }
+    }
+    match graph
+        .output
+        .iter()
+        .find(|o| !defined.contains(o.name.as_str()))
+    {
+        Some(o) => Err(format!("output `{}` is never computed", o.name)),
+        None => Ok(()),
+    }
+}
