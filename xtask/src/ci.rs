@@ -1,8 +1,9 @@
 //! `cargo xtask ci`: the checks CI runs, in one place so a developer runs exactly the same:
 //! rustfmt, the scheduled workflow against GitHub's schema, the default pipeline end to end
 //! into `target/ci-runs/` (forced, so it really runs), its exports read back with pyarrow,
-//! reproduced by the Python reference towers and the ONNX towers (onnxruntime), loaded into FAISS and LanceDB (`python/`),
-//! the options-coverage pipeline through the reference towers, doc tests, and the test suite
+//! reproduced by the Python reference towers and the ONNX towers (onnxruntime), loaded into
+//! FAISS and LanceDB (`python/`), the options-coverage pipeline and the daily refresh
+//! (`synthetic-refresh-*`) through the reference towers, doc tests, and the test suite
 //! (nextest when installed, else cargo test).
 //!
 //! The Python checks run in a virtual environment of their own under `target/ci-python/`,
@@ -87,8 +88,18 @@ fn python_env(target: &Path) -> Result<PathBuf> {
 /// Runs a pipeline file end to end into `target/ci-runs/<name>/` (forced, so it really runs);
 /// returns that run directory.
 fn ci_pipeline(file: &str) -> Result<PathBuf> {
-    let config = recall_pipeline::config::load(Path::new(file))?;
-    let run_dir = Path::new("target/ci-runs").join(&config.name);
+    let mut config = recall_pipeline::config::load(Path::new(file))?;
+    let runs = Path::new("target/ci-runs");
+    // A warm start names its earlier run as the shipped files do (`runs/<name>`): here that
+    // run is under target/ci-runs/ too.
+    for entry in &mut config.models {
+        if let Some(init) = &mut entry.train.init_from
+            && let Ok(name) = init.run.strip_prefix("runs")
+        {
+            init.run = runs.join(name);
+        }
+    }
+    let run_dir = runs.join(&config.name);
     recall_pipeline::runner::execute(&config, &run_dir, None, false, true)?;
     Ok(run_dir)
 }
@@ -140,6 +151,22 @@ pub fn run() -> Result<()> {
         ],
     )
     .context("the Python reference towers do not reproduce the options-coverage exports")?;
+    // The daily refresh of the README: day 1, new items joining day 1's index without
+    // training (their vectors from features, also through the ONNX item tower), day 2 warm.
+    for day in ["day1", "new-items", "day2"] {
+        let run = ci_pipeline(&format!("pipelines/synthetic-refresh-{day}.toml"))?;
+        sh(
+            &python,
+            &[
+                "python/check_reference.py",
+                &run.join("export").to_string_lossy(),
+                &run.join("ingest").to_string_lossy(),
+            ],
+        )
+        .with_context(|| {
+            format!("the reference towers do not reproduce synthetic-refresh-{day}")
+        })?;
+    }
     sh("cargo", &["test", "--workspace", "--doc"])?;
     // The test runner goes last, so its summary closes the output.
     if has_nextest() {

@@ -82,6 +82,16 @@ pub struct ExportConfig {
     /// true.
     #[serde(default = "default_true")]
     pub onnx: bool,
+    /// Extend the serving index of the model this one was warm-started from (the earlier
+    /// run's export) with the items it lacks, instead of building one: the refresh that adds
+    /// new items without retraining (`train.epochs = 0`). Refused when the items the earlier
+    /// index holds have moved (the model was trained since). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub extend_index: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_seen_filter() -> SeenView {
@@ -105,6 +115,7 @@ impl Default for ExportConfig {
             probe_users: default_probe_users(),
             candidates: CandidateSearch::Exact,
             onnx: true,
+            extend_index: false,
         }
     }
 }
@@ -124,6 +135,13 @@ impl ExportConfig {
         }
         if self.top_k == 0 {
             return Err(Error::Config("export.top_k must be at least 1".into()));
+        }
+        if self.extend_index && !self.build_index {
+            return Err(Error::Config(
+                "export.extend_index = true extends the earlier run's serving index, but \
+                 export.build_index = false: set build_index = true or drop extend_index"
+                    .into(),
+            ));
         }
         if self.candidates == CandidateSearch::Index && !self.build_index {
             return Err(Error::Config(
@@ -157,6 +175,17 @@ pub struct IndexQuality {
     pub build_seconds: f64,
     pub index_queries_per_second: f64,
     pub exact_queries_per_second: f64,
+    /// When the index extends an earlier one (`export.extend_index`): the items it held and
+    /// the items added (`build_seconds` is then the load and the adding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended: Option<Extended>,
+}
+
+/// An index extended rather than built.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Extended {
+    pub earlier_items: usize,
+    pub added: usize,
 }
 
 /// The export manifest (`manifest.json`).
@@ -311,6 +340,7 @@ fn measure_index(
         build_seconds,
         index_queries_per_second: n as f64 / index_seconds.max(1e-9),
         exact_queries_per_second: exact_rate,
+        extended: None,
     })
 }
 
@@ -333,6 +363,63 @@ pub fn exact_candidates(
     )?)
 }
 
+/// The earlier export's serving index (`earlier`: `<run>/export/<model>`), checked against
+/// this model's vectors of the items it holds, with the items it lacks added.
+fn extend_index(earlier: &Path, items: &Embeddings) -> Result<(ApproximateIndex, Extended)> {
+    let path = earlier.join(INDEX_FILE);
+    let mut index = ApproximateIndex::load(&path).map_err(|e| {
+        Error::Config(format!(
+            "export.extend_index: cannot load the earlier run's index {} ({e}); export that run with \
+             build_index = true, or drop extend_index",
+            path.display()
+        ))
+    })?;
+    let held = index.sidecar().items;
+    let first = FIRST_ITEM as usize;
+    if index.sidecar().dim != items.dim() || first + held > items.rows() {
+        return Err(Error::Config(format!(
+            "export.extend_index: the earlier index {} holds {held} items of dimension {}, this model has {} of \
+             dimension {}: not the same model; drop extend_index",
+            path.display(),
+            index.sidecar().dim,
+            items.rows() - first,
+            items.dim()
+        )));
+    }
+    // The earlier index is only this model's if the items it holds kept their vectors.
+    let vectors = earlier.join("item_embeddings.parquet");
+    let table = recall_core::Table::read_columns(&vectors, Some(&["index_key", "embedding"]))?;
+    let keys = table.ints("index_key")?;
+    let (dim, values) = table.float_vectors("embedding")?;
+    let mut moved = 0f32;
+    for (row, &key) in keys.iter().enumerate() {
+        let key = key as usize;
+        if key >= first + held || dim != items.dim() {
+            continue;
+        }
+        let before = &values[row * dim..(row + 1) * dim];
+        for (a, b) in before.iter().zip(items.row(key)) {
+            moved = moved.max((a - b).abs());
+        }
+    }
+    if moved > 1e-5 {
+        return Err(Error::Config(format!(
+            "export.extend_index: the items of the earlier index moved by up to {moved:.2e} since {} \
+             (the model was trained since): extending that index would mix two models' vectors; \
+             build a new index (drop extend_index), or warm-start with train.epochs = 0",
+            vectors.display()
+        )));
+    }
+    let added = index.add(items, first + held..items.rows())?;
+    Ok((
+        index,
+        Extended {
+            earlier_items: held,
+            added,
+        },
+    ))
+}
+
 /// Exports model `name` (checkpoint in `model_dir`, trained on `encode_dir`) into `out`.
 pub fn export_model(
     encode_dir: &Path,
@@ -343,7 +430,43 @@ pub fn export_model(
     config_hash: &str,
     device: &Device,
 ) -> Result<ExportSummary> {
+    export_model_extending(
+        encode_dir,
+        model_dir,
+        out,
+        name,
+        config,
+        config_hash,
+        device,
+        None,
+    )
+}
+
+/// [`export_model`], with the earlier export (`<run>/export/<model>`) whose serving index
+/// `export.extend_index` extends.
+#[allow(clippy::too_many_arguments)]
+pub fn export_model_extending(
+    encode_dir: &Path,
+    model_dir: &Path,
+    out: &Path,
+    name: &str,
+    config: &ExportConfig,
+    config_hash: &str,
+    device: &Device,
+    earlier: Option<&Path>,
+) -> Result<ExportSummary> {
     config.validate()?;
+    let earlier = match (config.extend_index, earlier) {
+        (false, _) => None,
+        (true, Some(dir)) => Some(dir),
+        (true, None) => {
+            return Err(Error::Config(
+                "export.extend_index = true needs an earlier run to extend: warm-start the model \
+                 (train.init_from)"
+                    .into(),
+            ));
+        }
+    };
     let rankable = |n: usize| n.saturating_sub(FIRST_ITEM as usize);
     let data = EncodedData::read_dir(encode_dir)?;
     if config.top_k == 0 || config.top_k > rankable(data.item_table_size) {
@@ -434,9 +557,23 @@ pub fn export_model(
     )?;
 
     // The serving index first: with `candidates = "index"` the candidates come from it.
+    let mut extended = None;
     let index = if config.build_index {
         let start = Instant::now();
-        let index = ApproximateIndex::build(&all_items, FIRST_ITEM as usize, config.index)?;
+        let index = match earlier {
+            Some(dir) => {
+                let (index, grown) = extend_index(dir, &all_items)?;
+                tracing::info!(
+                    earlier = grown.earlier_items,
+                    added = grown.added,
+                    "extended the serving index of {}",
+                    dir.display()
+                );
+                extended = Some(grown);
+                index
+            }
+            None => ApproximateIndex::build(&all_items, FIRST_ITEM as usize, config.index)?,
+        };
         let build_seconds = start.elapsed().as_secs_f64();
         index.save(&out.join(INDEX_FILE))?;
         Some((index, build_seconds))
@@ -573,7 +710,9 @@ pub fn export_model(
         Some((index, build_seconds)) => {
             files.push(record(out, INDEX_FILE, Some(index.sidecar().items as u64))?);
             files.push(record(out, &format!("{INDEX_FILE}.json"), None)?);
-            let quality = measure_index(index, &users, &probe_exact, exact_rate, *build_seconds)?;
+            let mut quality =
+                measure_index(index, &users, &probe_exact, exact_rate, *build_seconds)?;
+            quality.extended = extended;
             tracing::info!(
                 recall = format!("{:.4}", quality.recall),
                 index_qps = format!("{:.0}", quality.index_queries_per_second),

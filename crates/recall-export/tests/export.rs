@@ -184,9 +184,10 @@ fn exports_are_keyed_by_original_ids_and_consistent_with_each_other() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     let files = manifest["files"].as_array().unwrap();
-    // The eight outputs, and the encoding a reader outside Rust needs (this encode has no side
-    // features, so features.json alone).
-    assert_eq!(files.len(), 9);
+    // The eight outputs, the user tower as ONNX, and the encoding a reader outside Rust needs
+    // (this encode has no side features, so features.json alone).
+    assert_eq!(files.len(), 10);
+    assert!(files.iter().any(|f| f["file"] == "user_tower.onnx"));
     assert!(files.iter().any(|f| f["file"] == "encoding/features.json"));
     for f in files {
         let path = out.join(f["file"].as_str().unwrap());

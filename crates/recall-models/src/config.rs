@@ -679,7 +679,8 @@ pub struct TrainConfig {
     /// Default 1024.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Maximum epochs. Default 10.
+    /// Maximum epochs. Default 10. 0 with `init_from`: no training, the earlier model as it
+    /// is on the grown encoding (new items through the cold path).
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Adam learning rate (dense layers and embedding rows). Default 1e-3.
@@ -961,8 +962,25 @@ impl TrainConfig {
         if self.batch_size < 2 {
             return bad("batch_size", "must be at least 2");
         }
-        if self.epochs == 0 {
-            return bad("epochs", "must be at least 1");
+        // No training is a warm start's model as it was (new items then take their vectors
+        // from the cold path and the index can be extended rather than rebuilt), so it needs
+        // an earlier model, unblended.
+        match &self.init_from {
+            _ if self.epochs > 0 => {}
+            None => {
+                return bad(
+                    "epochs",
+                    "must be at least 1 (0 only with `init_from`: the earlier model as it is)",
+                );
+            }
+            Some(init) if init.shrink != 1.0 || init.perturb != 0.0 => {
+                return bad(
+                    "epochs",
+                    "is 0 (no training) with init_from.shrink / perturb blending the earlier weights: \
+                     without training the blend only damages them; remove shrink and perturb",
+                );
+            }
+            Some(_) => {}
         }
         if !matches!(self.loss, Loss::InBatch | Loss::FullSoftmax) && self.negatives == 0 {
             return bad("negatives", "sampled losses need at least 1 negative");

@@ -191,6 +191,26 @@ impl EarlierRun {
         self.layout.dir(Stage::Encode)
     }
 
+    /// The export of the earlier run's model `name` (its serving index is what
+    /// `export.extend_index` extends), checked to be complete, with the files it reads.
+    pub fn export_dir(&self, name: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
+        let dir = self.layout.dir(Stage::Export).join(name);
+        let index = dir.join(recall_export::export::INDEX_FILE);
+        let files = vec![
+            index.clone(),
+            dir.join(format!("{}.json", recall_export::export::INDEX_FILE)),
+            dir.join("item_embeddings.parquet"),
+        ];
+        if !dir.join(crate::manifest::MANIFEST_FILE).is_file() || !index.is_file() {
+            bail!(
+                "export.extend_index: the earlier run's export of {name:?} ({}) is not complete or has \
+                 no serving index; run the earlier pipeline to the end with export.build_index = true",
+                dir.display()
+            );
+        }
+        Ok((dir, files))
+    }
+
     /// The checkpoint of the earlier run's model `name`, checked to exist.
     pub fn model_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.layout.dir(Stage::Train).join(name);

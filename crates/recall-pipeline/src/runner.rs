@@ -326,11 +326,28 @@ pub fn execute_with(
                     config.device,
                     &(&config.export, &config.models, config.seed),
                 )?;
+                // The earlier exports whose indexes `export.extend_index` extends, by model.
+                let mut earlier_exports = Vec::new();
+                let mut earlier_files = Vec::new();
+                if config.export.extend_index {
+                    for entry in &config.models {
+                        if let (Some(init), Some(run)) = (&entry.train.init_from, &earlier) {
+                            let (dir, files) = run.export_dir(&init.model)?;
+                            earlier_exports.push((entry.name.clone(), dir));
+                            earlier_files.extend(files);
+                        }
+                    }
+                }
                 run_stage(
                     stage,
                     &export_dir,
                     hash.clone(),
-                    &[outputs_of(&encode_dir), outputs_of(&train_dir)].concat(),
+                    &[
+                        outputs_of(&encode_dir),
+                        outputs_of(&train_dir),
+                        earlier_files,
+                    ]
+                    .concat(),
                     forced,
                     |dir| {
                         stages::export::run(
@@ -341,6 +358,7 @@ pub fn execute_with(
                                 config: &config.export,
                                 config_hash: &hash,
                                 device: &device,
+                                earlier_exports: &earlier_exports,
                             },
                             dir,
                         )
@@ -784,5 +802,79 @@ mod tests {
             .filter(|&c| c)
             .count();
         assert_eq!(cold as u64, encode.stats["cold_items"].as_u64().unwrap());
+    }
+
+    /// New items between retrains: day 1 trains DSSM on the interactions before a cut; the
+    /// refresh keeps the cut, lists the side table's other items as cold, takes day 1's model
+    /// as it is (`epochs = 0`) and extends day 1's serving index with the new items' vectors.
+    /// The known items keep their vectors bit for bit, the index grows by the cold items and is
+    /// measured against exact search; extending after training (moved vectors) is refused, and
+    /// so is `epochs = 0` without an earlier model.
+    #[test]
+    fn new_items_join_the_earlier_index_without_training() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = "model = { kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8], item_id_dropout = 0.3 }";
+        let run = |name: &str, encode: &str, export: &str, train: &str| {
+            let text = format!(
+                "name = \"{name}\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\narriving_items = 0.3\n\
+                 [encode]\nbefore = 1009843200\n{encode}\n[evaluate]\nks = [10]\nbootstrap = 20\nindex = false\n\
+                 [export]\ntop_k = 10\n{export}\n[[models]]\nname = \"dssm\"\n{model}\ntrain = {{ batch_size = 64, {train} }}\n"
+            );
+            let config = crate::config::parse(&text, Path::new("refresh.toml"))?;
+            execute(&config, &dir.path().join(name), None, false, false)
+        };
+        run("day1", "", "", "epochs = 1").unwrap();
+        let day1 = dir.path().join("day1");
+        let init = format!(
+            "init_from = {{ run = {:?}, model = \"dssm\" }}",
+            day1.display().to_string()
+        );
+        run(
+            "refresh",
+            "cold_items = true",
+            "extend_index = true",
+            &format!("epochs = 0, {init}"),
+        )
+        .unwrap();
+        let refresh = dir.path().join("refresh");
+        let encode = Manifest::read(&refresh.join("encode")).unwrap();
+        let cold = encode.stats["cold_items"].as_u64().unwrap();
+        assert!(cold > 0, "{}", encode.stats);
+        let summary: recall_export::ExportSummary = serde_json::from_slice(
+            &std::fs::read(refresh.join("export/dssm/manifest.json")).unwrap(),
+        )
+        .unwrap();
+        let index = summary.index.unwrap();
+        let extended = index.extended.unwrap();
+        let earlier: recall_export::ExportSummary =
+            serde_json::from_slice(&std::fs::read(day1.join("export/dssm/manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(extended.earlier_items, earlier.items);
+        assert_eq!(extended.added as u64, cold);
+        assert_eq!(summary.items, earlier.items + extended.added);
+        assert!(index.recall > 0.5, "{index:?}");
+        let vectors = |run: &Path| {
+            let path = run.join("export/dssm/item_embeddings.parquet");
+            recall_core::Table::read(&path)
+                .unwrap()
+                .float_vectors("embedding")
+                .unwrap()
+        };
+        let ((dim, before), (_, after)) = (vectors(&day1), vectors(&refresh));
+        assert_eq!(before[..], after[..earlier.items * dim]);
+        let report = std::fs::read_to_string(refresh.join("report/report.md")).unwrap();
+        assert!(report.contains("extends the warm-start run's"), "{report}");
+
+        // Trained since day 1: the index would mix two models' vectors.
+        let err = run(
+            "trained",
+            "cold_items = true",
+            "extend_index = true",
+            &format!("epochs = 1, {init}"),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("moved"), "{err:#}");
+        let err = run("none", "", "", "epochs = 0").unwrap_err();
+        assert!(format!("{err:#}").contains("init_from"), "{err:#}");
     }
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use recall_export::ExportConfig;
 use recall_export::export::IndexQuality;
-use recall_export::{ExportConfig, export_model};
+use recall_export::export::export_model_extending;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelEntry;
@@ -42,6 +43,9 @@ pub struct Inputs<'a> {
     /// Recorded in each model's export manifest.
     pub config_hash: &'a str,
     pub device: &'a Device,
+    /// The earlier export of each warm-started model (by model name) whose serving index
+    /// `export.extend_index` extends.
+    pub earlier_exports: &'a [(String, PathBuf)],
 }
 
 /// Exports every model into `out/<name>/`.
@@ -51,7 +55,12 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, ExportReport
     for entry in inputs.models {
         let _span = tracing::info_span!("model", name = entry.name.as_str()).entered();
         let dir = out.join(&entry.name);
-        let summary = export_model(
+        let earlier = inputs
+            .earlier_exports
+            .iter()
+            .find(|(name, _)| *name == entry.name)
+            .map(|(_, dir)| dir.as_path());
+        let summary = export_model_extending(
             inputs.encode_dir,
             &inputs.train_dir.join(&entry.name),
             &dir,
@@ -59,6 +68,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, ExportReport
             inputs.config,
             inputs.config_hash,
             inputs.device,
+            earlier,
         )
         .with_context(|| format!("exporting `{}`", entry.name))?;
         written.extend(recall_export::export::written_files(&dir, &summary));

@@ -191,6 +191,14 @@ fn render(
             index.exact_queries_per_second,
             index.build_seconds,
         );
+        if let Some(x) = index.extended {
+            let _ = writeln!(
+                md,
+                "\nThe index extends the warm-start run's ({} items) with {} new items, without a rebuild: \
+                 the build seconds are the load and the adding.",
+                x.earlier_items, x.added
+            );
+        }
     }
 
     let _ = writeln!(

@@ -174,6 +174,20 @@ pub fn run(
                 None => md.push_str(" - | - | - | - | - |\n"),
             }
         }
+        // Indexes extended rather than built (`export.extend_index`): the refresh that adds
+        // new items to yesterday's index, measured against exact search like a built one.
+        for (name, e) in &runs.export {
+            if let Some(x) = e.index.as_ref().and_then(|i| i.extended) {
+                let _ = writeln!(
+                    md,
+                    "
+`{name}`'s index extends the warm-start run's: it held {} items and took {} new ones \
+                     without a rebuild (load and add: the build seconds above); its recall above is the \
+                     extended index's.",
+                    x.earlier_items, x.added
+                );
+            }
+        }
     }
     let _ = writeln!(md, "\n## Timings\n\n| stage | seconds |\n|---|---|");
     for (stage, s) in &runs.seconds {
