@@ -10,7 +10,7 @@
 //! | `tensors.json` | every tensor's name, shape and its PyTorch counterpart; `layout`: how the towers' inputs are assembled |
 //! | `encoding/` | `features.json` and the side features' vocabularies: raw inputs to table rows |
 //! | `item_index.usearch`, `item_index.usearch.json` | the HNSW serving index and its sidecar |
-//! | `user_tower.onnx`, `item_tower.onnx` (DSSM) | the towers for onnxruntime, over encoded inputs ([`crate::onnx`]) |
+//! | `user_tower.onnx`, `item_tower.onnx` (with an item tower) | the towers for onnxruntime, over encoded inputs ([`crate::onnx`]) |
 //! | `manifest.json` | every file above with rows, bytes, SHA-256; model, config hash, versions, index quality |
 //!
 //! Every file is written atomically and `manifest.json` last, so a directory with a manifest is
@@ -78,7 +78,7 @@ pub struct ExportConfig {
     /// `"exact"` (default) or `"index"`: how the candidates are ranked.
     #[serde(default, skip_serializing_if = "is_exact")]
     pub candidates: CandidateSearch,
-    /// Write the towers as ONNX (`user_tower.onnx`, and `item_tower.onnx` for DSSM). Default
+    /// Write the towers as ONNX (`user_tower.onnx`, and `item_tower.onnx` for a model with an item tower). Default
     /// true.
     #[serde(default = "default_true")]
     pub onnx: bool,

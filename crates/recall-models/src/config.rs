@@ -17,7 +17,8 @@ pub enum ModelKind {
     Youtubednn,
     /// SASRec: a causal self-attention user tower over the item history (`blocks`, `heads`,
     /// `max_len`, `ffn_width`, `dropout`), trained to predict the next item at every position;
-    /// the item side is the item table, as YoutubeDNN's.
+    /// the item side is the item table, as YoutubeDNN's, or with `item_tower` an item tower as
+    /// DSSM's (the cold path).
     Sasrec,
     /// An HSTU-style sequence tower (Zhai et al. 2024): SASRec's windows and training, with
     /// blocks of pointwise SiLU attention, a relative position bias and a gated output in
@@ -299,7 +300,8 @@ pub enum ModelConfig {
     /// the item embedding table itself (shared with the history); L2-normalised.
     Youtubednn(YoutubednnConfig),
     /// A causal self-attention user tower over the item history, trained to predict the next
-    /// item at every position; the item side is the item table, as YoutubeDNN's.
+    /// item at every position; the item side is the item table, as YoutubeDNN's, or an item
+    /// tower (`item_tower`).
     Sasrec(SasrecConfig),
     /// SASRec's windows and training with HSTU-style blocks.
     Hstu(HstuConfig),
@@ -353,13 +355,12 @@ pub struct PooledUser {
     pub example_age: bool,
 }
 
-/// `kind = "dssm"`.
+/// An item tower over the item's id row and its features: DSSM's item side, and SASRec's and
+/// HSTU's when `item_tower` is set (in place of the bare item table on the candidate side).
+/// It is the path a cold item takes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DssmConfig {
-    pub common: Common,
-    pub mlp: Mlp,
-    pub user: PooledUser,
-    /// Layer widths of the item tower; it must end where the user tower does. Default
+pub struct ItemTowerConfig {
+    /// Layer widths of the item tower; it must end where the user side does. Default (DSSM)
     /// [256, 64].
     pub item_tower: Vec<usize>,
     /// Feed item side features (genres) to the item tower. Default true.
@@ -370,6 +371,15 @@ pub struct DssmConfig {
     /// row is never trained as a candidate, so on the item side it always reads the OOV row.
     /// Default 0.
     pub item_id_dropout: f32,
+}
+
+/// `kind = "dssm"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DssmConfig {
+    pub common: Common,
+    pub mlp: Mlp,
+    pub user: PooledUser,
+    pub item: ItemTowerConfig,
 }
 
 /// `kind = "youtubednn"`.
@@ -394,6 +404,10 @@ pub struct SasrecConfig {
     pub max_len: Option<usize>,
     /// Hidden width of each block's feed-forward net. Default `embedding_dim`.
     pub ffn_width: Option<usize>,
+    /// An item tower on the candidate side (`item_tower = [...]`, with `item_features` and
+    /// `item_id_dropout`): cold items get vectors from their features. Default none: the
+    /// item table, shared with the history.
+    pub item: Option<ItemTowerConfig>,
 }
 
 /// `kind = "hstu"`.
@@ -408,6 +422,8 @@ pub struct HstuConfig {
     /// at, and the span of the relative position bias). Default, and at most: the encode
     /// stage's `max_len`.
     pub max_len: Option<usize>,
+    /// An item tower on the candidate side, as SASRec's.
+    pub item: Option<ItemTowerConfig>,
 }
 
 /// Every key of every kind, as a pipeline file spells them: what a `model = { ... }` table is
@@ -481,7 +497,7 @@ const POOLED_KEYS: [&str; 8] = [
     "history_features",
     "example_age",
 ];
-const DSSM_KEYS: [&str; 3] = ["item_tower", "item_features", "item_id_dropout"];
+const ITEM_TOWER_KEYS: [&str; 3] = ["item_tower", "item_features", "item_id_dropout"];
 const SASREC_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "ffn_width"];
 const HSTU_KEYS: [&str; 3] = ["blocks", "heads", "max_len"];
 
@@ -492,11 +508,17 @@ impl ModelKind {
         match self {
             ModelKind::Dssm => {
                 keys.extend(POOLED_KEYS);
-                keys.extend(DSSM_KEYS);
+                keys.extend(ITEM_TOWER_KEYS);
             }
             ModelKind::Youtubednn => keys.extend(POOLED_KEYS),
-            ModelKind::Sasrec => keys.extend(SASREC_KEYS),
-            ModelKind::Hstu => keys.extend(HSTU_KEYS),
+            ModelKind::Sasrec => {
+                keys.extend(SASREC_KEYS);
+                keys.extend(ITEM_TOWER_KEYS);
+            }
+            ModelKind::Hstu => {
+                keys.extend(HSTU_KEYS);
+                keys.extend(ITEM_TOWER_KEYS);
+            }
         }
         keys
     }
@@ -546,6 +568,44 @@ impl RawModelConfig {
         }
     }
 
+    /// The item tower keys: always a tower for DSSM (default widths), for the sequence kinds
+    /// only when `item_tower` is set (the other two keys alone are refused).
+    fn item_side(&self, kind: ModelKind) -> Result<Option<ItemTowerConfig>, String> {
+        let widths = match (&self.item_tower, kind) {
+            (Some(w), _) => w.clone(),
+            (None, ModelKind::Dssm) => default_tower(),
+            (None, _) => {
+                if let Some(key) = [
+                    ("item_features", self.item_features.is_some()),
+                    ("item_id_dropout", self.item_id_dropout.is_some()),
+                ]
+                .into_iter()
+                .find_map(|(k, set)| set.then_some(k))
+                {
+                    return Err(format!(
+                        "`{key}` sets up an item tower, which kind \"{}\" has only with `item_tower` \
+                         (its layer widths, ending at embedding_dim)",
+                        kind.name()
+                    ));
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(ItemTowerConfig {
+            item_tower: widths,
+            item_features: self.item_features.unwrap_or(true),
+            item_id_dropout: self.item_id_dropout.unwrap_or(0.0),
+        }))
+    }
+
+    fn set_item(&mut self, item: Option<&ItemTowerConfig>) {
+        if let Some(c) = item {
+            self.item_tower = Some(c.item_tower.clone());
+            self.item_features = Some(c.item_features);
+            self.item_id_dropout = (c.item_id_dropout != 0.0).then_some(c.item_id_dropout);
+        }
+    }
+
     fn set_common(&mut self, c: &Common) {
         self.embedding_dim = Some(c.embedding_dim);
         self.feature_dim = Some(c.feature_dim);
@@ -592,9 +652,7 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 common: raw.common(),
                 mlp: raw.mlp(),
                 user: raw.pooled(),
-                item_tower: raw.item_tower.clone().unwrap_or_else(default_tower),
-                item_features: raw.item_features.unwrap_or(true),
-                item_id_dropout: raw.item_id_dropout.unwrap_or(0.0),
+                item: raw.item_side(kind)?.ok_or("DSSM without an item tower")?,
             }),
             ModelKind::Youtubednn => ModelConfig::Youtubednn(YoutubednnConfig {
                 common: raw.common(),
@@ -607,12 +665,14 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 heads: raw.heads.unwrap_or(1),
                 max_len: raw.max_len,
                 ffn_width: raw.ffn_width,
+                item: raw.item_side(kind)?,
             }),
             ModelKind::Hstu => ModelConfig::Hstu(HstuConfig {
                 common: raw.common(),
                 blocks: raw.blocks.unwrap_or_else(default_blocks),
                 heads: raw.heads.unwrap_or(1),
                 max_len: raw.max_len,
+                item: raw.item_side(kind)?,
             }),
         })
     }
@@ -628,9 +688,7 @@ impl From<ModelConfig> for RawModelConfig {
         match &config {
             ModelConfig::Dssm(c) => {
                 raw.set_mlp(&c.mlp, &c.user);
-                raw.item_tower = Some(c.item_tower.clone());
-                raw.item_features = Some(c.item_features);
-                raw.item_id_dropout = (c.item_id_dropout != 0.0).then_some(c.item_id_dropout);
+                raw.set_item(Some(&c.item));
             }
             ModelConfig::Youtubednn(c) => raw.set_mlp(&c.mlp, &c.user),
             ModelConfig::Sasrec(c) => {
@@ -638,11 +696,13 @@ impl From<ModelConfig> for RawModelConfig {
                 raw.heads = Some(c.heads);
                 raw.max_len = c.max_len;
                 raw.ffn_width = c.ffn_width;
+                raw.set_item(c.item.as_ref());
             }
             ModelConfig::Hstu(c) => {
                 raw.blocks = Some(c.blocks);
                 raw.heads = Some(c.heads);
                 raw.max_len = c.max_len;
+                raw.set_item(c.item.as_ref());
             }
         }
         raw
@@ -808,6 +868,17 @@ impl ModelConfig {
         }
     }
 
+    /// The item tower's keys, for the kinds with one (DSSM; SASRec and HSTU with
+    /// `item_tower`).
+    pub fn item_tower(&self) -> Option<&ItemTowerConfig> {
+        match self {
+            ModelConfig::Dssm(c) => Some(&c.item),
+            ModelConfig::Sasrec(c) => c.item.as_ref(),
+            ModelConfig::Hstu(c) => c.item.as_ref(),
+            ModelConfig::Youtubednn(_) => None,
+        }
+    }
+
     /// SASRec's own keys.
     pub fn sasrec(&self) -> Option<&SasrecConfig> {
         match self {
@@ -854,10 +925,28 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&common.dropout) {
             return bad("dropout", "must be in [0, 1)");
         }
-        if let Some(d) = self.dssm()
-            && !(0.0..1.0).contains(&d.item_id_dropout)
-        {
-            return bad("item_id_dropout", "must be in [0, 1)");
+        if let Some(item) = self.item_tower() {
+            if !(0.0..1.0).contains(&item.item_id_dropout) {
+                return bad("item_id_dropout", "must be in [0, 1)");
+            }
+            // The item tower ends where the user side does: DSSM's user tower, the sequence
+            // towers' embedding_dim.
+            let user_width = match self.pooled_user() {
+                Some(u) => u.user_tower.last().copied(),
+                None => Some(common.embedding_dim),
+            };
+            if item.item_tower.is_empty()
+                || item.item_tower.contains(&0)
+                || item.item_tower.last().copied() != user_width
+            {
+                return bad(
+                    "item_tower",
+                    &format!(
+                        "the item tower must end at the user side's width ({}), each layer at least 1 wide",
+                        user_width.unwrap_or(0)
+                    ),
+                );
+            }
         }
         if let Some(user) = self.pooled_user()
             && (user.user_tower.is_empty() || user.user_tower.contains(&0))
@@ -876,14 +965,7 @@ impl ModelConfig {
                     );
                 }
             }
-            ModelConfig::Dssm(c) => {
-                if c.item_tower.is_empty()
-                    || c.item_tower.contains(&0)
-                    || c.item_tower.last() != c.user.user_tower.last()
-                {
-                    return bad("item_tower", "DSSM's towers must end at the same width");
-                }
-            }
+            ModelConfig::Dssm(_) => {}
             ModelConfig::Sasrec(c) => {
                 validate_blocks(
                     "SASRec",
@@ -1214,7 +1296,6 @@ mod tests {
             ("recent_items", serde_json::json!(3)),
             ("user_tower", serde_json::json!([8])),
             ("example_age", serde_json::json!(false)),
-            ("item_tower", serde_json::json!([8])),
             ("batch_norm", serde_json::json!(true)),
         ] {
             let mut table = serde_json::json!({ "kind": "sasrec" });
@@ -1227,6 +1308,34 @@ mod tests {
                 "{err}"
             );
         }
+        // A sequence kind takes an item tower only with its widths, ending at embedding_dim.
+        let err = serde_json::from_value::<ModelConfig>(
+            serde_json::json!({ "kind": "sasrec", "item_id_dropout": 0.3 }),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`item_id_dropout`") && err.contains("item_tower"),
+            "{err}"
+        );
+        let tower: ModelConfig = serde_json::from_value(
+            serde_json::json!({ "kind": "hstu", "embedding_dim": 16, "item_tower": [32, 8] }),
+        )
+        .unwrap();
+        let err = tower.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("model.item_tower") && err.contains("(16)"),
+            "{err}"
+        );
+        let tower: ModelConfig = serde_json::from_value(
+            serde_json::json!({ "kind": "sasrec", "embedding_dim": 16, "item_tower": [32, 16], "item_id_dropout": 0.2 }),
+        )
+        .unwrap();
+        tower.validate().unwrap();
+        assert_eq!(tower.item_tower().unwrap().item_id_dropout, 0.2);
+        let again: ModelConfig =
+            serde_json::from_value(serde_json::to_value(&tower).unwrap()).unwrap();
+        assert_eq!(again, tower);
         let err = serde_json::from_value::<ModelConfig>(
             serde_json::json!({ "kind": "youtubednn", "item_tower": [64], "blocks": 2 }),
         )

@@ -146,7 +146,7 @@ impl TwoTower {
             parts[0]["cold_from"] = json!(cold);
             parts[0]["cold_row"] = json!(recall_core::columns::OOV_INDEX);
         }
-        let Some(dssm) = self.config().dssm() else {
+        let Some(dssm) = self.config().item_tower() else {
             return json!({ "parts": parts, "width": d, "encoder": { "kind": "none",
                 "computation": "the item's row of item_embedding, L2-normalised" } });
         };

@@ -6,7 +6,7 @@
 //! - [`graph`]: a small graph builder; [`proto`]: the ONNX messages it writes (prost).
 //!
 //! `user_tower.onnx` for every kind; `item_tower.onnx` where the item side is a tower over
-//! features (DSSM), with the cold-start path (an item without a trained row reads the
+//! features (DSSM; SASRec and HSTU with `item_tower`), with the cold-start path (an item without a trained row reads the
 //! out-of-vocabulary row beside its features). Both have a dynamic batch dimension. CI runs
 //! them with onnxruntime and compares with `user_embeddings.parquet` and
 //! `item_embeddings.parquet` (`python/check_reference.py`).
@@ -27,7 +27,7 @@ use crate::error::Result;
 
 /// The user tower's file in an export directory.
 pub const USER_TOWER: &str = "user_tower.onnx";
-/// The item tower's file (DSSM only).
+/// The item tower's file (kinds with an item tower).
 pub const ITEM_TOWER: &str = "item_tower.onnx";
 
 /// Writes the towers into `out`; returns the files written.

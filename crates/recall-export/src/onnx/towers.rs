@@ -656,7 +656,7 @@ pub fn user_tower(
 }
 
 /// The item tower of `layout` as a serialised ONNX model, for models whose item side is a
-/// tower over features (DSSM); `None` for an item side that is the item's embedding row alone.
+/// tower over features (DSSM, a sequence kind with `item_tower`); `None` for an item side that is the item's embedding row alone.
 pub fn item_tower(
     layout: &Value,
     tensors: &HashMap<String, Tensor>,

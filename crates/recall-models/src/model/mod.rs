@@ -125,7 +125,7 @@ impl TwoTower {
         let history_feature_names = config
             .pooled_user()
             .map_or(&no_features, |u| &u.history_features);
-        let dssm_item_features = config.dssm().is_some_and(|c| c.item_features);
+        let item_tower_features = config.item_tower().is_some_and(|c| c.item_features);
         let item = SparseTable::new(data.item_table_size, d, std, rng).with_zero_padding();
         let user_id = common
             .user_id
@@ -159,7 +159,7 @@ impl TwoTower {
                 SparseTable::new(source.table_size(data), fd, std, rng).with_zero_padding(),
             ));
         }
-        let item_sources = if dssm_item_features {
+        let item_sources = if item_tower_features {
             ItemFeatureSource::all(data)
         } else {
             Vec::new()
@@ -179,7 +179,7 @@ impl TwoTower {
         } else {
             0
         };
-        let item_dense = if dssm_item_features {
+        let item_dense = if item_tower_features {
             data.item_dense.len()
         } else {
             0
@@ -299,7 +299,7 @@ impl TwoTower {
                 )));
             }
         };
-        let item = match config.dssm() {
+        let item = match config.item_tower() {
             Some(dssm) => {
                 let tower = Tower::new(
                     &spec("item_tower", inputs.dims.1, &dssm.item_tower),

@@ -845,9 +845,10 @@ fn a_warm_start_keeps_the_earlier_rows_and_starts_new_ids_fresh() {
     );
 }
 
-/// DSSM's cold path: on a time split with cold items (`encode.cold_items`), a cold item's
-/// vector comes from the OOV id row and its features alone (two cold items with the same
-/// features get the same vector), id dropout trains repeatably, and its key is DSSM's only.
+/// The cold path of DSSM and of SASRec with an item tower: on a time split with cold items
+/// (`encode.cold_items`), a cold item's vector comes from the OOV id row and its features
+/// alone (two cold items with the same features get the same vector), id dropout trains
+/// repeatably, and YoutubeDNN refuses the key.
 #[test]
 fn cold_items_take_the_feature_path_and_id_dropout_repeats() {
     let dir = ingested_from(SyntheticConfig {
@@ -866,39 +867,54 @@ fn cold_items_take_the_feature_path_and_id_dropout_repeats() {
     e.write(&dir.join("encode")).unwrap();
     let data = EncodedData::read_dir(&dir.join("encode")).unwrap();
     let first_cold = data.first_cold_item.unwrap();
-    let model: ModelConfig = serde_json::from_value(serde_json::json!({
-        "kind": "dssm", "embedding_dim": 16, "feature_dim": 8, "user_tower": [32, 16],
-        "item_tower": [32, 16], "item_id_dropout": 0.3
-    }))
-    .unwrap();
-    let (_, mut t) = configs("dssm");
-    t.epochs = 2;
-    let run = || {
-        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
-        let mut m = TwoTower::new(&model, &data, &mut rng, &Device::Cpu).unwrap();
-        train::train(&mut m, &data, &t, 4).unwrap();
-        m
-    };
-    let (a, b) = (run(), run());
-    let (va, vb) = (a.embed_items(&data).unwrap(), b.embed_items(&data).unwrap());
-    assert_eq!(
-        va.as_slice(),
-        vb.as_slice(),
-        "id dropout is seeded per step"
-    );
-    // Cold items with the same genres share a vector: nothing of their own id is read.
-    let genres = |i: u32| {
-        let bag = &data.item_bags[0];
-        bag.values[bag.offsets[i as usize]..bag.offsets[i as usize + 1]].to_vec()
-    };
-    let cold: Vec<u32> = (first_cold..data.item_table_size as u32).collect();
-    let pair = cold
-        .iter()
-        .flat_map(|&x| cold.iter().map(move |&y| (x, y)))
-        .find(|&(x, y)| x < y && genres(x) == genres(y))
-        .expect("two cold items with the same genres");
-    assert_eq!(va.row(pair.0 as usize), va.row(pair.1 as usize));
-    // The key belongs to DSSM.
+    // DSSM's item tower, and the same on the candidate side of SASRec.
+    for (kind, model) in [
+        (
+            "dssm",
+            serde_json::json!({
+                "kind": "dssm", "embedding_dim": 16, "feature_dim": 8, "user_tower": [32, 16],
+                "item_tower": [32, 16], "item_id_dropout": 0.3
+            }),
+        ),
+        (
+            "sasrec",
+            serde_json::json!({
+                "kind": "sasrec", "embedding_dim": 16, "feature_dim": 8, "blocks": 1,
+                "item_tower": [16], "item_id_dropout": 0.3
+            }),
+        ),
+    ] {
+        let model: ModelConfig = serde_json::from_value(model).unwrap();
+        let (_, mut t) = configs("dssm");
+        t.epochs = 2;
+        let run = || {
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
+            let mut m = TwoTower::new(&model, &data, &mut rng, &Device::Cpu).unwrap();
+            train::train(&mut m, &data, &t, 4).unwrap();
+            m
+        };
+        let (a, b) = (run(), run());
+        let (va, vb) = (a.embed_items(&data).unwrap(), b.embed_items(&data).unwrap());
+        assert_eq!(
+            va.as_slice(),
+            vb.as_slice(),
+            "{kind}: id dropout is seeded per step"
+        );
+        assert!(a.embed_items_from_features(&data).unwrap().is_some());
+        // Cold items with the same genres share a vector: nothing of their own id is read.
+        let genres = |i: u32| {
+            let bag = &data.item_bags[0];
+            bag.values[bag.offsets[i as usize]..bag.offsets[i as usize + 1]].to_vec()
+        };
+        let cold: Vec<u32> = (first_cold..data.item_table_size as u32).collect();
+        let pair = cold
+            .iter()
+            .flat_map(|&x| cold.iter().map(move |&y| (x, y)))
+            .find(|&(x, y)| x < y && genres(x) == genres(y))
+            .expect("two cold items with the same genres");
+        assert_eq!(va.row(pair.0 as usize), va.row(pair.1 as usize), "{kind}");
+    }
+    // YoutubeDNN has no item tower (with one it is DSSM).
     let err = serde_json::from_value::<ModelConfig>(serde_json::json!({
         "kind": "youtubednn", "item_id_dropout": 0.3
     }))
