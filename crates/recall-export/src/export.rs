@@ -85,7 +85,8 @@ pub struct ExportConfig {
     /// Extend the serving index of the model this one was warm-started from (the earlier
     /// run's export) with the items it lacks, instead of building one: the refresh that adds
     /// new items without retraining (`train.epochs = 0`). Refused when the items the earlier
-    /// index holds have moved (the model was trained since). Default false.
+    /// index holds have moved (the model was trained since). The earlier index keeps its own
+    /// graph settings (its sidecar's `config`; `index` here is not applied). Default false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub extend_index: bool,
 }
