@@ -98,7 +98,8 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
     _, expected = read_vectors(directory / "item_embeddings.parquet", "item_id")
     item_error = float(np.abs(model.item_vectors() - expected).max())
     assert item_error <= TOLERANCE, f"{directory.name}: item vectors differ by {item_error:.2e}"
-    encoder = model.layout["user_input"]["encoder"]["kind"]
+    spec = model.layout["user_input"]["encoder"]
+    encoder = spec["kind"] + (f" ({spec['block']} blocks)" if "block" in spec else "")
     report = (
         f"{directory.name} ({encoder} user tower): {len(ids)} users, largest difference {user_error:.1e}; "
         f"items {item_error:.1e}"

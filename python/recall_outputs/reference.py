@@ -226,63 +226,71 @@ class ExportedModel:
             x = z
         return x
 
-    def _sasrec(self, encoder: dict, window: list[int], side: np.ndarray) -> np.ndarray:
+    def _sequence(self, encoder: dict, window: list[int], side: np.ndarray) -> np.ndarray:
+        """A sequence encoder: the front (items, positions, side), then each block's steps."""
         t = self.tensors
         eps, d, heads = encoder["layer_norm_eps"], encoder["dim"], encoder["heads"]
         max_len = encoder["max_len"]
         window = window or [PADDING]
         n = len(window)
-        linear = lambda spec, v: v @ t[spec["weight"]].T + t[spec["bias"]]
-        norm = lambda spec, v: layer_norm(v, t[spec["weight"]], t[spec["bias"]], eps)
         x = t["item_embedding"][window] + t[encoder["positions"]][max_len - n :]
         if encoder.get("side"):
-            x = x + linear(encoder["side"], side)
-        dh = d // heads
-        causal = np.triu(np.ones((n, n), dtype=bool), k=1)
+            x = x + side @ t[encoder["side"]["weight"]].T + t[encoder["side"]["bias"]]
+        values = {"x": x}
         for block in encoder["blocks"]:
-            qkv = linear(block["qkv"], norm(block["attention_norm"], x))
-            q, k, v = qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :]
-            heads_out = []
-            for h in range(heads):
-                cols = slice(h * dh, (h + 1) * dh)
-                scores = q[:, cols] @ k[:, cols].T / math.sqrt(dh)
-                scores[causal] = -np.inf
-                p = np.exp(scores - scores.max(axis=1, keepdims=True))
-                p /= p.sum(axis=1, keepdims=True)
-                heads_out.append(p @ v[:, cols])
-            x = x + linear(block["output"], np.concatenate(heads_out, axis=1))
-            hidden = np.maximum(linear(block["ffn_in"], norm(block["ffn_norm"], x)), 0.0)
-            x = x + linear(block["ffn_out"], hidden)
-        return norm(encoder["final_norm"], x[-1])
+            for step in block["steps"]:
+                self._step(step, values, heads, eps)
+        final = encoder["final_norm"]
+        return layer_norm(values["x"][-1], t[final["weight"]], t[final["bias"]], eps)
 
-    def _hstu(self, encoder: dict, window: list[int], side: np.ndarray) -> np.ndarray:
+    def _step(self, step: dict, values: dict, heads: int, eps: float) -> None:
+        """One step of a sequence block (the layout's step vocabulary) on `values`."""
         t = self.tensors
-        eps, d, heads = encoder["layer_norm_eps"], encoder["dim"], encoder["heads"]
-        max_len = encoder["max_len"]
-        window = window or [PADDING]
-        n = len(window)
-        linear = lambda spec, v: v @ t[spec["weight"]].T + t[spec["bias"]]
-        norm = lambda spec, v: layer_norm(v, t[spec["weight"]], t[spec["bias"]], eps)
-        silu = lambda z: z / (1.0 + np.exp(-z))
-        x = t["item_embedding"][window] + t[encoder["positions"]][max_len - n :]
-        if encoder.get("side"):
-            x = x + linear(encoder["side"], side)
-        dh = d // heads
-        # distance[i, j] = i - j; keys after the query are masked out.
+        op = step["op"]
+        if op == "layer_norm":
+            values[step["out"]] = layer_norm(values[step["in"]], t[step["weight"]], t[step["bias"]], eps)
+        elif op == "linear":
+            z = values[step["in"]] @ t[step["weight"]].T + t[step["bias"]]
+            activation = step["activation"]
+            if activation == "relu":
+                z = np.maximum(z, 0.0)
+            elif activation == "silu":
+                z = z / (1.0 + np.exp(-z))
+            elif activation != "identity":
+                raise ValueError(f"unknown activation {activation!r}")
+            values[step["out"]] = z
+        elif op == "split":
+            for name, part in zip(step["out"], np.split(values[step["in"]], len(step["out"]), axis=-1)):
+                values[name] = part
+        elif op in ("add", "mul"):
+            a, b = (values[name] for name in step["in"])
+            values[step["out"]] = a + b if op == "add" else a * b
+        elif op == "attention":
+            values[step["out"]] = self._attention(step, values, heads)
+        else:
+            raise ValueError(f"unknown step {op!r}")
+
+    def _attention(self, step: dict, values: dict, heads: int) -> np.ndarray:
+        q, k, v = values[step["q"]], values[step["k"]], values[step["v"]]
+        n, dh = q.shape[0], q.shape[1] // heads
+        # distance[i, j] = i - j; a query sees itself and earlier positions.
         distance = np.arange(n)[:, None] - np.arange(n)[None, :]
         visible = distance >= 0
-        for block in encoder["blocks"]:
-            uvqk = silu(linear(block["uvqk"], norm(block["input_norm"], x)))
-            u, v, q, k = (uvqk[:, i * d : (i + 1) * d] for i in range(4))
-            bias = t[block["relative_bias"]][np.where(visible, distance, 0)]
-            heads_out = []
-            for h in range(heads):
-                cols = slice(h * dh, (h + 1) * dh)
-                a = np.where(visible, silu(q[:, cols] @ k[:, cols].T + bias), 0.0) / max_len
-                heads_out.append(a @ v[:, cols])
-            gated = norm(block["attention_norm"], np.concatenate(heads_out, axis=1)) * u
-            x = x + linear(block["output"], gated)
-        return norm(encoder["final_norm"], x[-1])
+        out = []
+        for h in range(heads):
+            cols = slice(h * dh, (h + 1) * dh)
+            scores = q[:, cols] @ k[:, cols].T
+            if step["weighting"] == "softmax":
+                scores = np.where(visible, scores * step["scale"], -np.inf)
+                p = np.exp(scores - scores.max(axis=1, keepdims=True))
+                weights = p / p.sum(axis=1, keepdims=True)
+            elif step["weighting"] == "silu":
+                z = scores + self.tensors[step["relative_bias"]][np.where(visible, distance, 0)]
+                weights = np.where(visible, z / (1.0 + np.exp(-z)), 0.0) / step["divide_by"]
+            else:
+                raise ValueError(f"unknown attention weighting {step['weighting']!r}")
+            out.append(weights @ v[:, cols])
+        return np.concatenate(out, axis=1)
 
     def user_vector(self, history: Sequence[Any], user_id: Any = None,
                     user: Mapping[str, Any] | None = None) -> np.ndarray:
@@ -295,10 +303,8 @@ class ExportedModel:
         encoder = layout["encoder"]
         if encoder["kind"] == "mlp":
             v = self._mlp(encoder, x)
-        elif encoder["kind"] == "sasrec":
-            v = self._sasrec(encoder, indices, x)
-        elif encoder["kind"] == "hstu":
-            v = self._hstu(encoder, indices, x)
+        elif encoder["kind"] == "sequence":
+            v = self._sequence(encoder, indices, x)
         else:
             raise ValueError(f"unknown user encoder {encoder['kind']!r}")
         return l2_normalize(v)

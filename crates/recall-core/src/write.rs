@@ -23,6 +23,49 @@ fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// Whether `name` is a temporary name [`temporary_path`] makes.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Deletes the temporaries under `dir` (recursively) that atomic writes leave when their
+/// process is killed before the rename (the destinations themselves are never half-written).
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_stale_temporaries(&path);
+        } else if entry.file_name().to_str().is_some_and(is_temporary) {
+            tracing::debug!("removing {} left by an interrupted run", path.display());
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Deletes the temporaries an interrupted write of `path` left beside it (any process's),
+/// for a writer into a directory it does not own (the model cards in `export/<model>/`).
+pub fn remove_stale_temporaries_of(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `path` atomically through `fill`, creating its parent directory if needed.
 pub fn write_atomic(
     path: &Path,
@@ -91,6 +134,35 @@ mod tests {
     use crate::table::Table;
     use arrow_array::{Int32Array, RecordBatch};
     use std::sync::Arc;
+
+    /// What a killed writer leaves is removed: a file's own temporaries beside it, or every
+    /// temporary under a directory; other files stay.
+    #[test]
+    fn stale_temporaries_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("m");
+        std::fs::create_dir_all(&sub).unwrap();
+        for name in [
+            ".README.md.tmp-1",
+            ".other.json.tmp-2",
+            "README.md",
+            ".hidden",
+        ] {
+            std::fs::write(sub.join(name), b"x").unwrap();
+        }
+        remove_stale_temporaries_of(&sub.join("README.md"));
+        let left = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(left(&sub), [".hidden", ".other.json.tmp-2", "README.md"]);
+        remove_stale_temporaries(dir.path());
+        assert_eq!(left(&sub), [".hidden", "README.md"]);
+    }
 
     #[test]
     fn parquet_round_trips_and_leaves_no_temporary_file() {

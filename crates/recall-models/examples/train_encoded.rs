@@ -26,11 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from(args.first().ok_or(
             "usage: train_encoded ENCODE_DIR [dssm|youtubednn|sasrec|hstu] [EPOCHS] [LOSS]",
         )?);
-    let kind = match args.get(1).map(String::as_str) {
-        Some("dssm") => ModelKind::Dssm,
-        Some("sasrec") => ModelKind::Sasrec,
-        Some("hstu") => ModelKind::Hstu,
-        _ => ModelKind::Youtubednn,
+    // Any kind by its pipeline-file name (an unknown one is refused, listing the kinds).
+    let kind: ModelKind = match args.get(1) {
+        Some(name) => serde_json::from_value(serde_json::json!(name))?,
+        None => ModelKind::Youtubednn,
     };
     let epochs = args.get(2).map(|e| e.parse()).transpose()?.unwrap_or(5);
     let loss: Loss = match args.get(3) {

@@ -15,27 +15,6 @@ use crate::manifest::{FileEntry, Manifest, config_hash};
 use crate::progress::{LogLines, ProgressFor};
 use crate::stages;
 
-/// Deletes `.<name>.tmp-<pid>` files under `dir`: what an atomic write leaves when its process
-/// is killed before the rename (the destination itself is never half-written).
-fn remove_stale_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            remove_stale_temporaries(&path);
-        } else if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with('.') && n.contains(".tmp-"))
-        {
-            tracing::debug!("removing {} left by an interrupted run", path.display());
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-}
-
 /// Every file listed as an output in a stage's manifest (the next stage's inputs).
 fn outputs_of(dir: &Path) -> Vec<PathBuf> {
     Manifest::read(dir)
@@ -93,7 +72,7 @@ fn run_stage<R: Serialize>(
     }
     // The stage is incomplete from here until its new manifest is written.
     let _ = std::fs::remove_file(dir.join(crate::manifest::MANIFEST_FILE));
-    remove_stale_temporaries(dir);
+    recall_core::write::remove_stale_temporaries(dir);
     let start = Instant::now();
     let (outputs, report) = body(dir).with_context(|| format!("stage {} failed", stage.name()))?;
     let stats = serde_json::to_value(&report)?;

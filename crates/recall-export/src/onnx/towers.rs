@@ -518,89 +518,169 @@ impl<'a> Tower<'a> {
         self.layer_norm(&x, field(encoder, "final_norm")?, eps)
     }
 
-    fn sasrec(&mut self, encoder: &Value, side: &[String], len: usize) -> Result<String> {
-        let (dim, heads) = (count(encoder, "dim")?, count(encoder, "heads")?);
+    /// A sequence encoder: the front, then each block's steps (the layout's step vocabulary,
+    /// `recall_models::model::sequence::steps`), the final norm at the newest position.
+    fn sequence(&mut self, encoder: &Value, side: &[String], len: usize) -> Result<String> {
         let eps = field(encoder, "layer_norm_eps")?.as_f64().unwrap_or(1e-5) as f32;
-        let dh = dim / heads;
-        let (mut x, visible) = self.sequence_front(encoder, side, len)?;
-        let zero = self.g.scalar(0.0);
-        let hidden = self.g.scalar(HIDDEN_SCORE);
-        let score_mask = self.op("Where", &[&visible, &zero, &hidden]);
-        let scale = self.g.scalar((dh as f32).sqrt());
-        for block in field(encoder, "blocks")?.as_array().into_iter().flatten() {
-            let h = self.layer_norm(&x, field(block, "attention_norm")?, eps)?;
-            let qkv = self.linear(&h, field(block, "qkv")?)?;
-            let q = self.columns(&qkv, 0, dim);
-            let k = self.columns(&qkv, 1, dim);
-            let v = self.columns(&qkv, 2, dim);
-            let q = self.heads_apart(&q, len, heads, dh, false);
-            let k = self.heads_apart(&k, len, heads, dh, true);
-            let v = self.heads_apart(&v, len, heads, dh, false);
-            let scores = self.op("MatMul", &[&q, &k]);
-            let scores = self.op("Div", &[&scores, &scale]);
-            let scores = self.op("Add", &[&scores, &score_mask]);
-            let p = self.g.node("Softmax", &[&scores], vec![int("axis", -1)]);
-            let a = self.op("MatMul", &[&p, &v]);
-            let a = self.heads_together(&a, len, dim);
-            let a = self.linear(&a, field(block, "output")?)?;
-            x = self.op("Add", &[&x, &a]);
-            let h = self.layer_norm(&x, field(block, "ffn_norm")?, eps)?;
-            let h = self.linear(&h, field(block, "ffn_in")?)?;
-            let h = self.op("Relu", &[&h]);
-            let h = self.linear(&h, field(block, "ffn_out")?)?;
-            x = self.op("Add", &[&x, &h]);
+        let heads = count(encoder, "heads")?;
+        let (x, visible) = self.sequence_front(encoder, side, len)?;
+        let mut values: HashMap<String, (String, usize)> = HashMap::new();
+        values.insert("x".into(), (x, count(encoder, "dim")?));
+        let blocks = field(encoder, "blocks")?
+            .as_array()
+            .ok_or_else(|| bad("`blocks` is not a list"))?;
+        for (b, block) in blocks.iter().enumerate() {
+            let steps = field(block, "steps")?
+                .as_array()
+                .ok_or_else(|| bad("`steps` is not a list"))?;
+            for step in steps {
+                self.step(step, &mut values, (b, heads, len, eps), &visible)?;
+            }
         }
+        let x = values
+            .remove("x")
+            .ok_or_else(|| bad("no `x` after the blocks"))?
+            .0;
         self.newest(&x, encoder, len, eps)
     }
 
-    fn hstu(&mut self, encoder: &Value, side: &[String], len: usize) -> Result<String> {
-        let (dim, heads) = (count(encoder, "dim")?, count(encoder, "heads")?);
-        let max_len = count(encoder, "max_len")?;
-        let eps = field(encoder, "layer_norm_eps")?.as_f64().unwrap_or(1e-5) as f32;
-        let dh = dim / heads;
-        let (mut x, visible) = self.sequence_front(encoder, side, len)?;
-        let weights_mask = self.g.node("Cast", &[&visible], vec![int("to", 1)]);
-        let span = self.g.scalar(max_len as f32);
-        for (b, block) in field(encoder, "blocks")?
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let h = self.layer_norm(&x, field(block, "input_norm")?, eps)?;
-            let uvqk = self.linear(&h, field(block, "uvqk")?)?;
-            let uvqk = self.silu(&uvqk);
-            let u = self.columns(&uvqk, 0, dim);
-            let v = self.columns(&uvqk, 1, dim);
-            let q = self.columns(&uvqk, 2, dim);
-            let k = self.columns(&uvqk, 3, dim);
-            let v = self.heads_apart(&v, len, heads, dh, false);
-            let q = self.heads_apart(&q, len, heads, dh, false);
-            let k = self.heads_apart(&k, len, heads, dh, true);
-            // bias[t, s] = relative_bias[t - s] (0 where s > t; masked out anyway).
-            let (_, relative) = self.tensor(text(block, "relative_bias")?)?;
-            let bias: Vec<f32> = (0..len * len)
-                .map(|i| {
-                    let (t, s) = (i / len, i % len);
-                    if s <= t { relative[t - s] } else { 0.0 }
-                })
-                .collect();
-            let bias = self
-                .g
-                .f32s(&format!("relative_bias.{b}.square"), &[len, len], &bias);
-            let scores = self.op("MatMul", &[&q, &k]);
-            let scores = self.op("Add", &[&scores, &bias]);
-            let a = self.silu(&scores);
-            let a = self.op("Mul", &[&a, &weights_mask]);
-            let a = self.op("Div", &[&a, &span]);
-            let a = self.op("MatMul", &[&a, &v]);
-            let a = self.heads_together(&a, len, dim);
-            let a = self.layer_norm(&a, field(block, "attention_norm")?, eps)?;
-            let gated = self.op("Mul", &[&a, &u]);
-            let out = self.linear(&gated, field(block, "output")?)?;
-            x = self.op("Add", &[&x, &out]);
+    /// One step on `values` (name -> graph value and width); `at`: block number, heads,
+    /// positions, layer norm eps.
+    fn step(
+        &mut self,
+        step: &Value,
+        values: &mut HashMap<String, (String, usize)>,
+        at: (usize, usize, usize, f32),
+        visible: &str,
+    ) -> Result<()> {
+        let (block, heads, len, eps) = at;
+        let get =
+            |values: &HashMap<String, (String, usize)>, key: &str| -> Result<(String, usize)> {
+                let name = text(step, key)?;
+                values
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("step reads `{name}` before it is made: {step}")))
+            };
+        let out =
+            |values: &mut HashMap<String, (String, usize)>, v: (String, usize)| -> Result<()> {
+                values.insert(text(step, "out")?.to_owned(), v);
+                Ok(())
+            };
+        match text(step, "op")? {
+            "layer_norm" => {
+                let (x, width) = get(values, "in")?;
+                let y = self.layer_norm(&x, step, eps)?;
+                out(values, (y, width))
+            }
+            "linear" => {
+                let (x, _) = get(values, "in")?;
+                let (dims, _) = self.tensor(text(step, "weight")?)?;
+                let y = self.linear(&x, step)?;
+                let y = match text(step, "activation")? {
+                    "identity" => y,
+                    "relu" => self.op("Relu", &[&y]),
+                    "silu" => self.silu(&y),
+                    other => return Err(bad(format!("unknown activation `{other}`"))),
+                };
+                out(values, (y, dims[0]))
+            }
+            "split" => {
+                let (x, width) = get(values, "in")?;
+                let names = field(step, "out")?
+                    .as_array()
+                    .ok_or_else(|| bad(format!("`out` of a split is not a list: {step}")))?;
+                let part = width / names.len().max(1);
+                for (i, name) in names.iter().enumerate() {
+                    let name = name
+                        .as_str()
+                        .ok_or_else(|| bad("a split's outputs are names"))?;
+                    let y = self.columns(&x, i, part);
+                    values.insert(name.to_owned(), (y, part));
+                }
+                Ok(())
+            }
+            op @ ("add" | "mul") => {
+                let names: Vec<&str> = field(step, "in")?
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let [a, b] = names[..] else {
+                    return Err(bad(format!("`{op}` takes two inputs: {step}")));
+                };
+                let lookup = |n: &str| {
+                    values
+                        .get(n)
+                        .cloned()
+                        .ok_or_else(|| bad(format!("step reads `{n}` before it is made")))
+                };
+                let ((a, width), (b, _)) = (lookup(a)?, lookup(b)?);
+                let y = self.op(if op == "add" { "Add" } else { "Mul" }, &[&a, &b]);
+                out(values, (y, width))
+            }
+            "attention" => {
+                let (q, width) = get(values, "q")?;
+                let (k, _) = get(values, "k")?;
+                let (v, _) = get(values, "v")?;
+                let y = self.attention(step, [&q, &k, &v], (block, heads, len, width), visible)?;
+                out(values, (y, width))
+            }
+            other => Err(bad(format!("unknown step `{other}`"))),
         }
-        self.newest(&x, encoder, len, eps)
+    }
+
+    /// Multi-head attention of one step (`weighting` softmax or silu) over the visible keys.
+    fn attention(
+        &mut self,
+        step: &Value,
+        [q, k, v]: [&str; 3],
+        (block, heads, len, dim): (usize, usize, usize, usize),
+        visible: &str,
+    ) -> Result<String> {
+        let dh = dim / heads.max(1);
+        let q = self.heads_apart(q, len, heads, dh, false);
+        let k = self.heads_apart(k, len, heads, dh, true);
+        let v = self.heads_apart(v, len, heads, dh, false);
+        let scores = self.op("MatMul", &[&q, &k]);
+        let weights = match text(step, "weighting")? {
+            "softmax" => {
+                let scale = field(step, "scale")?
+                    .as_f64()
+                    .ok_or_else(|| bad("`scale` is not a number"))?;
+                let scale = self.g.scalar(scale as f32);
+                let scores = self.op("Mul", &[&scores, &scale]);
+                let zero = self.g.scalar(0.0);
+                let hidden = self.g.scalar(HIDDEN_SCORE);
+                let mask = self.op("Where", &[visible, &zero, &hidden]);
+                let scores = self.op("Add", &[&scores, &mask]);
+                self.g.node("Softmax", &[&scores], vec![int("axis", -1)])
+            }
+            "silu" => {
+                // bias[t, s] = relative_bias[t - s] (0 where s > t; masked out anyway).
+                let (_, relative) = self.tensor(text(step, "relative_bias")?)?;
+                let bias: Vec<f32> = (0..len * len)
+                    .map(|i| {
+                        let (t, s) = (i / len, i % len);
+                        if s <= t { relative[t - s] } else { 0.0 }
+                    })
+                    .collect();
+                let bias =
+                    self.g
+                        .f32s(&format!("relative_bias.{block}.square"), &[len, len], &bias);
+                let divide_by = count(step, "divide_by")?;
+                let scores = self.op("Add", &[&scores, &bias]);
+                let a = self.silu(&scores);
+                let mask = self.g.node("Cast", &[visible], vec![int("to", 1)]);
+                let a = self.op("Mul", &[&a, &mask]);
+                let span = self.g.scalar(divide_by as f32);
+                self.op("Div", &[&a, &span])
+            }
+            other => return Err(bad(format!("unknown attention weighting `{other}`"))),
+        };
+        let a = self.op("MatMul", &[&weights, &v]);
+        Ok(self.heads_together(&a, len, dim))
     }
 }
 
@@ -632,15 +712,11 @@ pub fn user_tower(
             let x = t.concat(&parts)?;
             t.mlp(encoder, x)?
         }
-        kind @ ("sasrec" | "hstu") => {
+        "sequence" => {
             // The history first, so that it is the first input and the batch anchor.
             t.history(newest);
             let side = t.parts(user, "user", newest)?;
-            if kind == "sasrec" {
-                t.sasrec(encoder, &side, newest)?
-            } else {
-                t.hstu(encoder, &side, newest)?
-            }
+            t.sequence(encoder, &side, newest)?
         }
         other => return Err(bad(format!("unknown user encoder `{other}`"))),
     };

@@ -20,8 +20,8 @@ use rand::Rng;
 
 use crate::error::Result;
 use crate::model::sequence::{
-    Linear, Norm, SequenceSpec, WindowInputs, dropout, heads_apart, heads_together, linear_names,
-    norm_names, position_table,
+    Linear, Norm, SequenceSpec, WindowInputs, dropout, heads_apart, heads_together, position_table,
+    steps,
 };
 use crate::model::sparse::Gathered;
 use crate::model::tower::{Params, Pass};
@@ -159,46 +159,37 @@ impl WindowEncoder for HstuEncoder {
     }
 
     fn describe(&self) -> serde_json::Value {
-        let linear = |name: &str| {
-            let (w, b) = linear_names(name);
-            serde_json::json!({ "weight": w, "bias": b })
-        };
-        let norm = |name: &str| {
-            let (g, b) = norm_names(name);
-            serde_json::json!({ "weight": g, "bias": b })
-        };
-        let blocks: Vec<serde_json::Value> = (0..self.spec.blocks)
+        let blocks = (0..self.spec.blocks)
             .map(|i| {
                 let name = |part: &str| block_part(i, part);
-                serde_json::json!({
-                    "input_norm": norm(&name(INPUT_NORM)),
-                    "uvqk": linear(&name(UVQK)),
-                    "relative_bias": name(RELATIVE_BIAS),
-                    "attention_norm": norm(&name(ATTENTION_NORM)),
-                    "output": linear(&name(OUTPUT)),
-                })
+                vec![
+                    steps::layer_norm("x", "h", &name(INPUT_NORM)),
+                    steps::linear("h", "uvqk", &name(UVQK), "silu"),
+                    steps::split("uvqk", &["u", "v", "q", "k"]),
+                    steps::attention(
+                        ["q", "k", "v"],
+                        "a",
+                        serde_json::json!({ "weighting": "silu",
+                            "relative_bias": name(RELATIVE_BIAS), "divide_by": self.spec.max_len }),
+                    ),
+                    steps::layer_norm("a", "a", &name(ATTENTION_NORM)),
+                    steps::join("mul", "a", "u", "g"),
+                    steps::linear("g", "o", &name(OUTPUT), "identity"),
+                    steps::join("add", "x", "o", "x"),
+                ]
             })
             .collect();
-        serde_json::json!({
-            "kind": "hstu",
-            "dim": self.spec.dim,
-            "heads": self.spec.heads,
-            "max_len": self.spec.max_len,
-            "layer_norm_eps": crate::ops::seq_op::LN_EPS,
-            "positions": POSITIONS,
-            "side": self.side.as_ref().map(|_| linear(SIDE)),
-            "blocks": blocks,
-            "final_norm": norm(FINAL_NORM),
-            "computation": "x[t] = item_embedding[window[t]] + positions[max_len - L + t] for the window's L items, \
-                oldest first (row max_len - 1 is the newest item's position), plus side W^T + b on every \
-                position when `side` is set; per block: [u | v | q | k] = silu(LN_input(x) W_uvqk^T + b) \
-                (dim columns each; head j uses columns j*dim/heads .. (j+1)*dim/heads of v, q and k); \
-                per head A[t, s] = silu(q_t . k_s + relative_bias[t - s]) / max_len for s <= t, else 0; \
-                a = A v, heads concatenated; x = x + (LN_attention(a) * u) W_o^T + b_o. The user vector is \
-                final_norm(x) at the newest position, then L2-normalised. silu(z) = z / (1 + exp(-z)); \
-                LN(v) = (v - mean) / sqrt(var + eps) * weight + bias, var the biased variance over the dim \
-                values. No dropout at inference.",
-        })
+        steps::sequence(
+            "hstu",
+            &self.spec,
+            POSITIONS,
+            self.side.as_ref().map(|_| SIDE),
+            FINAL_NORM,
+            blocks,
+            "per block: [u | v | q | k] = silu(LN_input(x) W_uvqk^T + b); per head A[t, s] = \
+             silu(q_t . k_s + relative_bias[t - s]) / max_len for s <= t, else 0; a = A v, heads \
+             concatenated; x = x + (LN_attention(a) * u) W_o^T + b_o",
+        )
     }
 
     fn torch_counterpart(&self, name: &str, shape: &[usize]) -> Option<String> {

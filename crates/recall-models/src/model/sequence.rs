@@ -61,49 +61,132 @@ pub(crate) fn norm_names(name: &str) -> (String, String) {
 
 impl SequenceSpec {
     /// The encoder's structure with its checkpoint tensor names and the computation, for
-    /// readers outside Rust (the `encoder` of the exported input layout).
+    /// readers outside Rust (the `encoder` of the exported input layout): the shared front, and
+    /// each block as [`steps`].
     pub(crate) fn describe(&self) -> serde_json::Value {
-        let linear = |name: &str, activation: &str| {
-            let (w, b) = linear_names(name);
-            serde_json::json!({ "weight": w, "bias": b, "activation": activation })
-        };
-        let norm = |name: &str| {
-            let (g, b) = norm_names(name);
-            serde_json::json!({ "weight": g, "bias": b })
-        };
-        let blocks: Vec<serde_json::Value> = (0..self.blocks)
+        let scale = 1.0 / ((self.dim / self.heads) as f64).sqrt();
+        let blocks = (0..self.blocks)
             .map(|i| {
                 let name = |part: &str| block_part(i, part);
-                serde_json::json!({
-                    "attention_norm": norm(&name(ATTENTION_NORM)),
-                    "qkv": linear(&name(QKV), "identity"),
-                    "output": linear(&name(OUTPUT), "identity"),
-                    "ffn_norm": norm(&name(FFN_NORM)),
-                    "ffn_in": linear(&name(FFN_IN), "relu"),
-                    "ffn_out": linear(&name(FFN_OUT), "identity"),
-                })
+                vec![
+                    steps::layer_norm("x", "h", &name(ATTENTION_NORM)),
+                    steps::linear("h", "qkv", &name(QKV), "identity"),
+                    steps::split("qkv", &["q", "k", "v"]),
+                    steps::attention(
+                        ["q", "k", "v"],
+                        "a",
+                        serde_json::json!({ "weighting": "softmax", "scale": scale }),
+                    ),
+                    steps::linear("a", "a", &name(OUTPUT), "identity"),
+                    steps::join("add", "x", "a", "x"),
+                    steps::layer_norm("x", "h", &name(FFN_NORM)),
+                    steps::linear("h", "h", &name(FFN_IN), "relu"),
+                    steps::linear("h", "h", &name(FFN_OUT), "identity"),
+                    steps::join("add", "x", "h", "x"),
+                ]
             })
             .collect();
-        serde_json::json!({
-            "kind": "sasrec",
-            "dim": self.dim,
-            "heads": self.heads,
-            "max_len": self.max_len,
-            "ffn_width": self.ffn,
+        steps::sequence(
+            "sasrec",
+            self,
+            POSITIONS,
+            (self.side > 0).then_some(SIDE),
+            FINAL_NORM,
+            blocks,
+            "per block, pre-layer-norm: h = LN(x); [q | k | v] = h W_qkv^T + b; a = softmax(q k^T / \
+             sqrt(dim/heads)) v per head with position t attending to positions <= t; x = x + a W_o^T + \
+             b_o; x = x + ffn_out(relu(ffn_in(LN(x))))",
+        )
+    }
+}
+
+/// The step vocabulary the exported layout states a sequence encoder's blocks in, which the
+/// Python reference and the ONNX writer each interpret once: a block built from these steps
+/// needs no change in either. Steps read and write named values of `[positions, width]`;
+/// `x` is the residual stream, the block's input and output.
+pub(crate) mod steps {
+    use serde_json::{Value, json};
+
+    use crate::model::sequence::{SequenceSpec, linear_names, norm_names};
+
+    /// `out = LN(in)` over the last axis with the tensors of `name`.
+    pub fn layer_norm(input: &str, out: &str, name: &str) -> Value {
+        let (weight, bias) = norm_names(name);
+        json!({ "op": "layer_norm", "in": input, "out": out, "weight": weight, "bias": bias })
+    }
+
+    /// `out = act(in W^T + b)`: `identity`, `relu` or `silu`.
+    pub fn linear(input: &str, out: &str, name: &str, activation: &str) -> Value {
+        let (weight, bias) = linear_names(name);
+        json!({ "op": "linear", "in": input, "out": out, "weight": weight, "bias": bias,
+                "activation": activation })
+    }
+
+    /// `in` cut into equal parts along the last axis, in order.
+    pub fn split(input: &str, outs: &[&str]) -> Value {
+        json!({ "op": "split", "in": input, "out": outs })
+    }
+
+    /// `out = a (op) b`, element-wise: `add` or `mul`.
+    pub fn join(op: &str, a: &str, b: &str, out: &str) -> Value {
+        json!({ "op": op, "in": [a, b], "out": out })
+    }
+
+    /// Multi-head attention of `q`, `k`, `v` (head j: columns j*dim/heads .. (j+1)*dim/heads)
+    /// over the positions up to the query's, heads concatenated into `out`. `weighting`:
+    /// `{ weighting: "softmax", scale }` (softmax of the scaled scores), or
+    /// `{ weighting: "silu", relative_bias, divide_by }` (silu(score + relative_bias[t - s]) /
+    /// divide_by, 0 for later positions).
+    pub fn attention(qkv: [&str; 3], out: &str, weighting: Value) -> Value {
+        let mut step =
+            json!({ "op": "attention", "q": qkv[0], "k": qkv[1], "v": qkv[2], "out": out });
+        if let (Some(step), Value::Object(w)) = (step.as_object_mut(), weighting) {
+            step.extend(w);
+        }
+        step
+    }
+
+    /// A sequence encoder's layout: `x[t] = item_embedding[window[t]] + positions[max_len -
+    /// L + t]` (plus `side` on every position), the blocks' steps, `final_norm` at the newest
+    /// position.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sequence(
+        block: &str,
+        spec: &SequenceSpec,
+        positions: &str,
+        side: Option<&str>,
+        final_norm: &str,
+        blocks: Vec<Vec<Value>>,
+        block_computation: &str,
+    ) -> Value {
+        let (norm_weight, norm_bias) = norm_names(final_norm);
+        let side = side.map(|name| {
+            let (weight, bias) = linear_names(name);
+            json!({ "weight": weight, "bias": bias, "activation": "identity" })
+        });
+        let blocks: Vec<Value> = blocks
+            .into_iter()
+            .map(|steps| json!({ "steps": steps }))
+            .collect();
+        json!({
+            "kind": "sequence",
+            "block": block,
+            "dim": spec.dim,
+            "heads": spec.heads,
+            "max_len": spec.max_len,
             "layer_norm_eps": crate::ops::seq_op::LN_EPS,
-            "positions": POSITIONS,
-            "side": (self.side > 0).then(|| linear(SIDE, "identity")),
+            "positions": positions,
+            "side": side,
             "blocks": blocks,
-            "final_norm": norm(FINAL_NORM),
-            "computation": "x[t] = item_embedding[window[t]] + positions[max_len - L + t] for the window's L items, \
-                oldest first (row max_len - 1 is the newest item's position), plus side W^T + b on every \
-                position when `side` is set (the side parts concatenated); per block, pre-layer-norm: \
-                h = LN(x); [q | k | v] = h W_qkv^T + b (dim columns each; head j uses columns \
-                j*dim/heads .. (j+1)*dim/heads of each); a = softmax(q k^T / sqrt(dim/heads)) v with \
-                position t attending to positions <= t; heads concatenated; x = x + a W_o^T + b_o; \
-                x = x + ffn_out(relu(ffn_in(LN(x)))); the user vector is final_norm(x) at the newest \
-                position, then L2-normalised. LN(v) = (v - mean) / sqrt(var + eps) * weight + bias, \
-                var the biased variance over the dim values. No dropout at inference.",
+            "final_norm": { "weight": norm_weight, "bias": norm_bias },
+            "computation": format!(
+                "x[t] = item_embedding[window[t]] + positions[max_len - L + t] for the window's L items, \
+                 oldest first (row max_len - 1 is the newest item's position), plus side W^T + b on every \
+                 position when `side` is set (the side parts concatenated); then each block's `steps` in \
+                 order ({block_computation}); the user vector is final_norm(x) at the newest position, then \
+                 L2-normalised. LN(v) = (v - mean) / sqrt(var + eps) * weight + bias, var the biased \
+                 variance over the last axis; silu(z) = z / (1 + exp(-z)). No dropout at inference."
+            ),
         })
     }
 }
