@@ -315,6 +315,18 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
     config
         .warm_start_run()
         .with_context(|| format!("{}: [[models]] train.init_from", origin.display()))?;
+    // Extending an earlier index needs every model to come from that run.
+    if config.export.extend_index
+        && let Some(entry) = config.models.iter().find(|m| m.train.init_from.is_none())
+    {
+        anyhow::bail!(
+            "{}: `export.extend_index = true` adds new items to the serving index of the run \
+             `train.init_from` names, but model {:?} has no `train.init_from`: warm-start every \
+             model from the earlier run, or drop extend_index",
+            origin.display(),
+            entry.name
+        );
+    }
     // Impossible model settings fail here, before any stage runs, with the key as the file
     // spells it: `[[models]] "youtubednn": configuration key `model.temperature`: ...`.
     for entry in &config.models {

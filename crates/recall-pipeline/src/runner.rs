@@ -855,5 +855,13 @@ mod tests {
         assert!(format!("{err:#}").contains("moved"), "{err:#}");
         let err = run("none", "", "", "epochs = 0").unwrap_err();
         assert!(format!("{err:#}").contains("init_from"), "{err:#}");
+        // Without an earlier run the file is refused when it is read, before any stage.
+        let err = run("none", "", "extend_index = true", "epochs = 1").unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("extend_index") && err.contains("\"dssm\""),
+            "{err}"
+        );
+        assert!(!dir.path().join("none").exists(), "{err}");
     }
 }
