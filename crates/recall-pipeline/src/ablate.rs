@@ -540,6 +540,9 @@ fn write_report(
         "train_overrides": ablation.train, "chosen_on": "valid", "rows": rows,
         "test_not_used_to_choose": test,
     });
+    for file in ["ablation.json", "report.md"] {
+        recall_core::write::remove_stale_temporaries_of(&root.join(file));
+    }
     recall_core::write::write_bytes(
         &root.join("ablation.json"),
         &serde_json::to_vec_pretty(&doc)?,

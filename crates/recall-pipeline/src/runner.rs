@@ -194,6 +194,9 @@ pub fn execute_with(
     } = *options;
     let run_dir = layout.root.as_path();
     let _lock = RunLock::acquire(run_dir, wait)?;
+    // Under the lock nothing else writes here: every temporary is what a killed run left,
+    // wherever it was writing (a stage's directory, the model cards in export/, config.toml).
+    recall_core::write::remove_stale_temporaries(run_dir);
     // Opened before any stage runs: a CUDA device a CPU build cannot use fails here.
     let device = config.device.open()?;
     let resolved = toml::to_string(config)?;

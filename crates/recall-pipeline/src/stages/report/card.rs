@@ -39,9 +39,6 @@ pub fn write_all(facts: &RunFacts<'_>, export_dir: &Path) -> Result<Vec<PathBuf>
             .with_context(|| format!("reading {}", manifest_path.display()))?;
         let card = render(facts, entry, &manifest, facts.pipeline_hash);
         let path = dir.join("README.md");
-        // The export stage owns this directory, so its cleanup never saw a card write that an
-        // earlier, killed report stage left half-done.
-        recall_core::write::remove_stale_temporaries_of(&path);
         recall_core::write::write_bytes(&path, card.as_bytes())?;
         written.push(path);
     }
