@@ -244,6 +244,71 @@ mod tests {
         (encoder, SparseTable::new(40, spec.dim, 0.5, &mut rng))
     }
 
+    /// Both sequence encoders state their blocks in the step vocabulary alone (what the Python
+    /// reference and the ONNX writer interpret), every tensor a step names is one of the
+    /// encoder's, and every value a step reads was made before it (`x` is given).
+    #[test]
+    fn the_layout_states_every_block_in_known_steps() {
+        use crate::model::sequence::{SequenceEncoder, steps};
+        let spec = SequenceSpec {
+            dim: 8,
+            blocks: 2,
+            heads: 2,
+            max_len: 6,
+            ffn: 8,
+            side: 3,
+            dropout: 0.0,
+        };
+        let dev = Device::Cpu;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let (mut hstu_params, mut sasrec_params) = (Params::new(), Params::new());
+        let hstu = HstuEncoder::new(spec, 0.5, &mut rng, &dev, &mut hstu_params).unwrap();
+        let sasrec = SequenceEncoder::new(spec, 0.5, &mut rng, &dev, &mut sasrec_params).unwrap();
+        for (layout, params) in [
+            (hstu.describe(), hstu_params),
+            (sasrec.describe(), sasrec_params),
+        ] {
+            let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+            let blocks = layout["blocks"].as_array().unwrap();
+            assert_eq!(blocks.len(), spec.blocks);
+            for block in blocks {
+                let mut made = vec!["x".to_owned()];
+                for step in block["steps"].as_array().unwrap() {
+                    let op = step["op"].as_str().unwrap();
+                    assert!(steps::OPS.contains(&op), "{step}");
+                    for key in ["weight", "bias", "relative_bias"] {
+                        if let Some(t) = step[key].as_str() {
+                            assert!(names.contains(&t), "{t} is not a tensor: {step}");
+                        }
+                    }
+                    let reads: Vec<&str> = ["in", "q", "k", "v"]
+                        .iter()
+                        .flat_map(|k| match &step[*k] {
+                            serde_json::Value::String(s) => vec![s.as_str()],
+                            serde_json::Value::Array(a) => {
+                                a.iter().filter_map(|v| v.as_str()).collect()
+                            }
+                            _ => vec![],
+                        })
+                        .collect();
+                    for r in reads {
+                        assert!(
+                            made.iter().any(|m| m == r),
+                            "{r} read before it is made: {step}"
+                        );
+                    }
+                    match &step["out"] {
+                        serde_json::Value::String(s) => made.push(s.clone()),
+                        serde_json::Value::Array(a) => {
+                            made.extend(a.iter().filter_map(|v| v.as_str()).map(str::to_owned))
+                        }
+                        other => panic!("a step's out is a name or names: {other}"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Packing windows into shared rows changes nothing a window computes (the normalisation
     /// is by `max_len`, not by what shares the row), with side features, two heads and two
     /// blocks.

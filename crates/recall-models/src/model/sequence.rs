@@ -109,6 +109,9 @@ pub(crate) mod steps {
 
     use crate::model::sequence::{SequenceSpec, linear_names, norm_names};
 
+    /// Every step `op` the readers of the layout interpret.
+    pub const OPS: [&str; 6] = ["layer_norm", "linear", "split", "attention", "add", "mul"];
+
     /// `out = LN(in)` over the last axis with the tensors of `name`.
     pub fn layer_norm(input: &str, out: &str, name: &str) -> Value {
         let (weight, bias) = norm_names(name);
