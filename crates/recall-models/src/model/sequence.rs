@@ -167,6 +167,13 @@ pub(crate) mod steps {
             let (weight, bias) = linear_names(name);
             json!({ "weight": weight, "bias": bias, "activation": "identity" })
         });
+        debug_assert!(
+            blocks
+                .iter()
+                .flatten()
+                .all(|step| step["op"].as_str().is_some_and(|op| OPS.contains(&op))),
+            "a step outside the vocabulary the layout's readers interpret"
+        );
         let blocks: Vec<Value> = blocks
             .into_iter()
             .map(|steps| json!({ "steps": steps }))
