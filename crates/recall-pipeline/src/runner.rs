@@ -212,6 +212,19 @@ pub fn execute_with(
         .warm_start_run()?
         .map(|run| EarlierRun::open(run, run_dir))
         .transpose()?;
+    // The earlier exports whose indexes `export.extend_index` extends, by model: checked here,
+    // before any stage runs.
+    let mut earlier_exports = Vec::new();
+    let mut earlier_files = Vec::new();
+    if config.export.extend_index {
+        for entry in &config.models {
+            if let (Some(init), Some(run)) = (&entry.train.init_from, &earlier) {
+                let (dir, files) = run.export_dir(&init.model)?;
+                earlier_exports.push((entry.name.clone(), dir));
+                earlier_files.extend(files);
+            }
+        }
+    }
     let mut reports = Vec::new();
     for stage in Stage::ALL {
         if layout.skip.contains(&stage) {
@@ -308,18 +321,6 @@ pub fn execute_with(
                     config.device,
                     &(&config.export, &config.models, config.seed),
                 )?;
-                // The earlier exports whose indexes `export.extend_index` extends, by model.
-                let mut earlier_exports = Vec::new();
-                let mut earlier_files = Vec::new();
-                if config.export.extend_index {
-                    for entry in &config.models {
-                        if let (Some(init), Some(run)) = (&entry.train.init_from, &earlier) {
-                            let (dir, files) = run.export_dir(&init.model)?;
-                            earlier_exports.push((entry.name.clone(), dir));
-                            earlier_files.extend(files);
-                        }
-                    }
-                }
                 run_stage(
                     stage,
                     &export_dir,
@@ -327,7 +328,7 @@ pub fn execute_with(
                     &[
                         outputs_of(&encode_dir),
                         outputs_of(&train_dir),
-                        earlier_files,
+                        earlier_files.clone(),
                     ]
                     .concat(),
                     forced,
@@ -858,6 +859,25 @@ mod tests {
         assert!(format!("{err:#}").contains("moved"), "{err:#}");
         let err = run("none", "", "", "epochs = 0").unwrap_err();
         assert!(format!("{err:#}").contains("init_from"), "{err:#}");
+        // An earlier run without a serving index is refused before any stage, naming it.
+        run("noindex", "", "build_index = false", "epochs = 1").unwrap();
+        let no_index = format!(
+            "init_from = {{ run = {:?}, model = \"dssm\" }}",
+            dir.path().join("noindex").display().to_string()
+        );
+        let err = run(
+            "fromnoindex",
+            "cold_items = true",
+            "extend_index = true",
+            &format!("epochs = 0, {no_index}"),
+        )
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("extend_index") && err.contains("noindex") && err.contains("build_index"),
+            "{err}"
+        );
+        assert!(!dir.path().join("fromnoindex/ingest").exists(), "{err}");
         // Without an earlier run the file is refused when it is read, before any stage.
         let err = run("none", "", "extend_index = true", "epochs = 1").unwrap_err();
         let err = format!("{err:#}");
