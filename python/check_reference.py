@@ -89,14 +89,13 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
     users = side_rows(raw / "users.parquet", "user_id")
     history = histories(raw / "interactions.parquet", *time_cuts(directory.parent.parent))
 
-    ids, expected = read_vectors(directory / "user_embeddings.parquet", "user_id")
-    expected_users = expected
+    ids, expected_users = read_vectors(directory / "user_embeddings.parquet", "user_id")
     got = np.stack([model.user_vector(history[u], user_id=u, user=users.get(u)) for u in ids])
-    user_error = float(np.abs(got - expected).max())
+    user_error = float(np.abs(got - expected_users).max())
     assert user_error <= TOLERANCE, f"{directory.name}: user vectors differ by {user_error:.2e}"
 
-    _, expected = read_vectors(directory / "item_embeddings.parquet", "item_id")
-    item_error = float(np.abs(model.item_vectors() - expected).max())
+    item_ids, expected_items = read_vectors(directory / "item_embeddings.parquet", "item_id")
+    item_error = float(np.abs(model.item_vectors() - expected_items).max())
     assert item_error <= TOLERANCE, f"{directory.name}: item vectors differ by {item_error:.2e}"
     spec = model.layout["user_input"]["encoder"]
     encoder = spec["kind"] + (f" ({spec['block']} blocks)" if "block" in spec else "")
@@ -114,10 +113,9 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
         report += f"; ONNX user tower {error:.1e}"
     onnx_item = directory / "item_tower.onnx"
     if onnx_item.exists():
-        item_ids, expected = read_vectors(directory / "item_embeddings.parquet", "item_id")
         feeds = model.item_tower_inputs(item_ids)
         got = run_onnx(onnx_item, feeds)
-        error = float(np.abs(got - expected).max())
+        error = float(np.abs(got - expected_items).max())
         assert error <= TOLERANCE, f"{onnx_item}: item vectors differ by {error:.2e}"
         report += f", ONNX item tower {error:.1e}"
         # A cold item's vector is what a brand-new item with its features gets: the same
@@ -127,7 +125,7 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
         if cold.any():
             new = {name: values[cold] for name, values in feeds.items()}
             new["item"] = np.full(int(cold.sum()), 1, dtype=np.int64)
-            error = float(np.abs(run_onnx(onnx_item, new) - expected[cold]).max())
+            error = float(np.abs(run_onnx(onnx_item, new) - expected_items[cold]).max())
             assert error <= TOLERANCE, f"{onnx_item}: cold items as new ids differ by {error:.2e}"
             report += f" ({int(cold.sum())} cold items as unknown ids {error:.1e})"
     return report + f" ({time.perf_counter() - start:.1f} s)"

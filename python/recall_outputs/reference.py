@@ -182,30 +182,39 @@ class ExportedModel:
                     over = [v for i in over for v in self._item_feature(part["feature"], i)]
                 out.append(self._pool(part, over))
             elif op == "lookup":
-                index = part["index"]
-                if index == "user_id":
-                    row = self.vocabulary("user_id")(user_id)
-                elif index == "user_feature":
-                    (row,) = self.encode("user", part["feature"], user)
-                elif index == "item_id":
-                    row = item
-                    # A cold item (never a training interaction) reads the OOV row.
-                    if "cold_from" in part and item is not None and item >= part["cold_from"]:
-                        row = part["cold_row"]
-                elif index == "item_feature":
-                    (row,) = self._item_feature(part["feature"], item) or [OOV]
-                else:
-                    row = int(index)
-                out.append(self.tensors[part["table"]][row])
+                out.append(self.tensors[part["table"]][self._lookup_row(part, user_id, user, item)])
             elif op == "dense":
-                if item is None:
-                    entity, row = "user", user
-                else:
-                    entity, row = "item", self._item_rows.get(item)
-                out.append(np.array([self.encode(entity, n, row) for n in part["features"]]))
+                out.append(np.array(self._dense_values(part, user, item)))
             else:
                 raise ValueError(f"unknown input op {op!r}")
         return np.concatenate(out) if out else np.zeros(0)
+
+    def _lookup_row(self, part: dict, user_id: Any, user: Mapping | None, item: int | None) -> int:
+        """The table row a `lookup` part reads (what the ONNX towers take as that input, but
+        for `item_id`, whose cold mapping is inside the item tower's graph)."""
+        index = part["index"]
+        if index == "user_id":
+            return self.vocabulary("user_id")(user_id)
+        if index == "user_feature":
+            (row,) = self.encode("user", part["feature"], user)
+            return row
+        if index == "item_id":
+            # A cold item (never a training interaction) reads the OOV row.
+            if "cold_from" in part and item is not None and item >= part["cold_from"]:
+                return part["cold_row"]
+            return item
+        if index == "item_feature":
+            (row,) = self._item_feature(part["feature"], item) or [OOV]
+            return row
+        return int(index)
+
+    def _dense_values(self, part: dict, user: Mapping | None, item: int | None) -> list[float]:
+        """A `dense` part's values: the user's (`item` None) or the item's side-table row."""
+        if item is None:
+            entity, row = "user", user
+        else:
+            entity, row = "item", self._item_rows.get(item)
+        return [self.encode(entity, n, row) for n in part["features"]]
 
     def _mlp(self, encoder: dict, x: np.ndarray) -> np.ndarray:
         t = self.tensors
@@ -229,8 +238,7 @@ class ExportedModel:
     def _sequence(self, encoder: dict, window: list[int], side: np.ndarray) -> np.ndarray:
         """A sequence encoder: the front (items, positions, side), then each block's steps."""
         t = self.tensors
-        eps, d, heads = encoder["layer_norm_eps"], encoder["dim"], encoder["heads"]
-        max_len = encoder["max_len"]
+        eps, heads, max_len = encoder["layer_norm_eps"], encoder["heads"], encoder["max_len"]
         window = window or [PADDING]
         n = len(window)
         x = t["item_embedding"][window] + t[encoder["positions"]][max_len - n :]
@@ -326,13 +334,12 @@ class ExportedModel:
                 history[row, newest - len(indices):] = indices
             for part in layout["parts"]:
                 if part["op"] == "lookup" and part["index"] == "user_id":
-                    feeds.setdefault("user_id", []).append(self.vocabulary("user_id")(user_id))
+                    feeds.setdefault("user_id", []).append(self._lookup_row(part, user_id, user, None))
                 elif part["op"] == "lookup" and part["index"] == "user_feature":
-                    (value,) = self.encode("user", part["feature"], user)
+                    value = self._lookup_row(part, user_id, user, None)
                     feeds.setdefault(f"user_feature.{part['feature']}", []).append(value)
                 elif part["op"] == "dense":
-                    values = [self.encode("user", n, user) for n in part["features"]]
-                    feeds.setdefault("user_dense", []).append(values)
+                    feeds.setdefault("user_dense", []).append(self._dense_values(part, user, None))
         out = {name: np.array(v, dtype=np.float32 if name == "user_dense" else np.int64)
                for name, v in feeds.items()}
         out["history"] = history
@@ -346,7 +353,7 @@ class ExportedModel:
         feeds: dict[str, np.ndarray] = {"item": np.array(indices, dtype=np.int64)}
         for part in layout["parts"]:
             if part["op"] == "lookup" and part["index"] == "item_feature":
-                values = [(self._item_feature(part["feature"], i) or [OOV])[0] for i in indices]
+                values = [self._lookup_row(part, None, None, i) for i in indices]
                 feeds[f"item_feature.{part['feature']}"] = np.array(values, dtype=np.int64)
             elif part["op"] == "pool" and part["over"] == "item":
                 bags = [self._item_feature(part["feature"], i) for i in indices]
@@ -355,9 +362,8 @@ class ExportedModel:
                     padded[row, : len(bag)] = bag
                 feeds[f"item_feature.{part['feature']}"] = padded
             elif part["op"] == "dense":
-                rows = [self._item_rows.get(i) for i in indices]
                 feeds["item_dense"] = np.array(
-                    [[self.encode("item", n, row) for n in part["features"]] for row in rows], dtype=np.float32)
+                    [self._dense_values(part, None, i) for i in indices], dtype=np.float32)
         return feeds
 
     def item_vectors(self, item_ids: Sequence[Any] | None = None) -> np.ndarray:

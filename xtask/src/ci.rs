@@ -104,6 +104,24 @@ fn ci_pipeline(file: &str) -> Result<PathBuf> {
     Ok(run_dir)
 }
 
+/// The reference and ONNX towers against a run's exports (`python/check_reference.py`).
+fn check_reference(python: &Path, run: &Path) -> Result<()> {
+    sh(
+        python,
+        &[
+            "python/check_reference.py",
+            &run.join("export").to_string_lossy(),
+            &run.join("ingest").to_string_lossy(),
+        ],
+    )
+    .with_context(|| {
+        format!(
+            "the Python reference or ONNX towers do not reproduce the exports of {}",
+            run.display()
+        )
+    })
+}
+
 pub fn run() -> Result<()> {
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     let python = python_env(Path::new("target"))?;
@@ -137,35 +155,17 @@ pub fn run() -> Result<()> {
         &["crates/recall-export/tests/read_with_pyarrow.py", &export],
     )
     .context("reading the exports with pyarrow failed")?;
-    sh(&python, &["python/check_reference.py", &export, &ingest])
-        .context("the Python reference towers do not reproduce the exported vectors")?;
+    check_reference(&python, &default)?;
     sh(&python, &["python/check_vector_dbs.py", &export, &ingest])
         .context("FAISS / LanceDB do not return the exact candidates")?;
-    let options = ci_pipeline("pipelines/options-coverage.toml")?;
-    sh(
-        &python,
-        &[
-            "python/check_reference.py",
-            &options.join("export").to_string_lossy(),
-            &options.join("ingest").to_string_lossy(),
-        ],
-    )
-    .context("the Python reference towers do not reproduce the options-coverage exports")?;
+    check_reference(&python, &ci_pipeline("pipelines/options-coverage.toml")?)?;
     // The daily refresh of the README: day 1, new items joining day 1's index without
     // training (their vectors from features, also through the ONNX item tower), day 2 warm.
     for day in ["day1", "new-items", "day2"] {
-        let run = ci_pipeline(&format!("pipelines/synthetic-refresh-{day}.toml"))?;
-        sh(
+        check_reference(
             &python,
-            &[
-                "python/check_reference.py",
-                &run.join("export").to_string_lossy(),
-                &run.join("ingest").to_string_lossy(),
-            ],
-        )
-        .with_context(|| {
-            format!("the reference towers do not reproduce synthetic-refresh-{day}")
-        })?;
+            &ci_pipeline(&format!("pipelines/synthetic-refresh-{day}.toml"))?,
+        )?;
     }
     sh("cargo", &["test", "--workspace", "--doc"])?;
     // The test runner goes last, so its summary closes the output.

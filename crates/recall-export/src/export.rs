@@ -388,14 +388,25 @@ fn extend_index(earlier: &Path, items: &Embeddings) -> Result<(ApproximateIndex,
         )));
     }
     // The earlier index is only this model's if the items it holds kept their vectors.
-    let vectors = earlier.join("item_embeddings.parquet");
-    let table = recall_core::Table::read_columns(&vectors, Some(&["index_key", "embedding"]))?;
-    let keys = table.ints("index_key")?;
-    let (dim, values) = table.float_vectors("embedding")?;
+    let earlier_vectors = earlier.join("item_embeddings.parquet");
+    let table = recall_core::Table::read_columns(
+        &earlier_vectors,
+        Some(&[vectors::INDEX_KEY, vectors::EMBEDDING]),
+    )?;
+    let keys = table.ints(vectors::INDEX_KEY)?;
+    let (dim, values) = table.float_vectors(vectors::EMBEDDING)?;
+    if dim != items.dim() {
+        return Err(Error::Config(format!(
+            "export.extend_index: {} has vectors of dimension {dim}, this model's are {}: not the \
+             same model; drop extend_index",
+            earlier_vectors.display(),
+            items.dim()
+        )));
+    }
     let mut moved = 0f32;
     for (row, &key) in keys.iter().enumerate() {
         let key = key as usize;
-        if key >= first + held || dim != items.dim() {
+        if key >= first + held {
             continue;
         }
         let before = &values[row * dim..(row + 1) * dim];
@@ -408,7 +419,7 @@ fn extend_index(earlier: &Path, items: &Embeddings) -> Result<(ApproximateIndex,
             "export.extend_index: the items of the earlier index moved by up to {moved:.2e} since {} \
              (the model was trained since): extending that index would mix two models' vectors; \
              build a new index (drop extend_index), or warm-start with train.epochs = 0",
-            vectors.display()
+            earlier_vectors.display()
         )));
     }
     let added = index.add(items, first + held..items.rows())?;

@@ -104,25 +104,24 @@ pub fn write(
 ) -> Result<usize> {
     let what = format!("{} embeddings of `{}`", info.entity, info.model);
     check(&what, ids, vectors.as_slice(), vectors.dim())?;
+    // A per-row column must have a value for every row.
+    let one_per_row = |n: usize, values: &str| {
+        if n == ids.len() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{what}: {n} {values} for {} rows",
+                ids.len()
+            )))
+        }
+    };
     let mut columns: Vec<(&str, ArrayRef, bool)> = vec![(info.id_column, ids.to_array(), false)];
     if let Some(keys) = keys {
-        if keys.len() != ids.len() {
-            return Err(Error::Invalid(format!(
-                "{what}: {} index keys for {} rows",
-                keys.len(),
-                ids.len()
-            )));
-        }
+        one_per_row(keys.len(), "index keys")?;
         columns.push((INDEX_KEY, Arc::new(Int64Array::from(keys.to_vec())), false));
     }
     if let Some(cold) = cold {
-        if cold.len() != ids.len() {
-            return Err(Error::Invalid(format!(
-                "{what}: {} cold flags for {} rows",
-                cold.len(),
-                ids.len()
-            )));
-        }
+        one_per_row(cold.len(), "cold flags")?;
         columns.push((
             COLD,
             Arc::new(arrow_array::BooleanArray::from(cold.to_vec())),

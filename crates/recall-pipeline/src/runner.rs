@@ -70,9 +70,9 @@ fn run_stage<R: Serialize>(
             });
         }
     }
-    // The stage is incomplete from here until its new manifest is written.
+    // The stage is incomplete from here until its new manifest is written. (What a killed
+    // run left under the run directory was removed when this run took its lock.)
     let _ = std::fs::remove_file(dir.join(crate::manifest::MANIFEST_FILE));
-    recall_core::write::remove_stale_temporaries(dir);
     let start = Instant::now();
     let (outputs, report) = body(dir).with_context(|| format!("stage {} failed", stage.name()))?;
     let stats = serde_json::to_value(&report)?;

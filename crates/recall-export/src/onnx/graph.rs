@@ -120,6 +120,11 @@ impl Graph {
         name.to_owned()
     }
 
+    /// Whether a constant of this name was stored.
+    pub fn has_constant(&self, name: &str) -> bool {
+        self.constants.contains(name)
+    }
+
     /// Whether an input of this name was declared.
     pub fn has_input(&self, name: &str) -> bool {
         self.graph.input.iter().any(|i| i.name == name)

@@ -66,11 +66,28 @@ struct Tower<'a> {
 }
 
 impl<'a> Tower<'a> {
-    fn tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let t = self
-            .tensors
+    fn new(
+        name: &str,
+        doc: &str,
+        tensors: &'a HashMap<String, Tensor>,
+        data: &'a EncodedData,
+    ) -> Self {
+        Tower {
+            g: Graph::new(name, doc),
+            tensors,
+            data,
+            anchor: None,
+        }
+    }
+
+    fn checkpoint_tensor(&self, name: &str) -> Result<&'a Tensor> {
+        self.tensors
             .get(name)
-            .ok_or_else(|| bad(format!("the checkpoint has no tensor `{name}`")))?;
+            .ok_or_else(|| bad(format!("the checkpoint has no tensor `{name}`")))
+    }
+
+    fn tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let t = self.checkpoint_tensor(name)?;
         let values = t
             .flatten_all()
             .and_then(|t| t.to_vec1::<f32>())
@@ -79,14 +96,23 @@ impl<'a> Tower<'a> {
     }
 
     /// The checkpoint tensor `name` as a constant (named `w.<name>`: an input may have the
-    /// checkpoint name of the table it indexes, `user_feature.<name>`).
+    /// checkpoint name of the table it indexes, `user_feature.<name>`), read from the
+    /// checkpoint once however often the graph uses it.
     fn weight(&mut self, name: &str) -> Result<String> {
-        let (dims, values) = self.tensor(name)?;
-        Ok(self.g.f32s(&format!("w.{name}"), &dims, &values))
+        let constant = format!("w.{name}");
+        if !self.g.has_constant(&constant) {
+            let (dims, values) = self.tensor(name)?;
+            self.g.f32s(&constant, &dims, &values);
+        }
+        Ok(constant)
     }
 
     /// A `[out, in]` weight transposed to `[in, out]`, for `x W^T` as one MatMul.
     fn weight_t(&mut self, name: &str) -> Result<String> {
+        let constant = format!("w.{name}^T");
+        if self.g.has_constant(&constant) {
+            return Ok(constant);
+        }
         let (dims, values) = self.tensor(name)?;
         let [rows, cols] = dims[..] else {
             return Err(bad(format!("`{name}` is not a matrix: {dims:?}")));
@@ -97,7 +123,26 @@ impl<'a> Tower<'a> {
                 t[c * rows + r] = values[r * cols + c];
             }
         }
-        Ok(self.g.f32s(&format!("w.{name}^T"), &[cols, rows], &t))
+        Ok(self.g.f32s(&constant, &[cols, rows], &t))
+    }
+
+    /// The item-row input (the item tower's, and DSSM's id lookup).
+    fn item_input(&mut self) -> String {
+        self.input(
+            "item",
+            Elem::I64,
+            &[BATCH],
+            "the item's row (item_embeddings.parquet index_key; 1 for an item the vocabulary \
+             lacks, whose vector then comes from its features)",
+        )
+    }
+
+    /// The model: `v` L2-normalised as its one output `name` (`[batch, dim]`).
+    fn into_model(mut self, v: &str, name: &str, what: &str, doc: &str) -> Vec<u8> {
+        let out = self.l2_normalize(v);
+        self.g
+            .output(&out, name, Elem::F32, &[BATCH, Dim::Named("dim")], what);
+        self.g.into_bytes(doc)
     }
 
     fn input(&mut self, name: &str, elem: Elem, dims: &[Dim], doc: &str) -> String {
@@ -156,11 +201,16 @@ impl<'a> Tower<'a> {
         self.op("Div", &[v, &norm])
     }
 
-    /// 1.0 where `indices` is not 0 (padding), else 0.0.
-    fn present(&mut self, indices: &str) -> String {
+    /// Boolean: true where `indices` is not 0 (padding).
+    fn not_padding(&mut self, indices: &str) -> String {
         let zero = self.g.ints(&[], &[0]);
         let padding = self.op("Equal", &[indices, &zero]);
-        let present = self.op("Not", &[&padding]);
+        self.op("Not", &[&padding])
+    }
+
+    /// 1.0 where `indices` is not 0 (padding), else 0.0.
+    fn present(&mut self, indices: &str) -> String {
+        let present = self.not_padding(indices);
         self.g.node("Cast", &[&present], vec![int("to", 1)])
     }
 
@@ -348,13 +398,7 @@ impl<'a> Tower<'a> {
                 )
             }
             Some("item_id") => {
-                let item = self.input(
-                    "item",
-                    Elem::I64,
-                    &[BATCH],
-                    "the item's row (item_embeddings.parquet index_key; 1 for an item the \
-                     vocabulary lacks, whose vector then comes from its features)",
-                );
+                let item = self.item_input();
                 match (
                     part.get("cold_from").and_then(Value::as_i64),
                     part.get("cold_row").and_then(Value::as_i64),
@@ -492,9 +536,7 @@ impl<'a> Tower<'a> {
             let side = self.op("Unsqueeze", &[&side, &axis]);
             x = self.op("Add", &[&x, &side]);
         }
-        let zero = self.g.ints(&[], &[0]);
-        let padding = self.op("Equal", &[&history, &zero]);
-        let real = self.op("Not", &[&padding]);
+        let real = self.not_padding(&history);
         let newest: Vec<bool> = (0..len).map(|t| t + 1 == len).collect();
         let newest = self.bools("newest_position", &[len], &newest);
         let key = self.op("Or", &[&real, &newest]);
@@ -575,7 +617,7 @@ impl<'a> Tower<'a> {
             }
             "linear" => {
                 let (x, _) = get(values, "in")?;
-                let (dims, _) = self.tensor(text(step, "weight")?)?;
+                let out_width = self.checkpoint_tensor(text(step, "weight")?)?.dims()[0];
                 let y = self.linear(&x, step)?;
                 let y = match text(step, "activation")? {
                     "identity" => y,
@@ -583,7 +625,7 @@ impl<'a> Tower<'a> {
                     "silu" => self.silu(&y),
                     other => return Err(bad(format!("unknown activation `{other}`"))),
                 };
-                out(values, (y, dims[0]))
+                out(values, (y, out_width))
             }
             "split" => {
                 let (x, width) = get(values, "in")?;
@@ -700,12 +742,7 @@ pub fn user_tower(
     let user = field(layout, "user_input")?;
     let newest = count(field(user, "history")?, "newest")?;
     let encoder = field(user, "encoder")?;
-    let mut t = Tower {
-        g: Graph::new("user_tower", USER_DOC),
-        tensors,
-        data,
-        anchor: None,
-    };
+    let mut t = Tower::new("user_tower", USER_DOC, tensors, data);
     let v = match text(encoder, "kind")? {
         "mlp" => {
             let parts = t.parts(user, "user", newest)?;
@@ -720,15 +757,7 @@ pub fn user_tower(
         }
         other => return Err(bad(format!("unknown user encoder `{other}`"))),
     };
-    let out = t.l2_normalize(&v);
-    t.g.output(
-        &out,
-        "user_vector",
-        Elem::F32,
-        &[BATCH, Dim::Named("dim")],
-        "the user's unit vector",
-    );
-    Ok(t.g.into_bytes(USER_DOC))
+    Ok(t.into_model(&v, "user_vector", "the user's unit vector", USER_DOC))
 }
 
 /// The item tower of `layout` as a serialised ONNX model, for models whose item side is a
@@ -743,30 +772,16 @@ pub fn item_tower(
     if text(encoder, "kind")? != "mlp" {
         return Ok(None);
     }
-    let mut t = Tower {
-        g: Graph::new("item_tower", ITEM_DOC),
-        tensors,
-        data,
-        anchor: None,
-    };
+    let mut t = Tower::new("item_tower", ITEM_DOC, tensors, data);
     // The item input first, so that it is the batch anchor.
-    t.input(
-        "item",
-        Elem::I64,
-        &[BATCH],
-        "the item's row (item_embeddings.parquet index_key; 1 for an item the vocabulary \
-         lacks, whose vector then comes from its features)",
-    );
+    t.item_input();
     let parts = t.parts(item, "item", 0)?;
     let x = t.concat(&parts)?;
     let v = t.mlp(encoder, x)?;
-    let out = t.l2_normalize(&v);
-    t.g.output(
-        &out,
+    Ok(Some(t.into_model(
+        &v,
         "item_vector",
-        Elem::F32,
-        &[BATCH, Dim::Named("dim")],
         "the item's unit vector",
-    );
-    Ok(Some(t.g.into_bytes(ITEM_DOC)))
+        ITEM_DOC,
+    )))
 }
