@@ -118,18 +118,20 @@ fn pipeline(args: &PipelineArgs) -> Result<()> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc hands freed pages back to the OS (purges them) a moment after they empty, and the
-/// next training step faults them in again, zeroed by the kernel: at torch-rechub's YoutubeDNN
-/// sizes about 10,000 page faults per 400 steps and a tenth of the step time (the kernel's
-/// `clear_page` in a profile). A step reuses the same buffers every time, so keep them; peak
-/// memory is unchanged (MEASUREMENTS.md, issue 18).
+/// mimalloc hands freed pages back to the OS (purges them) 10 ms after they empty by default,
+/// and the next training step faults them in again, zeroed by the kernel: at torch-rechub's
+/// YoutubeDNN sizes about 7,000 page faults per 400 steps and a tenth of the step time (issue
+/// 18). A step reuses its buffers within milliseconds, so a purge delay of a second keeps them;
+/// never purging (what this was before) also kept what one stage freed for the rest of the
+/// run, so a later stage's peak stacked on an earlier one's (the 10 M pipeline: 3.36 GB peak
+/// never purging, 2.21 GB with the delay, steps as fast; MEASUREMENTS.md).
 fn keep_freed_pages() {
-    // `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3); -1: never purge.
+    // `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3), in milliseconds.
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: sets one option value; mimalloc reads options at every purge decision.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, -1)
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000)
     }
 }
 

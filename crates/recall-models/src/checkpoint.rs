@@ -187,29 +187,55 @@ pub fn warm_start(
 /// Loads a model saved by [`save`] for `data`'s encoding onto `device`.
 pub fn load(dir: &Path, data: &EncodedData, device: &Device) -> Result<TwoTower> {
     let config = read_config(dir)?;
-    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+    let path = dir.join("model.safetensors");
+    // The file's bytes, read once; each table's weights are converted straight from them, the
+    // model's random initial table freed first, so a million-row table is never held three
+    // times over (bytes, a tensor, a vector) while loading.
+    let bytes = std::fs::read(&path)
+        .map_err(|e| Error::Training(format!("cannot read {}: {e}", path.display())))?;
+    let file = candle_core::safetensors::SliceSafetensors::new(&bytes)?;
     let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(0);
     let mut model = TwoTower::new(&config, data, &mut rng, device)?;
     for (name, table) in model.tables_mut().named_mut() {
-        let t = tensors
+        let view = file
             .get(&name)
-            .ok_or_else(|| Error::Training(format!("checkpoint lacks `{name}`")))?;
-        let (rows, dim) = t.dims2()?;
+            .map_err(|_| Error::Training(format!("checkpoint lacks `{name}`")))?;
+        let (rows, dim) = match view.shape() {
+            &[rows, dim] => (rows, dim),
+            other => {
+                return Err(Error::Training(format!(
+                    "`{name}` has shape {other:?} in the checkpoint; an embedding table is 2-D"
+                )));
+            }
+        };
         if (rows, dim) != (table.rows, table.dim) {
             return Err(Error::Training(format!(
                 "`{name}` is {rows}x{dim} in the checkpoint but the encoding needs {}x{}",
                 table.rows, table.dim
             )));
         }
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::Training(format!(
+                "`{name}` is {:?} in {}; checkpoints hold F32 tables",
+                view.dtype(),
+                path.display()
+            )));
+        }
+        table.weights = Vec::new();
+        let weights = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         let zero_padding = table.zero_padding;
-        *table = SparseTable::from_weights(rows, dim, t.flatten_all()?.to_vec1()?);
+        *table = SparseTable::from_weights(rows, dim, weights);
         table.zero_padding = zero_padding;
     }
     let dense: Vec<(String, Tensor)> = model
         .params()
         .iter()
         .map(|(n, _)| n.clone())
-        .filter_map(|n| tensors.get(&n).map(|t| (n, t.clone())))
+        .filter_map(|n| file.load(&n, &Device::Cpu).ok().map(|t| (n, t)))
         .collect();
     model.rebuild_dense(&dense)?;
     Ok(model)

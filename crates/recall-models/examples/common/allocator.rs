@@ -6,13 +6,14 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Never hand freed pages back to the OS (see `keep_freed_pages` in `xtask/src/main.rs`).
+/// Keep freed pages a second before handing them back to the OS (see `keep_freed_pages` in
+/// `xtask/src/main.rs`).
 pub fn keep_freed_pages() {
-    // `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3); -1: never purge.
+    // `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3), in milliseconds.
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: sets one option value; mimalloc reads options at every purge decision.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, -1)
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000)
     }
 }

@@ -23,6 +23,8 @@ pub struct SparseTable {
     pub rows: usize,
     pub dim: usize,
     pub weights: Vec<f32>,
+    // Adam's moments and per-row step counts, allocated at the first update: a table loaded
+    // for inference (export, evaluate) holds only its weights, a third of the memory.
     m: Vec<f32>,
     v: Vec<f32>,
     steps: Vec<u32>,
@@ -183,9 +185,9 @@ impl SparseTable {
             rows,
             dim,
             weights,
-            m: vec![0.0; rows * dim],
-            v: vec![0.0; rows * dim],
-            steps: vec![0; rows],
+            m: Vec::new(),
+            v: Vec::new(),
+            steps: Vec::new(),
             zero_padding: false,
         }
     }
@@ -210,6 +212,11 @@ impl SparseTable {
     pub fn apply(&mut self, gathered: &Gathered, grad: &Tensor, adam: AdamSettings) -> Result<()> {
         let grad: Vec<f32> = grad.flatten_all()?.to_vec1()?;
         let d = self.dim;
+        if self.steps.is_empty() {
+            self.m = vec![0.0; self.rows * d];
+            self.v = vec![0.0; self.rows * d];
+            self.steps = vec![0; self.rows];
+        }
         for (local, &id) in gathered.ids().iter().enumerate() {
             if id == 0 && self.zero_padding {
                 continue;
