@@ -82,6 +82,11 @@ pub struct ExportConfig {
     /// true.
     #[serde(default = "default_true")]
     pub onnx: bool,
+    /// Where the ONNX towers' large constants go (`crate::onnx::ExternalData`): `"auto"`
+    /// (default: a `<model>.data` file beside the model once they pass 1 GiB), `"always"`,
+    /// `"never"`.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub onnx_external_data: crate::onnx::ExternalData,
     /// Extend the serving index of the model this one was warm-started from (the earlier
     /// run's export) with the items it lacks, instead of building one: the refresh that adds
     /// new items without retraining (`train.epochs = 0`). Refused when the items the earlier
@@ -89,6 +94,10 @@ pub struct ExportConfig {
     /// graph settings (its sidecar's `config`; `index` here is not applied). Default false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub extend_index: bool,
+}
+
+fn is_auto(e: &crate::onnx::ExternalData) -> bool {
+    *e == crate::onnx::ExternalData::Auto
 }
 
 fn is_false(b: &bool) -> bool {
@@ -116,6 +125,7 @@ impl Default for ExportConfig {
             probe_users: default_probe_users(),
             candidates: CandidateSearch::Exact,
             onnx: true,
+            onnx_external_data: crate::onnx::ExternalData::Auto,
             extend_index: false,
         }
     }
@@ -498,12 +508,12 @@ pub fn export_model_extending(
 
     let all_items = model.embed_items(&data)?;
     let dim = all_items.dim();
-    let known_items = all_items.select_rows(FIRST_ITEM as usize..all_items.rows());
-    if known_items.rows() != item_ids.len() {
+    let known_rows = FIRST_ITEM as usize..all_items.rows();
+    if known_rows.len() != item_ids.len() {
         return Err(Error::Invalid(format!(
             "the item vocabulary has {} items but the model's table {}: the checkpoint was trained on another encoding",
             item_ids.len(),
-            known_items.rows()
+            known_rows.len()
         )));
     }
     let (serving, users_skipped_unknown) = serving_split(&data);
@@ -539,9 +549,7 @@ pub fn export_model_extending(
         id_column: recall_core::columns::ITEM_ID,
         normalized: true,
     };
-    let keys: Vec<i64> = (0..known_items.rows() as i64)
-        .map(|r| r + i64::from(FIRST_ITEM))
-        .collect();
+    let keys: Vec<i64> = known_rows.clone().map(|r| r as i64).collect();
     // Cold items (`encode.cold_items`) are marked: their vectors come from their features.
     let cold: Option<Vec<bool>> = data
         .first_cold_item
@@ -550,7 +558,9 @@ pub fn export_model_extending(
         &out.join("item_embeddings.parquet"),
         item_info,
         &item_ids,
-        &known_items,
+        // A copy for the writer only: at a million items it is a quarter GB, gone before the
+        // index is built.
+        &all_items.select_rows(known_rows),
         Some(&keys),
         cold.as_deref(),
     )?;
@@ -697,7 +707,7 @@ pub fn export_model_extending(
     )?;
     let encoding = copy_encoding(encode_dir, out, model.tables().user_id.is_some())?;
     let onnx = if config.onnx {
-        crate::onnx::write(out, &layout, &tensors, &data)?
+        crate::onnx::write(out, &layout, &tensors, &data, config.onnx_external_data)?
     } else {
         Vec::new()
     };
@@ -715,7 +725,7 @@ pub fn export_model_extending(
         record(out, "tensors.json", None)?,
     ];
     files.extend(encoding);
-    for file in onnx {
+    for file in &onnx {
         files.push(record(out, file, None)?);
     }
     let index = match &index {

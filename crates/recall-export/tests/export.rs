@@ -586,3 +586,72 @@ fn the_user_tower_is_a_well_formed_onnx_graph() {
     .unwrap();
     assert!(!without.join(onnx::USER_TOWER).exists());
 }
+
+/// With `onnx_external_data = "always"` the tower's tables leave the model file for
+/// `user_tower.onnx.data` (ONNX's external data: location, offset, length, 4 KiB aligned), the
+/// manifest lists that file, and putting each range back gives exactly the constants of the
+/// inline model.
+#[test]
+fn external_data_holds_the_same_constants_as_the_inline_model() {
+    use prost::Message;
+    use recall_export::onnx::{self, ExternalData, proto};
+    let (dir, encode_dir, model_dir) = trained();
+    let export = |name: &str, external: ExternalData| {
+        let out = dir.path().join(name);
+        let config = ExportConfig {
+            onnx_external_data: external,
+            build_index: false,
+            ..ExportConfig::default()
+        };
+        let summary = export_model(
+            &encode_dir,
+            &model_dir,
+            &out,
+            "ydnn",
+            &config,
+            "hash",
+            &Device::Cpu,
+        )
+        .unwrap();
+        let bytes = std::fs::read(out.join(onnx::USER_TOWER)).unwrap();
+        let model = proto::ModelProto::decode(&bytes[..]).unwrap();
+        (out, summary, model.graph.unwrap())
+    };
+    let (_, inline_summary, inline) = export("inline", ExternalData::Auto);
+    let data_name = onnx::data_file(onnx::USER_TOWER);
+    assert!(!inline_summary.files.iter().any(|f| f.file == data_name));
+    let (out, summary, outside) = export("outside", ExternalData::Always);
+    assert!(summary.files.iter().any(|f| f.file == data_name));
+    let data = std::fs::read(out.join(&data_name)).unwrap();
+    let mut moved = 0;
+    for (a, b) in inline.initializer.iter().zip(&outside.initializer) {
+        assert_eq!(a.name, b.name);
+        if b.data_location != proto::data_location::EXTERNAL {
+            assert!(a.raw_data.len() < 1024, "{} stayed inline", a.name);
+            assert_eq!(a.raw_data, b.raw_data);
+            continue;
+        }
+        assert!(b.raw_data.is_empty());
+        let entry = |key: &str| {
+            b.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .unwrap()
+                .value
+                .clone()
+        };
+        assert_eq!(entry("location"), data_name);
+        let offset: usize = entry("offset").parse().unwrap();
+        let length: usize = entry("length").parse().unwrap();
+        assert_eq!(offset % 4096, 0);
+        assert_eq!(
+            &data[offset..offset + length],
+            &a.raw_data[..],
+            "{}",
+            a.name
+        );
+        moved += 1;
+    }
+    assert!(moved > 0, "no constant went to the data file");
+    assert_eq!(inline.node, outside.node);
+}

@@ -8,8 +8,8 @@ use prost::Message;
 
 use super::proto::{
     AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
-    attribute_type, data_type,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto,
+    TypeProto, ValueInfoProto, attribute_type, data_location, data_type,
 };
 
 /// The operator set the graphs are written for: 17 has `LayerNormalization`, and the
@@ -137,6 +137,7 @@ impl Graph {
                 data_type: code,
                 name: name.to_owned(),
                 raw_data: raw,
+                ..TensorProto::default()
             });
         }
         name.to_owned()
@@ -200,21 +201,69 @@ impl Graph {
         self.graph.output.push(value_info(name, elem, dims, doc));
     }
 
-    /// The serialised model.
-    pub fn into_bytes(self, doc: &str) -> Vec<u8> {
-        ModelProto {
+    /// Bytes of every constant (what the model file holds beyond its small graph).
+    pub fn constant_bytes(&self) -> usize {
+        self.graph
+            .initializer
+            .iter()
+            .map(|t| t.raw_data.len())
+            .sum()
+    }
+
+    /// The serialised model; with `external` (a file name beside the model), every constant
+    /// of at least [`EXTERNAL_MIN_BYTES`] goes to that file instead, as ONNX's external data:
+    /// the only way past protobuf's 2 GiB limit on one message.
+    pub fn serialise(mut self, external: Option<&str>) -> Serialised {
+        let data = external.map(|location| {
+            let mut data = Vec::new();
+            for tensor in &mut self.graph.initializer {
+                if tensor.raw_data.len() < EXTERNAL_MIN_BYTES {
+                    continue;
+                }
+                let offset = data.len().next_multiple_of(EXTERNAL_ALIGN);
+                data.resize(offset, 0);
+                let raw = std::mem::take(&mut tensor.raw_data);
+                data.extend_from_slice(&raw);
+                let entry = |key: &str, value: String| StringStringEntryProto {
+                    key: key.to_owned(),
+                    value,
+                };
+                tensor.external_data = vec![
+                    entry("location", location.to_owned()),
+                    entry("offset", offset.to_string()),
+                    entry("length", raw.len().to_string()),
+                ];
+                tensor.data_location = data_location::EXTERNAL;
+            }
+            data
+        });
+        let model = ModelProto {
             ir_version: IR_VERSION,
             producer_name: "recall-export".to_owned(),
             producer_version: env!("CARGO_PKG_VERSION").to_owned(),
-            doc_string: doc.to_owned(),
+            doc_string: self.graph.doc_string.clone(),
             graph: Some(self.graph),
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),
                 version: OPSET,
             }],
         }
-        .encode_to_vec()
+        .encode_to_vec();
+        Serialised { model, data }
     }
+}
+
+/// Constants smaller than this stay inside the model file when the rest goes to external data
+/// (onnx's own `convert_model_to_external_data` default).
+pub const EXTERNAL_MIN_BYTES: usize = 1024;
+/// Each external tensor starts at a multiple of this, so that a reader can map it in place.
+const EXTERNAL_ALIGN: usize = 4096;
+
+/// A serialised model, and the bytes of its external-data file when it has one.
+#[derive(Debug)]
+pub struct Serialised {
+    pub model: Vec<u8>,
+    pub data: Option<Vec<u8>>,
 }
 
 /// Checks what onnxruntime checks first when it loads a graph: every value a node reads is a

@@ -23,28 +23,84 @@ use serde_json::Value;
 
 use recall_models::data::EncodedData;
 
-use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// The user tower's file in an export directory.
 pub const USER_TOWER: &str = "user_tower.onnx";
 /// The item tower's file (kinds with an item tower).
 pub const ITEM_TOWER: &str = "item_tower.onnx";
 
-/// Writes the towers into `out`; returns the files written.
+/// `[export] onnx_external_data`: where the towers' large constants (the embedding tables a
+/// tower looks rows up in) are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalData {
+    /// Inside the model file while the constants stay under [`AUTO_EXTERNAL_BYTES`], in a
+    /// `<model>.data` file beside it past that.
+    #[default]
+    Auto,
+    /// Always in `<model>.data` (every constant of at least 1 KiB).
+    Always,
+    /// Always inside the model file; refused past protobuf's 2 GiB.
+    Never,
+}
+
+/// Past this many bytes of constants (`auto`) they go to external data: half of protobuf's
+/// 2 GiB limit, which a 64-dimension item table reaches at about 8 M items.
+pub const AUTO_EXTERNAL_BYTES: usize = 1 << 30;
+/// The largest protobuf message readers accept.
+const PROTOBUF_LIMIT: usize = (2 << 30) - 1;
+
+/// Writes the towers into `out`; returns the files written (each model's data file before it).
 pub fn write(
     out: &Path,
     layout: &Value,
     tensors: &HashMap<String, Tensor>,
     data: &EncodedData,
-) -> Result<Vec<&'static str>> {
-    let mut files = vec![USER_TOWER];
-    recall_core::write::write_bytes(
-        &out.join(USER_TOWER),
-        &towers::user_tower(layout, tensors, data)?,
-    )?;
+    external: ExternalData,
+) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let user = towers::user_tower(layout, tensors, data)?;
+    write_model(out, USER_TOWER, user, external, &mut files)?;
     if let Some(item) = towers::item_tower(layout, tensors, data)? {
-        recall_core::write::write_bytes(&out.join(ITEM_TOWER), &item)?;
-        files.push(ITEM_TOWER);
+        write_model(out, ITEM_TOWER, item, external, &mut files)?;
     }
     Ok(files)
+}
+
+/// The data file of model `file` with external data.
+pub fn data_file(file: &str) -> String {
+    format!("{file}.data")
+}
+
+fn write_model(
+    out: &Path,
+    file: &str,
+    graph: graph::Graph,
+    external: ExternalData,
+    files: &mut Vec<String>,
+) -> Result<()> {
+    let data_name = data_file(file);
+    let outside = match external {
+        ExternalData::Always => true,
+        ExternalData::Never => false,
+        ExternalData::Auto => graph.constant_bytes() > AUTO_EXTERNAL_BYTES,
+    };
+    let serialised = graph.serialise(outside.then_some(data_name.as_str()));
+    if serialised.model.len() > PROTOBUF_LIMIT {
+        return Err(Error::Config(format!(
+            "{file} would be {} bytes, past protobuf's 2 GiB limit: set export.onnx_external_data = \"auto\" \
+             (the default) or \"always\", which writes the embedding tables to {data_name} beside it",
+            serialised.model.len()
+        )));
+    }
+    if let Some(bytes) = &serialised.data {
+        recall_core::write::write_bytes(&out.join(&data_name), bytes)?;
+        files.push(data_name);
+    }
+    recall_core::write::write_bytes(&out.join(file), &serialised.model)?;
+    files.push(file.to_owned());
+    Ok(())
 }

@@ -99,6 +99,27 @@ pub struct TensorProto {
     pub name: String,
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    /// With `data_location` external: `location` (a file beside the model), `offset` and
+    /// `length` in bytes.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// `DataLocation`: 0 in `raw_data`, 1 external ([`data_location`]).
+    #[prost(int32, tag = "14")]
+    pub data_location: i32,
+}
+
+/// `TensorProto.DataLocation` values.
+pub mod data_location {
+    pub const EXTERNAL: i32 = 1;
+}
+
+/// `StringStringEntryProto`: one key-value pair.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 /// `ValueInfoProto`: a graph input's or output's name, element type and shape.

@@ -137,12 +137,12 @@ impl<'a> Tower<'a> {
         )
     }
 
-    /// The model: `v` L2-normalised as its one output `name` (`[batch, dim]`).
-    fn into_model(mut self, v: &str, name: &str, what: &str, doc: &str) -> Vec<u8> {
+    /// The graph: `v` L2-normalised as its one output `name` (`[batch, dim]`).
+    fn into_graph(mut self, v: &str, name: &str, what: &str) -> Graph {
         let out = self.l2_normalize(v);
         self.g
             .output(&out, name, Elem::F32, &[BATCH, Dim::Named("dim")], what);
-        self.g.into_bytes(doc)
+        self.g
     }
 
     fn input(&mut self, name: &str, elem: Elem, dims: &[Dim], doc: &str) -> String {
@@ -733,12 +733,12 @@ item_embeddings.parquet's vectors by dot product.";
 const ITEM_DOC: &str = "The item tower: an item's unit vector from its row and features. A new item \
 (row 1, out of vocabulary) gets its vector from its features alone.";
 
-/// The user tower of `layout` (`tensors.json`'s `layout`) as a serialised ONNX model.
+/// The user tower of `layout` (`tensors.json`'s `layout`) as an ONNX graph.
 pub fn user_tower(
     layout: &Value,
     tensors: &HashMap<String, Tensor>,
     data: &EncodedData,
-) -> Result<Vec<u8>> {
+) -> Result<Graph> {
     let user = field(layout, "user_input")?;
     let newest = count(field(user, "history")?, "newest")?;
     let encoder = field(user, "encoder")?;
@@ -757,16 +757,16 @@ pub fn user_tower(
         }
         other => return Err(bad(format!("unknown user encoder `{other}`"))),
     };
-    Ok(t.into_model(&v, "user_vector", "the user's unit vector", USER_DOC))
+    Ok(t.into_graph(&v, "user_vector", "the user's unit vector"))
 }
 
-/// The item tower of `layout` as a serialised ONNX model, for models whose item side is a
+/// The item tower of `layout` as an ONNX graph, for models whose item side is a
 /// tower over features (DSSM, a sequence kind with `item_tower`); `None` for an item side that is the item's embedding row alone.
 pub fn item_tower(
     layout: &Value,
     tensors: &HashMap<String, Tensor>,
     data: &EncodedData,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<Graph>> {
     let item = field(layout, "item_input")?;
     let encoder = field(item, "encoder")?;
     if text(encoder, "kind")? != "mlp" {
@@ -778,10 +778,9 @@ pub fn item_tower(
     let parts = t.parts(item, "item", 0)?;
     let x = t.concat(&parts)?;
     let v = t.mlp(encoder, x)?;
-    Ok(Some(t.into_model(
+    Ok(Some(t.into_graph(
         &v,
         "item_vector",
         "the item's unit vector",
-        ITEM_DOC,
     )))
 }
