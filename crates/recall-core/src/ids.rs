@@ -39,6 +39,45 @@ impl RawIds {
         }
     }
 
+    /// The parts one after another; `Err(i)` when part `i` holds the other kind of id
+    /// (strings after integers, or the reverse) than the parts before it.
+    pub fn concat(parts: Vec<RawIds>) -> std::result::Result<RawIds, usize> {
+        let Some(first) = parts.first() else {
+            return Ok(RawIds::Int(Vec::new()));
+        };
+        match first {
+            RawIds::Int(_) => {
+                let mut all = Vec::with_capacity(parts.iter().map(RawIds::len).sum());
+                for (i, part) in parts.into_iter().enumerate() {
+                    match part {
+                        RawIds::Int(v) => all.extend(v),
+                        RawIds::Str(_) => return Err(i),
+                    }
+                }
+                Ok(RawIds::Int(all))
+            }
+            RawIds::Str(_) => {
+                let mut arrays = Vec::with_capacity(parts.len());
+                for (i, part) in parts.into_iter().enumerate() {
+                    match part {
+                        RawIds::Str(a) => arrays.push(a),
+                        RawIds::Int(_) => return Err(i),
+                    }
+                }
+                let refs: Vec<&dyn Array> = arrays.iter().map(|a| a as &dyn Array).collect();
+                let joined = arrow_select::concat::concat(&refs)
+                    .expect("string arrays of one type concatenate");
+                Ok(RawIds::Str(
+                    joined
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("the concatenation of string arrays is a string array")
+                        .clone(),
+                ))
+            }
+        }
+    }
+
     /// Row `i` formatted for messages.
     pub fn display(&self, i: usize) -> String {
         match self {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use recall_core::{Error, Result, Table, columns as col};
+use recall_core::{Error, RawIds, Result, Table, columns as col};
 use serde::{Deserialize, Serialize};
 
 use crate::csv_log::{
@@ -45,7 +45,10 @@ fn default_delimiter() -> char {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GenericSource {
-    /// The interactions file, `.parquet` or `.csv` (`.csv.gz` too).
+    /// The interactions file, `.parquet` or `.csv` (`.csv.gz` too), or a directory of such
+    /// files in one format (what Spark, Hive and warehouse exports write: `part-00000.parquet`,
+    /// ...), read in file-name order; entries starting with `.` or `_` (`_SUCCESS`, checksums)
+    /// are left out.
     pub interactions: PathBuf,
     /// Name written into the outputs' metadata and the report (default: the file's stem).
     #[serde(default)]
@@ -149,11 +152,7 @@ pub fn read(source: &GenericSource) -> Result<Dataset> {
     };
     let delimiter = u8::try_from(source.delimiter)
         .map_err(|_| Error::config("ingest.delimiter", "must be a single ASCII character"))?;
-    let events = if is_csv(path) {
-        read_csv_events(path, delimiter, &names)?
-    } else {
-        read_parquet_events(path, &names)?
-    };
+    let events = read_events(path, delimiter, &names)?;
     let (interactions, stats) = Interactions::from_events(path, events)?;
     let users = source
         .users
@@ -177,6 +176,112 @@ pub fn read(source: &GenericSource) -> Result<Dataset> {
         items,
         stats,
     })
+}
+
+/// The data files `path` names: itself, or a directory's part files by name (see
+/// [`GenericSource::interactions`]), all CSV or all Parquet.
+pub fn data_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| Error::io("cannot list the interactions directory", path, e))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| Error::io("cannot list the interactions directory", path, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.starts_with('_') || entry.path().is_dir() {
+            continue;
+        }
+        files.push(entry.path());
+    }
+    files.sort();
+    let Some(first) = files.first() else {
+        return Err(Error::EmptyTable {
+            path: path.to_owned(),
+            detail: String::from(
+                ": the interactions directory holds no data files (.parquet, .csv, .csv.gz); \
+                 point ingest.generic.interactions at a file or a directory of part files",
+            ),
+        });
+    };
+    if let Some(other) = files.iter().find(|f| is_csv(f) != is_csv(first)) {
+        return Err(Error::config(
+            "ingest.generic.interactions",
+            format!(
+                "{} mixes formats: {} is {} but {} is {}; keep one format per directory",
+                path.display(),
+                first.display(),
+                if is_csv(first) { "CSV" } else { "Parquet" },
+                other.display(),
+                if is_csv(other) { "CSV" } else { "Parquet" },
+            ),
+        ));
+    }
+    Ok(files)
+}
+
+/// The events of `path` (a file or a directory of part files), the files' rows one after
+/// another in file-name order (which is the order ties keep).
+fn read_events(path: &Path, delimiter: u8, names: &ColumnNames) -> Result<Events> {
+    let files = data_files(path)?;
+    let mut parts = Vec::with_capacity(files.len());
+    for file in &files {
+        parts.push(if is_csv(file) {
+            read_csv_events(file, delimiter, names)?
+        } else {
+            read_parquet_events(file, names)?
+        });
+    }
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    let mut users = Vec::with_capacity(parts.len());
+    let mut items = Vec::with_capacity(parts.len());
+    let mut all = Events {
+        user_id: RawIds::Int(Vec::new()),
+        item_id: RawIds::Int(Vec::new()),
+        rating: Vec::new(),
+        timestamp: Vec::new(),
+        order: Vec::new(),
+    };
+    let kind = |ids: &RawIds| match ids {
+        RawIds::Int(_) => "integer",
+        RawIds::Str(_) => "string",
+    };
+    let first = (kind(&parts[0].user_id), kind(&parts[0].item_id));
+    for (file, part) in files.iter().zip(parts) {
+        for (column, ids, expected) in [
+            (&names.user, &part.user_id, first.0),
+            (&names.item, &part.item_id, first.1),
+        ] {
+            if kind(ids) != expected {
+                return Err(Error::config(
+                    "ingest.generic.interactions",
+                    format!(
+                        "column `{column}` of {} holds {} ids but {} holds {expected} ids; every \
+                         part file needs the same column types",
+                        file.display(),
+                        kind(ids),
+                        files[0].display()
+                    ),
+                ));
+            }
+        }
+        users.push(part.user_id);
+        items.push(part.item_id);
+        all.rating.extend(part.rating);
+        all.timestamp.extend(part.timestamp);
+        all.order.extend(part.order);
+    }
+    let joined = |ids: Vec<RawIds>| {
+        RawIds::concat(ids).map_err(|_| Error::Internal("id kinds were checked per file".into()))
+    };
+    all.user_id = joined(users)?;
+    all.item_id = joined(items)?;
+    Ok(all)
 }
 
 fn read_parquet_events(path: &Path, names: &ColumnNames) -> Result<Events> {

@@ -76,7 +76,11 @@ impl IngestConfig {
                 existing(dir, &["u.data", "u.user", "u.item", "u.genre"])
             }
             IngestConfig::MovielensLatest { dir } => existing(dir, &["ratings.csv", "movies.csv"]),
-            IngestConfig::Generic(g) => std::iter::once(g.interactions.clone())
+            // A directory of part files is its files (ingest itself reports what is wrong
+            // with a directory that has none).
+            IngestConfig::Generic(g) => generic::data_files(&g.interactions)
+                .unwrap_or_else(|_| vec![g.interactions.clone()])
+                .into_iter()
                 .chain(g.users.iter().map(|t| t.path.clone()))
                 .chain(g.items.iter().map(|t| t.path.clone()))
                 .collect(),

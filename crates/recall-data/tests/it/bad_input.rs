@@ -13,7 +13,7 @@ fn write(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
     path
 }
 
-fn generic(path: PathBuf) -> IngestConfig {
+pub(crate) fn generic(path: PathBuf) -> IngestConfig {
     IngestConfig::Generic(GenericSource {
         interactions: path,
         name: None,
@@ -28,7 +28,7 @@ fn generic(path: PathBuf) -> IngestConfig {
     })
 }
 
-fn error(config: &IngestConfig) -> String {
+pub(crate) fn error(config: &IngestConfig) -> String {
     ingest(config).unwrap_err().to_string()
 }
 

@@ -4,3 +4,4 @@
 mod bad_input;
 mod fuzz_regressions;
 mod movielens;
+mod partitioned;
