@@ -168,6 +168,12 @@ pub fn run() -> Result<()> {
         )?;
     }
     sh("cargo", &["test", "--workspace", "--doc"])?;
+    // The engine feature (DataFusion, never in the default build): its plans against the
+    // in-memory encode. Its first build adds about ten minutes on two cores.
+    sh(
+        "cargo",
+        &["test", "-p", "recall-engine", "--features", "datafusion"],
+    )?;
     // The test runner goes last, so its summary closes the output.
     if has_nextest() {
         sh(

@@ -14,6 +14,7 @@ mod tests {
         ("recall-core", &[]),
         ("recall-data", &["recall-core"]),
         ("recall-features", &["recall-core"]),
+        ("recall-engine", &["recall-core"]),
         ("recall-sampling", &["recall-core"]),
         ("recall-eval", &["recall-core"]),
         (
