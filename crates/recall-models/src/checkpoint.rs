@@ -231,12 +231,14 @@ pub fn load(dir: &Path, data: &EncodedData, device: &Device) -> Result<TwoTower>
         *table = SparseTable::from_weights(rows, dim, weights);
         table.zero_padding = zero_padding;
     }
-    let dense: Vec<(String, Tensor)> = model
-        .params()
-        .iter()
-        .map(|(n, _)| n.clone())
-        .filter_map(|n| file.load(&n, &Device::Cpu).ok().map(|t| (n, t)))
-        .collect();
+    // A parameter the file lacks is left to rebuild_dense; one it holds but cannot read is an
+    // error, as it was when the whole file was loaded at once.
+    let mut dense: Vec<(String, Tensor)> = Vec::new();
+    for (name, _) in model.params() {
+        if file.get(name).is_ok() {
+            dense.push((name.clone(), file.load(name, &Device::Cpu)?));
+        }
+    }
     model.rebuild_dense(&dense)?;
     Ok(model)
 }
