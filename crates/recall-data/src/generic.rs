@@ -80,6 +80,23 @@ pub struct GenericSource {
 }
 
 impl GenericSource {
+    /// `interactions` with every other key at its default (what a pipeline file with only
+    /// `interactions = "..."` gives): columns `user_id`, `item_id`, ordered by `timestamp`.
+    pub fn new(interactions: impl Into<PathBuf>) -> Self {
+        GenericSource {
+            interactions: interactions.into(),
+            name: None,
+            user_column: default_user(),
+            item_column: default_item(),
+            order_column: default_order(),
+            rating_column: None,
+            timestamp_column: None,
+            delimiter: default_delimiter(),
+            users: None,
+            items: None,
+        }
+    }
+
     /// The ML-1M layout `dir/interactions.parquet` (columns `user_id`, `movie_id`, `rating`,
     /// `timestamp`, `seq`; ordered by `seq`) with `users.dat` and `movies.dat` beside it: what
     /// `pipelines/ml-1m*.toml` describe in TOML.

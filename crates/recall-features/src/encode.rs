@@ -737,41 +737,140 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             }
         }
     }
-    let mut item_vocab = Vocabulary::fit(
+    let users_fitted = Vocabulary::fit(&users_raw, train_rows.iter().copied(), 1);
+    let items_fitted = Vocabulary::fit(
         &items_raw,
         train_rows.iter().copied(),
         config.item_min_count,
     );
-    let mut user_vocab = Vocabulary::fit(&users_raw, train_rows.iter().copied(), 1);
-    let grown = input.grow_from.as_ref();
-    if let Some(earlier) = grown {
-        user_vocab = earlier.grow(&earlier.users, user_vocab, col::USER_ID)?;
-        item_vocab = earlier.grow(&earlier.items, item_vocab, col::ITEM_ID)?;
+    drop(train_rows);
+    let sides = input.sides();
+    let (user_vocab, item_vocab, cold_items) =
+        finish_vocabularies(users_fitted, items_fitted, &sides, config)?;
+    let items_enc = item_vocab.encode(&items_raw.take(&order));
+    let group_first: Vec<usize> = starts[..n_users].iter().map(|&s| order[s]).collect();
+    let users_enc = user_vocab.encode(&users_raw.take(&group_first));
+    let grouped = GroupedInteractions {
+        users: users_enc.iter().map(|&u| u as u32).collect(),
+        timestamps: order.iter().map(|&r| timestamps[r]).collect(),
+        starts,
+        items: items_enc,
+        has_test,
+    };
+    let source = SourceCounts {
+        interactions,
+        rows_after_cut,
+        time_split,
+        cold_items,
+    };
+    encode_grouped(grouped, user_vocab, item_vocab, source, &sides, config)
+}
+
+/// Interactions grouped by user, each group in `seq` order, encoded with the final
+/// vocabularies: what the in-memory grouping (and an engine's sort, `recall-engine`) hands
+/// the rest of encode, [`encode_grouped`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupedInteractions {
+    /// User index of each group; groups in the order of each user's first row in the source.
+    pub users: Vec<u32>,
+    /// Group `g`'s rows are `starts[g]..starts[g + 1]` (one more entry than `users`).
+    pub starts: Vec<usize>,
+    /// Item index of each row ([`OOV_INDEX`] for an item the vocabulary lacks).
+    pub items: Vec<i32>,
+    /// Timestamp of each row, where the source has one.
+    pub timestamps: Vec<Option<i64>>,
+    /// Whether each group has a test target (false only for users a time split left without
+    /// one).
+    pub has_test: Vec<bool>,
+}
+
+/// What the source's rows came to before grouping, for the stage report.
+#[derive(Debug, Clone, Default)]
+pub struct SourceCounts {
+    /// Interactions encoded (after `encode.before`'s cut).
+    pub interactions: usize,
+    /// Interactions `encode.before` left out.
+    pub rows_after_cut: usize,
+    pub time_split: Option<TimeSplitStats>,
+    /// Items [`finish_vocabularies`] appended from the item side table.
+    pub cold_items: usize,
+}
+
+/// The side tables and an earlier encoding to grow: the inputs of encode other than the
+/// interactions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SideInputs<'a> {
+    pub users: Option<&'a Table>,
+    pub items: Option<&'a Table>,
+    pub grow_from: Option<&'a EarlierEncoding>,
+}
+
+impl EncodeInput {
+    /// The inputs besides the interactions.
+    pub fn sides(&self) -> SideInputs<'_> {
+        SideInputs {
+            users: self.users.as_ref(),
+            items: self.items.as_ref(),
+            grow_from: self.grow_from.as_ref(),
+        }
+    }
+}
+
+/// The final vocabularies from the ones fitted on training interactions: grown from the
+/// earlier encoding where there is one, then (with `encode.cold_items`) with the item side
+/// table's unseen items appended. Returns them and the number of cold items.
+pub fn finish_vocabularies(
+    users: Vocabulary,
+    items: Vocabulary,
+    sides: &SideInputs<'_>,
+    config: &EncodeConfig,
+) -> Result<(Vocabulary, Vocabulary, usize)> {
+    let (mut users, mut items) = (users, items);
+    if let Some(earlier) = sides.grow_from {
+        users = earlier.grow(&earlier.users, users, col::USER_ID)?;
+        items = earlier.grow(&earlier.items, items, col::ITEM_ID)?;
     }
     let mut cold_items = 0;
     if config.cold_items {
-        let side = input.items.as_ref().ok_or_else(|| {
+        let side = sides.items.ok_or_else(|| {
             Error::config(
                 "encode.cold_items",
                 "cold items come from the item side table, and the ingest output has none",
             )
         })?;
         let listed = side.ids(col::ITEM_ID)?;
-        let with_cold = item_vocab.with_unseen(&listed);
-        cold_items = with_cold.known_len() - item_vocab.known_len();
-        item_vocab = with_cold;
+        let with_cold = items.with_unseen(&listed);
+        cold_items = with_cold.known_len() - items.known_len();
+        items = with_cold;
     }
     tracing::info!(
-        users = user_vocab.known_len(),
-        items = item_vocab.known_len(),
+        users = users.known_len(),
+        items = items.known_len(),
         cold_items,
         "vocabularies fitted"
     );
+    Ok((users, items, cold_items))
+}
 
-    let items_enc = item_vocab.encode(&items_raw.take(&order));
-    let group_first: Vec<usize> = starts[..n_users].iter().map(|&s| order[s]).collect();
-    let users_enc = user_vocab.encode(&users_raw.take(&group_first));
-    let ts_ordered: Vec<Option<i64>> = order.iter().map(|&r| timestamps[r]).collect();
+/// The rest of encode once the interactions are grouped and indexed: the sequences, the
+/// splits, example age, the side tables and the manifest.
+pub fn encode_grouped(
+    grouped: GroupedInteractions,
+    user_vocab: Vocabulary,
+    item_vocab: Vocabulary,
+    source: SourceCounts,
+    sides: &SideInputs<'_>,
+    config: &EncodeConfig,
+) -> Result<Encoded> {
+    let GroupedInteractions {
+        users: users_of_group,
+        starts,
+        items: items_enc,
+        timestamps: ts_ordered,
+        has_test,
+    } = grouped;
+    let n_users = users_of_group.len();
+    let grown = sides.grow_from;
     if config
         .max_examples_per_user
         .is_some_and(|cap| cap.count == 0)
@@ -781,7 +880,6 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             "must be at least 1 (leave the key out for no cap)",
         ));
     }
-    let users_of_group: Vec<u32> = users_enc.iter().map(|&u| u as u32).collect();
     let mut splits = split::build_split(
         &users_of_group,
         &starts,
@@ -826,7 +924,10 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
 
     // Example age: days from the example's time to the end of the training window; 0 for the
     // validation and test rows, which stand for "now" at serving time.
-    let train_window_end = train_rows.iter().filter_map(|&r| timestamps[r]).max();
+    let seqs = &sequences;
+    let train_window_end = (0..seqs.users() as u32)
+        .flat_map(|u| (0..seqs.training(u).len()).filter_map(move |p| seqs.timestamp(u, p as u32)))
+        .max();
     let train_rows_without_timestamp;
     let (age_buckets, age_feature, serving_age_bucket) =
         match (config.example_age.enabled, train_window_end) {
@@ -889,7 +990,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
 
     let mut feature_vocabs = Vec::new();
     let (user_table, user_features) = encode_side(
-        input.users.as_ref(),
+        sides.users,
         &user_vocab,
         &config.user_features,
         "user",
@@ -897,7 +998,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         &mut feature_vocabs,
     )?;
     let (item_table, item_features) = encode_side(
-        input.items.as_ref(),
+        sides.items,
         &item_vocab,
         &config.item_features,
         "item",
@@ -911,10 +1012,10 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
             .count()
     };
     let stats = EncodeStats {
-        interactions,
-        rows_after_cut,
-        time_split,
-        cold_items,
+        interactions: source.interactions,
+        rows_after_cut: source.rows_after_cut,
+        time_split: source.time_split,
+        cold_items: source.cold_items,
         grown: grown.map(|e| {
             let feature_values = |vocabs: &[(String, Vocabulary)]| {
                 vocabs.iter().map(|(_, v)| v.known_len()).sum::<usize>()

@@ -28,5 +28,8 @@ pub mod encode;
 pub mod split;
 pub mod vocab;
 
-pub use encode::{EarlierEncoding, EncodeConfig, EncodeInput, Encoded, encode};
+pub use encode::{
+    EarlierEncoding, EncodeConfig, EncodeInput, Encoded, GroupedInteractions, SideInputs,
+    SourceCounts, encode, encode_grouped, finish_vocabularies,
+};
 pub use vocab::Vocabulary;

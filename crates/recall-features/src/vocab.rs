@@ -134,6 +134,26 @@ impl Vocabulary {
         }
     }
 
+    /// From values counted elsewhere (an engine's group-by): `raw[i]` was counted `counts[i]`
+    /// times; values under `min_count` are dropped and the rest ordered as [`Vocabulary::fit`]
+    /// orders them, so the result is the one `fit` gives over the same rows.
+    pub fn from_counted(raw: &RawIds, counts: &[u64], min_count: u64) -> Self {
+        let count = |i: usize| i64::try_from(counts[i]).unwrap_or(i64::MAX);
+        match raw {
+            RawIds::Int(v) => Vocabulary::Int(VocabOf::from_counts(
+                v.iter().enumerate().map(|(i, &x)| (x, count(i))).collect(),
+                min_count,
+            )),
+            RawIds::Str(a) => Vocabulary::Str(VocabOf::from_counts(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, x)| (x.unwrap_or_default().to_owned(), count(i)))
+                    .collect(),
+                min_count,
+            )),
+        }
+    }
+
     /// This vocabulary grown by `fresh`, fitted on newer data: each known value keeps its
     /// index and new values are appended (see the module header for the order), so an embedding
     /// table trained on this vocabulary stays valid for its first rows. `what` names the

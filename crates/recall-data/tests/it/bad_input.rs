@@ -14,18 +14,7 @@ fn write(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
 }
 
 pub(crate) fn generic(path: PathBuf) -> IngestConfig {
-    IngestConfig::Generic(GenericSource {
-        interactions: path,
-        name: None,
-        user_column: "user_id".into(),
-        item_column: "item_id".into(),
-        order_column: "timestamp".into(),
-        rating_column: None,
-        timestamp_column: None,
-        delimiter: ',',
-        users: None,
-        items: None,
-    })
+    IngestConfig::Generic(GenericSource::new(path))
 }
 
 pub(crate) fn error(config: &IngestConfig) -> String {
