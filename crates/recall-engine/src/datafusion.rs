@@ -1,17 +1,41 @@
 //! The encode plans on DataFusion.
+//!
+//! Encode is three plans and one stream over ingest's `interactions.parquet`, none of which
+//! holds the rows in memory: (1) a one-partition scan of the user column that numbers users in
+//! order of first appearance (the in-memory path's group order); (2) the leave-last-out roles
+//! from per-user aggregates (count, last and second-to-last `seq`; aggregates spill, window
+//! functions would not) and the id vocabularies counted over the training rows; (3) a sort on
+//! (user's group, `seq`) joined with the final item vocabulary, which spills past
+//! `memory_limit` and is read as a stream, each user's sequence cut as it passes. What the
+//! stream yields (item indices and timestamps, 20 bytes a row) goes to `recall-features`'
+//! [`encode_grouped`], which writes the same files as the in-memory encode.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray, StringViewArray};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use recall_core::{Error, RawIds, Result, columns as col};
+use futures::StreamExt;
+use recall_core::{Error, RawIds, Result, Table, columns as col, ingested};
+use recall_features::{
+    EarlierEncoding, EncodeConfig, Encoded, GroupedInteractions, SideInputs, SourceCounts,
+    Vocabulary, encode_grouped, finish_vocabularies,
+};
+use serde::Serialize;
 
-/// A vocabulary as encode writes it (`vocab_<name>.parquet`): the known raw values in index
-/// order (the first has index 2; 0 is padding, 1 out of vocabulary) and each one's training
-/// count.
+use crate::config::DataConfig;
+
+/// A vocabulary as the plans count it: the known raw values (count descending, then raw value
+/// ascending) and each one's training count.
 #[derive(Debug, Clone)]
-pub struct Vocabulary {
+pub struct CountedIds {
     pub raw: RawIds,
     pub counts: Vec<u64>,
 }
@@ -19,23 +43,129 @@ pub struct Vocabulary {
 /// The user and item vocabularies.
 #[derive(Debug, Clone)]
 pub struct IdVocabularies {
-    pub users: Vocabulary,
-    pub items: Vocabulary,
+    pub users: CountedIds,
+    pub items: CountedIds,
 }
 
 /// How the plans run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Partitions (and worker threads) a plan runs on.
-    pub target_partitions: usize,
+    /// Partitions (and worker threads) a plan runs on; `None`: one per core.
+    pub target_partitions: Option<usize>,
+    /// The memory pool past which sorts and aggregates spill; `None`: unbounded.
+    pub memory_limit: Option<u64>,
+    /// Where spill files go; `None`: the system's temporary directory.
+    pub spill_dir: Option<PathBuf>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
+impl Options {
+    /// The options `[data]` sets.
+    pub fn from_config(data: &DataConfig) -> Result<Self> {
+        data.validate()?;
+        Ok(Options {
+            target_partitions: data.target_partitions,
+            memory_limit: data.memory_limit_bytes()?,
+            spill_dir: data.spill_dir.clone(),
+        })
+    }
+
+    fn partitions(&self) -> usize {
+        self.target_partitions
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
+/// What the engine did, for the stage report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct EngineRun {
+    pub target_partitions: usize,
+    pub memory_limit: Option<u64>,
+    /// Bytes the plans wrote to spill files, over all plans.
+    pub spilled_bytes: u64,
+    pub spill_files: u64,
+    /// Rows the sort streamed.
+    pub sorted_rows: u64,
+}
+
+/// Encodes ingest's outputs in `ingest_dir` on DataFusion: the same [`Encoded`] as
+/// `recall_features::encode` gives (checked row for row by `tests/`). `grow_from` is an
+/// earlier encoding to grow (a warm start). Time cuts (`encode.before`, `encode.test_from`)
+/// are not planned yet and are refused.
+///
+/// ```
+/// use recall_data::{IngestConfig, SyntheticConfig, ingest};
+/// use recall_engine::datafusion::{Options, encode};
+/// use recall_features::EncodeConfig;
+///
+/// let dir = tempfile::tempdir()?;
+/// ingest(&IngestConfig::Synthetic(SyntheticConfig::new(200, 100, 20, 7)))?.write(dir.path())?;
+/// let options = Options { memory_limit: Some(64 << 20), ..Options::default() };
+/// let (encoded, run) = encode(dir.path(), &EncodeConfig::default(), None, &options)?;
+/// assert_eq!(encoded.test.len(), 200);
+/// assert_eq!(run.sorted_rows as usize, encoded.manifest.stats.interactions);
+/// encoded.write(&dir.path().join("encode"))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn encode(
+    ingest_dir: &Path,
+    config: &EncodeConfig,
+    grow_from: Option<&EarlierEncoding>,
+    options: &Options,
+) -> Result<(Encoded, EngineRun)> {
+    for (key, set) in [
+        ("encode.before", config.before.is_some()),
+        ("encode.test_from", config.test_from.is_some()),
+    ] {
+        if set {
+            return Err(Error::config(
+                key,
+                "a time cut is not planned on the DataFusion engine yet: leave it out, or set \
+                 `[data] engine = \"memory\"`",
+            ));
         }
     }
+    let interactions = ingest_dir.join(ingested::INTERACTIONS);
+    let side = |name: &str| -> Result<Option<Table>> {
+        let path = ingest_dir.join(name);
+        path.exists().then(|| Table::read(&path)).transpose()
+    };
+    let (users_side, items_side) = (side(ingested::USERS)?, side(ingested::ITEMS)?);
+    let sides = SideInputs {
+        users: users_side.as_ref(),
+        items: items_side.as_ref(),
+        grow_from,
+    };
+    let engine = Session::open(&interactions, options)?;
+    engine.runtime.block_on(async {
+        let order = engine.first_appearance().await?;
+        let counted = engine
+            .vocabularies(config.validation, config.item_min_count)
+            .await?;
+        let (users, items, cold_items) = finish_vocabularies(
+            Vocabulary::from_counted(&counted.users.raw, &counted.users.counts, 1),
+            Vocabulary::from_counted(
+                &counted.items.raw,
+                &counted.items.counts,
+                config.item_min_count.max(1),
+            ),
+            &sides,
+            config,
+        )?;
+        let mut grouped = engine.sorted_groups(&order, &items).await?;
+        grouped.users = users.encode(&order).iter().map(|&u| u as u32).collect();
+        let source = SourceCounts {
+            interactions: grouped.items.len(),
+            rows_after_cut: 0,
+            time_split: None,
+            cold_items,
+        };
+        let run = engine.run_report(grouped.items.len() as u64);
+        Ok((
+            encode_grouped(grouped, users, items, source, &sides, config)?,
+            run,
+        ))
+    })
 }
 
 /// The user and item vocabularies encode fits on `interactions` (ingest's
@@ -52,7 +182,7 @@ impl Default for Options {
 /// let dir = tempfile::tempdir()?;
 /// ingest(&IngestConfig::Synthetic(SyntheticConfig::new(200, 100, 20, 7)))?.write(dir.path())?;
 /// let vocabularies =
-///     id_vocabularies(&dir.path().join("interactions.parquet"), true, 1, Options::default())?;
+///     id_vocabularies(&dir.path().join("interactions.parquet"), true, 1, &Options::default())?;
 /// // Index 2 is the most frequent training item; counts never rise down the list.
 /// assert!(vocabularies.items.counts.windows(2).all(|w| w[0] >= w[1]));
 /// assert_eq!(vocabularies.users.raw.len(), 200);
@@ -62,27 +192,78 @@ pub fn id_vocabularies(
     interactions: &Path,
     validation: bool,
     item_min_count: u64,
-    options: Options,
+    options: &Options,
 ) -> Result<IdVocabularies> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.target_partitions.max(1))
-        .build()
-        .map_err(|e| Error::io("cannot start the DataFusion runtime for", interactions, e))?;
-    let engine_error = |step: &str, e: datafusion::error::DataFusionError| {
-        Error::invalid(
-            format!("{} (DataFusion, {step})", interactions.display()),
-            e.to_string(),
-        )
-    };
-    runtime.block_on(async {
-        let config = SessionConfig::new()
-            .with_target_partitions(options.target_partitions.max(1))
+    let engine = Session::open(interactions, options)?;
+    engine.runtime.block_on(async {
+        // The seq check rides on the first-appearance scan (a repeated `seq` is refused by
+        // the sort's stream in `encode`; here there is no sort, so check it on its own).
+        engine.first_appearance().await?;
+        engine.check_unique_seq().await?;
+        engine.vocabularies(validation, item_min_count).await
+    })
+}
+
+/// A DataFusion session over one interactions file, and the spills its plans made.
+struct Session {
+    runtime: tokio::runtime::Runtime,
+    ctx: SessionContext,
+    interactions: PathBuf,
+    partitions: usize,
+    memory_limit: Option<u64>,
+    spills: std::sync::Mutex<(u64, u64)>,
+    /// How ids are compared in joins (`CAST(user_id AS ...)`), set by the first scan.
+    user_type: std::sync::OnceLock<&'static str>,
+    item_type: std::sync::OnceLock<&'static str>,
+}
+
+impl Session {
+    fn open(interactions: &Path, options: &Options) -> Result<Self> {
+        let partitions = options.partitions();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(partitions)
+            .build()
+            .map_err(|e| Error::io("cannot start the DataFusion runtime for", interactions, e))?;
+        let mut env = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            env = env.with_memory_pool(Arc::new(FairSpillPool::new(limit as usize)));
+        }
+        if let Some(dir) = &options.spill_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io("cannot create the spill directory", dir, e))?;
+            env = env.with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+            );
+        }
+        let env = env
+            .build_arc()
+            .map_err(|e| engine_error(interactions, "starting the engine", e))?;
+        let mut config = SessionConfig::new();
+        if let Some(limit) = options.memory_limit {
+            // A sort sets aside this much per partition for merging its spill files; the
+            // default (10 MB) is more than a small pool holds.
+            let reserve = (limit / 16).min(10 << 20) as usize;
+            config.options_mut().execution.sort_spill_reservation_bytes = reserve;
+        }
+        let config = config
+            .with_target_partitions(partitions)
             // Plain Utf8 ids, as the in-memory path reads them.
             .set_bool(
                 "datafusion.execution.parquet.schema_force_view_types",
                 false,
-            );
-        let ctx = SessionContext::new_with_config(config);
+            )
+            // The plans put each per-user or per-item table on a join's build (left) side,
+            // which a hash join holds in memory; the optimiser's swap, which guesses sizes from
+            // statistics an aggregate does not have, would build on the interactions instead.
+            .set_bool("datafusion.optimizer.join_reordering", false);
+        let ctx = SessionContext::new_with_config_rt(config, env);
+        if !interactions.is_file() {
+            return Err(Error::invalid(
+                interactions.display().to_string(),
+                "missing: run the ingest stage first",
+            ));
+        }
         let path = interactions.to_str().ok_or_else(|| {
             Error::config(
                 "ingest output",
@@ -92,108 +273,464 @@ pub fn id_vocabularies(
                 ),
             )
         })?;
-        ctx.register_parquet("interactions", path, ParquetReadOptions::default())
+        runtime
+            .block_on(ctx.register_parquet("interactions", path, ParquetReadOptions::default()))
+            .map_err(|e| engine_error(interactions, "reading", e))?;
+        Ok(Session {
+            runtime,
+            ctx,
+            interactions: interactions.to_owned(),
+            partitions,
+            memory_limit: options.memory_limit,
+            spills: std::sync::Mutex::new((0, 0)),
+            user_type: std::sync::OnceLock::new(),
+            item_type: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn error(&self, step: &str, e: datafusion::error::DataFusionError) -> Error {
+        engine_error(&self.interactions, step, e)
+    }
+
+    fn invalid(&self, column: &str, message: String) -> Error {
+        Error::invalid(
+            format!("{}, column `{column}`", self.interactions.display()),
+            message,
+        )
+    }
+
+    /// Plans and runs `sql`, adding its spills to the session's.
+    async fn collect(&self, sql: &str, step: &str) -> Result<Vec<RecordBatch>> {
+        let plan = self.plan(sql, step).await?;
+        let batches = datafusion::physical_plan::collect(plan.clone(), self.ctx.task_ctx())
             .await
-            .map_err(|e| engine_error("reading", e))?;
-        let (user, item, seq) = (col::USER_ID, col::ITEM_ID, col::SEQ);
-        // `seq` numbers a user's interactions uniquely (ingest's contract); the roles below
-        // depend on it, so a violation is refused as the in-memory encode refuses it.
-        let repeated = ctx
-            .sql(&format!(
-                "SELECT CAST({user} AS VARCHAR) AS u, {seq} AS s FROM interactions \
-                 GROUP BY {user}, {seq} HAVING COUNT(*) > 1 ORDER BY u, s LIMIT 1"
-            ))
+            .map_err(|e| self.error(step, e))?;
+        self.add_spills(&plan);
+        Ok(batches)
+    }
+
+    async fn plan(&self, sql: &str, step: &str) -> Result<Arc<dyn ExecutionPlan>> {
+        let frame = self
+            .ctx
+            .sql(sql)
             .await
-            .map_err(|e| engine_error("planning the seq check", e))?
-            .collect()
+            .map_err(|e| self.error(&format!("planning {step}"), e))?;
+        let plan = frame
+            .create_physical_plan()
             .await
-            .map_err(|e| engine_error("the seq check", e))?;
-        if let Some(batch) = repeated.iter().find(|b| b.num_rows() > 0) {
-            return Err(Error::invalid(
-                format!("{}, column `{seq}`", interactions.display()),
-                format!(
-                    "user {} has two rows with seq {}; seq must number each user's \
-                     interactions uniquely: re-run ingest",
-                    strings(batch.column(0)).map_or_else(String::new, |s| s[0].clone()),
-                    ints(batch.column(1)).map_or(0, |v| v[0]),
+            .map_err(|e| self.error(&format!("planning {step}"), e))?;
+        tracing::debug!(
+            step,
+            plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true),
+            "planned"
+        );
+        Ok(plan)
+    }
+
+    fn add_spills(&self, plan: &Arc<dyn ExecutionPlan>) {
+        fn walk(plan: &Arc<dyn ExecutionPlan>, totals: &mut (u64, u64)) {
+            if let Some(metrics) = plan.metrics() {
+                totals.0 += metrics.spilled_bytes().unwrap_or(0) as u64;
+                totals.1 += metrics.spill_count().unwrap_or(0) as u64;
+            }
+            for child in plan.children() {
+                walk(child, totals);
+            }
+        }
+        if let Ok(mut totals) = self.spills.lock() {
+            walk(plan, &mut totals);
+        }
+    }
+
+    fn run_report(&self, sorted_rows: u64) -> EngineRun {
+        let (spilled_bytes, spill_files) = self.spills.lock().map_or((0, 0), |s| *s);
+        EngineRun {
+            target_partitions: self.partitions,
+            memory_limit: self.memory_limit,
+            spilled_bytes,
+            spill_files,
+            sorted_rows,
+        }
+    }
+
+    /// Every user once, in order of first appearance in the file (the in-memory path's group
+    /// order, which the split files follow), read in one partition so file order holds; checks
+    /// that ids are complete integers or strings. Memory: one entry per user.
+    async fn first_appearance(&self) -> Result<RawIds> {
+        let (user, item) = (col::USER_ID, col::ITEM_ID);
+        let single = SessionContext::new_with_config(
+            SessionConfig::new()
+                .with_target_partitions(1)
+                .with_repartition_file_scans(false)
+                .set_bool(
+                    "datafusion.execution.parquet.schema_force_view_types",
+                    false,
                 ),
+        );
+        let path = self.interactions.to_string_lossy();
+        single
+            .register_parquet("interactions", path.as_ref(), ParquetReadOptions::default())
+            .await
+            .map_err(|e| self.error("reading", e))?;
+        let frame = single
+            .sql(&format!("SELECT {user}, {item} FROM interactions"))
+            .await
+            .map_err(|e| self.error("planning the user scan", e))?;
+        let mut stream = frame
+            .execute_stream()
+            .await
+            .map_err(|e| self.error("the user scan", e))?;
+        let mut ints: HashSet<i64> = HashSet::new();
+        let mut strs: HashSet<String> = HashSet::new();
+        let (mut int_order, mut str_order) = (Vec::new(), Vec::new());
+        let mut row = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| self.error("the user scan", e))?;
+            for (i, name, slot) in [(0, user, &self.user_type), (1, item, &self.item_type)] {
+                let column = batch.column(i);
+                if let Some(r) = (0..column.len()).find(|&r| column.is_null(r)) {
+                    return Err(Error::invalid(
+                        format!(
+                            "{}, column `{name}`, row {}",
+                            self.interactions.display(),
+                            row + r
+                        ),
+                        "the id is missing: every interaction needs a user and an item".to_owned(),
+                    ));
+                }
+                let kind = id_kind(column.data_type())
+                    .ok_or_else(|| self.invalid(name, id_type_message(column.data_type())))?;
+                slot.get_or_init(|| kind);
+            }
+            let users = batch.column(0);
+            if let Some(values) = ints_of(users) {
+                for v in values {
+                    if ints.insert(v) {
+                        int_order.push(v);
+                    }
+                }
+            } else if let Some(values) = strings_of(users) {
+                for v in values {
+                    if !strs.contains(&v) {
+                        strs.insert(v.clone());
+                        str_order.push(v);
+                    }
+                }
+            }
+            row += batch.num_rows();
+        }
+        if row == 0 {
+            return Err(Error::invalid(
+                self.interactions.display().to_string(),
+                "has no rows: the ingest source was empty",
             ));
         }
-        let training = format!(
-            "WITH positioned AS (\
-               SELECT {user}, {item}, \
-                 ROW_NUMBER() OVER (PARTITION BY {user} ORDER BY {seq} DESC) AS from_end, \
-                 COUNT(*) OVER (PARTITION BY {user}) AS n \
-               FROM interactions) \
-             SELECT {user}, {item} FROM positioned \
-             WHERE NOT ((n >= 2 AND from_end = 1) OR ({validation} AND n >= 3 AND from_end = 2))"
-        );
-        ctx.sql(&format!("CREATE VIEW training AS {training}"))
-            .await
-            .map_err(|e| engine_error("planning the roles", e))?;
-        let fit = async |column: &str, min_count: u64| -> Result<Vocabulary> {
-            let batches = ctx
-                .sql(&format!(
+        Ok(if str_order.is_empty() {
+            RawIds::Int(int_order)
+        } else {
+            RawIds::Str(StringArray::from(str_order))
+        })
+    }
+
+    /// `user_id` or `item_id` as the joins compare it.
+    fn key(&self, table: &str, column: &str) -> String {
+        let kind = if column == col::USER_ID {
+            self.user_type.get()
+        } else {
+            self.item_type.get()
+        };
+        format!(
+            "CAST({table}.{column} AS {})",
+            kind.copied().unwrap_or("BIGINT")
+        )
+    }
+
+    /// Refuses a user with two rows of one `seq` (what the sort's stream checks in `encode`).
+    async fn check_unique_seq(&self) -> Result<()> {
+        let (user, seq) = (col::USER_ID, col::SEQ);
+        let repeated = self
+            .collect(
+                &format!(
+                    "SELECT CAST({user} AS VARCHAR) AS u, CAST({seq} AS BIGINT) AS s FROM interactions \
+                     GROUP BY {user}, {seq} HAVING COUNT(*) > 1 ORDER BY u, s LIMIT 1"
+                ),
+                "the seq check",
+            )
+            .await?;
+        match repeated.iter().find(|b| b.num_rows() > 0) {
+            Some(batch) => Err(self.repeated_seq(
+                &strings_of(batch.column(0)).map_or_else(String::new, |s| s[0].clone()),
+                ints_of(batch.column(1)).map_or(0, |v| v[0]),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn repeated_seq(&self, user: &str, seq: i64) -> Error {
+        self.invalid(
+            col::SEQ,
+            format!(
+                "user {user} has two rows with seq {seq}; seq must number each user's \
+                 interactions uniquely: re-run ingest"
+            ),
+        )
+    }
+
+    /// The id vocabularies over the training rows (see [`id_vocabularies`]), with the roles
+    /// from per-user aggregates: `n`, the last `seq` and the one before it.
+    async fn vocabularies(&self, validation: bool, item_min_count: u64) -> Result<IdVocabularies> {
+        let (user, item, seq) = (col::USER_ID, col::ITEM_ID, col::SEQ);
+        let statements = [
+            format!(
+                "CREATE OR REPLACE VIEW lengths AS SELECT {user} AS u, COUNT(*) AS n, \
+                 MAX({seq}) AS last FROM interactions GROUP BY {user}"
+            ),
+            // Every join below puts the per-user table on the left: a hash join holds its
+            // left (build) side in memory, and the interactions must only stream past it.
+            format!(
+                "CREATE OR REPLACE VIEW before_last AS SELECT l.u, MAX(i.{seq}) AS prev \
+                 FROM lengths l JOIN interactions i ON l.u = i.{user} WHERE i.{seq} < l.last \
+                 GROUP BY l.u"
+            ),
+            format!(
+                "CREATE OR REPLACE VIEW roles AS SELECT l.u, l.n, l.last, b.prev \
+                 FROM lengths l LEFT JOIN before_last b ON l.u = b.u"
+            ),
+            format!(
+                "CREATE OR REPLACE VIEW training AS SELECT i.{user}, i.{item} \
+                 FROM roles r JOIN interactions i ON r.u = i.{user} \
+                 WHERE NOT ((r.n >= 2 AND i.{seq} = r.last) \
+                   OR ({validation} AND r.n >= 3 AND COALESCE(i.{seq} = r.prev, false)))"
+            ),
+        ];
+        for statement in &statements {
+            self.ctx
+                .sql(statement)
+                .await
+                .map_err(|e| self.error("planning the roles", e))?;
+        }
+        let users = self.counted(user, 1).await?;
+        let items = self.counted(item, item_min_count.max(1)).await?;
+        Ok(IdVocabularies { users, items })
+    }
+
+    async fn counted(&self, column: &str, min_count: u64) -> Result<CountedIds> {
+        let batches = self
+            .collect(
+                &format!(
                     "SELECT {column} AS raw, COUNT(*) AS count FROM training GROUP BY {column} \
                      HAVING COUNT(*) >= {min_count} ORDER BY count DESC, raw ASC"
-                ))
-                .await
-                .map_err(|e| engine_error("planning a vocabulary", e))?
-                .collect()
-                .await
-                .map_err(|e| engine_error(&format!("the `{column}` vocabulary"), e))?;
-            vocabulary(&batches, interactions, column)
-        };
-        let users = fit(user, 1).await?;
-        let items = fit(item, item_min_count.max(1)).await?;
-        Ok(IdVocabularies { users, items })
-    })
-}
-
-/// The (raw, count) batches of a vocabulary plan as a [`Vocabulary`].
-fn vocabulary(batches: &[RecordBatch], origin: &Path, column: &str) -> Result<Vocabulary> {
-    let mut int_raw = Vec::new();
-    let mut str_raw: Vec<String> = Vec::new();
-    let mut counts = Vec::new();
-    for batch in batches {
-        let raw = batch.column(0);
-        if let Some(v) = ints(raw) {
-            int_raw.extend(v);
-        } else if let Some(v) = strings(raw) {
-            str_raw.extend(v);
-        } else {
-            return Err(Error::invalid(
-                format!("{}, column `{column}`", origin.display()),
-                format!(
-                    "ids are {}; they must be integers or strings",
-                    raw.data_type()
                 ),
-            ));
+                &format!("the `{column}` vocabulary"),
+            )
+            .await?;
+        let mut int_raw = Vec::new();
+        let mut str_raw: Vec<String> = Vec::new();
+        let mut counts = Vec::new();
+        for batch in &batches {
+            let raw = batch.column(0);
+            if let Some(v) = ints_of(raw) {
+                int_raw.extend(v);
+            } else if let Some(v) = strings_of(raw) {
+                str_raw.extend(v);
+            } else {
+                return Err(self.invalid(column, id_type_message(raw.data_type())));
+            }
+            counts.extend(
+                ints_of(batch.column(1))
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&c| c as u64),
+            );
         }
-        counts.extend(
-            ints(batch.column(1))
-                .unwrap_or_default()
-                .iter()
-                .map(|&c| c as u64),
-        );
+        let raw = if str_raw.is_empty() {
+            RawIds::Int(int_raw)
+        } else {
+            RawIds::Str(StringArray::from(str_raw))
+        };
+        Ok(CountedIds { raw, counts })
     }
-    let raw = if str_raw.is_empty() {
-        RawIds::Int(int_raw)
-    } else {
-        RawIds::Str(StringArray::from(str_raw))
-    };
-    Ok(Vocabulary { raw, counts })
+
+    /// The interactions sorted by (the user's place in `order`, `seq`), each item as its index
+    /// in `items`, cut into one group per user as the sorted stream passes. `users` is left
+    /// empty for the caller.
+    async fn sorted_groups(
+        &self,
+        order: &RawIds,
+        items: &Vocabulary,
+    ) -> Result<GroupedInteractions> {
+        let (seq, timestamp) = (col::SEQ, col::TIMESTAMP);
+        self.register(
+            "user_order",
+            vec![
+                ("u", order.to_array()),
+                (
+                    "grp",
+                    Arc::new(Int64Array::from_iter_values(0..order.len() as i64)),
+                ),
+            ],
+        )?;
+        let known = items.raw_ids();
+        let first = col::FIRST_KNOWN_INDEX as i64;
+        self.register(
+            "item_index",
+            vec![
+                ("v", known.to_array()),
+                (
+                    "idx",
+                    Arc::new(Int64Array::from_iter_values(
+                        first..first + known.len() as i64,
+                    )),
+                ),
+            ],
+        )?;
+        let has_timestamp = self
+            .ctx
+            .table("interactions")
+            .await
+            .map_err(|e| self.error("reading", e))?
+            .schema()
+            .has_column_with_unqualified_name(timestamp);
+        let time = if has_timestamp {
+            format!("CAST(i.{timestamp} AS BIGINT)")
+        } else {
+            String::from("CAST(NULL AS BIGINT)")
+        };
+        // An integer id against a string vocabulary (an earlier run's) compares as text, as
+        // `Vocabulary::encode` does.
+        let item_key = match items {
+            Vocabulary::Str(_) => format!("CAST(i.{} AS VARCHAR)", col::ITEM_ID),
+            Vocabulary::Int(_) => self.key("i", col::ITEM_ID),
+        };
+        let sql = format!(
+            "SELECT o.grp, CAST(i.{seq} AS BIGINT) AS s, COALESCE(x.idx, {oov}) AS item, {time} AS t \
+             FROM item_index x RIGHT JOIN \
+               (user_order o JOIN interactions i ON o.u = {user_key}) ON x.v = {item_key} \
+             ORDER BY o.grp, s",
+            oov = col::OOV_INDEX,
+            user_key = self.key("i", col::USER_ID),
+        );
+        let plan = self.plan(&sql, "the sort").await?;
+        let mut stream = execute_stream(plan.clone(), self.ctx.task_ctx())
+            .map_err(|e| self.error("the sort", e))?;
+        let mut grouped = GroupedInteractions {
+            starts: vec![0],
+            ..GroupedInteractions::default()
+        };
+        let mut last: Option<(i64, i64)> = None;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| self.error("the sort", e))?;
+            let column = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| {
+                        Error::Internal(format!(
+                            "the sort's column {i} is {}, not Int64",
+                            batch.column(i).data_type()
+                        ))
+                    })
+            };
+            let (groups, seqs, item_idx, times) = (column(0)?, column(1)?, column(2)?, column(3)?);
+            for r in 0..batch.num_rows() {
+                let (g, s) = (groups.value(r), seqs.value(r));
+                match last {
+                    Some((lg, ls)) if lg == g => {
+                        if ls == s {
+                            return Err(self.repeated_seq(&order.display(g as usize), s));
+                        }
+                    }
+                    Some(_) => grouped.starts.push(grouped.items.len()),
+                    None => {}
+                }
+                last = Some((g, s));
+                grouped.items.push(item_idx.value(r) as i32);
+                grouped
+                    .timestamps
+                    .push((!times.is_null(r)).then(|| times.value(r)));
+            }
+        }
+        self.add_spills(&plan);
+        grouped.starts.push(grouped.items.len());
+        let groups = grouped.starts.len() - 1;
+        if groups != order.len() {
+            return Err(Error::Internal(format!(
+                "the sort gave {groups} users, the scan {}",
+                order.len()
+            )));
+        }
+        grouped.has_test = vec![true; groups];
+        Ok(grouped)
+    }
+
+    fn register(&self, name: &str, columns: Vec<(&str, ArrayRef)>) -> Result<()> {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(n, a)| Field::new(*n, a.data_type().clone(), false))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            columns.into_iter().map(|(_, a)| a).collect(),
+        )
+        .map_err(|e| Error::Internal(format!("table {name}: {e}")))?;
+        let table = MemTable::try_new(schema, vec![vec![batch]])
+            .map_err(|e| self.error(&format!("registering {name}"), e))?;
+        self.ctx
+            .register_table(name, Arc::new(table))
+            .map_err(|e| self.error(&format!("registering {name}"), e))?;
+        Ok(())
+    }
 }
 
-fn ints(array: &Arc<dyn Array>) -> Option<Vec<i64>> {
-    let a = array.as_any().downcast_ref::<Int64Array>()?;
+/// An engine failure, with the file and the step it happened in.
+fn engine_error(file: &Path, step: &str, e: datafusion::error::DataFusionError) -> Error {
+    let what = format!("{} (DataFusion, {step})", file.display());
+    match e.find_root() {
+        datafusion::error::DataFusionError::ResourcesExhausted(why) => Error::config(
+            "data.memory_limit",
+            format!(
+                "{what}: the engine ran out of its memory pool ({why}); a step that cannot \
+                 spill needs more: raise the limit"
+            ),
+        ),
+        _ => Error::invalid(what, e.to_string()),
+    }
+}
+
+/// How an id column is compared in the joins: `BIGINT` for any integer width, `VARCHAR` for
+/// strings; `None` for anything else.
+fn id_kind(data_type: &DataType) -> Option<&'static str> {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some("VARCHAR"),
+        t if t.is_integer() => Some("BIGINT"),
+        _ => None,
+    }
+}
+
+fn id_type_message(data_type: &DataType) -> String {
+    format!("ids are {data_type}; they must be integers or strings")
+}
+
+fn ints_of(array: &ArrayRef) -> Option<Vec<i64>> {
+    if !array.data_type().is_integer() {
+        return None;
+    }
+    let wide = arrow_cast::cast(array, &DataType::Int64).ok()?;
+    let a = wide.as_any().downcast_ref::<Int64Array>()?;
     Some(a.iter().map(|v| v.unwrap_or_default()).collect())
 }
 
-fn strings(array: &Arc<dyn Array>) -> Option<Vec<String>> {
-    if let Some(a) = array.as_any().downcast_ref::<StringArray>() {
-        return Some(a.iter().map(|v| v.unwrap_or_default().to_owned()).collect());
+fn strings_of(array: &ArrayRef) -> Option<Vec<String>> {
+    if !matches!(
+        array.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        return None;
     }
-    let a = array.as_any().downcast_ref::<StringViewArray>()?;
+    let text = arrow_cast::cast(array, &DataType::Utf8).ok()?;
+    let a = text.as_any().downcast_ref::<StringArray>()?;
     Some(a.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
 }

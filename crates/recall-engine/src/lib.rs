@@ -1,5 +1,6 @@
 //! Encode on an engine, for interaction logs past one machine's memory: DataFusion plans over
-//! ingest's canonical `interactions.parquet` (Ballista, for a cluster, runs the same plans).
+//! ingest's canonical `interactions.parquet` (Ballista, for a cluster, would run the same plans;
+//! not built yet).
 //!
 //! The in-memory encode (`recall-features`) is the oracle: every plan here must give its rows
 //! exactly (the same values, indices, counts and tie order), which the differential tests in
@@ -9,10 +10,12 @@
 //! build on two cores (MEASUREMENTS.md), so the default build leaves it out, and CI builds and
 //! tests it on its own (`cargo test -p recall-engine --features datafusion`).
 //!
-//! Planned so far: the id vocabularies under leave-last-out roles
-//! ([`datafusion::id_vocabularies`]). Not yet: the split rows and sequences (a spilling sort on
-//! user, order and source row, each sequence cut while streaming), side features and buckets,
-//! time cuts, warm-start growth; nor the pipeline key that chooses the engine.
+//! [`config`] (`[data]` of a pipeline file) is in every build; [`datafusion::encode`] with the
+//! feature. Not yet on the engine: time cuts (`encode.before`, `encode.test_from`, refused by
+//! key), ingest itself, part files per user, Ballista.
 
+pub mod config;
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
+
+pub use config::{DataConfig, Engine};

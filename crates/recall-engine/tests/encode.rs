@@ -1,0 +1,232 @@
+//! The DataFusion encode against the in-memory encode, the oracle: every output file the same
+//! byte for byte (sequences, splits, vocabularies, side tables, `features.json`) on generated
+//! data, on logs built to hit the tie rule, the leave-last-out edge cases, OOV rows, caps,
+//! cold items and growth from an earlier encoding, under a memory limit small enough to
+//! spill, and on ML-1M (with `pipelines/ml-1m.toml`'s settings) when the shared copy is present.
+#![cfg(feature = "datafusion")]
+
+use std::path::Path;
+
+use recall_core::RawIds;
+use recall_data::generic::GenericSource;
+use recall_data::{IngestConfig, SyntheticConfig, ingest};
+use recall_engine::datafusion::{EngineRun, Options, encode, id_vocabularies};
+use recall_features::encode::{EarlierEncoding, EncodeConfig, EncodeInput};
+
+fn values(ids: &RawIds) -> Vec<String> {
+    (0..ids.len()).map(|i| ids.display(i)).collect()
+}
+
+/// Encodes `ingest_dir` in memory and on DataFusion and checks that both write the same
+/// files, byte for byte; returns the engine's run and the number of known items.
+fn same_encoding(
+    ingest_dir: &Path,
+    config: &EncodeConfig,
+    grow_from: Option<&Path>,
+    options: &Options,
+) -> (EngineRun, usize) {
+    let earlier = grow_from.map(|d| EarlierEncoding::read_dir(d).unwrap());
+    let mut input = EncodeInput::read_dir(ingest_dir).unwrap();
+    input.grow_from = earlier.clone();
+    let oracle = recall_features::encode(&input, config).unwrap();
+    let (planned, run) = encode(ingest_dir, config, earlier.as_ref(), options).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let written = oracle.write(a.path()).unwrap();
+    let planned_written = planned.write(b.path()).unwrap();
+    assert_eq!(written.len(), planned_written.len());
+    for path in &written {
+        let name = path.file_name().unwrap();
+        let (x, y) = (
+            std::fs::read(path).unwrap(),
+            std::fs::read(b.path().join(name)).unwrap(),
+        );
+        assert!(x == y, "{name:?} differs ({config:?})");
+    }
+    (run, oracle.items.known_len())
+}
+
+fn two_partitions() -> Options {
+    Options {
+        target_partitions: Some(2),
+        ..Options::default()
+    }
+}
+
+fn synthetic(dir: &Path, users: usize, items: usize, seed: u64) {
+    ingest(&IngestConfig::Synthetic(SyntheticConfig::new(
+        users, items, 30, seed,
+    )))
+    .unwrap()
+    .write(dir)
+    .unwrap();
+}
+
+#[test]
+fn generated_data_gives_the_same_files_under_each_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 400, 300, 5);
+    let settings = [
+        EncodeConfig::default(),
+        EncodeConfig {
+            validation: false,
+            ..EncodeConfig::default()
+        },
+        // Items under the minimum become OOV rows in histories and targets.
+        EncodeConfig {
+            item_min_count: 3,
+            max_len: 7,
+            ..EncodeConfig::default()
+        },
+        EncodeConfig {
+            max_examples_per_user: Some(toml::from_str("count = 4\npick = \"random\"").unwrap()),
+            ..EncodeConfig::default()
+        },
+    ];
+    for config in &settings {
+        let (_, items) = same_encoding(dir.path(), config, None, &two_partitions());
+        assert!(items > 100);
+    }
+}
+
+/// A memory pool far smaller than the sort's input makes the sort spill, and the streamed
+/// result is still the oracle's.
+#[test]
+fn a_spilling_sort_gives_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 20_000, 5_000, 11);
+    let options = Options {
+        target_partitions: Some(2),
+        memory_limit: Some(8 << 20),
+        spill_dir: Some(dir.path().join("spill")),
+    };
+    let (run, _) = same_encoding(dir.path(), &EncodeConfig::default(), None, &options);
+    assert!(run.spilled_bytes > 0 && run.spill_files > 0, "{run:?}");
+    assert!(run.sorted_rows > 300_000, "{run:?}");
+}
+
+/// Growing an earlier encoding (a warm start) and cold items from the side table: the final
+/// vocabularies come from `recall-features` on both paths, and the sort joins them.
+#[test]
+fn growth_and_cold_items_give_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (day1, day2) = (dir.path().join("day1"), dir.path().join("day2"));
+    synthetic(&day1, 300, 200, 1);
+    synthetic(&day2, 350, 260, 2);
+    let earlier = dir.path().join("encode1");
+    let config = EncodeConfig::default();
+    recall_features::encode(&EncodeInput::read_dir(&day1).unwrap(), &config)
+        .unwrap()
+        .write(&earlier)
+        .unwrap();
+    same_encoding(&day2, &config, Some(&earlier), &two_partitions());
+    let cold = EncodeConfig {
+        cold_items: true,
+        item_min_count: 4,
+        ..EncodeConfig::default()
+    };
+    same_encoding(&day2, &cold, None, &two_partitions());
+}
+
+fn generic_log(dir: &Path, csv_text: &str) -> std::path::PathBuf {
+    let csv = dir.join("log.csv");
+    std::fs::write(&csv, csv_text).unwrap();
+    let ingest_dir = dir.join("ingest");
+    ingest(&IngestConfig::Generic(GenericSource::new(csv)))
+        .unwrap()
+        .write(&ingest_dir)
+        .unwrap();
+    ingest_dir
+}
+
+/// String ids with tied counts (broken by raw value in byte order: `B` before `a`), users of
+/// one, two and three interactions (one: a training interaction, no test; two: no validation
+/// target), an item seen only as test targets (OOV), a repeated item, and users whose rows
+/// are out of order in the file.
+#[test]
+fn ties_short_users_and_string_ids_follow_the_in_memory_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest_dir = generic_log(
+        dir.path(),
+        "user_id,item_id,timestamp\n\
+         u3,a,3\nu3,B,1\nu3,c,2\nu3,only-test,9\n\
+         u1,a,1\n\
+         u2,c,1\nu2,only-test,2\n\
+         u4,c,1\nu4,a,2\nu4,B,3\nu4,d,4\nu4,d,5\nu4,only-test,6\n",
+    );
+    for validation in [true, false] {
+        let config = EncodeConfig {
+            validation,
+            ..EncodeConfig::default()
+        };
+        same_encoding(&ingest_dir, &config, None, &Options::default());
+    }
+    let engine = id_vocabularies(
+        &ingest_dir.join("interactions.parquet"),
+        true,
+        1,
+        &Options::default(),
+    )
+    .unwrap();
+    // Training: u1 a; u2 c; u3 B c (a valid, only-test test); u4 c a B d (d valid).
+    assert_eq!(
+        values(&engine.items.raw),
+        ["\"c\"", "\"B\"", "\"a\"", "\"d\""]
+    );
+    assert_eq!(engine.items.counts, [3, 2, 2, 1]);
+}
+
+#[test]
+fn time_cuts_are_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 50, 40, 3);
+    let config = EncodeConfig {
+        test_from: Some(1),
+        ..EncodeConfig::default()
+    };
+    let e = encode(dir.path(), &config, None, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("encode.test_from") && e.contains("engine"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_ingest_output_names_the_file_and_the_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = encode(
+        dir.path(),
+        &EncodeConfig::default(),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("interactions.parquet") && e.contains("run the ingest stage"),
+        "{e}"
+    );
+}
+
+/// ML-1M with `pipelines/ml-1m.toml`'s `[encode]` (side features included).
+#[test]
+fn ml_1m_gives_the_same_files() {
+    let Some(ml_1m) = recall_core::testing::movielens_dir("ml-1m") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    ingest(&IngestConfig::Generic(GenericSource::ml_1m_parquet_layout(
+        &ml_1m,
+    )))
+    .unwrap()
+    .write(dir.path())
+    .unwrap();
+    let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/ml-1m.toml");
+    let text: toml::Table = std::fs::read_to_string(pipeline).unwrap().parse().unwrap();
+    let config: EncodeConfig = text["encode"].clone().try_into().unwrap();
+    assert!(!config.user_features.is_empty());
+    let (run, items) = same_encoding(dir.path(), &config, None, &two_partitions());
+    assert_eq!(run.sorted_rows, 1_000_209);
+    assert!(items > 3_000);
+}
