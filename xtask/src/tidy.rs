@@ -14,7 +14,7 @@ mod tests {
         ("recall-core", &[]),
         ("recall-data", &["recall-core"]),
         ("recall-features", &["recall-core"]),
-        ("recall-engine", &["recall-core"]),
+        ("recall-engine", &["recall-core", "recall-features"]),
         ("recall-sampling", &["recall-core"]),
         ("recall-eval", &["recall-core"]),
         (
@@ -32,6 +32,7 @@ mod tests {
                 "recall-core",
                 "recall-data",
                 "recall-features",
+                "recall-engine",
                 "recall-models",
                 "recall-eval",
                 "recall-export",

@@ -149,6 +149,7 @@ fn variant_config(
         name: format!("{}-{}", base.name, slug(&variant.name)),
         seed,
         ingest: base.ingest.clone(),
+        data: base.data.clone(),
         encode,
         models,
         evaluate,

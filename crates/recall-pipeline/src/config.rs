@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use recall_data::IngestConfig;
+use recall_engine::DataConfig;
 use recall_eval::split::{SeenFilter, SeenView};
 use recall_features::EncodeConfig;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,10 @@ pub struct PipelineConfig {
     /// Seed of everything random after ingest (sampling, training). Required.
     pub seed: u64,
     pub ingest: IngestConfig,
+    /// `[data]`: the engine that runs encode (`"memory"`, the default, or `"datafusion"`)
+    /// and its memory, spill and partition limits.
+    #[serde(default, skip_serializing_if = "DataConfig::is_default")]
+    pub data: DataConfig,
     #[serde(default)]
     pub encode: EncodeConfig,
     /// Models to train and evaluate (`[[models]]`); none runs the baselines only.
@@ -269,6 +274,14 @@ pub fn parse(text: &str, origin: &Path) -> Result<PipelineConfig> {
         );
     }
     plain_name(&config.name).with_context(|| format!("{}: key `name`", origin.display()))?;
+    config
+        .data
+        .validate()
+        .with_context(|| format!("{}: [data]", origin.display()))?;
+    // Before any stage: a pipeline that needs an engine this build lacks says how to build it.
+    if let Some(why) = config.data.unbuilt() {
+        anyhow::bail!("{}: {why}", origin.display());
+    }
     // Each model writes train/<name>/, export/<name>/ and its result rows: a name must be a
     // directory name of its own, and one per entry.
     for (i, entry) in config.models.iter().enumerate() {
@@ -395,7 +408,15 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                match load(&path) {
+                    Ok(_) => {}
+                    // A pipeline for an engine this build leaves out is refused, with the
+                    // command that builds it.
+                    Err(e)
+                        if !cfg!(feature = "datafusion")
+                            && format!("{e:#}").contains("cargo xtask-engine") => {}
+                    Err(e) => panic!("{}: {e:#}", path.display()),
+                }
                 n += 1;
             }
         }
@@ -404,6 +425,29 @@ mod tests {
             "expected the shipped pipelines in {}",
             dir.display()
         );
+    }
+
+    #[test]
+    fn an_engine_this_build_lacks_is_refused_before_any_stage_with_its_build_command() {
+        let text = "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[data]\nengine = \"datafusion\"\n";
+        match parse(text, Path::new("p.toml")) {
+            Ok(config) => {
+                assert!(cfg!(feature = "datafusion"));
+                assert_eq!(config.data.engine, recall_engine::Engine::Datafusion);
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                assert!(!cfg!(feature = "datafusion"));
+                assert!(
+                    e.contains("p.toml") && e.contains("cargo xtask-engine pipeline"),
+                    "{e}"
+                );
+            }
+        }
+        let text =
+            "name = \"x\"\nseed = 1\n[ingest.synthetic]\nseed = 1\n[data]\nengine = \"spark\"\n";
+        let e = format!("{:#}", parse(text, Path::new("p.toml")).unwrap_err());
+        assert!(e.contains("spark") && e.contains("datafusion"), "{e}");
     }
 
     #[test]

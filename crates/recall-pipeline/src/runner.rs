@@ -278,7 +278,15 @@ pub fn execute_with(
                     ]
                     .concat(),
                     forced,
-                    |dir| stages::encode::run(&ingest_dir, &config.encode, grow_from, dir),
+                    |dir| {
+                        stages::encode::run(
+                            &ingest_dir,
+                            &config.encode,
+                            &config.data,
+                            grow_from,
+                            dir,
+                        )
+                    },
                 )?
             }
             Stage::Train => {

@@ -93,7 +93,7 @@ fn render(
         count(ingest.map(|i| i.users)),
         count(ingest.map(|i| i.items)),
         count(ingest.map(|i| i.interactions)),
-        count(facts.runs.encode.as_ref().map(|e| e.train_examples)),
+        count(facts.runs.encode.as_ref().map(|e| e.stats.train_examples)),
         serde_json::to_string(&config.ingest).unwrap_or_default()
     );
     let _ = writeln!(

@@ -49,7 +49,7 @@ pub fn run(
         .as_ref()
         .map_or_else(|| "?".to_owned(), |i| i.dataset.clone());
     let count = |f: fn(&IngestReport) -> usize| runs.ingest.as_ref().map(f);
-    let train_examples = runs.encode.as_ref().map(|e| e.train_examples);
+    let train_examples = runs.encode.as_ref().map(|e| e.stats.train_examples);
     let timings: BTreeMap<&str, f64> = runs
         .seconds
         .iter()
@@ -335,7 +335,7 @@ pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()
 
 /// A warm start in `metrics.json`: the grown vocabularies and what each model took.
 fn warm_start_json(runs: &RunReports) -> serde_json::Value {
-    let grown = runs.encode.as_ref().and_then(|e| e.grown.as_ref());
+    let grown = runs.encode.as_ref().and_then(|e| e.stats.grown.as_ref());
     let models: BTreeMap<&String, _> = runs
         .train
         .iter()
@@ -349,7 +349,7 @@ fn warm_start_json(runs: &RunReports) -> serde_json::Value {
 
 /// The report's warm-start section: ids carried and new, rows each model took.
 fn write_warm_start(md: &mut String, runs: &RunReports) {
-    let Some(grown) = runs.encode.as_ref().and_then(|e| e.grown.as_ref()) else {
+    let Some(grown) = runs.encode.as_ref().and_then(|e| e.stats.grown.as_ref()) else {
         return;
     };
     let _ = writeln!(
