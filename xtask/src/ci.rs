@@ -104,6 +104,55 @@ fn ci_pipeline(file: &str) -> Result<PathBuf> {
     Ok(run_dir)
 }
 
+/// The default pipeline's ingest and encode again through `cargo xtask-engine` with `[data]
+/// engine = "datafusion"`: the pipeline path of the engine feature, whose encode files must be
+/// the in-memory run's (`default`) byte for byte. Its build (the pipeline with DataFusion, in
+/// another feature set than the engine's tests) takes about 13 minutes on two cores.
+fn check_engine_pipeline(default: &Path) -> Result<()> {
+    let text = std::fs::read_to_string("pipelines/default.toml")?;
+    let name = "default-datafusion";
+    let text = text.replacen("name = \"default\"", &format!("name = \"{name}\""), 1)
+        + "\n[data]\nengine = \"datafusion\"\ntarget_partitions = 2\n";
+    let runs = Path::new("target/ci-runs");
+    let config = runs.join(format!("{name}.toml"));
+    std::fs::write(&config, text)?;
+    let config = config.to_string_lossy();
+    for stage in ["ingest", "encode"] {
+        sh(
+            "cargo",
+            &[
+                "xtask-engine",
+                "pipeline",
+                "--config",
+                &config,
+                "--runs",
+                "target/ci-runs",
+                "--only",
+                stage,
+            ],
+        )?;
+    }
+    let (expected, planned) = (default.join("encode"), runs.join(name).join("encode"));
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&expected)? {
+        let path = entry?.path();
+        let file = path.file_name().unwrap_or_default();
+        if file == recall_pipeline::manifest::MANIFEST_FILE {
+            continue;
+        }
+        if std::fs::read(&path)? != std::fs::read(planned.join(file))? {
+            bail!(
+                "{} differs from {}: the DataFusion encode must write the in-memory encode's files",
+                planned.join(file).display(),
+                path.display()
+            );
+        }
+        compared += 1;
+    }
+    tracing::info!("encode on DataFusion: {compared} files identical to the in-memory run's");
+    Ok(())
+}
+
 /// The reference and ONNX towers against a run's exports (`python/check_reference.py`).
 fn check_reference(python: &Path, run: &Path) -> Result<()> {
     sh(
@@ -174,6 +223,7 @@ pub fn run() -> Result<()> {
         "cargo",
         &["test", "-p", "recall-engine", "--features", "datafusion"],
     )?;
+    check_engine_pipeline(&default)?;
     // The test runner goes last, so its summary closes the output.
     if has_nextest() {
         sh(
