@@ -90,8 +90,8 @@ pub struct EngineRun {
 
 /// Encodes ingest's outputs in `ingest_dir` on DataFusion: the same [`Encoded`] as
 /// `recall_features::encode` gives (checked row for row by `tests/`). `grow_from` is an
-/// earlier encoding to grow (a warm start). Time cuts (`encode.before`, `encode.test_from`)
-/// are not planned yet and are refused.
+/// earlier encoding to grow (a warm start). A refresh's cut (`encode.before`) filters every
+/// plan's input; a time split (`encode.test_from`) is not planned yet and is refused.
 ///
 /// ```
 /// use recall_data::{IngestConfig, SyntheticConfig, ingest};
@@ -113,17 +113,12 @@ pub fn encode(
     grow_from: Option<&EarlierEncoding>,
     options: &Options,
 ) -> Result<(Encoded, EngineRun)> {
-    for (key, set) in [
-        ("encode.before", config.before.is_some()),
-        ("encode.test_from", config.test_from.is_some()),
-    ] {
-        if set {
-            return Err(Error::config(
-                key,
-                "a time cut is not planned on the DataFusion engine yet: leave it out, or set \
-                 `[data] engine = \"memory\"`",
-            ));
-        }
+    if config.test_from.is_some() {
+        return Err(Error::config(
+            "encode.test_from",
+            "a time split is not planned on the DataFusion engine yet: leave it out, or set \
+             `[data] engine = \"memory\"`",
+        ));
     }
     let interactions = ingest_dir.join(ingested::INTERACTIONS);
     let side = |name: &str| -> Result<Option<Table>> {
@@ -136,9 +131,9 @@ pub fn encode(
         items: items_side.as_ref(),
         grow_from,
     };
-    let engine = Session::open(&interactions, options)?;
+    let engine = Session::open(&interactions, options, config.before)?;
     engine.runtime.block_on(async {
-        let order = engine.first_appearance().await?;
+        let (order, rows_after_cut) = engine.first_appearance().await?;
         let counted = engine
             .vocabularies(config.validation, config.item_min_count)
             .await?;
@@ -156,7 +151,7 @@ pub fn encode(
         grouped.users = users.encode(&order).iter().map(|&u| u as u32).collect();
         let source = SourceCounts {
             interactions: grouped.items.len(),
-            rows_after_cut: 0,
+            rows_after_cut,
             time_split: None,
             cold_items,
         };
@@ -194,7 +189,7 @@ pub fn id_vocabularies(
     item_min_count: u64,
     options: &Options,
 ) -> Result<IdVocabularies> {
-    let engine = Session::open(interactions, options)?;
+    let engine = Session::open(interactions, options, None)?;
     engine.runtime.block_on(async {
         // The seq check rides on the first-appearance scan (a repeated `seq` is refused by
         // the sort's stream in `encode`; here there is no sort, so check it on its own).
@@ -212,13 +207,15 @@ struct Session {
     partitions: usize,
     memory_limit: Option<u64>,
     spills: std::sync::Mutex<(u64, u64)>,
+    /// `encode.before`: only rows with a timestamp before it are encoded.
+    before: Option<i64>,
     /// How ids are compared in joins (`CAST(user_id AS ...)`), set by the first scan.
     user_type: std::sync::OnceLock<&'static str>,
     item_type: std::sync::OnceLock<&'static str>,
 }
 
 impl Session {
-    fn open(interactions: &Path, options: &Options) -> Result<Self> {
+    fn open(interactions: &Path, options: &Options, before: Option<i64>) -> Result<Self> {
         let partitions = options.partitions();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(partitions)
@@ -274,7 +271,19 @@ impl Session {
             )
         })?;
         runtime
-            .block_on(ctx.register_parquet("interactions", path, ParquetReadOptions::default()))
+            .block_on(ctx.register_parquet("source", path, ParquetReadOptions::default()))
+            .map_err(|e| engine_error(interactions, "reading", e))?;
+        // Every plan reads `interactions`: the file, or its rows before `encode.before`'s cut
+        // (the first scan has checked that every row has a timestamp).
+        let view = match before {
+            Some(cut) => format!(
+                "CREATE VIEW interactions AS SELECT * FROM source WHERE {} < {cut}",
+                col::TIMESTAMP
+            ),
+            None => String::from("CREATE VIEW interactions AS SELECT * FROM source"),
+        };
+        runtime
+            .block_on(ctx.sql(&view))
             .map_err(|e| engine_error(interactions, "reading", e))?;
         Ok(Session {
             runtime,
@@ -282,6 +291,7 @@ impl Session {
             interactions: interactions.to_owned(),
             partitions,
             memory_limit: options.memory_limit,
+            before,
             spills: std::sync::Mutex::new((0, 0)),
             user_type: std::sync::OnceLock::new(),
             item_type: std::sync::OnceLock::new(),
@@ -355,9 +365,11 @@ impl Session {
 
     /// Every user once, in order of first appearance in the file (the in-memory path's group
     /// order, which the split files follow), read in one partition so file order holds; checks
-    /// that ids are complete integers or strings. Memory: one entry per user.
-    async fn first_appearance(&self) -> Result<RawIds> {
-        let (user, item) = (col::USER_ID, col::ITEM_ID);
+    /// that ids are complete integers or strings and, under `encode.before`, that every row
+    /// has a timestamp, leaving out the rows at or after the cut (returns how many).
+    /// Memory: one entry per user.
+    async fn first_appearance(&self) -> Result<(RawIds, usize)> {
+        let (user, item, timestamp) = (col::USER_ID, col::ITEM_ID, col::TIMESTAMP);
         let single = SessionContext::new_with_config(
             SessionConfig::new()
                 .with_target_partitions(1)
@@ -372,8 +384,22 @@ impl Session {
             .register_parquet("interactions", path.as_ref(), ParquetReadOptions::default())
             .await
             .map_err(|e| self.error("reading", e))?;
+        let time = if self.before.is_some() {
+            let schema = single
+                .table("interactions")
+                .await
+                .map_err(|e| self.error("reading", e))?
+                .schema()
+                .clone();
+            if !schema.has_column_with_unqualified_name(timestamp) {
+                return Err(self.no_timestamp("has no timestamp column"));
+            }
+            format!(", CAST({timestamp} AS BIGINT)")
+        } else {
+            String::new()
+        };
         let frame = single
-            .sql(&format!("SELECT {user}, {item} FROM interactions"))
+            .sql(&format!("SELECT {user}, {item}{time} FROM interactions"))
             .await
             .map_err(|e| self.error("planning the user scan", e))?;
         let mut stream = frame
@@ -383,9 +409,26 @@ impl Session {
         let mut ints: HashSet<i64> = HashSet::new();
         let mut strs: HashSet<String> = HashSet::new();
         let (mut int_order, mut str_order) = (Vec::new(), Vec::new());
-        let mut row = 0usize;
+        let (mut row, mut after_cut) = (0usize, 0usize);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| self.error("the user scan", e))?;
+            // Under a cut, only the rows before it count (and every row needs a time).
+            let kept: Option<Vec<bool>> = match self.before {
+                Some(cut) => {
+                    let times = batch
+                        .column(2)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| Error::Internal("timestamps are not Int64".into()))?;
+                    if let Some(r) = (0..times.len()).find(|&r| times.is_null(r)) {
+                        return Err(self.no_timestamp(&format!("has none at row {}", row + r)));
+                    }
+                    Some(times.values().iter().map(|&t| t < cut).collect())
+                }
+                None => None,
+            };
+            let keep = |r: usize| kept.as_ref().is_none_or(|k| k[r]);
+            after_cut += (0..batch.num_rows()).filter(|&r| !keep(r)).count();
             for (i, name, slot) in [(0, user, &self.user_type), (1, item, &self.item_type)] {
                 let column = batch.column(i);
                 if let Some(r) = (0..column.len()).find(|&r| column.is_null(r)) {
@@ -404,14 +447,14 @@ impl Session {
             }
             let users = batch.column(0);
             if let Some(values) = ints_of(users) {
-                for v in values {
-                    if ints.insert(v) {
+                for (r, v) in values.into_iter().enumerate() {
+                    if keep(r) && ints.insert(v) {
                         int_order.push(v);
                     }
                 }
             } else if let Some(values) = strings_of(users) {
-                for v in values {
-                    if !strs.contains(&v) {
+                for (r, v) in values.into_iter().enumerate() {
+                    if keep(r) && !strs.contains(&v) {
                         strs.insert(v.clone());
                         str_order.push(v);
                     }
@@ -425,11 +468,34 @@ impl Session {
                 "has no rows: the ingest source was empty",
             ));
         }
-        Ok(if str_order.is_empty() {
+        if let Some(cut) = self.before.filter(|_| after_cut == row) {
+            return Err(Error::config(
+                "encode.before",
+                format!(
+                    "no interaction of {} is before {cut}: the cut is earlier than the data",
+                    self.interactions.display()
+                ),
+            ));
+        }
+        let order = if str_order.is_empty() {
             RawIds::Int(int_order)
         } else {
             RawIds::Str(StringArray::from(str_order))
-        })
+        };
+        Ok((order, after_cut))
+    }
+
+    /// `encode.before` on rows without a timestamp, as the in-memory encode words it.
+    fn no_timestamp(&self, what: &str) -> Error {
+        Error::config(
+            "encode.before",
+            format!(
+                "a time cut needs a timestamp on every row, but {} {what} (column `{}`); leave \
+                 `before` out for this data",
+                self.interactions.display(),
+                col::TIMESTAMP
+            ),
+        )
     }
 
     /// `user_id` or `item_id` as the joins compare it.

@@ -175,6 +175,45 @@ fn ties_short_users_and_string_ids_follow_the_in_memory_rules() {
     assert_eq!(engine.items.counts, [3, 2, 2, 1]);
 }
 
+/// `encode.before` (the data as it stood at a refresh's cut): the same files, the rows after
+/// the cut counted the same; a cut before the data, or rows without a timestamp, refused with
+/// the key.
+#[test]
+fn a_refresh_cut_gives_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 400, 300, 9);
+    let table = recall_core::Table::read(&dir.path().join("interactions.parquet")).unwrap();
+    let mut times: Vec<i64> = table
+        .nullable_ints("timestamp")
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        times.len(),
+        table.num_rows(),
+        "synthetic rows all have a time"
+    );
+    times.sort_unstable();
+    let cut = times[times.len() / 2];
+    let config = EncodeConfig {
+        before: Some(cut),
+        ..EncodeConfig::default()
+    };
+    same_encoding(dir.path(), &config, None, &two_partitions());
+    let early = EncodeConfig {
+        before: Some(times[0]),
+        ..EncodeConfig::default()
+    };
+    let e = encode(dir.path(), &early, None, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("encode.before") && e.contains("earlier than the data"),
+        "{e}"
+    );
+}
+
 #[test]
 fn time_cuts_are_refused_by_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,4 +268,49 @@ fn ml_1m_gives_the_same_files() {
     let (run, items) = same_encoding(dir.path(), &config, None, &two_partitions());
     assert_eq!(run.sorted_rows, 1_000_209);
     assert!(items > 3_000);
+}
+
+/// A truncated `interactions.parquet` and ids of a type no vocabulary takes fail with the
+/// file (and the column) named, not a bare engine error.
+#[test]
+fn bad_ingest_outputs_name_the_file_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 50, 40, 3);
+    let path = dir.path().join("interactions.parquet");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = encode(
+        dir.path(),
+        &EncodeConfig::default(),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("interactions.parquet") && e.contains("DataFusion"),
+        "{e}"
+    );
+
+    use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter([
+        ("user_id", Arc::new(Float64Array::from(vec![1.0, 1.0])) as _),
+        ("item_id", Arc::new(Int64Array::from(vec![5, 6])) as _),
+        ("seq", Arc::new(Int32Array::from(vec![0, 1])) as _),
+    ])
+    .unwrap();
+    recall_core::write::write_parquet(&path, &batch, &[]).unwrap();
+    let e = encode(
+        dir.path(),
+        &EncodeConfig::default(),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("interactions.parquet") && e.contains("`user_id`") && e.contains("Float64"),
+        "{e}"
+    );
 }
