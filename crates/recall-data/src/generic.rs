@@ -255,50 +255,43 @@ fn read_events(path: &Path, delimiter: u8, names: &ColumnNames) -> Result<Events
     if parts.len() == 1 {
         return Ok(parts.pop().expect("one part"));
     }
-    let mut users = Vec::with_capacity(parts.len());
-    let mut items = Vec::with_capacity(parts.len());
-    let mut all = Events {
-        user_id: RawIds::Int(Vec::new()),
-        item_id: RawIds::Int(Vec::new()),
-        rating: Vec::new(),
-        timestamp: Vec::new(),
-        order: Vec::new(),
-    };
-    let kind = |ids: &RawIds| match ids {
-        RawIds::Int(_) => "integer",
-        RawIds::Str(_) => "string",
-    };
-    let first = (kind(&parts[0].user_id), kind(&parts[0].item_id));
-    for (file, part) in files.iter().zip(parts) {
-        for (column, ids, expected) in [
-            (&names.user, &part.user_id, first.0),
-            (&names.item, &part.item_id, first.1),
-        ] {
-            if kind(ids) != expected {
-                return Err(Error::config(
-                    "ingest.generic.interactions",
-                    format!(
-                        "column `{column}` of {} holds {} ids but {} holds {expected} ids; every \
-                         part file needs the same column types",
-                        file.display(),
-                        kind(ids),
-                        files[0].display()
-                    ),
-                ));
-            }
-        }
+    let (mut users, mut items) = (Vec::new(), Vec::new());
+    let (mut rating, mut timestamp, mut order) = (Vec::new(), Vec::new(), Vec::new());
+    for part in parts {
         users.push(part.user_id);
         items.push(part.item_id);
-        all.rating.extend(part.rating);
-        all.timestamp.extend(part.timestamp);
-        all.order.extend(part.order);
+        rating.extend(part.rating);
+        timestamp.extend(part.timestamp);
+        order.extend(part.order);
     }
-    let joined = |ids: Vec<RawIds>| {
-        RawIds::concat(ids).map_err(|_| Error::Internal("id kinds were checked per file".into()))
+    // Part files of one log share column types; `concat` names the first that does not.
+    let joined = |ids: Vec<RawIds>, column: &str| {
+        let kind = |ids: &RawIds| match ids {
+            RawIds::Int(_) => "integer",
+            RawIds::Str(_) => "string",
+        };
+        let kinds: Vec<&str> = ids.iter().map(kind).collect();
+        RawIds::concat(ids).map_err(|i| {
+            Error::config(
+                "ingest.generic.interactions",
+                format!(
+                    "column `{column}` of {} holds {} ids but {} holds {} ids; every part file \
+                     needs the same column types",
+                    files[i].display(),
+                    kinds[i],
+                    files[0].display(),
+                    kinds[0]
+                ),
+            )
+        })
     };
-    all.user_id = joined(users)?;
-    all.item_id = joined(items)?;
-    Ok(all)
+    Ok(Events {
+        user_id: joined(users, &names.user)?,
+        item_id: joined(items, &names.item)?,
+        rating,
+        timestamp,
+        order,
+    })
 }
 
 fn read_parquet_events(path: &Path, names: &ColumnNames) -> Result<Events> {
