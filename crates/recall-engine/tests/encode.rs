@@ -89,14 +89,15 @@ fn generated_data_gives_the_same_files_under_each_setting() {
 }
 
 /// A memory pool far smaller than the sort's input makes the sort spill, and the streamed
-/// result is still the oracle's.
+/// result is still the oracle's. (An 8 MiB pool failed one run in six: the final merge of the
+/// sorted partitions cannot spill and sometimes found the pool taken; 32 MiB passed 18 of 18.)
 #[test]
 fn a_spilling_sort_gives_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
-    synthetic(dir.path(), 20_000, 5_000, 11);
+    synthetic(dir.path(), 40_000, 5_000, 11);
     let options = Options {
         target_partitions: Some(2),
-        memory_limit: Some(8 << 20),
+        memory_limit: Some(32 << 20),
         spill_dir: Some(dir.path().join("spill")),
     };
     let (run, _) = same_encoding(dir.path(), &EncodeConfig::default(), None, &options);
