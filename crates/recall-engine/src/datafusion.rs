@@ -28,9 +28,9 @@ use recall_features::{
     EarlierEncoding, EncodeConfig, Encoded, GroupedInteractions, SideInputs, SourceCounts,
     Vocabulary, encode_grouped, finish_vocabularies,
 };
-use serde::Serialize;
 
 use crate::config::DataConfig;
+use crate::run::EngineRun;
 
 /// A vocabulary as the plans count it: the known raw values (count descending, then raw value
 /// ascending) and each one's training count.
@@ -74,18 +74,6 @@ impl Options {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
     }
-}
-
-/// What the engine did, for the stage report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct EngineRun {
-    pub target_partitions: usize,
-    pub memory_limit: Option<u64>,
-    /// Bytes the plans wrote to spill files, over all plans.
-    pub spilled_bytes: u64,
-    pub spill_files: u64,
-    /// Rows the sort streamed.
-    pub sorted_rows: u64,
 }
 
 /// Encodes ingest's outputs in `ingest_dir` on DataFusion: the same [`Encoded`] as

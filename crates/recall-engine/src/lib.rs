@@ -17,5 +17,7 @@
 pub mod config;
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
+pub mod run;
 
 pub use config::{DataConfig, Engine};
+pub use run::EngineRun;

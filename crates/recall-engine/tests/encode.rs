@@ -10,7 +10,8 @@ use std::path::Path;
 use recall_core::RawIds;
 use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
-use recall_engine::datafusion::{EngineRun, Options, encode, id_vocabularies};
+use recall_engine::EngineRun;
+use recall_engine::datafusion::{Options, encode, id_vocabularies};
 use recall_features::encode::{EarlierEncoding, EncodeConfig, EncodeInput};
 
 fn values(ids: &RawIds) -> Vec<String> {
@@ -43,6 +44,13 @@ fn same_encoding(
         assert!(x == y, "{name:?} differs ({config:?})");
     }
     (run, oracle.items.known_len())
+}
+
+/// The message of the engine's encode failing on `ingest_dir` under `config`.
+fn engine_error(ingest_dir: &Path, config: &EncodeConfig) -> String {
+    encode(ingest_dir, config, None, &Options::default())
+        .unwrap_err()
+        .to_string()
 }
 
 fn two_partitions() -> Options {
@@ -206,9 +214,7 @@ fn a_refresh_cut_gives_the_same_files() {
         before: Some(times[0]),
         ..EncodeConfig::default()
     };
-    let e = encode(dir.path(), &early, None, &Options::default())
-        .unwrap_err()
-        .to_string();
+    let e = engine_error(dir.path(), &early);
     assert!(
         e.contains("encode.before") && e.contains("earlier than the data"),
         "{e}"
@@ -223,9 +229,7 @@ fn time_cuts_are_refused_by_key() {
         test_from: Some(1),
         ..EncodeConfig::default()
     };
-    let e = encode(dir.path(), &config, None, &Options::default())
-        .unwrap_err()
-        .to_string();
+    let e = engine_error(dir.path(), &config);
     assert!(
         e.contains("encode.test_from") && e.contains("engine"),
         "{e}"
@@ -235,14 +239,7 @@ fn time_cuts_are_refused_by_key() {
 #[test]
 fn a_missing_ingest_output_names_the_file_and_the_stage() {
     let dir = tempfile::tempdir().unwrap();
-    let e = encode(
-        dir.path(),
-        &EncodeConfig::default(),
-        None,
-        &Options::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = engine_error(dir.path(), &EncodeConfig::default());
     assert!(
         e.contains("interactions.parquet") && e.contains("run the ingest stage"),
         "{e}"
@@ -280,14 +277,7 @@ fn bad_ingest_outputs_name_the_file_and_column() {
     let path = dir.path().join("interactions.parquet");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let e = encode(
-        dir.path(),
-        &EncodeConfig::default(),
-        None,
-        &Options::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = engine_error(dir.path(), &EncodeConfig::default());
     assert!(
         e.contains("interactions.parquet") && e.contains("DataFusion"),
         "{e}"
@@ -302,14 +292,7 @@ fn bad_ingest_outputs_name_the_file_and_column() {
     ])
     .unwrap();
     recall_core::write::write_parquet(&path, &batch, &[]).unwrap();
-    let e = encode(
-        dir.path(),
-        &EncodeConfig::default(),
-        None,
-        &Options::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = engine_error(dir.path(), &EncodeConfig::default());
     assert!(
         e.contains("interactions.parquet") && e.contains("`user_id`") && e.contains("Float64"),
         "{e}"

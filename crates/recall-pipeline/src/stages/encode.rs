@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use recall_core::encoded::EncodeStats;
-use recall_engine::{DataConfig, Engine};
+use recall_engine::{DataConfig, Engine, EngineRun};
 use recall_features::{EarlierEncoding, EncodeConfig, Encoded};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ pub struct EncodeReport {
     pub engine: Option<Engine>,
     /// What the engine did (spills, partitions); absent for the in-memory path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine_run: Option<serde_json::Value>,
+    pub engine_run: Option<EngineRun>,
 }
 
 /// The ingest outputs encode reads (those present: side tables are optional).
@@ -72,12 +72,12 @@ fn on_datafusion(
     config: &EncodeConfig,
     data: &DataConfig,
     earlier: Option<&EarlierEncoding>,
-) -> Result<(Encoded, Option<serde_json::Value>)> {
+) -> Result<(Encoded, Option<EngineRun>)> {
     use recall_engine::datafusion::{Options, encode};
     let options = Options::from_config(data)?;
     let (encoded, run) = encode(ingest_dir, config, earlier, &options)?;
     tracing::info!(?run, "encoded on DataFusion");
-    Ok((encoded, Some(serde_json::to_value(run)?)))
+    Ok((encoded, Some(run)))
 }
 
 /// Unreachable: `config::parse` refuses an engine this build lacks before any stage.
@@ -87,6 +87,6 @@ fn on_datafusion(
     _: &EncodeConfig,
     data: &DataConfig,
     _: Option<&EarlierEncoding>,
-) -> Result<(Encoded, Option<serde_json::Value>)> {
+) -> Result<(Encoded, Option<EngineRun>)> {
     anyhow::bail!(data.unbuilt().unwrap_or_default())
 }
