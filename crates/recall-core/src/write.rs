@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -107,33 +108,119 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 /// 10 M pipeline's memory). Files under this many rows are unchanged.
 pub const ROW_GROUP_ROWS: usize = 65_536;
 
-/// Writes one batch as a zstd-compressed Parquet file, atomically, with string key-value
-/// metadata in the footer (readable as `schema.metadata` in pyarrow), in row groups of
-/// [`ROW_GROUP_ROWS`].
-pub fn write_parquet(path: &Path, batch: &RecordBatch, metadata: &[(&str, String)]) -> Result<()> {
+/// The writer settings of every Parquet file we write: zstd level 3, row groups of
+/// [`ROW_GROUP_ROWS`], string key-value metadata in the footer.
+fn writer_properties(metadata: &[(&str, String)]) -> Result<WriterProperties> {
     let kv = metadata
         .iter()
         .map(|(k, v)| KeyValue::new((*k).to_owned(), v.clone()))
         .collect::<Vec<_>>();
     let level = ZstdLevel::try_new(3).map_err(|e| Error::Internal(e.to_string()))?;
-    let props = WriterProperties::builder()
+    Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_key_value_metadata((!kv.is_empty()).then_some(kv))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
+        .build())
+}
+
+/// Writes one batch as a zstd-compressed Parquet file, atomically, with string key-value
+/// metadata in the footer (readable as `schema.metadata` in pyarrow), in row groups of
+/// [`ROW_GROUP_ROWS`].
+pub fn write_parquet(path: &Path, batch: &RecordBatch, metadata: &[(&str, String)]) -> Result<()> {
+    write_parquet_batches(path, batch.schema(), metadata, |sink| sink.write(batch))
+}
+
+/// Writes a Parquet file from batches `fill` hands the sink one at a time, atomically, holding
+/// at most one row group of rows besides the batch being handed over: how a table too large
+/// for memory is written. The file is byte for byte what [`write_parquet`] writes for the
+/// concatenated batches.
+pub fn write_parquet_batches(
+    path: &Path,
+    schema: SchemaRef,
+    metadata: &[(&str, String)],
+    fill: impl FnOnce(&mut BatchSink<'_>) -> Result<()>,
+) -> Result<()> {
+    let props = writer_properties(metadata)?;
     write_atomic(path, |w| {
-        let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(props))
+        let writer = ArrowWriter::try_new(w, schema.clone(), Some(props))
             .map_err(|e| Error::Internal(format!("parquet writer for {}: {e}", path.display())))?;
-        writer.write(batch).map_err(|e| Error::Parquet {
-            path: path.to_owned(),
+        let mut sink = BatchSink {
+            writer,
+            schema,
+            pending: Vec::new(),
+            pending_rows: 0,
+            path,
+        };
+        fill(&mut sink)?;
+        sink.finish()
+    })
+}
+
+/// Where [`write_parquet_batches`]'s batches go. Rows are handed to the Parquet writer a whole
+/// row group at a time (the writer cuts one large batch the same way), so how the caller
+/// chunks its batches does not change the file.
+#[derive(Debug)]
+pub struct BatchSink<'a> {
+    writer: ArrowWriter<&'a mut BufWriter<File>>,
+    schema: SchemaRef,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    path: &'a Path,
+}
+
+impl BatchSink<'_> {
+    /// Adds `batch`'s rows to the file.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.pending.is_empty() && batch.num_rows() >= ROW_GROUP_ROWS {
+            // Whole row groups straight through; only the tail waits.
+            let whole = batch.num_rows() / ROW_GROUP_ROWS * ROW_GROUP_ROWS;
+            self.write_now(&batch.slice(0, whole))?;
+            return self.write(&batch.slice(whole, batch.num_rows() - whole));
+        }
+        if batch.num_rows() > 0 {
+            self.pending.push(batch.clone());
+            self.pending_rows += batch.num_rows();
+        }
+        while self.pending_rows >= ROW_GROUP_ROWS {
+            let all = self.take_pending()?;
+            self.write_now(&all.slice(0, ROW_GROUP_ROWS))?;
+            let rest = all.slice(ROW_GROUP_ROWS, all.num_rows() - ROW_GROUP_ROWS);
+            if rest.num_rows() > 0 {
+                self.pending_rows = rest.num_rows();
+                self.pending.push(rest);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_pending(&mut self) -> Result<RecordBatch> {
+        let mut batches = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        if batches.len() == 1 {
+            return Ok(batches.remove(0));
+        }
+        arrow_select::concat::concat_batches(&self.schema, &batches)
+            .map_err(|e| Error::arrow(&self.path.display().to_string(), e))
+    }
+
+    fn write_now(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(|e| Error::Parquet {
+            path: self.path.to_owned(),
             source: Box::new(e),
-        })?;
-        writer.close().map_err(|e| Error::Parquet {
-            path: path.to_owned(),
+        })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if self.pending_rows > 0 {
+            let rest = self.take_pending()?;
+            self.write_now(&rest)?;
+        }
+        self.writer.close().map_err(|e| Error::Parquet {
+            path: self.path.to_owned(),
             source: Box::new(e),
         })?;
         Ok(())
-    })
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +274,36 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec!["t.parquet"]);
+    }
+
+    /// However the rows are chunked, the file is the one-batch file, byte for byte.
+    #[test]
+    fn batches_write_the_one_batch_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 2 * ROW_GROUP_ROWS + 1_000;
+        let values: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(7_919) % 1_000).collect();
+        let batch =
+            RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(values)) as _)]).unwrap();
+        let meta = [("k", String::from("v"))];
+        let whole = dir.path().join("whole.parquet");
+        write_parquet(&whole, &batch, &meta).unwrap();
+        for chunk in [1, 10_007, ROW_GROUP_ROWS, ROW_GROUP_ROWS + 1, n] {
+            let parts = dir.path().join(format!("parts-{chunk}.parquet"));
+            write_parquet_batches(&parts, batch.schema(), &meta, |sink| {
+                let mut start = 0;
+                while start < n {
+                    let len = chunk.min(n - start);
+                    sink.write(&batch.slice(start, len))?;
+                    start += len;
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert!(
+                std::fs::read(&parts).unwrap() == std::fs::read(&whole).unwrap(),
+                "chunks of {chunk} rows wrote another file"
+            );
+        }
     }
 
     #[test]

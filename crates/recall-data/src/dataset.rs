@@ -158,6 +158,37 @@ impl Interactions {
         Ok((interactions, stats))
     }
 
+    /// No rows, integer ids: the start of a chunk built with [`Interactions::push_user`].
+    pub fn empty() -> Self {
+        Interactions {
+            user_id: RawIds::Int(Vec::new()),
+            item_id: RawIds::Int(Vec::new()),
+            rating: Vec::new(),
+            timestamp: Vec::new(),
+            seq: Vec::new(),
+        }
+    }
+
+    /// Appends one user's rows, already in chronological order with no exact duplicate (what
+    /// [`Interactions::from_events`] would make of them), numbering them from 0. For writers
+    /// that produce canonical rows user by user (the synthetic generator).
+    ///
+    /// # Panics
+    /// If the ids are strings (a chunk from [`Interactions::empty`] has integer ids) or the
+    /// slices differ in length.
+    pub fn push_user(&mut self, user: i64, items: &[i64], ratings: &[Option<f32>], times: &[i64]) {
+        assert!(items.len() == ratings.len() && items.len() == times.len());
+        let (RawIds::Int(users), RawIds::Int(item_ids)) = (&mut self.user_id, &mut self.item_id)
+        else {
+            panic!("push_user needs integer ids");
+        };
+        users.extend(std::iter::repeat_n(user, items.len()));
+        item_ids.extend_from_slice(items);
+        self.rating.extend_from_slice(ratings);
+        self.timestamp.extend(times.iter().map(|&t| Some(t)));
+        self.seq.extend(0..items.len() as i32);
+    }
+
     pub fn len(&self) -> usize {
         self.seq.len()
     }

@@ -100,3 +100,21 @@ pub fn ingest(config: &IngestConfig) -> Result<Dataset> {
         IngestConfig::Synthetic(config) => synthetic::generate(config),
     }
 }
+
+/// Ingests the configured data straight into its canonical files in `dir`: what [`ingest`]
+/// then [`Dataset::write`] do, except that the synthetic generator writes user by user in
+/// bounded memory ([`synthetic::write`]) instead of building the dataset first. Returns the
+/// dataset's name, the files written and the ingest counts.
+pub fn ingest_into(
+    config: &IngestConfig,
+    dir: &std::path::Path,
+) -> Result<(String, Vec<std::path::PathBuf>, IngestStats)> {
+    if let IngestConfig::Synthetic(synthetic) = config {
+        let _span = tracing::info_span!("ingest").entered();
+        let (files, stats) = synthetic::write(synthetic, dir)?;
+        return Ok((String::from(synthetic::NAME), files, stats));
+    }
+    let dataset = ingest(config)?;
+    let files = dataset.write(dir)?;
+    Ok((dataset.name, files, dataset.stats))
+}

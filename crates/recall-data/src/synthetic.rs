@@ -14,14 +14,16 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Int32Array, StringArray};
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Int32Array, RecordBatch, StringArray};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use recall_core::{Error, RawIds, Result, columns as col};
+use recall_core::write::{ROW_GROUP_ROWS, write_parquet_batches};
+use recall_core::{Error, RawIds, Result, columns as col, ingested};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::Dataset;
-use crate::dataset::{Events, Interactions, batch, items_batch};
+use crate::dataset::{Dataset, Events, IngestStats, Interactions, batch, items_batch};
 
 const GENRE_NAMES: [&str; 18] = [
     "Action",
@@ -244,112 +246,163 @@ fn is_zero(x: &f64) -> bool {
 }
 
 /// The entries of `late` (sorted by arrival) that arrived in `(from, to]`.
-fn arrived_between(late: &[(i64, usize)], from: i64, to: i64) -> &[(i64, usize)] {
+fn arrived_between(late: &[(i64, u32)], from: i64, to: i64) -> &[(i64, u32)] {
     let start = late.partition_point(|&(t, _)| t <= from);
     let end = late.partition_point(|&(t, _)| t <= to);
     &late[start..end.max(start)]
 }
 
-/// Generates the dataset described by `config`.
-pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
-    config.validate()?;
-    let n_genres = config.genres;
+/// The catalogue and everything drawn once for it. Users are then drawn from it one at a
+/// time, each from a generator of its own, so a user's rows can be written as soon as they
+/// are drawn ([`write`]) or collected ([`generate`]) with the same result.
+struct World<'a> {
+    config: &'a SyntheticConfig,
+    /// Each item's primary genre.
+    primary: Vec<u32>,
+    /// Each item's genres (primary first), CSR over `genre_offsets`: indices, not names, so a
+    /// 10 M-item catalogue holds 0.1 GB here rather than a GB of strings.
+    genres: Vec<u32>,
+    genre_offsets: Vec<usize>,
+    by_genre: Vec<Vec<u32>>,
+    genre_cumulative: Vec<Vec<f64>>,
+    genre_sizes: Vec<f64>,
+    group_genre: Vec<usize>,
+    age_cumulative: Vec<f64>,
+    arrival: Option<Vec<i64>>,
+    /// Each genre's late arrivals as (arrival, item), by arrival time.
+    arrivals_by_genre: Option<Vec<Vec<(i64, u32)>>>,
+    /// The last user that drew each item (`u32::MAX`: none yet).
+    seen: Vec<u32>,
+}
 
-    // Items: primary genre round-robin over a shuffled order (every genre non-empty), Zipf
-    // popularity by a random rank within the genre.
-    let mut rng = rng_for(config.seed, u64::MAX);
-    let mut primary = vec![0usize; config.items];
-    let mut by_genre: Vec<Vec<usize>> = vec![Vec::new(); n_genres];
-    let mut item_genres: Vec<Vec<String>> = Vec::with_capacity(config.items);
-    for (item, p) in primary.iter_mut().enumerate() {
-        // Genres have unequal sizes, as in MovieLens (Drama and Comedy dominate).
-        let g = if item < n_genres {
-            item
-        } else {
-            let r = rng.random::<f64>();
-            ((r * r) * n_genres as f64) as usize % n_genres
-        };
-        *p = g;
-        by_genre[g].push(item);
-        let mut names = vec![genre_name(g)];
-        for _ in 0..rng.random_range(0..3usize) {
-            let extra = genre_name(rng.random_range(0..n_genres));
-            if !names.contains(&extra) {
-                names.push(extra);
-            }
-        }
-        item_genres.push(names);
-    }
-    let mut genre_cumulative = Vec::with_capacity(n_genres);
-    for items in by_genre.iter_mut() {
-        // Shuffle so popularity rank is unrelated to the item id.
-        for i in (1..items.len()).rev() {
-            items.swap(i, rng.random_range(0..=i));
-        }
-        genre_cumulative.push(cumulative(
-            (0..items.len()).map(|rank| (rank as f64 + 1.0).powf(-config.popularity_exponent)),
-        ));
-    }
-    // Genres are chosen in proportion to their size when a user explores.
-    let genre_sizes = cumulative(by_genre.iter().map(|v| v.len() as f64));
-    // One preferred genre per (gender, age) group.
-    let group_genre: Vec<usize> = (0..2 * AGE_CODES.len())
-        .map(|_| draw(&genre_sizes, &mut rng))
-        .collect();
-    let age_cumulative = cumulative(AGE_CODES.iter().map(|&(_, p)| p));
+/// One user's draw: profile and rows.
+#[derive(Default)]
+struct UserRows {
+    gender: &'static str,
+    age: i32,
+    occupation: i32,
+    items: Vec<i64>,
+    ratings: Vec<Option<f32>>,
+    times: Vec<i64>,
+}
 
-    // Arrival times, from a generator of their own so the rest of the data is unchanged
-    // when no item arrives late.
-    let arrival: Option<Vec<i64>> = (config.arriving_items > 0.0).then(|| {
-        let mut rng = rng_for(config.seed, u64::MAX - 1);
-        (0..config.items)
-            .map(|_| {
-                if rng.random::<f64>() < config.arriving_items {
-                    config.start_timestamp + rng.random_range(0..USER_START_SPAN)
-                } else {
-                    i64::MIN
+impl<'a> World<'a> {
+    fn new(config: &'a SyntheticConfig) -> Result<Self> {
+        config.validate()?;
+        let n_genres = config.genres;
+        // Items: primary genre round-robin over a shuffled order (every genre non-empty), Zipf
+        // popularity by a random rank within the genre.
+        let mut rng = rng_for(config.seed, u64::MAX);
+        let mut primary = vec![0u32; config.items];
+        let mut by_genre: Vec<Vec<u32>> = vec![Vec::new(); n_genres];
+        let mut genres = Vec::with_capacity(config.items * 2);
+        let mut genre_offsets = Vec::with_capacity(config.items + 1);
+        genre_offsets.push(0);
+        for (item, p) in primary.iter_mut().enumerate() {
+            // Genres have unequal sizes, as in MovieLens (Drama and Comedy dominate).
+            let g = if item < n_genres {
+                item
+            } else {
+                let r = rng.random::<f64>();
+                ((r * r) * n_genres as f64) as usize % n_genres
+            };
+            *p = g as u32;
+            by_genre[g].push(item as u32);
+            let first = genres.len();
+            genres.push(g as u32);
+            for _ in 0..rng.random_range(0..3usize) {
+                let extra = rng.random_range(0..n_genres) as u32;
+                if !genres[first..].contains(&extra) {
+                    genres.push(extra);
                 }
-            })
-            .collect()
-    });
-    // Each genre's late arrivals as (arrival, item), by arrival time.
-    let arrivals_by_genre: Option<Vec<Vec<(i64, usize)>>> = arrival.as_ref().map(|a| {
-        by_genre
-            .iter()
-            .map(|items| {
-                let mut late: Vec<(i64, usize)> = items
-                    .iter()
-                    .filter(|&&i| a[i] > i64::MIN)
-                    .map(|&i| (a[i], i))
-                    .collect();
-                late.sort_unstable();
-                late
-            })
-            .collect()
-    });
-    let mean_extra = config.interactions_per_user.saturating_sub(5) as f64;
-    let max_per_user = config.items.saturating_mul(3) / 4;
-    let mut users = Vec::new();
-    let mut items = Vec::new();
-    let mut ratings = Vec::new();
-    let mut times = Vec::new();
-    let (mut genders, mut ages, mut occupations) = (Vec::new(), Vec::new(), Vec::new());
-    let mut seen = vec![u32::MAX; config.items];
-    for user in 0..config.users {
+            }
+            genre_offsets.push(genres.len());
+        }
+        let mut genre_cumulative = Vec::with_capacity(n_genres);
+        for items in by_genre.iter_mut() {
+            // Shuffle so popularity rank is unrelated to the item id.
+            for i in (1..items.len()).rev() {
+                items.swap(i, rng.random_range(0..=i));
+            }
+            genre_cumulative.push(cumulative((0..items.len()).map(|rank| {
+                (rank as f64 + 1.0).powf(-config.popularity_exponent)
+            })));
+        }
+        // Genres are chosen in proportion to their size when a user explores.
+        let genre_sizes = cumulative(by_genre.iter().map(|v| v.len() as f64));
+        // One preferred genre per (gender, age) group.
+        let group_genre: Vec<usize> = (0..2 * AGE_CODES.len())
+            .map(|_| draw(&genre_sizes, &mut rng))
+            .collect();
+        let age_cumulative = cumulative(AGE_CODES.iter().map(|&(_, p)| p));
+
+        // Arrival times, from a generator of their own so the rest of the data is unchanged
+        // when no item arrives late.
+        let arrival: Option<Vec<i64>> = (config.arriving_items > 0.0).then(|| {
+            let mut rng = rng_for(config.seed, u64::MAX - 1);
+            (0..config.items)
+                .map(|_| {
+                    if rng.random::<f64>() < config.arriving_items {
+                        config.start_timestamp + rng.random_range(0..USER_START_SPAN)
+                    } else {
+                        i64::MIN
+                    }
+                })
+                .collect()
+        });
+        let arrivals_by_genre = arrival.as_ref().map(|a| {
+            by_genre
+                .iter()
+                .map(|items| {
+                    let mut late: Vec<(i64, u32)> = items
+                        .iter()
+                        .filter(|&&i| a[i as usize] > i64::MIN)
+                        .map(|&i| (a[i as usize], i))
+                        .collect();
+                    late.sort_unstable();
+                    late
+                })
+                .collect()
+        });
+        Ok(World {
+            config,
+            primary,
+            genres,
+            genre_offsets,
+            by_genre,
+            genre_cumulative,
+            genre_sizes,
+            group_genre,
+            age_cumulative,
+            arrival,
+            arrivals_by_genre,
+            seen: vec![u32::MAX; config.items],
+        })
+    }
+
+    /// Draws user `user` (0-based) into `out` (cleared first): rows in strictly increasing
+    /// time, no item twice.
+    fn draw_user(&mut self, user: usize, out: &mut UserRows) {
+        let config = self.config;
+        out.items.clear();
+        out.ratings.clear();
+        out.times.clear();
+        let mean_extra = config.interactions_per_user.saturating_sub(5) as f64;
+        let max_per_user = config.items.saturating_mul(3) / 4;
         let mut rng = rng_for(config.seed, user as u64);
         let male = rng.random::<f64>() < 0.72;
-        let age_group = draw(&age_cumulative, &mut rng);
-        genders.push(if male { "M" } else { "F" });
-        ages.push(AGE_CODES[age_group].0);
-        occupations.push(rng.random_range(0..21i32));
+        let age_group = draw(&self.age_cumulative, &mut rng);
+        out.gender = if male { "M" } else { "F" };
+        out.age = AGE_CODES[age_group].0;
+        out.occupation = rng.random_range(0..21i32);
         let group = usize::from(male) * AGE_CODES.len() + age_group;
         let mut favourites = vec![if rng.random::<f64>() < 0.6 {
-            group_genre[group]
+            self.group_genre[group]
         } else {
-            draw(&genre_sizes, &mut rng)
+            draw(&self.genre_sizes, &mut rng)
         }];
         for _ in 0..rng.random_range(1..3usize) {
-            favourites.push(draw(&genre_sizes, &mut rng));
+            favourites.push(draw(&self.genre_sizes, &mut rng));
         }
 
         // Long-tailed activity: at least 5, exponential above with the configured mean.
@@ -365,7 +418,7 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
                 genre = if rng.random::<f64>() < config.focus {
                     favourites[rng.random_range(0..favourites.len())]
                 } else {
-                    draw(&genre_sizes, &mut rng)
+                    draw(&self.genre_sizes, &mut rng)
                 };
             }
             // Sessions: mostly minutes apart, sometimes days.
@@ -379,31 +432,98 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
             };
             // With items arriving over time the choice is made at the interaction's own time
             // (its gap drawn first); without, the generator keeps its original order of draws.
-            let ahead = arrival.as_ref().map(|_| gap(&mut rng));
+            let ahead = self.arrival.as_ref().map(|_| gap(&mut rng));
             let now = t + ahead.unwrap_or(0);
-            let recent = arrivals_by_genre.as_ref().map_or(&[][..], |by| {
+            let recent = self.arrivals_by_genre.as_ref().map_or(&[][..], |by| {
                 arrived_between(&by[genre], now - NEW_FOR, now)
             });
             let item = if !recent.is_empty() && rng.random::<f64>() < config.new_item_boost {
                 recent[rng.random_range(0..recent.len())].1
             } else {
-                by_genre[genre][draw(&genre_cumulative[genre], &mut rng)]
-            };
-            if seen[item] == user as u32 || arrival.as_ref().is_some_and(|a| now < a[item]) {
+                self.by_genre[genre][draw(&self.genre_cumulative[genre], &mut rng)]
+            } as usize;
+            if self.seen[item] == user as u32
+                || self.arrival.as_ref().is_some_and(|a| now < a[item])
+            {
                 continue;
             }
-            seen[item] = user as u32;
+            self.seen[item] = user as u32;
             produced += 1;
             t += ahead.unwrap_or_else(|| gap(&mut rng));
-            let liked = favourites.contains(&primary[item]);
+            let liked = favourites.contains(&(self.primary[item] as usize));
             let rating = (3.0 + f64::from(u8::from(liked)) + rng.random_range(-1.5..1.5))
                 .round()
                 .clamp(1.0, 5.0);
-            users.push(user as i64 + 1);
-            items.push(item as i64 + 1);
-            ratings.push(Some(rating as f32));
-            times.push(t);
+            out.items.push(item as i64 + 1);
+            out.ratings.push(Some(rating as f32));
+            out.times.push(t);
         }
+    }
+
+    /// The item side table's rows `range` (ids `range.start + 1 ..`).
+    fn items_batch(&self, range: std::ops::Range<usize>) -> Result<RecordBatch> {
+        let titles = range
+            .clone()
+            .map(|i| {
+                Some(format!(
+                    "Item {} ({})",
+                    i + 1,
+                    genre_name(self.primary[i] as usize)
+                ))
+            })
+            .collect();
+        let genres: Vec<Vec<String>> = range
+            .clone()
+            .map(|i| {
+                self.genres[self.genre_offsets[i]..self.genre_offsets[i + 1]]
+                    .iter()
+                    .map(|&g| genre_name(g as usize))
+                    .collect()
+            })
+            .collect();
+        items_batch(
+            RawIds::Int((range.start as i64 + 1..=range.end as i64).collect()),
+            titles,
+            &genres,
+        )
+    }
+}
+
+/// The user side table from the users' profiles, in user order.
+fn users_batch(genders: Vec<&str>, ages: Vec<i32>, occupations: Vec<i32>) -> Result<RecordBatch> {
+    batch(vec![
+        (
+            col::USER_ID,
+            RawIds::Int((1..=genders.len() as i64).collect()).to_array(),
+            false,
+        ),
+        ("gender", Arc::new(StringArray::from(genders)), false),
+        ("age", Arc::new(Int32Array::from(ages)), false),
+        ("occupation", Arc::new(Int32Array::from(occupations)), false),
+    ])
+}
+
+/// The dataset's name in its files.
+pub const NAME: &str = "synthetic";
+
+/// Generates the dataset described by `config` in memory.
+pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
+    let mut world = World::new(config)?;
+    let mut users = Vec::new();
+    let mut items = Vec::new();
+    let mut ratings = Vec::new();
+    let mut times = Vec::new();
+    let (mut genders, mut ages, mut occupations) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rows = UserRows::default();
+    for user in 0..config.users {
+        world.draw_user(user, &mut rows);
+        genders.push(rows.gender);
+        ages.push(rows.age);
+        occupations.push(rows.occupation);
+        users.extend(std::iter::repeat_n(user as i64 + 1, rows.items.len()));
+        items.extend_from_slice(&rows.items);
+        ratings.extend_from_slice(&rows.ratings);
+        times.extend_from_slice(&rows.times);
     }
     let origin = std::path::Path::new("synthetic generator");
     let events = Events {
@@ -414,31 +534,77 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
         order: times,
     };
     let (interactions, stats) = Interactions::from_events(origin, events)?;
-    let user_table = batch(vec![
-        (
-            col::USER_ID,
-            RawIds::Int((1..=config.users as i64).collect()).to_array(),
-            false,
-        ),
-        ("gender", Arc::new(StringArray::from(genders)), false),
-        ("age", Arc::new(Int32Array::from(ages)), false),
-        ("occupation", Arc::new(Int32Array::from(occupations)), false),
-    ])?;
-    let titles = (0..config.items)
-        .map(|i| Some(format!("Item {} ({})", i + 1, genre_name(primary[i]))))
-        .collect();
-    let item_table = items_batch(
-        RawIds::Int((1..=config.items as i64).collect()),
-        titles,
-        &item_genres,
-    )?;
     Ok(Dataset {
-        name: String::from("synthetic"),
+        name: String::from(NAME),
         interactions,
-        users: Some(user_table),
-        items: Some(item_table),
+        users: Some(users_batch(genders, ages, occupations)?),
+        items: Some(world.items_batch(0..config.items)?),
         stats,
     })
+}
+
+/// Generates the dataset described by `config` straight into the canonical files in `dir`,
+/// user by user, in memory bounded by the catalogue (a few tens of bytes an item) and the
+/// user table, not by the interactions: how 100 M rows are made on one machine. The files
+/// are [`generate`]'s written by [`Dataset::write`], byte for byte: each user's rows come
+/// out in time order with no item twice, so the canonical ordering has nothing to change.
+pub fn write(config: &SyntheticConfig, dir: &Path) -> Result<(Vec<PathBuf>, IngestStats)> {
+    let mut world = World::new(config)?;
+    let meta = [(ingested::DATASET_KEY, String::from(NAME))];
+    let mut stats = IngestStats::default();
+    let mut used = vec![false; config.items];
+    let (mut genders, mut ages, mut occupations) = (Vec::new(), Vec::new(), Vec::new());
+    let interactions_path = dir.join(ingested::INTERACTIONS);
+    let schema = Interactions::empty().to_batch()?.schema();
+    write_parquet_batches(&interactions_path, schema, &meta, |sink| {
+        let mut rows = UserRows::default();
+        let mut chunk = Interactions::empty();
+        for user in 0..config.users {
+            world.draw_user(user, &mut rows);
+            genders.push(rows.gender);
+            ages.push(rows.age);
+            occupations.push(rows.occupation);
+            let n = rows.items.len();
+            if n > 0 {
+                stats.users += 1;
+            }
+            stats.users_with_one_interaction += usize::from(n == 1);
+            for &item in &rows.items {
+                used[item as usize - 1] = true;
+            }
+            chunk.push_user(user as i64 + 1, &rows.items, &rows.ratings, &rows.times);
+            if chunk.len() >= ROW_GROUP_ROWS {
+                stats.interactions += chunk.len();
+                sink.write(&chunk.to_batch()?)?;
+                chunk = Interactions::empty();
+            }
+        }
+        stats.interactions += chunk.len();
+        if stats.interactions == 0 {
+            return Err(Error::EmptyTable {
+                path: PathBuf::from("synthetic generator"),
+                detail: String::from(": there are no interactions to read"),
+            });
+        }
+        sink.write(&chunk.to_batch()?)
+    })?;
+    stats.rows_read = stats.interactions;
+    stats.items = used.iter().filter(|&&u| u).count();
+    let users_path = dir.join(ingested::USERS);
+    recall_core::write::write_parquet(
+        &users_path,
+        &users_batch(genders, ages, occupations)?,
+        &meta,
+    )?;
+    let items_path = dir.join(ingested::ITEMS);
+    let schema = world.items_batch(0..0)?.schema();
+    write_parquet_batches(&items_path, schema, &meta, |sink| {
+        for start in (0..config.items).step_by(ROW_GROUP_ROWS) {
+            sink.write(&world.items_batch(start..(start + ROW_GROUP_ROWS).min(config.items))?)?;
+        }
+        Ok(())
+    })?;
+    Ok((vec![interactions_path, users_path, items_path], stats))
 }
 
 #[cfg(test)]
@@ -474,6 +640,36 @@ mod tests {
             with > without + 50,
             "first seen in year two: {with} vs {without}"
         );
+    }
+
+    /// The streaming writer writes what the in-memory generator's dataset writes, byte for
+    /// byte, over more than one row group of interactions and of items, with and without
+    /// items arriving over time.
+    #[test]
+    fn streamed_files_are_the_generated_dataset_files() {
+        for arriving in [0.0, 0.4] {
+            let config = SyntheticConfig {
+                arriving_items: arriving,
+                new_item_boost: arriving / 2.0,
+                ..SyntheticConfig::new(1_500, 70_000, 60, 5)
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let (memory, streamed) = (dir.path().join("memory"), dir.path().join("streamed"));
+            let dataset = generate(&config).unwrap();
+            assert!(dataset.interactions.len() > ROW_GROUP_ROWS);
+            let written = dataset.write(&memory).unwrap();
+            let (files, stats) = write(&config, &streamed).unwrap();
+            assert_eq!(stats, dataset.stats);
+            assert_eq!(files.len(), written.len());
+            for (a, b) in written.iter().zip(&files) {
+                assert_eq!(a.file_name(), b.file_name());
+                assert!(
+                    std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+                    "{} differs (arriving {arriving})",
+                    b.display()
+                );
+            }
+        }
     }
 
     #[test]

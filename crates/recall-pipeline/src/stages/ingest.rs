@@ -19,21 +19,13 @@ pub struct IngestReport {
 
 /// Ingests `config` into `out`.
 pub fn run(config: &IngestConfig, out: &Path) -> Result<(Vec<PathBuf>, IngestReport)> {
-    let dataset = recall_data::ingest(config)?;
+    let (dataset, files, stats) = recall_data::ingest_into(config, out)?;
     tracing::info!(
-        interactions = dataset.stats.interactions,
-        users = dataset.stats.users,
-        items = dataset.stats.items,
-        duplicates_dropped = dataset.stats.duplicates_dropped,
-        "ingested {}",
-        dataset.name
+        interactions = stats.interactions,
+        users = stats.users,
+        items = stats.items,
+        duplicates_dropped = stats.duplicates_dropped,
+        "ingested {dataset}"
     );
-    let files = dataset.write(out)?;
-    Ok((
-        files,
-        IngestReport {
-            dataset: dataset.name,
-            stats: dataset.stats,
-        },
-    ))
+    Ok((files, IngestReport { dataset, stats }))
 }
