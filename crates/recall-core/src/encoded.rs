@@ -23,8 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{Int64Builder, ListBuilder};
-use arrow_array::{ArrayRef, Int32Array, ListArray, RecordBatch};
+use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch};
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field};
 use serde::{Deserialize, Serialize};
@@ -141,8 +140,10 @@ pub struct Sequences {
     /// Per user, how many leading positions are training interactions (the rest are the
     /// validation and test targets).
     train_len: Vec<u32>,
-    /// Per position, where the file has them (read on request).
-    timestamps: Option<Vec<Option<i64>>>,
+    /// Per position, where the file has them (read on request). An Arrow array (8 bytes and a
+    /// validity bit a position) rather than `Vec<Option<i64>>` (16 bytes): at 100 M positions
+    /// that is 0.8 GB saved, and the file's column is this array, written and read uncopied.
+    timestamps: Option<Int64Array>,
 }
 
 impl Sequences {
@@ -152,7 +153,7 @@ impl Sequences {
         offsets: Vec<usize>,
         items: Vec<u32>,
         train_len: Vec<u32>,
-        timestamps: Option<Vec<Option<i64>>>,
+        timestamps: Option<Int64Array>,
     ) -> Result<Self> {
         let bad = |m: String| Err(Error::Internal(format!("sequences: {m}")));
         if offsets.len() != train_len.len() + 1
@@ -221,8 +222,8 @@ impl Sequences {
     /// The timestamp of a position, when the file has timestamps and the position one.
     pub fn timestamp(&self, user: u32, position: u32) -> Option<i64> {
         let t = self.timestamps.as_ref()?;
-        let start = *self.offsets.get(user as usize)?;
-        t.get(start + position as usize).copied().flatten()
+        let i = *self.offsets.get(user as usize)? + position as usize;
+        (i < t.len() && t.is_valid(i)).then(|| t.value(i))
     }
 
     /// Writes `sequences.parquet`: one row per known user, in index order.
@@ -234,11 +235,13 @@ impl Sequences {
             .iter()
             .map(|&o| (o - base) as i32)
             .collect();
+        // Shared by the item and timestamp lists (a cheap clone of one buffer).
+        let offsets = OffsetBuffer::new(offsets.into());
         let values = Int32Array::from_iter_values(self.items[base..].iter().map(|&i| i as i32));
         let item_field = Arc::new(Field::new("item", DataType::Int32, false));
         let items = ListArray::try_new(
             item_field,
-            OffsetBuffer::new(offsets.into()),
+            offsets.clone(),
             Arc::new(values),
             None,
         )
@@ -255,20 +258,20 @@ impl Sequences {
             (
                 columns::TRAIN_LEN,
                 Arc::new(Int32Array::from_iter_values(
-                    users.clone().map(|u| self.train_len[u] as i32),
+                    users.map(|u| self.train_len[u] as i32),
                 )),
                 false,
             ),
         ];
         if let Some(ts) = &self.timestamps {
-            let mut builder = ListBuilder::new(Int64Builder::new());
-            for u in users {
-                for t in &ts[self.offsets[u]..self.offsets[u + 1]] {
-                    builder.values().append_option(*t);
-                }
-                builder.append(true);
-            }
-            columns.push((columns::TIMESTAMPS, Arc::new(builder.finish()), false));
+            let times = ListArray::try_new(
+                Arc::new(Field::new("item", DataType::Int64, true)),
+                offsets,
+                Arc::new(ts.slice(base, ts.len() - base)),
+                None,
+            )
+            .map_err(|e| Error::arrow("sequence timestamps", e))?;
+            columns.push((columns::TIMESTAMPS, Arc::new(times), false));
         }
         write_table(path, &crate::table::batch(columns)?)
     }
@@ -348,8 +351,7 @@ impl Sequences {
 }
 
 /// The flattened values of a List<Int64> column with nullable values.
-fn nullable_int_list_values(t: &Table, column: &str) -> Result<Vec<Option<i64>>> {
-    use arrow_array::Array;
+fn nullable_int_list_values(t: &Table, column: &str) -> Result<Int64Array> {
     use arrow_array::cast::AsArray;
     let array = t.column(column)?;
     let DataType::List(f) = array.data_type() else {
@@ -376,9 +378,7 @@ fn nullable_int_list_values(t: &Table, column: &str) -> Result<Vec<Option<i64>>>
     let values = list
         .values()
         .as_primitive::<arrow_array::types::Int64Type>();
-    Ok((s..e)
-        .map(|i| (!values.is_null(i)).then(|| values.value(i)))
-        .collect())
+    Ok(values.slice(s, e - s))
 }
 
 /// The rows of one split, as references into [`Sequences`]: row `i` is user `user[i]` at
@@ -856,7 +856,14 @@ mod tests {
             vec![0, 0, 0, 4, 6],
             vec![5, 6, 7, 8, 9, 5],
             vec![0, 0, 2, 1],
-            Some(vec![Some(10), None, Some(30), Some(40), Some(1), Some(2)]),
+            Some(Int64Array::from(vec![
+                Some(10),
+                None,
+                Some(30),
+                Some(40),
+                Some(1),
+                Some(2),
+            ])),
         )
         .unwrap()
     }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{Int32Builder, ListBuilder};
-use arrow_array::{ArrayRef, Float32Array, Int32Array, RecordBatch};
+use arrow_array::builder::{Int32Builder, Int64Builder, ListBuilder};
+use arrow_array::{Array, ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::DataType;
 use recall_core::columns::{self as col, OOV_INDEX};
 use recall_core::encoded::{Sequences, SplitRows};
@@ -769,7 +769,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
 /// Interactions grouped by user, each group in `seq` order, encoded with the final
 /// vocabularies: what the in-memory grouping (and an engine's sort, `recall-engine`) hands
 /// the rest of encode, [`encode_grouped`].
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupedInteractions {
     /// User index of each group; groups in the order of each user's first row in the source.
     pub users: Vec<u32>,
@@ -777,11 +777,23 @@ pub struct GroupedInteractions {
     pub starts: Vec<usize>,
     /// Item index of each row ([`OOV_INDEX`] for an item the vocabulary lacks).
     pub items: Vec<i32>,
-    /// Timestamp of each row, where the source has one.
-    pub timestamps: Vec<Option<i64>>,
+    /// Timestamp of each row, where the source has one (null where not).
+    pub timestamps: Int64Array,
     /// Whether each group has a test target (false only for users a time split left without
     /// one).
     pub has_test: Vec<bool>,
+}
+
+impl Default for GroupedInteractions {
+    fn default() -> Self {
+        GroupedInteractions {
+            users: Vec::new(),
+            starts: Vec::new(),
+            items: Vec::new(),
+            timestamps: Int64Array::from(Vec::<i64>::new()),
+            has_test: Vec::new(),
+        }
+    }
 }
 
 /// What the source's rows came to before grouping, for the stage report.
@@ -899,22 +911,25 @@ pub fn encode_grouped(
     }
     let mut offsets = Vec::with_capacity(table_size + 1);
     let mut seq_items = Vec::with_capacity(items_enc.len());
-    let mut seq_times = Vec::with_capacity(items_enc.len());
+    let mut seq_times = Int64Builder::with_capacity(items_enc.len());
     let mut train_len = Vec::with_capacity(table_size);
     offsets.push(0);
     for &g in &group_of_user {
         if g != usize::MAX {
             let (s, e) = (starts[g], starts[g + 1]);
             seq_items.extend(items_enc[s..e].iter().map(|&i| i as u32));
-            seq_times.extend_from_slice(&ts_ordered[s..e]);
+            seq_times.append_array(&ts_ordered.slice(s, e - s));
             train_len.push(split::training_len_in(e - s, config.validation, has_test[g]) as u32);
         } else {
             train_len.push(0);
         }
         offsets.push(seq_items.len());
     }
+    // The grouped copies go before the next allocations: at 100 M rows each is 0.4-0.8 GB.
     drop(items_enc);
-    let has_timestamps = seq_times.iter().any(Option::is_some);
+    drop(ts_ordered);
+    let seq_times = seq_times.finish();
+    let has_timestamps = seq_times.null_count() < seq_times.len();
     let sequences = Sequences::new(
         offsets,
         seq_items,
@@ -932,11 +947,15 @@ pub fn encode_grouped(
     let (age_buckets, age_feature, serving_age_bucket) =
         match (config.example_age.enabled, train_window_end) {
             (true, Some(end)) => {
-                let train_ages: Vec<Option<f64>> = (0..splits.train.len())
+                // Ages are bucketed as Float32, as version 1 wrote them; NaN stands for a row
+                // without a timestamp (4 bytes a row: there is one per training example).
+                let train_ages: Vec<f32> = (0..splits.train.len())
                     .map(|r| {
                         sequences
                             .timestamp(splits.train.user[r], splits.train.position[r])
-                            .map(|t| ((end - t) as f64 / SECONDS_PER_DAY).max(0.0))
+                            .map_or(f32::NAN, |t| {
+                                ((end - t) as f64 / SECONDS_PER_DAY).max(0.0) as f32
+                            })
                     })
                     .collect();
                 let key = "encode.example_age";
@@ -946,17 +965,16 @@ pub fn encode_grouped(
                 let buckets = match kept.as_ref().or(config.example_age.boundaries.as_ref()) {
                     Some(b) => Buckets::fixed(b.clone(), key)?,
                     None => Buckets::quantiles(
-                        // Ages are bucketed as Float32, as version 1 wrote them.
-                        train_ages.iter().flatten().map(|&a| f64::from(a as f32)),
+                        train_ages.iter().map(|&a| f64::from(a)),
                         config.example_age.buckets,
                         key,
                     )?,
                 };
-                for (r, age) in train_ages.iter().enumerate() {
+                for (r, &age) in train_ages.iter().enumerate() {
                     splits.train.age_bucket[r] =
-                        buckets.bucket(age.map(|a| f64::from(a as f32))) as u32;
+                        buckets.bucket((!age.is_nan()).then(|| f64::from(age))) as u32;
                 }
-                train_rows_without_timestamp = train_ages.iter().filter(|a| a.is_none()).count();
+                train_rows_without_timestamp = train_ages.iter().filter(|a| a.is_nan()).count();
                 let serving = buckets.bucket(Some(0.0)) as u32;
                 splits.valid.age_bucket.fill(serving);
                 splits.test.age_bucket.fill(serving);
