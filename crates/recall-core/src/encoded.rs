@@ -239,13 +239,8 @@ impl Sequences {
         let offsets = OffsetBuffer::new(offsets.into());
         let values = Int32Array::from_iter_values(self.items[base..].iter().map(|&i| i as i32));
         let item_field = Arc::new(Field::new("item", DataType::Int32, false));
-        let items = ListArray::try_new(
-            item_field,
-            offsets.clone(),
-            Arc::new(values),
-            None,
-        )
-        .map_err(|e| Error::arrow("sequence lists", e))?;
+        let items = ListArray::try_new(item_field, offsets.clone(), Arc::new(values), None)
+            .map_err(|e| Error::arrow("sequence lists", e))?;
         let mut columns: Vec<(&str, ArrayRef, bool)> = vec![
             (
                 columns::USER_IDX,

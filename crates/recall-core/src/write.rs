@@ -281,7 +281,9 @@ mod tests {
     fn batches_write_the_one_batch_file() {
         let dir = tempfile::tempdir().unwrap();
         let n = 2 * ROW_GROUP_ROWS + 1_000;
-        let values: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(7_919) % 1_000).collect();
+        let values: Vec<i32> = (0..n as i32)
+            .map(|i| i.wrapping_mul(7_919) % 1_000)
+            .collect();
         let batch =
             RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(values)) as _)]).unwrap();
         let meta = [("k", String::from("v"))];

@@ -324,9 +324,9 @@ impl<'a> World<'a> {
             for i in (1..items.len()).rev() {
                 items.swap(i, rng.random_range(0..=i));
             }
-            genre_cumulative.push(cumulative((0..items.len()).map(|rank| {
-                (rank as f64 + 1.0).powf(-config.popularity_exponent)
-            })));
+            genre_cumulative.push(cumulative(
+                (0..items.len()).map(|rank| (rank as f64 + 1.0).powf(-config.popularity_exponent)),
+            ));
         }
         // Genres are chosen in proportion to their size when a user explores.
         let genre_sizes = cumulative(by_genre.iter().map(|v| v.len() as f64));
@@ -489,18 +489,37 @@ impl<'a> World<'a> {
     }
 }
 
-/// The user side table from the users' profiles, in user order.
-fn users_batch(genders: Vec<&str>, ages: Vec<i32>, occupations: Vec<i32>) -> Result<RecordBatch> {
-    batch(vec![
-        (
-            col::USER_ID,
-            RawIds::Int((1..=genders.len() as i64).collect()).to_array(),
-            false,
-        ),
-        ("gender", Arc::new(StringArray::from(genders)), false),
-        ("age", Arc::new(Int32Array::from(ages)), false),
-        ("occupation", Arc::new(Int32Array::from(occupations)), false),
-    ])
+/// The users' profiles in user order: the user side table.
+#[derive(Default)]
+struct Profiles {
+    genders: Vec<&'static str>,
+    ages: Vec<i32>,
+    occupations: Vec<i32>,
+}
+
+impl Profiles {
+    fn push(&mut self, user: &UserRows) {
+        self.genders.push(user.gender);
+        self.ages.push(user.age);
+        self.occupations.push(user.occupation);
+    }
+
+    fn into_batch(self) -> Result<RecordBatch> {
+        batch(vec![
+            (
+                col::USER_ID,
+                RawIds::Int((1..=self.genders.len() as i64).collect()).to_array(),
+                false,
+            ),
+            ("gender", Arc::new(StringArray::from(self.genders)), false),
+            ("age", Arc::new(Int32Array::from(self.ages)), false),
+            (
+                "occupation",
+                Arc::new(Int32Array::from(self.occupations)),
+                false,
+            ),
+        ])
+    }
 }
 
 /// The dataset's name in its files.
@@ -513,13 +532,11 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
     let mut items = Vec::new();
     let mut ratings = Vec::new();
     let mut times = Vec::new();
-    let (mut genders, mut ages, mut occupations) = (Vec::new(), Vec::new(), Vec::new());
+    let mut profiles = Profiles::default();
     let mut rows = UserRows::default();
     for user in 0..config.users {
         world.draw_user(user, &mut rows);
-        genders.push(rows.gender);
-        ages.push(rows.age);
-        occupations.push(rows.occupation);
+        profiles.push(&rows);
         users.extend(std::iter::repeat_n(user as i64 + 1, rows.items.len()));
         items.extend_from_slice(&rows.items);
         ratings.extend_from_slice(&rows.ratings);
@@ -537,7 +554,7 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
     Ok(Dataset {
         name: String::from(NAME),
         interactions,
-        users: Some(users_batch(genders, ages, occupations)?),
+        users: Some(profiles.into_batch()?),
         items: Some(world.items_batch(0..config.items)?),
         stats,
     })
@@ -553,7 +570,7 @@ pub fn write(config: &SyntheticConfig, dir: &Path) -> Result<(Vec<PathBuf>, Inge
     let meta = [(ingested::DATASET_KEY, String::from(NAME))];
     let mut stats = IngestStats::default();
     let mut used = vec![false; config.items];
-    let (mut genders, mut ages, mut occupations) = (Vec::new(), Vec::new(), Vec::new());
+    let mut profiles = Profiles::default();
     let interactions_path = dir.join(ingested::INTERACTIONS);
     let schema = Interactions::empty().to_batch()?.schema();
     write_parquet_batches(&interactions_path, schema, &meta, |sink| {
@@ -561,9 +578,7 @@ pub fn write(config: &SyntheticConfig, dir: &Path) -> Result<(Vec<PathBuf>, Inge
         let mut chunk = Interactions::empty();
         for user in 0..config.users {
             world.draw_user(user, &mut rows);
-            genders.push(rows.gender);
-            ages.push(rows.age);
-            occupations.push(rows.occupation);
+            profiles.push(&rows);
             let n = rows.items.len();
             if n > 0 {
                 stats.users += 1;
@@ -591,11 +606,7 @@ pub fn write(config: &SyntheticConfig, dir: &Path) -> Result<(Vec<PathBuf>, Inge
     stats.rows_read = stats.interactions;
     stats.items = used.iter().filter(|&&u| u).count();
     let users_path = dir.join(ingested::USERS);
-    recall_core::write::write_parquet(
-        &users_path,
-        &users_batch(genders, ages, occupations)?,
-        &meta,
-    )?;
+    recall_core::write::write_parquet(&users_path, &profiles.into_batch()?, &meta)?;
     let items_path = dir.join(ingested::ITEMS);
     let schema = world.items_batch(0..0)?.schema();
     write_parquet_batches(&items_path, schema, &meta, |sink| {
