@@ -27,4 +27,4 @@ pub mod write;
 
 pub use error::{Error, Result};
 pub use ids::RawIds;
-pub use table::Table;
+pub use table::{StringBags, Table};

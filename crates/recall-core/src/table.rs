@@ -295,7 +295,7 @@ impl Table {
     }
 
     /// A column of string lists (List<Utf8>, e.g. genres), nulls read as empty lists.
-    pub fn string_lists(&self, name: &str) -> Result<Vec<Vec<String>>> {
+    pub fn string_lists(&self, name: &str) -> Result<StringBags> {
         let array = self.column(name)?;
         let DataType::List(field) = array.data_type() else {
             return Err(self.type_error(name, array.data_type(), "List<Utf8>"));
@@ -304,16 +304,15 @@ impl Table {
             return Err(self.type_error(name, array.data_type(), "List<Utf8>"));
         }
         let list = array.as_list::<i32>();
-        Ok((0..list.len())
-            .map(|i| {
-                if list.is_null(i) {
-                    return Vec::new();
-                }
+        let mut bags = StringBags::default();
+        for i in 0..list.len() {
+            if !list.is_null(i) {
                 let values = list.value(i);
-                let strings = values.as_string::<i32>();
-                strings.iter().flatten().map(str::to_owned).collect()
-            })
-            .collect())
+                bags.extend_row(values.as_string::<i32>().iter().flatten());
+            }
+            bags.end_row();
+        }
+        Ok(bags)
     }
 
     /// A column of equal-length float vectors (FixedSizeList<Float32> or List<Float32>) as
@@ -439,4 +438,65 @@ pub fn batch(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch> {
     let arrays = columns.into_iter().map(|(_, a, _)| a).collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
         .map_err(|e| Error::arrow("building a record batch", e))
+}
+
+/// Lists of strings (genres, tags) with each distinct string stored once: row `r` holds
+/// `names[values[offsets[r]..offsets[r + 1]]]`. A side table of 10 M items with a few genres
+/// each is 0.2 GB this way; as `Vec<Vec<String>>` it was 1.3 GB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StringBags {
+    offsets: Vec<usize>,
+    values: Vec<u32>,
+    names: Vec<String>,
+    ids: std::collections::HashMap<String, u32>,
+}
+
+impl Default for StringBags {
+    fn default() -> Self {
+        StringBags {
+            offsets: vec![0],
+            values: Vec::new(),
+            names: Vec::new(),
+            ids: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl StringBags {
+    /// Appends strings to the row being built.
+    pub fn extend_row<'a>(&mut self, strings: impl IntoIterator<Item = &'a str>) {
+        for s in strings {
+            let id = match self.ids.get(s) {
+                Some(&id) => id,
+                None => {
+                    let id = self.names.len() as u32;
+                    self.names.push(s.to_owned());
+                    self.ids.insert(s.to_owned(), id);
+                    id
+                }
+            };
+            self.values.push(id);
+        }
+    }
+
+    /// Closes the row being built (an empty row if nothing was added).
+    pub fn end_row(&mut self) {
+        self.offsets.push(self.values.len());
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `row`'s strings, in order.
+    pub fn row(&self, row: usize) -> impl Iterator<Item = &str> + '_ {
+        self.values[self.offsets[row]..self.offsets[row + 1]]
+            .iter()
+            .map(|&id| self.names[id as usize].as_str())
+    }
 }

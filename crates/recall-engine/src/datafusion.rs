@@ -121,7 +121,7 @@ pub fn encode(
         grow_from,
     };
     let engine = Session::open(&interactions, options, config.before)?;
-    engine.runtime.block_on(async {
+    let (grouped, users, items, source) = engine.runtime.block_on(async {
         let UserScan {
             order,
             rows,
@@ -148,12 +148,17 @@ pub fn encode(
             time_split: None,
             cold_items,
         };
-        let run = engine.run_report(grouped.items.len() as u64);
-        Ok((
-            encode_grouped(grouped, users, items, source, &sides, config)?,
-            run,
-        ))
-    })
+        Ok::<_, Error>((grouped, users, items, source))
+    })?;
+    let run = engine.run_report(grouped.items.len() as u64);
+    // The engine goes before the rest of encode runs in memory: its runtime's worker threads
+    // exit, and with them what the allocator kept for them (at 100 M rows, GBs of the sort's
+    // buffers stayed resident while the sequences were built beside them).
+    drop(engine);
+    Ok((
+        encode_grouped(grouped, users, items, source, &sides, config)?,
+        run,
+    ))
 }
 
 /// The user and item vocabularies encode fits on `interactions` (ingest's

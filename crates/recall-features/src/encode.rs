@@ -14,7 +14,7 @@ use arrow_array::{Array, ArrayRef, Float32Array, Int32Array, Int64Array, RecordB
 use arrow_schema::DataType;
 use recall_core::columns::{self as col, OOV_INDEX};
 use recall_core::encoded::{Sequences, SplitRows};
-use recall_core::{Error, RawIds, Result, Table, ingested};
+use recall_core::{Error, RawIds, Result, StringBags, Table, ingested};
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::Buckets;
@@ -377,12 +377,12 @@ enum Categorical {
 
 fn categorical(table: &Table, column: &str, first_of_list: bool) -> Result<Categorical> {
     if first_of_list {
-        return Ok(Categorical::Str(
-            bag(table, column)?
-                .into_iter()
-                .map(|values| values.into_iter().next())
-                .collect(),
-        ));
+        return Ok(Categorical::Str({
+            let bags = bag(table, column)?;
+            (0..bags.len())
+                .map(|r| bags.row(r).next().map(str::to_owned))
+                .collect()
+        }));
     }
     match table.column(column)?.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(Categorical::Str(
@@ -396,22 +396,51 @@ fn categorical(table: &Table, column: &str, first_of_list: bool) -> Result<Categ
     }
 }
 
-fn bag(table: &Table, column: &str) -> Result<Vec<Vec<String>>> {
+fn bag(table: &Table, column: &str) -> Result<StringBags> {
     match table.column(column)?.data_type() {
         DataType::List(_) => table.string_lists(column),
-        _ => Ok(table
-            .nullable_strings(column)?
-            .iter()
-            .map(|s| {
-                s.map(|s| {
-                    s.split('|')
-                        .filter(|g| !g.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-            })
-            .collect()),
+        _ => {
+            let mut bags = StringBags::default();
+            for s in table.nullable_strings(column)?.iter() {
+                bags.extend_row(
+                    s.into_iter()
+                        .flat_map(|s| s.split('|'))
+                        .filter(|g| !g.is_empty()),
+                );
+                bags.end_row();
+            }
+            Ok(bags)
+        }
+    }
+}
+
+/// The side table's row of each known entity (its first, where the id repeats), `None` where
+/// the table lacks it. Ids compare as `Vocabulary::encode` compares them against the side
+/// table's ids: the same type by value, integer entities against string side ids as text, and
+/// string entities never equal to integer side ids. Memory: one lookup of the side table's
+/// ids against the vocabulary's own index, no second index (10 M items).
+fn side_rows(side_ids: &RawIds, vocab: &Vocabulary, known: &RawIds) -> Vec<Option<usize>> {
+    match (side_ids, known) {
+        (RawIds::Str(side), RawIds::Int(known)) => {
+            let mut first: HashMap<&str, usize> = HashMap::with_capacity(side.len());
+            for r in 0..side.len() {
+                first.entry(side.value(r)).or_insert(r);
+            }
+            known
+                .iter()
+                .map(|x| first.get(x.to_string().as_str()).copied())
+                .collect()
+        }
+        (RawIds::Int(_), RawIds::Str(_)) => vec![None; known.len()],
+        _ => {
+            let mut rows = vec![None; known.len()];
+            for (r, idx) in vocab.encode(side_ids).into_iter().enumerate() {
+                if idx != OOV_INDEX {
+                    rows[(idx - col::FIRST_KNOWN_INDEX) as usize].get_or_insert(r);
+                }
+            }
+            rows
+        }
     }
 }
 
@@ -453,22 +482,7 @@ fn encode_side(
         return Ok((to_batch(columns)?, described));
     };
     table.require_rows()?;
-    // Row of each known entity in the side table (None when absent).
-    let side_ids = table.ids(id_column)?;
-    let side_index = Vocabulary::fit(&side_ids, 0..side_ids.len(), 1);
-    let mut row_of_index: HashMap<i32, usize> = HashMap::new();
-    for (row, idx) in side_index.encode(&side_ids).into_iter().enumerate() {
-        row_of_index.entry(idx).or_insert(row);
-    }
-    let rows: Vec<Option<usize>> = side_index
-        .encode(&known)
-        .into_iter()
-        .map(|i| {
-            (i != OOV_INDEX)
-                .then(|| row_of_index.get(&i).copied())
-                .flatten()
-        })
-        .collect();
+    let rows = side_rows(&table.ids(id_column)?, vocab, &known);
 
     for spec in specs {
         let name = spec.feature_name().to_owned();
@@ -558,15 +572,13 @@ fn encode_side(
             FeatureKind::Bag => {
                 let values = bag(table, column)?;
                 let fresh = Vocabulary::Str(VocabOf::fit(
-                    rows.iter()
-                        .flatten()
-                        .flat_map(|&r| values[r].iter().map(String::as_str)),
+                    rows.iter().flatten().flat_map(|&r| values.row(r)),
                     spec.min_count,
                 ));
                 let v = grow(fresh)?;
                 let mut builder = ListBuilder::new(Int32Builder::new());
                 for r in &rows {
-                    for g in r.map(|r| values[r].as_slice()).unwrap_or_default() {
+                    for g in r.iter().flat_map(|&r| values.row(r)) {
                         builder.values().append_value(v.index_of_str(g));
                     }
                     builder.append(true);
@@ -892,6 +904,7 @@ pub fn encode_grouped(
             "must be at least 1 (leave the key out for no cap)",
         ));
     }
+    tracing::debug!(rows = items_enc.len(), "grouped; splitting");
     let mut splits = split::build_split(
         &users_of_group,
         &starts,
@@ -937,6 +950,7 @@ pub fn encode_grouped(
         has_timestamps.then_some(seq_times),
     )?;
 
+    tracing::debug!(positions = sequences.total_len(), "sequences built");
     // Example age: days from the example's time to the end of the training window; 0 for the
     // validation and test rows, which stand for "now" at serving time.
     let seqs = &sequences;
@@ -947,17 +961,16 @@ pub fn encode_grouped(
     let (age_buckets, age_feature, serving_age_bucket) =
         match (config.example_age.enabled, train_window_end) {
             (true, Some(end)) => {
-                // Ages are bucketed as Float32, as version 1 wrote them; NaN stands for a row
-                // without a timestamp (4 bytes a row: there is one per training example).
-                let train_ages: Vec<f32> = (0..splits.train.len())
-                    .map(|r| {
-                        sequences
-                            .timestamp(splits.train.user[r], splits.train.position[r])
-                            .map_or(f32::NAN, |t| {
-                                ((end - t) as f64 / SECONDS_PER_DAY).max(0.0) as f32
-                            })
-                    })
-                    .collect();
+                // Ages are bucketed as Float32, as version 1 wrote them. Computed where needed
+                // rather than kept: one per training example (at 100 M rows the quantiles'
+                // own copy is the peak of encode).
+                let train = &mut splits.train;
+                let (users, positions) = (&train.user, &train.position);
+                let age = |r: usize| {
+                    sequences
+                        .timestamp(users[r], positions[r])
+                        .map(|t| f64::from(((end - t) as f64 / SECONDS_PER_DAY).max(0.0) as f32))
+                };
                 let key = "encode.example_age";
                 let kept = grown
                     .and_then(|e| e.manifest.example_age.as_ref())
@@ -965,16 +978,16 @@ pub fn encode_grouped(
                 let buckets = match kept.as_ref().or(config.example_age.boundaries.as_ref()) {
                     Some(b) => Buckets::fixed(b.clone(), key)?,
                     None => Buckets::quantiles(
-                        train_ages.iter().map(|&a| f64::from(a)),
+                        (0..users.len()).filter_map(age),
                         config.example_age.buckets,
                         key,
                     )?,
                 };
-                for (r, &age) in train_ages.iter().enumerate() {
-                    splits.train.age_bucket[r] =
-                        buckets.bucket((!age.is_nan()).then(|| f64::from(age))) as u32;
+                for (r, slot) in train.age_bucket.iter_mut().enumerate() {
+                    *slot = buckets.bucket(age(r)) as u32;
                 }
-                train_rows_without_timestamp = train_ages.iter().filter(|a| a.is_nan()).count();
+                // Bucket 0 is "no timestamp": an age is a finite number of days.
+                train_rows_without_timestamp = train.age_bucket.iter().filter(|&&b| b == 0).count();
                 let serving = buckets.bucket(Some(0.0)) as u32;
                 splits.valid.age_bucket.fill(serving);
                 splits.test.age_bucket.fill(serving);
@@ -1006,6 +1019,7 @@ pub fn encode_grouped(
             }
         };
 
+    tracing::debug!("example age bucketed");
     let mut feature_vocabs = Vec::new();
     let (user_table, user_features) = encode_side(
         sides.users,
@@ -1133,5 +1147,55 @@ impl Encoded {
         }
         written.push(self.manifest.write(dir)?);
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each known entity finds its first row in the side table, by the rules
+    /// `Vocabulary::encode` compares ids with.
+    #[test]
+    fn side_rows_find_each_entitys_first_row() {
+        let vocab = Vocabulary::fit(&RawIds::Int(vec![7, 7, 3, 5]), 0..4, 1);
+        let known = vocab.raw_ids();
+        assert!(matches!(&known, RawIds::Int(v) if v == &[7, 3, 5]));
+        // Integer side ids: 3 twice (the first row counts), 5 absent, 9 unknown.
+        let side = RawIds::Int(vec![9, 3, 7, 3]);
+        assert_eq!(
+            side_rows(&side, &vocab, &known),
+            vec![Some(2), Some(1), None]
+        );
+        // String side ids against integer entities: compared as text.
+        let side = RawIds::Str(arrow_array::StringArray::from(vec!["5", "07", "7"]));
+        assert_eq!(
+            side_rows(&side, &vocab, &known),
+            vec![Some(2), None, Some(0)]
+        );
+        // Integer side ids never equal string entities.
+        let vocab = Vocabulary::fit(&RawIds::Str(vec!["7"].into()), 0..1, 1);
+        let known = vocab.raw_ids();
+        assert_eq!(side_rows(&RawIds::Int(vec![7]), &vocab, &known), vec![None]);
+    }
+
+    /// Bags from `|`-separated strings: empty parts and nulls give empty rows, each distinct
+    /// string is stored once.
+    #[test]
+    fn bags_from_separated_strings() {
+        let batch = recall_core::table::batch(vec![(
+            "genres",
+            Arc::new(arrow_array::StringArray::from(vec![
+                Some("A|B"),
+                None,
+                Some("B||C"),
+            ])) as ArrayRef,
+            true,
+        )])
+        .unwrap();
+        let table = Table::from_batch("items", batch);
+        let bags = bag(&table, "genres").unwrap();
+        let rows: Vec<Vec<&str>> = (0..bags.len()).map(|r| bags.row(r).collect()).collect();
+        assert_eq!(rows, vec![vec!["A", "B"], vec![], vec!["B", "C"]]);
     }
 }

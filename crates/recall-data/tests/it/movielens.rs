@@ -31,7 +31,11 @@ fn shared_ml_1m_parquet_loads_through_the_generic_path_with_dat_side_tables() {
     let items = Table::from_batch("movies.dat", d.items.clone().unwrap());
     assert_eq!(items.num_rows(), 3_883);
     assert_eq!(
-        items.string_lists("genres").unwrap()[0],
+        items
+            .string_lists("genres")
+            .unwrap()
+            .row(0)
+            .collect::<Vec<_>>(),
         vec!["Animation", "Children's", "Comedy"]
     );
     // movies.dat is latin-1: row 73 is "Misérables, Les (1995)".
@@ -87,7 +91,11 @@ fn ml_100k_release_reads_with_latin1_titles_and_genre_flags() {
         "Misérables, Les (1995)"
     );
     assert_eq!(
-        items.string_lists("genres").unwrap()[0],
+        items
+            .string_lists("genres")
+            .unwrap()
+            .row(0)
+            .collect::<Vec<_>>(),
         vec!["Animation", "Children's", "Comedy"]
     );
     let users = Table::from_batch("u.user", d.users.clone().unwrap());
