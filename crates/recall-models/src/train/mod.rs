@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use recall_core::encoded::SplitRows;
 use recall_sampling::exclude::excluded_mass;
 use recall_sampling::inbatch::{Slots, StreamingFrequency};
 use serde::Serialize;
@@ -124,6 +125,27 @@ pub fn train_observed(
     pool.install(|| train_in_pool(model, data, config, seed, hard, progress))
 }
 
+/// The validation rows each epoch ranks: all of them, or `sample` of them drawn once with a
+/// generator of their own (the training generator's draws, and so the batches, are the same
+/// with or without a sample), in file order.
+fn validation_rows(
+    valid: &SplitRows,
+    sample: Option<usize>,
+    seed: u64,
+) -> std::borrow::Cow<'_, SplitRows> {
+    match sample {
+        Some(n) if n < valid.len() => {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(recall_core::mix::mix64(
+                seed ^ recall_core::mix::GOLDEN_GAMMA,
+            ));
+            let mut rows = rand::seq::index::sample(&mut rng, valid.len(), n).into_vec();
+            rows.sort_unstable();
+            std::borrow::Cow::Owned(valid.select(&rows))
+        }
+        _ => std::borrow::Cow::Borrowed(valid),
+    }
+}
+
 fn train_in_pool(
     model: &mut TwoTower,
     data: &EncodedData,
@@ -145,6 +167,7 @@ fn train_in_pool(
         )
         .into());
     }
+    let valid = validation_rows(&data.valid, config.validate_users, seed);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let sampler = sampler(config, data)?;
     let mut adam = AdamSettings::new(config.lr, config.weight_decay);
@@ -292,13 +315,13 @@ fn train_in_pool(
         })?;
         let seconds = start.elapsed().as_secs_f64();
         train_seconds += seconds;
-        let valid_hit_rate = if data.valid.is_empty() {
+        let valid_hit_rate = if valid.is_empty() {
             None
         } else {
             let filter = config
                 .seen_filter
                 .with_recent_window(model.history_len(data));
-            Some(model.hit_rate(data, &data.valid, config.validate_k, filter)?)
+            Some(model.hit_rate(data, &valid, config.validate_k, filter)?)
         };
         let log = EpochLog {
             epoch,
@@ -336,4 +359,26 @@ fn train_in_pool(
         train_seconds,
         examples_per_second: trained_examples as f64 / train_seconds.max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sample is that many distinct rows in file order, the same for a seed, other rows for
+    /// another seed; no sample (or one as large as the split) is the split itself.
+    #[test]
+    fn validation_sample_is_seeded_distinct_and_ordered() {
+        let mut valid = SplitRows::default();
+        for u in 0..1_000 {
+            valid.push(u + 2, 3, 0);
+        }
+        let a = validation_rows(&valid, Some(100), 7);
+        assert_eq!(a.len(), 100);
+        assert!(a.user.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(a, validation_rows(&valid, Some(100), 7));
+        assert_ne!(a, validation_rows(&valid, Some(100), 8));
+        assert_eq!(*validation_rows(&valid, None, 7), valid);
+        assert_eq!(*validation_rows(&valid, Some(1_000), 7), valid);
+    }
 }
