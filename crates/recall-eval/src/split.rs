@@ -146,6 +146,19 @@ impl EvalSplit {
         self.user_idx.len()
     }
 
+    /// The split's rows `rows` (indices into it), in that order (the sequences move along).
+    pub fn select(self, rows: &[usize]) -> EvalSplit {
+        let truth: Vec<Vec<u32>> = rows.iter().map(|&r| self.truth.get(r).to_vec()).collect();
+        EvalSplit {
+            user_idx: rows.iter().map(|&r| self.user_idx[r]).collect(),
+            truth: Lists::from_rows(&truth),
+            rows: self.rows.select(rows),
+            popularity: self.popularity,
+            history_len: self.history_len,
+            sequences: self.sequences,
+        }
+    }
+
     /// Whether each query row's target is at or above `first_cold` (a cold item: indexed
     /// from the item side table, never a training interaction; `encode.cold_items`).
     pub fn cold_targets(&self, first_cold: u32) -> Vec<bool> {
@@ -185,6 +198,20 @@ pub fn seen_before_targets(sequences: &Sequences, rows: &SplitRows, newest: usiz
         })
         .collect();
     Lists::from_rows(&seen)
+}
+
+/// `n` of a split's `len` rows, in file order, drawn by a generator of fixed seed: every
+/// model, seed and run on the same encoding evaluates the same users, so per-user results stay
+/// paired across runs (the ablation's paired intervals). All rows when `n >= len`.
+pub fn sample_rows(len: usize, n: usize) -> Vec<usize> {
+    use rand::SeedableRng;
+    if n >= len {
+        return (0..len).collect();
+    }
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0x5eed_u64 ^ len as u64);
+    let mut rows = rand::seq::index::sample(&mut rng, len, n).into_vec();
+    rows.sort_unstable();
+    rows
 }
 
 #[cfg(test)]

@@ -748,6 +748,50 @@ mod tests {
         }
     }
 
+    /// `evaluate.users` ranks a fixed sample: those users' per-user results are the full
+    /// evaluation's for the same users, and the report says it is a sample.
+    #[test]
+    fn a_user_sample_scores_its_users_as_the_full_evaluation_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |users: &str| {
+            format!(
+                "name = \"s\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\n\
+                 [evaluate]\nks = [10, 50]\nbootstrap = 20\nindex = false\n{users}\n\
+                 [export]\ntop_k = 10\nbuild_index = false\n\
+                 [[models]]\nname = \"ytdnn\"\nmodel = {{ kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }}\n\
+                 train = {{ epochs = 1, batch_size = 64 }}\n"
+            )
+        };
+        let per_user = |run: &str| {
+            let path = dir
+                .path()
+                .join(run)
+                .join("s/evaluate/ytdnn/per_user_test_none.parquet");
+            recall_core::Table::read(&path)
+                .unwrap()
+                .nullable_floats("hit_rate@50")
+                .unwrap()
+        };
+        for (run, users) in [("full", ""), ("sample", "users = 40")] {
+            let config = crate::config::parse(&text(users), Path::new("s.toml")).unwrap();
+            execute(&config, &dir.path().join(run).join("s"), None, false, false).unwrap();
+        }
+        let (full, sample) = (per_user("full"), per_user("sample"));
+        assert_eq!(sample.len(), 40);
+        let rows = recall_eval::split::sample_rows(full.len(), 40);
+        let picked: Vec<_> = rows.iter().map(|&r| full[r]).collect();
+        assert_eq!(sample, picked);
+        let results =
+            crate::stages::evaluate::EvaluateReport::read(&dir.path().join("sample/s/evaluate"))
+                .unwrap();
+        assert_eq!(
+            (results.test_users, results.test_users_sampled_from),
+            (40, Some(full.len()))
+        );
+        let report = std::fs::read_to_string(dir.path().join("sample/s/report/report.md")).unwrap();
+        assert!(report.contains("a fixed sample of 150"), "{report}");
+    }
+
     /// A time split with cold items: the report has the cold-item section, its cold and warm
     /// users add up to the test users, and DSSM's validation targets are ranked as if cold.
     #[test]

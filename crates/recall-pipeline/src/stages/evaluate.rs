@@ -196,6 +196,10 @@ pub struct EvaluateReport {
     /// Seconds of each model's embedding and ranking (`<model>_<split>_embed`, `_exact`, ...).
     pub evaluation_seconds: BTreeMap<String, f64>,
     pub test_users: usize,
+    /// With `evaluate.users`: the test rows the sample was drawn from (each split is sampled
+    /// alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_users_sampled_from: Option<usize>,
     /// With `evaluate.validation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_users: Option<usize>,
@@ -296,12 +300,23 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         results: Vec::new(),
         evaluation_seconds: BTreeMap::new(),
         test_users: 0,
+        test_users_sampled_from: None,
         valid_users: None,
         rankable_items: 0,
     };
     for (split_name, file) in splits {
         let split = EvalSplit::read(encode_dir, file)
             .with_context(|| format!("reading the {split_name} split"))?;
+        let split_rows = split.rows();
+        // With `evaluate.users`, the sampled rows of the split (the models' query rows too).
+        let sample = config
+            .users
+            .filter(|&n| n < split_rows)
+            .map(|n| recall_eval::split::sample_rows(split_rows, n));
+        let split = match &sample {
+            Some(rows) => split.select(rows),
+            None => split,
+        };
         let k = config.ks.iter().copied().max().unwrap_or(50);
         let n_items = split.popularity.len();
         let rankable = n_items.saturating_sub(FIRST_ITEM as usize);
@@ -332,11 +347,13 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         let data = data.as_ref();
         for (entry, model, items, from_features) in &loaded {
             let data = data.context("encoded data")?;
-            let query_rows = if split_name == TEST.0 {
+            let all_rows = if split_name == TEST.0 {
                 &data.test
             } else {
                 &data.valid
             };
+            let sampled_rows = sample.as_ref().map(|rows| all_rows.select(rows));
+            let query_rows = sampled_rows.as_ref().unwrap_or(all_rows);
             let start = std::time::Instant::now();
             let users = model.embed_split(data, query_rows)?;
             let embed_seconds = start.elapsed().as_secs_f64();
@@ -395,6 +412,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         }
         if split_name == TEST.0 {
             report.test_users = split.rows();
+            report.test_users_sampled_from = sample.is_some().then_some(split_rows);
         } else {
             report.valid_users = Some(split.rows());
         }

@@ -299,6 +299,7 @@ mod tests {
             results: Vec::new(),
             evaluation_seconds: Default::default(),
             test_users: 5,
+            test_users_sampled_from: None,
             valid_users: None,
             rankable_items: 10,
         };

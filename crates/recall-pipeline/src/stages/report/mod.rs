@@ -72,7 +72,8 @@ pub fn run(
             "items": count(|i| i.stats.items), "interactions": count(|i| i.stats.interactions) },
         "protocol": { "split": "leave-last-out per user by seq; last item is the test target",
             "ranking": "exact over every item in the training vocabulary", "train_examples": train_examples,
-            "test_users": results.test_users, "valid_users": results.valid_users,
+            "test_users": results.test_users, "test_users_sampled_from": results.test_users_sampled_from,
+            "valid_users": results.valid_users,
             "rankable_items": results.rankable_items, "seen_filter": SEEN_FILTER_VIEWS,
             "before": config.encode.before },
         "results": results.results,
@@ -90,12 +91,17 @@ pub fn run(
     let _ = writeln!(md, "# Recall report: `{}`\n", config.name);
     let _ = writeln!(
         md,
-        "Dataset `{dataset_name}`: {} users, {} items, {} interactions; {} training examples, {} test users.\n",
+        "Dataset `{dataset_name}`: {} users, {} items, {} interactions; {} training examples, {} test users{}.\n",
         shown(count(|i| i.stats.users)),
         shown(count(|i| i.stats.items)),
         shown(count(|i| i.stats.interactions)),
         shown(train_examples),
-        results.test_users
+        results.test_users,
+        results
+            .test_users_sampled_from
+            .map_or_else(String::new, |n| format!(
+                " (a fixed sample of {n}: `evaluate.users`)"
+            ))
     );
     let _ = writeln!(
         md,
