@@ -92,10 +92,7 @@ impl Interactions {
     pub fn from_events(origin: &Path, events: Events) -> Result<(Interactions, IngestStats)> {
         let n = events.user_id.len();
         if n == 0 {
-            return Err(Error::EmptyTable {
-                path: origin.to_owned(),
-                detail: String::from(": there are no interactions to read"),
-            });
+            return Err(Interactions::none_in(origin));
         }
         let (user_rank, users) = ranks(&events.user_id);
         let (item_rank, items) = ranks(&events.item_id);
@@ -156,6 +153,14 @@ impl Interactions {
             seq,
         };
         Ok((interactions, stats))
+    }
+
+    /// The error for a source with no interactions, `origin` naming it.
+    pub fn none_in(origin: &Path) -> Error {
+        Error::EmptyTable {
+            path: origin.to_owned(),
+            detail: String::from(": there are no interactions to read"),
+        }
     }
 
     /// No rows, integer ids: the start of a chunk built with [`Interactions::push_user`].

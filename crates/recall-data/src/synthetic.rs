@@ -524,6 +524,8 @@ impl Profiles {
 
 /// The dataset's name in its files.
 pub const NAME: &str = "synthetic";
+/// What errors name as the source.
+const ORIGIN: &str = "synthetic generator";
 
 /// Generates the dataset described by `config` in memory.
 pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
@@ -542,7 +544,7 @@ pub fn generate(config: &SyntheticConfig) -> Result<Dataset> {
         ratings.extend_from_slice(&rows.ratings);
         times.extend_from_slice(&rows.times);
     }
-    let origin = std::path::Path::new("synthetic generator");
+    let origin = Path::new(ORIGIN);
     let events = Events {
         user_id: RawIds::Int(users),
         item_id: RawIds::Int(items),
@@ -580,26 +582,20 @@ pub fn write(config: &SyntheticConfig, dir: &Path) -> Result<(Vec<PathBuf>, Inge
             world.draw_user(user, &mut rows);
             profiles.push(&rows);
             let n = rows.items.len();
-            if n > 0 {
-                stats.users += 1;
-            }
+            stats.interactions += n;
+            stats.users += usize::from(n > 0);
             stats.users_with_one_interaction += usize::from(n == 1);
             for &item in &rows.items {
                 used[item as usize - 1] = true;
             }
             chunk.push_user(user as i64 + 1, &rows.items, &rows.ratings, &rows.times);
             if chunk.len() >= ROW_GROUP_ROWS {
-                stats.interactions += chunk.len();
                 sink.write(&chunk.to_batch()?)?;
                 chunk = Interactions::empty();
             }
         }
-        stats.interactions += chunk.len();
         if stats.interactions == 0 {
-            return Err(Error::EmptyTable {
-                path: PathBuf::from("synthetic generator"),
-                detail: String::from(": there are no interactions to read"),
-            });
+            return Err(Interactions::none_in(Path::new(ORIGIN)));
         }
         sink.write(&chunk.to_batch()?)
     })?;

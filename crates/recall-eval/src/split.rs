@@ -200,18 +200,24 @@ pub fn seen_before_targets(sequences: &Sequences, rows: &SplitRows, newest: usiz
     Lists::from_rows(&seen)
 }
 
-/// `n` of a split's `len` rows, in file order, drawn by a generator of fixed seed: every
-/// model, seed and run on the same encoding evaluates the same users, so per-user results stay
-/// paired across runs (the ablation's paired intervals). All rows when `n >= len`.
-pub fn sample_rows(len: usize, n: usize) -> Vec<usize> {
+/// `n` of a split's `len` rows, in file order, drawn by a generator seeded with `seed`; all
+/// rows when `n >= len`.
+pub fn sample_rows(len: usize, n: usize, seed: u64) -> Vec<usize> {
     use rand::SeedableRng;
     if n >= len {
         return (0..len).collect();
     }
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0x5eed_u64 ^ len as u64);
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut rows = rand::seq::index::sample(&mut rng, len, n).into_vec();
     rows.sort_unstable();
     rows
+}
+
+/// [`sample_rows`] with a seed fixed by the split's size alone: every model, seed and run on
+/// the same encoding evaluates the same users, so per-user results stay paired across runs
+/// (the ablation's paired intervals).
+pub fn fixed_sample_rows(len: usize, n: usize) -> Vec<usize> {
+    sample_rows(len, n, 0x5eed_u64 ^ len as u64)
 }
 
 #[cfg(test)]

@@ -419,21 +419,22 @@ fn bag(table: &Table, column: &str) -> Result<StringBags> {
 /// table's ids: the same type by value, integer entities against string side ids as text, and
 /// string entities never equal to integer side ids. Memory: one lookup of the side table's
 /// ids against the vocabulary's own index, no second index (10 M items).
-fn side_rows(side_ids: &RawIds, vocab: &Vocabulary, known: &RawIds) -> Vec<Option<usize>> {
-    match (side_ids, known) {
-        (RawIds::Str(side), RawIds::Int(known)) => {
+fn side_rows(side_ids: &RawIds, vocab: &Vocabulary) -> Vec<Option<usize>> {
+    match (side_ids, vocab) {
+        (RawIds::Str(side), Vocabulary::Int(known)) => {
             let mut first: HashMap<&str, usize> = HashMap::with_capacity(side.len());
             for r in 0..side.len() {
                 first.entry(side.value(r)).or_insert(r);
             }
             known
+                .known()
                 .iter()
                 .map(|x| first.get(x.to_string().as_str()).copied())
                 .collect()
         }
-        (RawIds::Int(_), RawIds::Str(_)) => vec![None; known.len()],
+        (RawIds::Int(_), Vocabulary::Str(_)) => vec![None; vocab.known_len()],
         _ => {
-            let mut rows = vec![None; known.len()];
+            let mut rows = vec![None; vocab.known_len()];
             for (r, idx) in vocab.encode(side_ids).into_iter().enumerate() {
                 if idx != OOV_INDEX {
                     rows[(idx - col::FIRST_KNOWN_INDEX) as usize].get_or_insert(r);
@@ -482,7 +483,7 @@ fn encode_side(
         return Ok((to_batch(columns)?, described));
     };
     table.require_rows()?;
-    let rows = side_rows(&table.ids(id_column)?, vocab, &known);
+    let rows = side_rows(&table.ids(id_column)?, vocab);
 
     for spec in specs {
         let name = spec.feature_name().to_owned();
@@ -1159,24 +1160,16 @@ mod tests {
     #[test]
     fn side_rows_find_each_entitys_first_row() {
         let vocab = Vocabulary::fit(&RawIds::Int(vec![7, 7, 3, 5]), 0..4, 1);
-        let known = vocab.raw_ids();
-        assert!(matches!(&known, RawIds::Int(v) if v == &[7, 3, 5]));
+        assert!(matches!(vocab.raw_ids(), RawIds::Int(v) if v == [7, 3, 5]));
         // Integer side ids: 3 twice (the first row counts), 5 absent, 9 unknown.
         let side = RawIds::Int(vec![9, 3, 7, 3]);
-        assert_eq!(
-            side_rows(&side, &vocab, &known),
-            vec![Some(2), Some(1), None]
-        );
+        assert_eq!(side_rows(&side, &vocab), vec![Some(2), Some(1), None]);
         // String side ids against integer entities: compared as text.
         let side = RawIds::Str(arrow_array::StringArray::from(vec!["5", "07", "7"]));
-        assert_eq!(
-            side_rows(&side, &vocab, &known),
-            vec![Some(2), None, Some(0)]
-        );
+        assert_eq!(side_rows(&side, &vocab), vec![Some(2), None, Some(0)]);
         // Integer side ids never equal string entities.
         let vocab = Vocabulary::fit(&RawIds::Str(vec!["7"].into()), 0..1, 1);
-        let known = vocab.raw_ids();
-        assert_eq!(side_rows(&RawIds::Int(vec![7]), &vocab, &known), vec![None]);
+        assert_eq!(side_rows(&RawIds::Int(vec![7]), &vocab), vec![None]);
     }
 
     /// Bags from `|`-separated strings: empty parts and nulls give empty rows, each distinct

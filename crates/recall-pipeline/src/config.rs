@@ -102,7 +102,7 @@ pub struct EvaluateConfig {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub validation: bool,
     /// Rank a sample of this many rows of each split, the same rows for every model, view,
-    /// seed and run on the encoding (`recall_eval::split::sample_rows`): exact evaluation of a
+    /// seed and run on the encoding (`recall_eval::split::fixed_sample_rows`): exact evaluation of a
     /// million users against ten million items takes hours on two cores, of 10,000 minutes.
     /// Default every row.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -778,7 +778,7 @@ mod tests {
         }
         let (full, sample) = (per_user("full"), per_user("sample"));
         assert_eq!(sample.len(), 40);
-        let rows = recall_eval::split::sample_rows(full.len(), 40);
+        let rows = recall_eval::split::fixed_sample_rows(full.len(), 40);
         let picked: Vec<_> = rows.iter().map(|&r| full[r]).collect();
         assert_eq!(sample, picked);
         let results =

@@ -135,11 +135,8 @@ fn validation_rows(
 ) -> std::borrow::Cow<'_, SplitRows> {
     match sample {
         Some(n) if n < valid.len() => {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(recall_core::mix::mix64(
-                seed ^ recall_core::mix::GOLDEN_GAMMA,
-            ));
-            let mut rows = rand::seq::index::sample(&mut rng, valid.len(), n).into_vec();
-            rows.sort_unstable();
+            let own_seed = recall_core::mix::mix64(seed ^ recall_core::mix::GOLDEN_GAMMA);
+            let rows = recall_eval::split::sample_rows(valid.len(), n, own_seed);
             std::borrow::Cow::Owned(valid.select(&rows))
         }
         _ => std::borrow::Cow::Borrowed(valid),

@@ -312,7 +312,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         let sample = config
             .users
             .filter(|&n| n < split_rows)
-            .map(|n| recall_eval::split::sample_rows(split_rows, n));
+            .map(|n| recall_eval::split::fixed_sample_rows(split_rows, n));
         let split = match &sample {
             Some(rows) => split.select(rows),
             None => split,
@@ -345,15 +345,20 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
             rows.push(score("random", &random, &split, at(filter), config, seed)?.0);
         }
         let data = data.as_ref();
+        // The models' query rows: the split's, or the sample of them.
+        let all_rows = data.map(|d| {
+            if split_name == TEST.0 {
+                &d.test
+            } else {
+                &d.valid
+            }
+        });
+        let sampled_rows = all_rows
+            .zip(sample.as_ref())
+            .map(|(all, rows)| all.select(rows));
         for (entry, model, items, from_features) in &loaded {
             let data = data.context("encoded data")?;
-            let all_rows = if split_name == TEST.0 {
-                &data.test
-            } else {
-                &data.valid
-            };
-            let sampled_rows = sample.as_ref().map(|rows| all_rows.select(rows));
-            let query_rows = sampled_rows.as_ref().unwrap_or(all_rows);
+            let query_rows = sampled_rows.as_ref().or(all_rows).context("encoded data")?;
             let start = std::time::Instant::now();
             let users = model.embed_split(data, query_rows)?;
             let embed_seconds = start.elapsed().as_secs_f64();
