@@ -1,6 +1,7 @@
 //! Tidy checks run as ordinary tests: the dependency direction in `ARCHITECTURE.md` holds,
 //! no crate has an import circle between its modules, every crate has its doc header, and
-//! every number in README's "Measured" table is one that MEASUREMENTS.md records.
+//! every number in README's "Measured" table is one that MEASUREMENTS.md records, and
+//! ARCHITECTURE.md stays short.
 
 #[cfg(test)]
 mod tests {
@@ -140,6 +141,20 @@ mod tests {
             }
         }
         out
+    }
+
+    /// ARCHITECTURE.md stays a map a newcomer reads in one sitting: past this many lines it
+    /// has turned into a second MEASUREMENTS.md or a copy of the code's docs.
+    const ARCHITECTURE_MAX_LINES: usize = 250;
+
+    #[test]
+    fn architecture_stays_short() {
+        let text = std::fs::read_to_string(project_root().join("ARCHITECTURE.md")).unwrap();
+        let lines = text.lines().count();
+        assert!(
+            lines <= ARCHITECTURE_MAX_LINES,
+            "ARCHITECTURE.md has {lines} lines, more than {ARCHITECTURE_MAX_LINES}: move detail into the crates' docs or MEASUREMENTS.md"
+        );
     }
 
     /// A README claim traces to a run recorded in MEASUREMENTS.md: every number of the
