@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{Float32Array, Int32Array};
+use arrow_array::{Float32Array, Int32Array, RecordBatch};
 use recall_core::RawIds;
 use recall_eval::TopK;
 
@@ -30,7 +30,9 @@ pub enum CandidateSearch {
 }
 
 /// Writes `top` atomically. Row `u` of `top` belongs to `user_ids[u]`; an item index `i` in it
-/// is `item_ids[i - first_item]`. Returns the number of rows written.
+/// is `item_ids[i - first_item]`. Returns the number of rows written. The rows are built and
+/// written a few thousand users at a time: at a million users and K = 100 the whole table at
+/// once was 100 M rows of row numbers, ids and scores (several GB) beside the ranking itself.
 pub fn write(
     path: &Path,
     user_ids: &RawIds,
@@ -46,45 +48,69 @@ pub fn write(
             top.users()
         )));
     }
-    let (mut user_rows, mut item_rows, mut ranks, mut scores) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for u in 0..top.users() {
-        for (r, (&item, &score)) in top.list(u).iter().zip(top.scores(u)).enumerate() {
-            let row = (item as usize)
-                .checked_sub(first_item as usize)
-                .filter(|&row| row < item_ids.len())
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "candidates: item index {item} has no id ({} known items from index {first_item})",
-                        item_ids.len()
-                    ))
-                })?;
-            user_rows.push(u);
-            item_rows.push(row);
-            ranks.push(r as i32 + 1);
-            scores.push(score);
-        }
+    // Every item index has an id before anything is written.
+    let known = first_item as usize..first_item as usize + item_ids.len();
+    if let Some(&item) = (0..top.users())
+        .flat_map(|u| top.list(u))
+        .find(|&&item| !known.contains(&(item as usize)))
+    {
+        return Err(Error::Invalid(format!(
+            "candidates: item index {item} has no id ({} known items from index {first_item})",
+            item_ids.len()
+        )));
     }
-    let rows = ranks.len();
-    let batch = recall_core::table::batch(vec![
-        ("user_id", user_ids.take(&user_rows).to_array(), false),
-        ("rank", Arc::new(Int32Array::from(ranks)), false),
-        ("item_id", item_ids.take(&item_rows).to_array(), false),
-        ("score", Arc::new(Float32Array::from(scores)), false),
-    ])?;
     let search = match search {
         CandidateSearch::Exact => "exact",
         CandidateSearch::Index => "index",
     };
-    recall_core::write::write_parquet(
+    let users_per_batch = (recall_core::write::ROW_GROUP_ROWS / top.k.max(1)).max(1);
+    let schema = rows(user_ids, item_ids, first_item, top, 0..0)?.schema();
+    let mut written = 0;
+    recall_core::write::write_parquet_batches(
         path,
-        &batch,
+        schema,
         &[
             ("recall.k", top.k.to_string()),
             ("recall.search", search.to_owned()),
         ],
+        |sink| {
+            for first in (0..top.users()).step_by(users_per_batch) {
+                let end = (first + users_per_batch).min(top.users());
+                let batch = rows(user_ids, item_ids, first_item, top, first..end)?;
+                written += batch.num_rows();
+                sink.write(&batch)?;
+            }
+            Ok(())
+        },
     )?;
-    Ok(rows)
+    Ok(written)
+}
+
+/// The candidate rows of the users `users` (rows of `top`), in user then rank order; every
+/// item index has an id (checked by [`write`]).
+fn rows(
+    user_ids: &RawIds,
+    item_ids: &RawIds,
+    first_item: u32,
+    top: &TopK,
+    users: std::ops::Range<usize>,
+) -> recall_core::Result<RecordBatch> {
+    let (mut user_rows, mut item_rows, mut ranks, mut scores) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for u in users {
+        for (r, (&item, &score)) in top.list(u).iter().zip(top.scores(u)).enumerate() {
+            user_rows.push(u);
+            item_rows.push(item as usize - first_item as usize);
+            ranks.push(r as i32 + 1);
+            scores.push(score);
+        }
+    }
+    recall_core::table::batch(vec![
+        ("user_id", user_ids.take(&user_rows).to_array(), false),
+        ("rank", Arc::new(Int32Array::from(ranks)), false),
+        ("item_id", item_ids.take(&item_rows).to_array(), false),
+        ("score", Arc::new(Float32Array::from(scores)), false),
+    ])
 }
 
 #[cfg(test)]
@@ -112,5 +138,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("item index 9 has no id"), "{err}");
+    }
+
+    #[test]
+    fn many_users_are_written_in_batches_as_one_table() {
+        // 30,000 users x 3 candidates: two batches of users and two row groups.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.parquet");
+        let users = 30_000;
+        let lists = (0..users)
+            .map(|u| {
+                (0..3)
+                    .map(|r| (((u + r) % 5 + 2) as u32, 1.0 - r as f32 / 4.0))
+                    .collect()
+            })
+            .collect();
+        let top = TopK::from_ranked(3, 5, lists);
+        let user_ids = RawIds::Int((0..users as i64).map(|u| u * 10).collect());
+        let item_ids = RawIds::Int(vec![70, 71, 72, 73, 74]);
+        let rows = write(&path, &user_ids, &item_ids, 2, &top, CandidateSearch::Index).unwrap();
+        assert_eq!(rows, 3 * users);
+        let t = Table::read(&path).unwrap();
+        assert_eq!(t.metadata("recall.search"), Some("index"));
+        let (u, r, i) = (
+            t.ints("user_id").unwrap(),
+            t.ints("rank").unwrap(),
+            t.ints("item_id").unwrap(),
+        );
+        for row in [0usize, 1, 65_535, 65_536, 65_537, 3 * users - 1] {
+            let (user, rank) = (row / 3, row % 3);
+            assert_eq!(u[row], user as i64 * 10, "row {row}");
+            assert_eq!(r[row], rank as i64 + 1, "row {row}");
+            assert_eq!(i[row], 70 + ((user + rank) % 5) as i64, "row {row}");
+        }
     }
 }
