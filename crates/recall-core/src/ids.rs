@@ -64,16 +64,7 @@ impl RawIds {
                         RawIds::Int(_) => return Err(i),
                     }
                 }
-                let refs: Vec<&dyn Array> = arrays.iter().map(|a| a as &dyn Array).collect();
-                let joined = arrow_select::concat::concat(&refs)
-                    .expect("string arrays of one type concatenate");
-                Ok(RawIds::Str(
-                    joined
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .expect("the concatenation of string arrays is a string array")
-                        .clone(),
-                ))
+                Ok(RawIds::Str(arrays.iter().flat_map(|a| a.iter()).collect()))
             }
         }
     }

@@ -8,7 +8,9 @@
 //! (user's group, `seq`) joined with the final item vocabulary, which spills past
 //! `memory_limit` and is read as a stream, each user's sequence cut as it passes. What the
 //! stream yields (item indices and timestamps, 20 bytes a row) goes to `recall-features`'
-//! [`encode_grouped`], which writes the same files as the in-memory encode.
+//! [`encode_grouped`], which writes the same files as the in-memory encode. A time split
+//! (`encode.test_from`) is one more per-user aggregate (the first `seq` at or after the cut)
+//! that every plan's input view is filtered by.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
+use recall_core::encoded::TimeSplitStats;
 use recall_core::{Error, RawIds, Result, Table, columns as col, ingested};
 use recall_features::{
     EarlierEncoding, EncodeConfig, Encoded, GroupedInteractions, SideInputs, SourceCounts,
@@ -80,7 +83,8 @@ impl Options {
 /// Encodes ingest's outputs in `ingest_dir` on DataFusion: the same [`Encoded`] as
 /// `recall_features::encode` gives (checked row for row by `tests/`). `grow_from` is an
 /// earlier encoding to grow (a warm start). A refresh's cut (`encode.before`) filters every
-/// plan's input; a time split (`encode.test_from`) is not planned yet and is refused.
+/// plan's input; a time split (`encode.test_from`) cuts each user's rows after its first one
+/// at or after the cut, from per-user aggregates, as the in-memory `time_split` does.
 ///
 /// ```
 /// use recall_data::{IngestConfig, SyntheticConfig, ingest};
@@ -102,13 +106,6 @@ pub fn encode(
     grow_from: Option<&EarlierEncoding>,
     options: &Options,
 ) -> Result<(Encoded, EngineRun)> {
-    if config.test_from.is_some() {
-        return Err(Error::config(
-            "encode.test_from",
-            "a time split is not planned on the DataFusion engine yet: leave it out, or set \
-             `[data] engine = \"memory\"`",
-        ));
-    }
     let interactions = ingest_dir.join(ingested::INTERACTIONS);
     let side = |name: &str| -> Result<Option<Table>> {
         let path = ingest_dir.join(name);
@@ -120,13 +117,24 @@ pub fn encode(
         items: items_side.as_ref(),
         grow_from,
     };
-    let engine = Session::open(&interactions, options, config.before)?;
+    let cuts = Cuts {
+        before: config.before,
+        test_from: config.test_from,
+    };
+    let engine = Session::open(&interactions, options, cuts)?;
     let (grouped, users, items, source) = engine.runtime.block_on(async {
         let UserScan {
             order,
             rows,
             rows_after_cut,
         } = engine.first_appearance().await?;
+        let (order, has_test, time_split) = match config.test_from {
+            Some(cut) => {
+                let split = engine.time_split(&order, cut).await?;
+                (split.order, Some(split.has_test), Some(split.stats))
+            }
+            None => (order, None, None),
+        };
         let counted = engine
             .vocabularies(config.validation, config.item_min_count)
             .await?;
@@ -142,10 +150,17 @@ pub fn encode(
         )?;
         let mut grouped = engine.sorted_groups(&order, &items, rows).await?;
         grouped.users = users.encode(&order).iter().map(|&u| u as u32).collect();
+        let time_split = time_split.map(|mut stats| {
+            stats.rows_left_out = rows - grouped.items.len();
+            stats
+        });
+        if let Some(has_test) = has_test {
+            grouped.has_test = has_test;
+        }
         let source = SourceCounts {
-            interactions: grouped.items.len(),
+            interactions: rows,
             rows_after_cut,
-            time_split: None,
+            time_split,
             cold_items,
         };
         Ok::<_, Error>((grouped, users, items, source))
@@ -187,7 +202,7 @@ pub fn id_vocabularies(
     item_min_count: u64,
     options: &Options,
 ) -> Result<IdVocabularies> {
-    let engine = Session::open(interactions, options, None)?;
+    let engine = Session::open(interactions, options, Cuts::default())?;
     engine.runtime.block_on(async {
         // The seq check rides on the first-appearance scan (a repeated `seq` is refused by
         // the sort's stream in `encode`; here there is no sort, so check it on its own).
@@ -205,6 +220,43 @@ struct UserScan {
     rows_after_cut: usize,
 }
 
+/// The time cuts of `[encode]` every plan's input follows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cuts {
+    /// `encode.before`: only rows with a timestamp before it are encoded.
+    before: Option<i64>,
+    /// `encode.test_from`: each user's first row at or after it is the test target, the rows
+    /// after that left out.
+    test_from: Option<i64>,
+}
+
+impl Cuts {
+    /// The key a row without a timestamp is refused under (the in-memory path checks
+    /// `test_from` first).
+    fn timestamp_key(&self) -> Option<&'static str> {
+        if self.test_from.is_some() {
+            Some("encode.test_from")
+        } else if self.before.is_some() {
+            Some("encode.before")
+        } else {
+            None
+        }
+    }
+}
+
+/// What [`Session::time_split`] decided for the users of the first-appearance scan.
+struct TimeSplit {
+    /// The users kept, in first-appearance order: those with an interaction before the cut.
+    order: RawIds,
+    /// Whether each kept user has a test target (an interaction at or after the cut).
+    has_test: Vec<bool>,
+    /// The counts, `rows_left_out` still to be filled from the sort.
+    stats: TimeSplitStats,
+}
+
+/// Per-user flag column of the time split (none of ingest's columns is named so).
+const HAS_TEST: &str = "recall_has_test";
+
 /// A DataFusion session over one interactions file, and the spills its plans made.
 struct Session {
     runtime: tokio::runtime::Runtime,
@@ -213,15 +265,14 @@ struct Session {
     partitions: usize,
     memory_limit: Option<u64>,
     spills: std::sync::Mutex<(u64, u64)>,
-    /// `encode.before`: only rows with a timestamp before it are encoded.
-    before: Option<i64>,
+    cuts: Cuts,
     /// How ids are compared in joins (`CAST(user_id AS ...)`), set by the first scan.
     user_type: std::sync::OnceLock<&'static str>,
     item_type: std::sync::OnceLock<&'static str>,
 }
 
 impl Session {
-    fn open(interactions: &Path, options: &Options, before: Option<i64>) -> Result<Self> {
+    fn open(interactions: &Path, options: &Options, cuts: Cuts) -> Result<Self> {
         let partitions = options.partitions();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(partitions)
@@ -280,24 +331,45 @@ impl Session {
             .block_on(ctx.register_parquet("source", path, ParquetReadOptions::default()))
             .map_err(|e| engine_error(interactions, "reading", e))?;
         // Every plan reads `interactions`: the file, or its rows before `encode.before`'s cut
-        // (the first scan has checked that every row has a timestamp).
-        let view = match before {
-            Some(cut) => format!(
-                "CREATE VIEW interactions AS SELECT * FROM source WHERE {} < {cut}",
-                col::TIMESTAMP
-            ),
-            None => String::from("CREATE VIEW interactions AS SELECT * FROM source"),
+        // (the first scan has checked that every row has a timestamp), with a time split each
+        // user's rows up to its first one at or after `encode.test_from` (users with none
+        // before it left out), and whether the user has that test target.
+        let (user, seq, time) = (col::USER_ID, col::SEQ, col::TIMESTAMP);
+        let encoded_rows = match cuts.before {
+            Some(cut) => format!("SELECT * FROM source WHERE {time} < {cut}"),
+            None => String::from("SELECT * FROM source"),
         };
-        runtime
-            .block_on(ctx.sql(&view))
-            .map_err(|e| engine_error(interactions, "reading", e))?;
+        let views = match cuts.test_from {
+            None => vec![format!(
+                "CREATE VIEW interactions AS SELECT *, TRUE AS {HAS_TEST} FROM ({encoded_rows})"
+            )],
+            Some(cut) => vec![
+                format!("CREATE VIEW encoded_rows AS {encoded_rows}"),
+                // The per-user table on the join's left (build) side, as in every plan.
+                format!(
+                    "CREATE VIEW time_cuts AS SELECT {user} AS u, MIN({seq}) AS first, \
+                     MIN(CASE WHEN CAST({time} AS BIGINT) >= {cut} THEN {seq} END) AS cut_seq \
+                     FROM encoded_rows GROUP BY {user}"
+                ),
+                format!(
+                    "CREATE VIEW interactions AS SELECT i.*, c.cut_seq IS NOT NULL AS {HAS_TEST} \
+                     FROM time_cuts c JOIN encoded_rows i ON c.u = i.{user} \
+                     WHERE c.cut_seq IS NULL OR (c.cut_seq > c.first AND i.{seq} <= c.cut_seq)"
+                ),
+            ],
+        };
+        for view in &views {
+            runtime
+                .block_on(ctx.sql(view))
+                .map_err(|e| engine_error(interactions, "reading", e))?;
+        }
         Ok(Session {
             runtime,
             ctx,
             interactions: interactions.to_owned(),
             partitions,
             memory_limit: options.memory_limit,
-            before,
+            cuts,
             spills: std::sync::Mutex::new((0, 0)),
             user_type: std::sync::OnceLock::new(),
             item_type: std::sync::OnceLock::new(),
@@ -371,8 +443,8 @@ impl Session {
 
     /// Every user once, in order of first appearance in the file (the in-memory path's group
     /// order, which the split files follow), read in one partition so file order holds; checks
-    /// that ids are complete integers or strings and, under `encode.before`, that every row
-    /// has a timestamp, leaving out the rows at or after the cut (returns how many).
+    /// that ids are complete integers or strings and, under a time cut, that every row has a
+    /// timestamp, leaving out the rows at or after `encode.before` (returns how many).
     /// Memory: one entry per user.
     async fn first_appearance(&self) -> Result<UserScan> {
         let (user, item, timestamp) = (col::USER_ID, col::ITEM_ID, col::TIMESTAMP);
@@ -390,7 +462,7 @@ impl Session {
             .register_parquet("interactions", path.as_ref(), ParquetReadOptions::default())
             .await
             .map_err(|e| self.error("reading", e))?;
-        let time = if self.before.is_some() {
+        let time = if self.cuts.timestamp_key().is_some() {
             let schema = single
                 .table("interactions")
                 .await
@@ -419,8 +491,8 @@ impl Session {
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| self.error("the user scan", e))?;
             // Under a cut, only the rows before it count (and every row needs a time).
-            let kept: Option<Vec<bool>> = match self.before {
-                Some(cut) => {
+            let times = match self.cuts.timestamp_key() {
+                Some(_) => {
                     let times = batch
                         .column(2)
                         .as_any()
@@ -429,10 +501,15 @@ impl Session {
                     if let Some(r) = (0..times.len()).find(|&r| times.is_null(r)) {
                         return Err(self.no_timestamp(&format!("has none at row {}", row + r)));
                     }
-                    Some(times.values().iter().map(|&t| t < cut).collect())
+                    Some(times)
                 }
                 None => None,
             };
+            let kept: Option<Vec<bool>> = self
+                .cuts
+                .before
+                .zip(times)
+                .map(|(cut, times)| times.values().iter().map(|&t| t < cut).collect());
             let keep = |r: usize| kept.as_ref().is_none_or(|k| k[r]);
             after_cut += (0..batch.num_rows()).filter(|&r| !keep(r)).count();
             for (i, name, slot) in [(0, user, &self.user_type), (1, item, &self.item_type)] {
@@ -474,7 +551,7 @@ impl Session {
                 "has no rows: the ingest source was empty",
             ));
         }
-        if let Some(cut) = self.before.filter(|_| after_cut == row) {
+        if let Some(cut) = self.cuts.before.filter(|_| after_cut == row) {
             return Err(Error::config(
                 "encode.before",
                 format!(
@@ -495,17 +572,78 @@ impl Session {
         })
     }
 
-    /// `encode.before` on rows without a timestamp, as the in-memory encode words it.
+    /// A time cut on rows without a timestamp, as the in-memory encode words it.
     fn no_timestamp(&self, what: &str) -> Error {
+        let key = self.cuts.timestamp_key().unwrap_or("encode.before");
         Error::config(
-            "encode.before",
+            key,
             format!(
                 "a time cut needs a timestamp on every row, but {} {what} (column `{}`); leave \
-                 `before` out for this data",
+                 `{}` out for this data",
                 self.interactions.display(),
-                col::TIMESTAMP
+                col::TIMESTAMP,
+                key.trim_start_matches("encode.")
             ),
         )
+    }
+
+    /// `encode.test_from`'s split of the scanned users (`order`, first-appearance order): a
+    /// user whose first row is at or after the cut is left out, one with no row after it keeps
+    /// every row and has no test target. Memory: a few bytes per user.
+    async fn time_split(&self, order: &RawIds, cut: i64) -> Result<TimeSplit> {
+        let kind = self.user_type.get().copied().unwrap_or("BIGINT");
+        self.register(
+            "scan_order",
+            vec![
+                ("u", order.to_array()),
+                (
+                    "grp",
+                    Arc::new(Int64Array::from_iter_values(0..order.len() as i64)),
+                ),
+            ],
+        )?;
+        let batches = self
+            .collect(
+                &format!(
+                    "SELECT o.grp, CAST(c.cut_seq IS NULL AS BIGINT) AS only_before, \
+                     CAST(COALESCE(c.cut_seq = c.first, false) AS BIGINT) AS only_after \
+                     FROM scan_order o JOIN time_cuts c ON CAST(o.u AS {kind}) = CAST(c.u AS {kind}) \
+                     ORDER BY o.grp"
+                ),
+                "the time split",
+            )
+            .await?;
+        let mut kept = Vec::with_capacity(order.len());
+        let mut has_test = Vec::with_capacity(order.len());
+        let mut stats = TimeSplitStats {
+            test_from: cut,
+            ..TimeSplitStats::default()
+        };
+        for batch in &batches {
+            let column = |i: usize| ints_of(batch.column(i)).unwrap_or_default();
+            let (groups, only_before, only_after) = (column(0), column(1), column(2));
+            for ((&g, &before), &after) in groups.iter().zip(&only_before).zip(&only_after) {
+                if after == 1 {
+                    stats.users_only_after += 1;
+                    continue;
+                }
+                stats.users_only_before += before as usize;
+                kept.push(g as usize);
+                has_test.push(before == 0);
+            }
+        }
+        if kept.len() + stats.users_only_after != order.len() {
+            return Err(Error::Internal(format!(
+                "the time split saw {} users, the scan {}",
+                kept.len() + stats.users_only_after,
+                order.len()
+            )));
+        }
+        Ok(TimeSplit {
+            order: order.take(&kept),
+            has_test,
+            stats,
+        })
     }
 
     /// `user_id` or `item_id` as the joins compare it.
@@ -557,9 +695,11 @@ impl Session {
     async fn vocabularies(&self, validation: bool, item_min_count: u64) -> Result<IdVocabularies> {
         let (user, item, seq) = (col::USER_ID, col::ITEM_ID, col::SEQ);
         let statements = [
+            // `t`: whether the user has a test target (false only for those a time split left
+            // without one: their last row is the validation target, as if a test came after).
             format!(
                 "CREATE OR REPLACE VIEW lengths AS SELECT {user} AS u, COUNT(*) AS n, \
-                 MAX({seq}) AS last FROM interactions GROUP BY {user}"
+                 MAX({seq}) AS last, BOOL_AND({HAS_TEST}) AS t FROM interactions GROUP BY {user}"
             ),
             // Every join below puts the per-user table on the left: a hash join holds its
             // left (build) side in memory, and the interactions must only stream past it.
@@ -568,15 +708,16 @@ impl Session {
                  FROM lengths l JOIN interactions i ON l.u = i.{user} WHERE i.{seq} < l.last \
                  GROUP BY l.u"
             ),
-            format!(
-                "CREATE OR REPLACE VIEW roles AS SELECT l.u, l.n, l.last, b.prev \
-                 FROM lengths l LEFT JOIN before_last b ON l.u = b.u"
+            String::from(
+                "CREATE OR REPLACE VIEW roles AS SELECT l.u, l.n, l.last, l.t, b.prev \
+                 FROM lengths l LEFT JOIN before_last b ON l.u = b.u",
             ),
             format!(
                 "CREATE OR REPLACE VIEW training AS SELECT i.{user}, i.{item} \
                  FROM roles r JOIN interactions i ON r.u = i.{user} \
-                 WHERE NOT ((r.n >= 2 AND i.{seq} = r.last) \
-                   OR ({validation} AND r.n >= 3 AND COALESCE(i.{seq} = r.prev, false)))"
+                 WHERE NOT ((r.t AND r.n >= 2 AND i.{seq} = r.last) \
+                   OR ({validation} AND r.t AND r.n >= 3 AND COALESCE(i.{seq} = r.prev, false)) \
+                   OR ({validation} AND NOT r.t AND r.n >= 2 AND i.{seq} = r.last))"
             ),
         ];
         for statement in &statements {
@@ -718,11 +859,10 @@ impl Session {
             for r in 0..batch.num_rows() {
                 let (g, s) = (groups.value(r), seqs.value(r));
                 match last {
-                    Some((lg, ls)) if lg == g => {
-                        if ls == s {
-                            return Err(self.repeated_seq(&order.display(g as usize), s));
-                        }
+                    Some((lg, ls)) if lg == g && ls == s => {
+                        return Err(self.repeated_seq(&order.display(g as usize), s));
                     }
+                    Some((lg, _)) if lg == g => {}
                     Some(_) => grouped.starts.push(grouped.items.len()),
                     None => {}
                 }

@@ -11,8 +11,7 @@
 //! tests it on its own (`cargo test -p recall-engine --features datafusion`).
 //!
 //! [`config`] (`[data]` of a pipeline file) is in every build; [`datafusion::encode`] with the
-//! feature. Not yet on the engine: a time split (`encode.test_from`, refused by key),
-//! ingest itself, part files per user, Ballista.
+//! feature. Not yet on the engine: ingest of a generic log, part files per user, Ballista.
 
 pub mod config;
 #[cfg(feature = "datafusion")]

@@ -221,19 +221,106 @@ fn a_refresh_cut_gives_the_same_files() {
     );
 }
 
+/// `encode.test_from` (a time split: each user's first interaction at or after the cut is the
+/// test target): the same files and counts as in memory, alone, without validation, and under
+/// a refresh cut (`before`) as well.
 #[test]
-fn time_cuts_are_refused_by_key() {
+fn a_time_split_gives_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
-    synthetic(dir.path(), 50, 40, 3);
-    let config = EncodeConfig {
-        test_from: Some(1),
-        ..EncodeConfig::default()
-    };
-    let e = engine_error(dir.path(), &config);
-    assert!(
-        e.contains("encode.test_from") && e.contains("engine"),
-        "{e}"
+    synthetic(dir.path(), 400, 300, 13);
+    let table = recall_core::Table::read(&dir.path().join("interactions.parquet")).unwrap();
+    let mut times: Vec<i64> = table
+        .nullable_ints("timestamp")
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    times.sort_unstable();
+    let at = |q: f64| times[(times.len() as f64 * q) as usize];
+    let settings = [
+        EncodeConfig {
+            test_from: Some(at(0.6)),
+            ..EncodeConfig::default()
+        },
+        EncodeConfig {
+            test_from: Some(at(0.3)),
+            validation: false,
+            ..EncodeConfig::default()
+        },
+        EncodeConfig {
+            test_from: Some(at(0.5)),
+            before: Some(at(0.8)),
+            ..EncodeConfig::default()
+        },
+    ];
+    for config in &settings {
+        same_encoding(dir.path(), config, None, &two_partitions());
+        let (planned, _) = encode(dir.path(), config, None, &two_partitions()).unwrap();
+        let split = planned.manifest.stats.time_split.clone().unwrap();
+        // The split has each kind of user to get right.
+        assert!(
+            split.users_only_after > 0 && split.users_only_before > 0 && split.rows_left_out > 0,
+            "{split:?}"
+        );
+    }
+}
+
+/// Users whose first row is after the cut (left out), with no row after it (no test target:
+/// the last row is the validation target), cut at their second row, and string ids; a time cut
+/// on rows without a timestamp is refused by its key.
+#[test]
+fn time_split_edge_cases_follow_the_in_memory_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest_dir = generic_log(
+        dir.path(),
+        "user_id,item_id,timestamp\n\
+         late,a,50\nlate,b,60\n\
+         early,a,1\nearly,b,2\nearly,c,3\n\
+         one,c,4\n\
+         cut2,a,5\ncut2,b,20\ncut2,c,30\n\
+         mid,b,6\nmid,c,7\nmid,d,8\nmid,a,21\nmid,e,40\n",
     );
+    for validation in [true, false] {
+        let config = EncodeConfig {
+            test_from: Some(10),
+            validation,
+            ..EncodeConfig::default()
+        };
+        same_encoding(&ingest_dir, &config, None, &Options::default());
+    }
+    // ML-1M's copy has rows like these: no timestamp, order from `seq`.
+    use arrow_array::{Int32Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let untimed = dir.path().join("untimed");
+    let batch = RecordBatch::try_from_iter([
+        ("user_id", Arc::new(Int64Array::from(vec![1, 1, 2])) as _),
+        ("item_id", Arc::new(Int64Array::from(vec![5, 6, 5])) as _),
+        (
+            "timestamp",
+            Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])) as _,
+        ),
+        ("seq", Arc::new(Int32Array::from(vec![0, 1, 0])) as _),
+    ])
+    .unwrap();
+    recall_core::write::write_parquet(&untimed.join("interactions.parquet"), &batch, &[]).unwrap();
+    for config in [
+        EncodeConfig {
+            test_from: Some(2),
+            ..EncodeConfig::default()
+        },
+        EncodeConfig {
+            before: Some(2),
+            ..EncodeConfig::default()
+        },
+    ] {
+        let key = if config.test_from.is_some() {
+            "encode.test_from"
+        } else {
+            "encode.before"
+        };
+        let e = engine_error(&untimed, &config);
+        assert!(e.contains(key) && e.contains("timestamp"), "{e}");
+    }
 }
 
 #[test]
