@@ -442,7 +442,8 @@ fn extend_index(earlier: &Path, items: &Embeddings) -> Result<(ApproximateIndex,
     ))
 }
 
-/// Exports model `name` (checkpoint in `model_dir`, trained on `encode_dir`) into `out`.
+/// Exports model `name` (checkpoint in `model_dir`, trained on `encode_dir`) into `out`: a
+/// [`ModelExport`] without an earlier export to extend.
 pub fn export_model(
     encode_dir: &Path,
     model_dir: &Path,
@@ -452,31 +453,52 @@ pub fn export_model(
     config_hash: &str,
     device: &Device,
 ) -> Result<ExportSummary> {
-    export_model_extending(
+    ModelExport {
         encode_dir,
         model_dir,
-        out,
         name,
         config,
         config_hash,
         device,
-        None,
-    )
+        earlier: None,
+    }
+    .run(out)
 }
 
-/// [`export_model`], with the earlier export (`<run>/export/<model>`) whose serving index
-/// `export.extend_index` extends.
-#[allow(clippy::too_many_arguments)]
-pub fn export_model_extending(
-    encode_dir: &Path,
-    model_dir: &Path,
-    out: &Path,
-    name: &str,
-    config: &ExportConfig,
-    config_hash: &str,
-    device: &Device,
-    earlier: Option<&Path>,
-) -> Result<ExportSummary> {
+/// One model's export: what it reads and how its manifest records it.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelExport<'a> {
+    /// The encode stage's directory the model was trained on.
+    pub encode_dir: &'a Path,
+    /// The model's checkpoint directory (`train/<model>`).
+    pub model_dir: &'a Path,
+    pub name: &'a str,
+    pub config: &'a ExportConfig,
+    /// The pipeline's config hash, recorded in the manifest.
+    pub config_hash: &'a str,
+    pub device: &'a Device,
+    /// The earlier export (`<run>/export/<model>`) whose serving index `export.extend_index`
+    /// extends.
+    pub earlier: Option<&'a Path>,
+}
+
+impl ModelExport<'_> {
+    /// Writes the export into `out`.
+    pub fn run(&self, out: &Path) -> Result<ExportSummary> {
+        export(self, out)
+    }
+}
+
+fn export(job: &ModelExport<'_>, out: &Path) -> Result<ExportSummary> {
+    let ModelExport {
+        encode_dir,
+        model_dir,
+        name,
+        config,
+        config_hash,
+        device,
+        earlier,
+    } = *job;
     config.validate()?;
     let earlier = match (config.extend_index, earlier) {
         (false, _) => None,

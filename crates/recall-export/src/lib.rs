@@ -32,5 +32,5 @@ pub mod onnx;
 pub mod vectors;
 
 pub use error::{Error, Result};
-pub use export::{ExportConfig, ExportSummary, export_model};
+pub use export::{ExportConfig, ExportSummary, ModelExport, export_model};
 pub use index::{ApproximateIndex, IndexConfig};

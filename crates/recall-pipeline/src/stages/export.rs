@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use recall_export::ExportConfig;
 use recall_export::export::IndexQuality;
-use recall_export::export::export_model_extending;
+use recall_export::export::ModelExport;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelEntry;
@@ -60,16 +60,16 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, ExportReport
             .iter()
             .find(|(name, _)| *name == entry.name)
             .map(|(_, dir)| dir.as_path());
-        let summary = export_model_extending(
-            inputs.encode_dir,
-            &inputs.train_dir.join(&entry.name),
-            &dir,
-            &entry.name,
-            inputs.config,
-            inputs.config_hash,
-            inputs.device,
+        let summary = ModelExport {
+            encode_dir: inputs.encode_dir,
+            model_dir: &inputs.train_dir.join(&entry.name),
+            name: &entry.name,
+            config: inputs.config,
+            config_hash: inputs.config_hash,
+            device: inputs.device,
             earlier,
-        )
+        }
+        .run(&dir)
         .with_context(|| format!("exporting `{}`", entry.name))?;
         written.extend(recall_export::export::written_files(&dir, &summary));
         report.insert(
