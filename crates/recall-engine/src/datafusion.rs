@@ -575,16 +575,7 @@ impl Session {
     /// A time cut on rows without a timestamp, as the in-memory encode words it.
     fn no_timestamp(&self, what: &str) -> Error {
         let key = self.cuts.timestamp_key().unwrap_or("encode.before");
-        Error::config(
-            key,
-            format!(
-                "a time cut needs a timestamp on every row, but {} {what} (column `{}`); leave \
-                 `{}` out for this data",
-                self.interactions.display(),
-                col::TIMESTAMP,
-                key.trim_start_matches("encode.")
-            ),
-        )
+        recall_features::encode::no_timestamp(key, &self.interactions, what)
     }
 
     /// `encode.test_from`'s split of the scanned users (`order`, first-appearance order): a

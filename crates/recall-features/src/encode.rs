@@ -678,6 +678,22 @@ fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
     )
 }
 
+/// The error for a time cut (`key`: `encode.before` or `encode.test_from`) on `file`, whose
+/// rows do not all have a timestamp; `what` says where (`has none at row 7`). One wording for
+/// the in-memory path and the engines.
+pub fn no_timestamp(key: &str, file: &Path, what: &str) -> Error {
+    Error::config(
+        key,
+        format!(
+            "a time cut needs a timestamp on every row, but {} {what} (column `{}`); leave `{}` \
+             out for this data",
+            file.display(),
+            col::TIMESTAMP,
+            key.trim_start_matches("encode.")
+        ),
+    )
+}
+
 /// Runs the encode stage in memory.
 pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let _span = tracing::info_span!("encode").entered();
@@ -693,15 +709,10 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         vec![None; table.num_rows()]
     };
     let require_timestamps = |key: &str| match timestamps.iter().position(Option::is_none) {
-        Some(row) => Err(Error::config(
+        Some(row) => Err(no_timestamp(
             key,
-            format!(
-                "a time cut needs a timestamp on every row, but {} has none at row {row} \
-                 (column `{}`); leave `{}` out for this data",
-                table.path().display(),
-                col::TIMESTAMP,
-                key.trim_start_matches("encode.")
-            ),
+            table.path(),
+            &format!("has none at row {row}"),
         )),
         None => Ok(()),
     };
