@@ -583,16 +583,7 @@ impl Session {
     /// every row and has no test target. Memory: a few bytes per user.
     async fn time_split(&self, order: &RawIds, cut: i64) -> Result<TimeSplit> {
         let kind = self.user_type.get().copied().unwrap_or("BIGINT");
-        self.register(
-            "scan_order",
-            vec![
-                ("u", order.to_array()),
-                (
-                    "grp",
-                    Arc::new(Int64Array::from_iter_values(0..order.len() as i64)),
-                ),
-            ],
-        )?;
+        self.register_order("scan_order", order)?;
         let batches = self
             .collect(
                 &format!(
@@ -769,16 +760,7 @@ impl Session {
         rows: usize,
     ) -> Result<GroupedInteractions> {
         let (seq, timestamp) = (col::SEQ, col::TIMESTAMP);
-        self.register(
-            "user_order",
-            vec![
-                ("u", order.to_array()),
-                (
-                    "grp",
-                    Arc::new(Int64Array::from_iter_values(0..order.len() as i64)),
-                ),
-            ],
-        )?;
+        self.register_order("user_order", order)?;
         let known = items.raw_ids();
         let first = col::FIRST_KNOWN_INDEX as i64;
         self.register(
@@ -874,6 +856,15 @@ impl Session {
         }
         grouped.has_test = vec![true; groups];
         Ok(grouped)
+    }
+
+    /// Registers `order` as table `name`: `u` (the raw id) and `grp` (its place in `order`).
+    fn register_order(&self, name: &str, order: &RawIds) -> Result<()> {
+        let places = Int64Array::from_iter_values(0..order.len() as i64);
+        self.register(
+            name,
+            vec![("u", order.to_array()), ("grp", Arc::new(places))],
+        )
     }
 
     fn register(&self, name: &str, columns: Vec<(&str, ArrayRef)>) -> Result<()> {

@@ -97,15 +97,18 @@ fn generated_data_gives_the_same_files_under_each_setting() {
 }
 
 /// A memory pool far smaller than the sort's input makes the sort spill, and the streamed
-/// result is still the oracle's. (An 8 MiB pool failed one run in six: the final merge of the
-/// sorted partitions cannot spill and sometimes found the pool taken; 32 MiB passed 18 of 18.)
+/// result is still the oracle's. The pool is 64 MiB: the final merge of each partition's
+/// spill files cannot spill (it holds a 256 KB batch per file) and fails when the two
+/// partitions' race for a fair pool left one too many files; 8 MiB failed one run in six, 32
+/// MiB one in 25 (beside a training run), 64 MiB none of 40 whole runs of this file, still
+/// spilling.
 #[test]
 fn a_spilling_sort_gives_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 40_000, 5_000, 11);
     let options = Options {
         target_partitions: Some(2),
-        memory_limit: Some(32 << 20),
+        memory_limit: Some(64 << 20),
         spill_dir: Some(dir.path().join("spill")),
     };
     let (run, _) = same_encoding(dir.path(), &EncodeConfig::default(), None, &options);
@@ -184,14 +187,9 @@ fn ties_short_users_and_string_ids_follow_the_in_memory_rules() {
     assert_eq!(engine.items.counts, [3, 2, 2, 1]);
 }
 
-/// `encode.before` (the data as it stood at a refresh's cut): the same files, the rows after
-/// the cut counted the same; a cut before the data, or rows without a timestamp, refused with
-/// the key.
-#[test]
-fn a_refresh_cut_gives_the_same_files() {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic(dir.path(), 400, 300, 9);
-    let table = recall_core::Table::read(&dir.path().join("interactions.parquet")).unwrap();
+/// Every timestamp of ingest's `interactions.parquet` in `dir`, ascending.
+fn sorted_times(dir: &Path) -> Vec<i64> {
+    let table = recall_core::Table::read(&dir.join("interactions.parquet")).unwrap();
     let mut times: Vec<i64> = table
         .nullable_ints("timestamp")
         .unwrap()
@@ -204,6 +202,17 @@ fn a_refresh_cut_gives_the_same_files() {
         "synthetic rows all have a time"
     );
     times.sort_unstable();
+    times
+}
+
+/// `encode.before` (the data as it stood at a refresh's cut): the same files, the rows after
+/// the cut counted the same; a cut before the data, or rows without a timestamp, refused with
+/// the key.
+#[test]
+fn a_refresh_cut_gives_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 400, 300, 9);
+    let times = sorted_times(dir.path());
     let cut = times[times.len() / 2];
     let config = EncodeConfig {
         before: Some(cut),
@@ -228,14 +237,7 @@ fn a_refresh_cut_gives_the_same_files() {
 fn a_time_split_gives_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 400, 300, 13);
-    let table = recall_core::Table::read(&dir.path().join("interactions.parquet")).unwrap();
-    let mut times: Vec<i64> = table
-        .nullable_ints("timestamp")
-        .unwrap()
-        .into_iter()
-        .flatten()
-        .collect();
-    times.sort_unstable();
+    let times = sorted_times(dir.path());
     let at = |q: f64| times[(times.len() as f64 * q) as usize];
     let settings = [
         EncodeConfig {
