@@ -281,22 +281,38 @@ impl Dataset {
     /// Writes the canonical files into `dir` (atomically, one by one) and returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let meta = [(ingested::DATASET_KEY, self.name.clone())];
-        let mut written = Vec::new();
         let path = dir.join(ingested::INTERACTIONS);
         recall_core::write::write_parquet(&path, &self.interactions.to_batch()?, &meta)?;
-        written.push(path);
-        for (file, table) in [
-            (ingested::USERS, &self.users),
-            (ingested::ITEMS, &self.items),
-        ] {
-            if let Some(table) = table {
-                let path = dir.join(file);
-                recall_core::write::write_parquet(&path, table, &meta)?;
-                written.push(path);
-            }
-        }
+        let mut written = vec![path];
+        written.extend(write_side_tables(
+            dir,
+            &self.name,
+            self.users.as_ref(),
+            self.items.as_ref(),
+        )?);
         Ok(written)
     }
+}
+
+/// Writes the side tables a dataset named `name` has into `dir` (`users.parquet`,
+/// `items.parquet`), as [`Dataset::write`] does; returns their paths. For writers that stream
+/// `interactions.parquet` themselves.
+pub fn write_side_tables(
+    dir: &Path,
+    name: &str,
+    users: Option<&RecordBatch>,
+    items: Option<&RecordBatch>,
+) -> Result<Vec<PathBuf>> {
+    let meta = [(ingested::DATASET_KEY, name.to_owned())];
+    let mut written = Vec::new();
+    for (file, table) in [(ingested::USERS, users), (ingested::ITEMS, items)] {
+        if let Some(table) = table {
+            let path = dir.join(file);
+            recall_core::write::write_parquet(&path, table, &meta)?;
+            written.push(path);
+        }
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

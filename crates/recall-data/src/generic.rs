@@ -152,7 +152,8 @@ pub enum SideFormat {
     Ml1mMovies,
 }
 
-fn is_csv(path: &Path) -> bool {
+/// Whether `path` is read as CSV (`.csv`, `.csv.gz`, `.tsv`) rather than Parquet.
+pub fn is_csv(path: &Path) -> bool {
     let name = path.to_string_lossy().to_ascii_lowercase();
     name.ends_with(".csv") || name.ends_with(".csv.gz") || name.ends_with(".tsv")
 }
@@ -171,28 +172,42 @@ pub fn read(source: &GenericSource) -> Result<Dataset> {
         .map_err(|_| Error::config("ingest.delimiter", "must be a single ASCII character"))?;
     let events = read_events(path, delimiter, &names)?;
     let (interactions, stats) = Interactions::from_events(path, events)?;
-    let users = source
-        .users
-        .as_ref()
-        .map(|t| read_side_table(t, col::USER_ID))
-        .transpose()?;
-    let items = source
-        .items
-        .as_ref()
-        .map(|t| read_side_table(t, col::ITEM_ID))
-        .transpose()?;
-    let name = source.name.clone().unwrap_or_else(|| {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().trim_end_matches(".csv").to_owned())
-            .unwrap_or_default()
-    });
+    let (users, items) = read_side_tables(source)?;
     Ok(Dataset {
-        name,
+        name: dataset_name(source),
         interactions,
         users,
         items,
         stats,
     })
+}
+
+/// The name `source`'s files carry: `name`, or the interactions file's stem.
+pub fn dataset_name(source: &GenericSource) -> String {
+    source.name.clone().unwrap_or_else(|| {
+        source
+            .interactions
+            .file_stem()
+            .map(|s| s.to_string_lossy().trim_end_matches(".csv").to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// `source`'s user and item side tables in canonical form (`user_id` / `item_id` first), where
+/// it names them.
+pub fn read_side_tables(
+    source: &GenericSource,
+) -> Result<(Option<RecordBatch>, Option<RecordBatch>)> {
+    let read = |table: &Option<SideTable>, id_name: &str| {
+        table
+            .as_ref()
+            .map(|t| read_side_table(t, id_name))
+            .transpose()
+    };
+    Ok((
+        read(&source.users, col::USER_ID)?,
+        read(&source.items, col::ITEM_ID)?,
+    ))
 }
 
 /// The data files `path` names: itself, or a directory's part files by name (see

@@ -256,7 +256,7 @@ pub fn execute_with(
                     config_hash(&config.ingest)?,
                     &config.ingest.input_files(),
                     forced,
-                    |dir| stages::ingest::run(&config.ingest, dir),
+                    |dir| stages::ingest::run(&config.ingest, &config.data, dir),
                 )?
             }
             Stage::Encode => {

@@ -36,6 +36,8 @@ use recall_features::{
 use crate::config::DataConfig;
 use crate::run::EngineRun;
 
+pub mod ingest;
+
 /// A vocabulary as the plans count it: the known raw values (count descending, then raw value
 /// ascending) and each one's training count.
 #[derive(Debug, Clone)]
@@ -274,44 +276,7 @@ struct Session {
 impl Session {
     fn open(interactions: &Path, options: &Options, cuts: Cuts) -> Result<Self> {
         let partitions = options.partitions();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(partitions)
-            .build()
-            .map_err(|e| Error::io("cannot start the DataFusion runtime for", interactions, e))?;
-        let mut env = RuntimeEnvBuilder::new();
-        if let Some(limit) = options.memory_limit {
-            env = env.with_memory_pool(Arc::new(FairSpillPool::new(limit as usize)));
-        }
-        if let Some(dir) = &options.spill_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io("cannot create the spill directory", dir, e))?;
-            env = env.with_disk_manager_builder(
-                DiskManagerBuilder::default()
-                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
-            );
-        }
-        let env = env
-            .build_arc()
-            .map_err(|e| engine_error(interactions, "starting the engine", e))?;
-        let mut config = SessionConfig::new();
-        if let Some(limit) = options.memory_limit {
-            // A sort sets aside this much per partition for merging its spill files; the
-            // default (10 MB) is more than a small pool holds.
-            let reserve = (limit / 16).min(10 << 20) as usize;
-            config.options_mut().execution.sort_spill_reservation_bytes = reserve;
-        }
-        let config = config
-            .with_target_partitions(partitions)
-            // Plain Utf8 ids, as the in-memory path reads them.
-            .set_bool(
-                "datafusion.execution.parquet.schema_force_view_types",
-                false,
-            )
-            // The plans put each per-user or per-item table on a join's build (left) side,
-            // which a hash join holds in memory; the optimiser's swap, which guesses sizes from
-            // statistics an aggregate does not have, would build on the interactions instead.
-            .set_bool("datafusion.optimizer.join_reordering", false);
-        let ctx = SessionContext::new_with_config_rt(config, env);
+        let (runtime, ctx) = start(interactions, options, partitions, false)?;
         if !interactions.is_file() {
             return Err(Error::invalid(
                 interactions.display().to_string(),
@@ -416,17 +381,8 @@ impl Session {
     }
 
     fn add_spills(&self, plan: &Arc<dyn ExecutionPlan>) {
-        fn walk(plan: &Arc<dyn ExecutionPlan>, totals: &mut (u64, u64)) {
-            if let Some(metrics) = plan.metrics() {
-                totals.0 += metrics.spilled_bytes().unwrap_or(0) as u64;
-                totals.1 += metrics.spill_count().unwrap_or(0) as u64;
-            }
-            for child in plan.children() {
-                walk(child, totals);
-            }
-        }
         if let Ok(mut totals) = self.spills.lock() {
-            walk(plan, &mut totals);
+            add_spills(plan, &mut totals);
         }
     }
 
@@ -885,6 +841,68 @@ impl Session {
             .register_table(name, Arc::new(table))
             .map_err(|e| self.error(&format!("registering {name}"), e))?;
         Ok(())
+    }
+}
+
+/// A runtime with `partitions` worker threads and a session under `options`' memory pool and
+/// spill directory; `file` names what the engine reads, in errors.
+/// With `scans_in_file_order` each Parquet file is read as one partition, row groups in order
+/// (what numbering rows in source order needs).
+fn start(
+    file: &Path,
+    options: &Options,
+    partitions: usize,
+    scans_in_file_order: bool,
+) -> Result<(tokio::runtime::Runtime, SessionContext)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(partitions)
+        .build()
+        .map_err(|e| Error::io("cannot start the DataFusion runtime for", file, e))?;
+    let mut env = RuntimeEnvBuilder::new();
+    if let Some(limit) = options.memory_limit {
+        env = env.with_memory_pool(Arc::new(FairSpillPool::new(limit as usize)));
+    }
+    if let Some(dir) = &options.spill_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("cannot create the spill directory", dir, e))?;
+        env = env.with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+        );
+    }
+    let env = env
+        .build_arc()
+        .map_err(|e| engine_error(file, "starting the engine", e))?;
+    let mut config = SessionConfig::new();
+    if let Some(limit) = options.memory_limit {
+        // A sort sets aside this much per partition for merging its spill files; the
+        // default (10 MB) is more than a small pool holds.
+        let reserve = (limit / 16).min(10 << 20) as usize;
+        config.options_mut().execution.sort_spill_reservation_bytes = reserve;
+    }
+    let config = config
+        .with_target_partitions(partitions)
+        .with_repartition_file_scans(!scans_in_file_order)
+        // Plain Utf8 ids, as the in-memory path reads them.
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
+        // The plans put each per-user or per-item table on a join's build (left) side,
+        // which a hash join holds in memory; the optimiser's swap, which guesses sizes from
+        // statistics an aggregate does not have, would build on the interactions instead.
+        .set_bool("datafusion.optimizer.join_reordering", false);
+    Ok((runtime, SessionContext::new_with_config_rt(config, env)))
+}
+
+/// Adds the bytes and files `plan` and its children spilled to `totals`.
+fn add_spills(plan: &Arc<dyn ExecutionPlan>, totals: &mut (u64, u64)) {
+    if let Some(metrics) = plan.metrics() {
+        totals.0 += metrics.spilled_bytes().unwrap_or(0) as u64;
+        totals.1 += metrics.spill_count().unwrap_or(0) as u64;
+    }
+    for child in plan.children() {
+        add_spills(child, totals);
     }
 }
 
