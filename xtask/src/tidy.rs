@@ -15,7 +15,10 @@ mod tests {
         ("recall-core", &[]),
         ("recall-data", &["recall-core"]),
         ("recall-features", &["recall-core"]),
-        ("recall-engine", &["recall-core", "recall-features", "recall-data"]),
+        (
+            "recall-engine",
+            &["recall-core", "recall-features", "recall-data"],
+        ),
         ("recall-sampling", &["recall-core"]),
         ("recall-eval", &["recall-core"]),
         (
