@@ -256,7 +256,8 @@ struct TimeSplit {
     stats: TimeSplitStats,
 }
 
-/// Per-user flag column of the time split (none of ingest's columns is named so).
+/// Per-row flag column of a time split's input view: whether the row's user has a test target
+/// (none of ingest's columns is named so).
 const HAS_TEST: &str = "recall_has_test";
 
 /// A DataFusion session over one interactions file, and the spills its plans made.
@@ -305,9 +306,7 @@ impl Session {
             None => String::from("SELECT * FROM source"),
         };
         let views = match cuts.test_from {
-            None => vec![format!(
-                "CREATE VIEW interactions AS SELECT *, TRUE AS {HAS_TEST} FROM ({encoded_rows})"
-            )],
+            None => vec![format!("CREATE VIEW interactions AS {encoded_rows}")],
             Some(cut) => vec![
                 format!("CREATE VIEW encoded_rows AS {encoded_rows}"),
                 // The per-user table on the join's left (build) side, as in every plan.
@@ -632,12 +631,18 @@ impl Session {
     /// from per-user aggregates: `n`, the last `seq` and the one before it.
     async fn vocabularies(&self, validation: bool, item_min_count: u64) -> Result<IdVocabularies> {
         let (user, item, seq) = (col::USER_ID, col::ITEM_ID, col::SEQ);
+        // `t`: whether the user has a test target (false only for those a time split left
+        // without one: their last row is the validation target, as if a test came after).
+        // Without a time split every user has one, and nothing is aggregated for it.
+        let has_test = if self.cuts.test_from.is_some() {
+            format!("BOOL_AND({HAS_TEST})")
+        } else {
+            String::from("TRUE")
+        };
         let statements = [
-            // `t`: whether the user has a test target (false only for those a time split left
-            // without one: their last row is the validation target, as if a test came after).
             format!(
                 "CREATE OR REPLACE VIEW lengths AS SELECT {user} AS u, COUNT(*) AS n, \
-                 MAX({seq}) AS last, BOOL_AND({HAS_TEST}) AS t FROM interactions GROUP BY {user}"
+                 MAX({seq}) AS last, {has_test} AS t FROM interactions GROUP BY {user}"
             ),
             // Every join below puts the per-user table on the left: a hash join holds its
             // left (build) side in memory, and the interactions must only stream past it.
