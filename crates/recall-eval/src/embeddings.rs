@@ -15,7 +15,7 @@ impl Embeddings {
     /// Wraps `data` (`[rows * dim]`); fails on a ragged length, zero dimension or a non-finite
     /// value (which would make every ranking meaningless).
     pub fn new(dim: usize, data: Vec<f32>) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(Error::invalid(
                 "embeddings",
                 format!("{} values do not form rows of dimension {dim}", data.len()),

@@ -12,6 +12,9 @@ use recall_core::{Error, Result};
 
 use crate::embeddings::Embeddings;
 
+/// One ranked list: (item index, score), best first.
+type Scored = Vec<(u32, f32)>;
+
 /// Per-user lists of item indices in CSR form (truth sets, seen items, rankings).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Lists {
@@ -387,7 +390,8 @@ pub fn exact_views(
     let n_views = views.len();
 
     let progress = crate::progress::RateLog::new("exact top-K", "users", users.rows());
-    let blocks: Vec<Vec<Vec<Vec<(u32, f32)>>>> = users
+    // Per user block, per view, per user: its top-K (item, score).
+    let blocks: Vec<Vec<Vec<Scored>>> = users
         .as_slice()
         .par_chunks(ub * dim)
         .enumerate()
@@ -441,7 +445,7 @@ pub fn exact_views(
                 }
                 start = end;
             }
-            let mut per_view: Vec<Vec<Vec<(u32, f32)>>> =
+            let mut per_view: Vec<Vec<Scored>> =
                 (0..n_views).map(|_| Vec::with_capacity(m)).collect();
             for (i, sel) in selectors.into_iter().enumerate() {
                 per_view[i / m].push(sel.finish());

@@ -28,7 +28,7 @@ pub const COLD: &str = "cold";
 
 /// Checks a table before export; `what` names it in errors ("item embeddings of `dssm`").
 pub fn check(what: &str, ids: &RawIds, vectors: &[f32], dim: usize) -> Result<()> {
-    if dim == 0 || vectors.len() % dim != 0 {
+    if dim == 0 || !vectors.len().is_multiple_of(dim) {
         return Err(Error::Invalid(format!(
             "{what}: {} values do not form vectors of dimension {dim}",
             vectors.len()

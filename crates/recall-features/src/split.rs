@@ -154,9 +154,9 @@ pub fn build_split(
         let items = &items[starts[g]..starts[g + 1]];
         let n = items.len();
         train_positions.clear();
-        for p in 1..n {
+        for (p, &item) in items.iter().enumerate().skip(1) {
             match role_in(p, n, validation, has_test[g]) {
-                Role::Train if items[p] == OOV_INDEX => train_targets_oov += 1,
+                Role::Train if item == OOV_INDEX => train_targets_oov += 1,
                 Role::Train => train_positions.push(p),
                 Role::Valid => valid.push(user, p as u32, 0),
                 Role::Test => test.push(user, p as u32, 0),

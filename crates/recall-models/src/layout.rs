@@ -112,7 +112,7 @@ impl TwoTower {
         let encoder = match (self.window_encoder(), self.config().pooled_user()) {
             (Some(encoder), _) => encoder.describe(),
             (None, user) => mlp(&tower_spec(
-                &self.config(),
+                self.config(),
                 "user_tower",
                 width,
                 user.map_or(&[], |u| &u.user_tower),
@@ -172,7 +172,7 @@ impl TwoTower {
         json!({
             "parts": parts,
             "width": width,
-            "encoder": mlp(&tower_spec(&self.config(), "item_tower", width, &dssm.item_tower)),
+            "encoder": mlp(&tower_spec(self.config(), "item_tower", width, &dssm.item_tower)),
         })
     }
 }

@@ -60,15 +60,13 @@ fn run_stage<R: Serialize>(
         .map(|p| FileEntry::of(p))
         .collect::<Result<Vec<_>>>()
         .with_context(|| format!("stage {}: reading its inputs", stage.name()))?;
-    if !force {
-        if let Some(m) = Manifest::read(dir).filter(|m| m.is_current(&hash, &inputs)) {
-            tracing::info!("up to date, skipped ({})", dir.display());
-            return Ok(StageReport {
-                stage,
-                skipped: true,
-                manifest: m,
-            });
-        }
+    if !force && let Some(m) = Manifest::read(dir).filter(|m| m.is_current(&hash, &inputs)) {
+        tracing::info!("up to date, skipped ({})", dir.display());
+        return Ok(StageReport {
+            stage,
+            skipped: true,
+            manifest: m,
+        });
     }
     // The stage is incomplete from here until its new manifest is written. (What a killed
     // run left under the run directory was removed when this run took its lock.)

@@ -21,14 +21,17 @@ pub(crate) fn contiguous<'a>(
     }
 }
 
-/// The inputs of a three-input kernel whose first is a matrix: its `(rows, columns)` and the
-/// f32 values of all three (the prologue every such `cpu_fwd` shares).
+/// A three-input kernel's inputs: the first's `(rows, columns)` and the f32 values of all three.
+pub(crate) type Inputs3<'a> = ((usize, usize), [&'a [f32]; 3]);
+
+/// The inputs of a three-input kernel whose first is a matrix (the prologue every such
+/// `cpu_fwd` shares).
 pub(crate) fn inputs3<'a>(
     what: &str,
     (s1, l1): (&'a CpuStorage, &Layout),
     (s2, l2): (&'a CpuStorage, &Layout),
     (s3, l3): (&'a CpuStorage, &Layout),
-) -> candle_core::Result<((usize, usize), [&'a [f32]; 3])> {
+) -> candle_core::Result<Inputs3<'a>> {
     Ok((
         l1.shape().dims2()?,
         [

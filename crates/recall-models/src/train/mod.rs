@@ -111,7 +111,7 @@ pub fn train_observed(
     hard: Option<&HardRound>,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
-    config.validate_for(&model.config())?;
+    config.validate_for(model.config())?;
     // The step's tensor ops run in a pool of their own: whole-catalogue work (evaluation,
     // export) keeps the global pool. At torch-rechub's sizes on 2 cores, two threads here (with
     // candle's element-wise pool off, see `tune_candle_cpu`) made DSSM steps about 10 % and
