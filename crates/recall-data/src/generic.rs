@@ -267,10 +267,8 @@ fn read_events(path: &Path, delimiter: u8, names: &ColumnNames) -> Result<Events
             read_parquet_events(file, names)?
         });
     }
-    if parts.len() == 1
-        && let Some(only) = parts.pop()
-    {
-        return Ok(only);
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
     }
     let (mut users, mut items) = (Vec::new(), Vec::new());
     let (mut rating, mut timestamp, mut order) = (Vec::new(), Vec::new(), Vec::new());
