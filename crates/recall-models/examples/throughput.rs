@@ -145,7 +145,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let start = Instant::now();
         let steps = StepTimes::default();
-        let report = train::train_observed(&mut m, &data, &train_config, 1, None, &steps)?;
+        let report = train::train_observed(&mut m, &data, &train_config, 1, None, None, &steps)?;
         let eps = report.examples_per_second;
         // The median step is robust to a noisy neighbour; the epoch rate is what a user gets.
         let median = steps.median();

@@ -172,6 +172,13 @@ pub struct InitFrom {
     pub shrink: f64,
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub perturb: f64,
+    /// Incremental training: each epoch trains on the examples the earlier model never
+    /// trained on (targets past its training prefix, and every example of a new user) plus
+    /// this share of the ones it did, drawn anew each epoch (a replay sample, so the carried
+    /// knowledge is rehearsed rather than forgotten). In [0, 1]; left out, every example
+    /// trains each epoch, as a model trained anew would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<f64>,
 }
 
 fn default_shrink() -> f64 {
@@ -1124,6 +1131,15 @@ impl TrainConfig {
             if !(init.perturb.is_finite() && init.perturb >= 0.0) {
                 return bad("init_from.perturb", "must be a number >= 0");
             }
+            if let Some(r) = init.replay
+                && !(r.is_finite() && (0.0..=1.0).contains(&r))
+            {
+                return bad(
+                    "init_from.replay",
+                    "must be in [0, 1]: the share of the earlier model's examples replayed each epoch \
+                     (leave it out to train on every example)",
+                );
+            }
         }
         if self.logq_source == LogqSource::Streaming {
             if !matches!(self.loss, Loss::InBatch | Loss::Mixed) {
@@ -1275,6 +1291,29 @@ mod tests {
             let err = parse::<ModelConfig>(v).validate().unwrap_err().to_string();
             assert!(err.contains(key), "{setting}: {err}");
         }
+    }
+
+    /// A warm start's blend and replay share out of range name their key.
+    #[test]
+    fn warm_start_settings_out_of_range_name_their_key() {
+        for (init, key) in [
+            (serde_json::json!({ "shrink": 0.0 }), "init_from.shrink"),
+            (serde_json::json!({ "perturb": -1.0 }), "init_from.perturb"),
+            (serde_json::json!({ "replay": 1.5 }), "init_from.replay"),
+            (serde_json::json!({ "replay": -0.1 }), "init_from.replay"),
+        ] {
+            let mut from = serde_json::json!({ "run": "runs/day1", "model": "m" });
+            from.as_object_mut()
+                .unwrap()
+                .extend(init.as_object().unwrap().clone());
+            let config: TrainConfig = parse(serde_json::json!({ "init_from": from }));
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{init}: {err}");
+        }
+        let fine: TrainConfig = parse(serde_json::json!({
+            "init_from": { "run": "runs/day1", "model": "m", "replay": 0.0 }
+        }));
+        fine.validate().unwrap();
     }
 
     /// SASRec's settings that cannot work fail with the key to change.

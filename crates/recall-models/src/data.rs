@@ -51,16 +51,23 @@ pub struct UserRows<'a> {
     pub ages: &'a [u32],
 }
 
+/// The users' sequences of an encode output directory, alone (a warm start's earlier run: what
+/// its models trained on).
+pub fn read_sequences(dir: &Path) -> Result<Sequences> {
+    let m = FeatureManifest::read(dir)?;
+    Sequences::read(
+        &dir.join(files::SEQUENCES),
+        m.user_table_size,
+        m.item_table_size,
+        false,
+    )
+}
+
 impl EncodedData {
     /// Reads an encode output directory.
     pub fn read_dir(dir: &Path) -> Result<Self> {
         let m = FeatureManifest::read(dir)?;
-        let sequences = Sequences::read(
-            &dir.join(files::SEQUENCES),
-            m.user_table_size,
-            m.item_table_size,
-            false,
-        )?;
+        let sequences = read_sequences(dir)?;
         let split = |name: &str| SplitRows::read(&dir.join(name), &sequences);
         let train = split(files::TRAIN)?;
         if train.is_empty() {

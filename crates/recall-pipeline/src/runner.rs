@@ -313,6 +313,7 @@ pub fn execute_with(
                                 encode_dir: &encode_dir,
                                 models: &config.models,
                                 init_dirs: &init_dirs,
+                                earlier_encode: earlier.as_ref().map(EarlierRun::encode_dir),
                                 seed: config.seed,
                                 device: &device,
                                 progress,
@@ -690,7 +691,10 @@ mod tests {
                 &format!(
                     "[[models]]\nname = \"warm\"\n{model}\ntrain = {{ epochs = 1, batch_size = 64, \
                      init_from = {{ run = {:?}, model = \"{init_model}\" }} }}\n\
+                     [[models]]\nname = \"incremental\"\n{model}\ntrain = {{ epochs = 1, batch_size = 64, \
+                     init_from = {{ run = {:?}, model = \"{init_model}\", replay = 0.2 }} }}\n\
                      [[models]]\nname = \"scratch\"\n{model}\ntrain = {{ epochs = 1, batch_size = 64 }}\n",
+                    init_run.display().to_string(),
                     init_run.display().to_string()
                 ),
             )
@@ -714,8 +718,53 @@ mod tests {
             "{warm}"
         );
         assert!(warm["models"].get("scratch").is_none(), "{warm}");
+        // The incremental model trains each epoch on the examples day 1 never trained on (the
+        // new users' and the targets past each user's day-1 training prefix) and a fifth of
+        // the others; the warm model, on every example.
+        let replay = &warm["replay"]["incremental"];
+        let (new, earlier) = (
+            replay["new_units"].as_u64().unwrap(),
+            replay["earlier_units"].as_u64().unwrap(),
+        );
+        let day2_train = Manifest::read(&run2.join("encode")).unwrap().stats["train_examples"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            new > 0 && earlier > 0 && new + earlier == day2_train,
+            "{warm} {day2_train}"
+        );
+        assert_eq!(
+            replay["replayed_per_epoch"].as_u64().unwrap(),
+            (earlier as f64 * 0.2).round() as u64,
+            "{warm}"
+        );
+        assert!(warm["replay"].get("warm").is_none(), "{warm}");
+        let history = |m: &str| -> serde_json::Value {
+            serde_json::from_slice(
+                &std::fs::read(run2.join("train").join(m).join("history.json")).unwrap(),
+            )
+            .unwrap()
+        };
+        let speed = |m: &str| {
+            let h = history(m);
+            h["examples_per_second"].as_f64().unwrap() * h["train_seconds"].as_f64().unwrap()
+        };
+        // Examples trained (speed x time): the incremental model's epoch is its share only.
+        assert!(
+            (speed("incremental") - (new + replay["replayed_per_epoch"].as_u64().unwrap()) as f64)
+                .abs()
+                < 1.0,
+            "{}",
+            history("incremental")
+        );
+        assert!(
+            (speed("warm") - day2_train as f64).abs() < 1.0,
+            "{}",
+            history("warm")
+        );
         let report = std::fs::read_to_string(run2.join("report/report.md")).unwrap();
         assert!(report.contains("## Warm start"), "{report}");
+        assert!(report.contains(" new + "), "{report}");
 
         // Day 1 trained longer: day 2's training is redone (its encoding, the same, is not).
         let longer = day1.replace("epochs = 1", "epochs = 2");

@@ -325,6 +325,11 @@ impl Windows {
         out
     }
 
+    /// The user and the newest target position of window `w`.
+    pub(crate) fn newest_target(&self, w: usize) -> (u32, u32) {
+        (self.windows[w].user, self.windows[w].end)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.windows.len()
     }

@@ -5,6 +5,7 @@
 pub(crate) mod batch;
 pub(crate) mod hard;
 pub mod loss;
+pub mod replay;
 
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ pub use crate::train::batch::example_target_q;
 use crate::train::batch::{BatchDraw, Negatives, Windows, batch_loss, draw_batch, sampler};
 pub use crate::train::hard::{HardRound, mine_hard_negatives, mining_split};
 pub use crate::train::loss::{bce_with_logits, bpr, softmax_first};
+use crate::train::replay::EpochUnits;
+pub use crate::train::replay::{EarlierExamples, ReplaySplit};
 
 /// First item index that is a real item (0 padding, 1 out-of-vocabulary); its owner is
 /// `recall_core::columns`.
@@ -47,6 +50,9 @@ pub struct TrainReport {
     pub best_epoch: usize,
     pub train_seconds: f64,
     pub examples_per_second: f64,
+    /// How the units divided between new and replayed ones (`train.init_from.replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySplit>,
 }
 
 /// Trains `model` on `data.train`, validating on `data.valid` after each epoch.
@@ -99,16 +105,19 @@ pub fn train_with(
     seed: u64,
     hard: Option<&HardRound>,
 ) -> Result<TrainReport> {
-    train_observed(model, data, config, seed, hard, &Silent)
+    train_observed(model, data, config, seed, hard, None, &Silent)
 }
 
-/// [`train_with`], reporting progress to `progress`.
+/// [`train_with`], reporting progress to `progress`. `earlier` is what a warm-started model's
+/// earlier run trained on: with `train.init_from.replay` set, epochs train on the rest of the
+/// examples and a replay sample of those.
 pub fn train_observed(
     model: &mut TwoTower,
     data: &EncodedData,
     config: &TrainConfig,
     seed: u64,
     hard: Option<&HardRound>,
+    earlier: Option<&EarlierExamples>,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
     config.validate_for(model.config())?;
@@ -122,7 +131,7 @@ pub fn train_observed(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Training(format!("cannot start {threads} training threads: {e}")))?;
-    pool.install(|| train_in_pool(model, data, config, seed, hard, progress))
+    pool.install(|| train_in_pool(model, data, config, seed, hard, earlier, progress))
 }
 
 /// The validation rows each epoch ranks: all of them, or `sample` of them drawn once with a
@@ -149,6 +158,7 @@ fn train_in_pool(
     config: &TrainConfig,
     seed: u64,
     hard: Option<&HardRound>,
+    earlier: Option<&EarlierExamples>,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
     let _span = tracing::info_span!("train", model = model.config().kind().name()).entered();
@@ -174,7 +184,39 @@ fn train_in_pool(
         TrainingUnit::Rows => None,
     };
     let units = windows.as_ref().map_or(data.train.len(), Windows::len);
-    let steps_per_epoch = units
+    let replay = config.init_from.as_ref().and_then(|i| i.replay);
+    let mut epoch_units = match (replay, earlier) {
+        (None, _) => EpochUnits::all(units),
+        (Some(replay), Some(earlier)) => EpochUnits::new(
+            units,
+            |u| {
+                // A window is new when its newest target is (windows are cut from the newest
+                // back, so only a user's newest window holds new targets).
+                let (user, position) = match &windows {
+                    Some(w) => w.newest_target(u),
+                    None => (data.train.user[u], data.train.position[u]),
+                };
+                !earlier.trained(user, position)
+            },
+            replay,
+        ),
+        (Some(_), None) => {
+            return Err(recall_core::Error::config(
+                "train.init_from.replay",
+                "needs what the earlier run trained on (its encoding's sequences), which the caller did not pass",
+            )
+            .into());
+        }
+    };
+    if epoch_units.per_epoch() == 0 {
+        return Err(recall_core::Error::config(
+            "train.init_from.replay",
+            "leaves nothing to train on: no example is new since the earlier run; raise replay above 0",
+        )
+        .into());
+    }
+    let steps_per_epoch = epoch_units
+        .per_epoch()
         .div_ceil(config.batch_size)
         .min(config.max_batches_per_epoch.unwrap_or(usize::MAX));
     let total_steps = steps_per_epoch * config.epochs;
@@ -201,7 +243,7 @@ fn train_in_pool(
         .iter()
         .map(|p| excluded_mass(sampler.as_ref(), p))
         .collect();
-    let mut order: Vec<usize> = (0..units).collect();
+    let mut order: Vec<usize> = Vec::new();
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize, TwoTower)> = None;
     let mut trained_examples = 0usize;
@@ -210,9 +252,7 @@ fn train_in_pool(
         let _span = tracing::info_span!("epoch", epoch).entered();
         let start = Instant::now();
         // Fisher-Yates with the training generator: the same seed gives the same batches.
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.random_range(0..=i));
-        }
+        epoch_units.shuffle_into(&mut order, &mut rng);
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         let examples_before = trained_examples;
         let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
@@ -355,6 +395,7 @@ fn train_in_pool(
         best_epoch,
         train_seconds,
         examples_per_second: trained_examples as f64 / train_seconds.max(1e-9),
+        replay: replay.map(|_| epoch_units.split(earlier.map_or(0, |e| e.diverged_users))),
     })
 }
 

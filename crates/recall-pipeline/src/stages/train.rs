@@ -28,6 +28,9 @@ pub struct Trained {
     /// What a warm start (`train.init_from`) took from the earlier model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<checkpoint::WarmStart>,
+    /// How incremental training (`train.init_from.replay`) divided the examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<train::ReplaySplit>,
 }
 
 /// The train stage's report: each model by name.
@@ -44,6 +47,8 @@ pub struct Inputs<'a> {
     pub models: &'a [ModelEntry],
     /// The earlier checkpoint each warm-started model starts from, by model name.
     pub init_dirs: &'a [(String, PathBuf)],
+    /// The earlier run's encode outputs (a warm start's): what its models trained on.
+    pub earlier_encode: Option<&'a Path>,
     /// The seed of each model's initialisation, shuffles, negatives and dropout.
     pub seed: u64,
     pub device: &'a Device,
@@ -57,6 +62,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
         encode_dir,
         models,
         init_dirs,
+        earlier_encode,
         seed,
         device,
         progress,
@@ -67,6 +73,26 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
         return Ok((Vec::new(), report));
     }
     let data = EncodedData::read_dir(encode_dir).context("reading the encoded data")?;
+    // What the earlier run trained on, read once when a model trains incrementally.
+    let earlier = match earlier_encode {
+        Some(dir)
+            if models.iter().any(|m| {
+                m.train
+                    .init_from
+                    .as_ref()
+                    .is_some_and(|i| i.replay.is_some())
+            }) =>
+        {
+            let sequences = recall_models::data::read_sequences(dir).with_context(|| {
+                format!(
+                    "reading what the earlier run trained on ({})",
+                    dir.display()
+                )
+            })?;
+            Some(train::EarlierExamples::new(&data.sequences, &sequences))
+        }
+        _ => None,
+    };
     let mut written = Vec::new();
     // Models trained so far, for mining hard negatives in a later round.
     let mut trained: Vec<(&str, TwoTower)> = Vec::new();
@@ -100,6 +126,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
             &entry.train,
             seed,
             hard.as_ref(),
+            earlier.as_ref(),
             bar.as_ref(),
         )
         .with_context(|| format!("training `{}`", entry.name))?;
@@ -135,6 +162,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
                     .filter_map(|e| e.valid_hit_rate)
                     .reduce(f64::max),
                 warm_start,
+                replay: log.replay,
             },
         );
         trained.push((entry.name.as_str(), model));

@@ -339,7 +339,8 @@ pub fn check_thresholds(config: &PipelineConfig, report_dir: &Path) -> Result<()
     Ok(())
 }
 
-/// A warm start in `metrics.json`: the grown vocabularies and what each model took.
+/// A warm start in `metrics.json`: the grown vocabularies, what each model took and how an
+/// incremental one divided its examples.
 fn warm_start_json(runs: &RunReports) -> serde_json::Value {
     let grown = runs.encode.as_ref().and_then(|e| e.stats.grown.as_ref());
     let models: BTreeMap<&String, _> = runs
@@ -350,7 +351,13 @@ fn warm_start_json(runs: &RunReports) -> serde_json::Value {
     if grown.is_none() && models.is_empty() {
         return serde_json::Value::Null;
     }
-    serde_json::json!({ "vocabularies": grown, "models": models })
+    // Incremental training's split of the examples, by model.
+    let replay: BTreeMap<&String, _> = runs
+        .train
+        .iter()
+        .filter_map(|(name, t)| t.replay.map(|r| (name, r)))
+        .collect();
+    serde_json::json!({ "vocabularies": grown, "models": models, "replay": replay })
 }
 
 /// The report's warm-start section: ids carried and new, rows each model took.
@@ -374,20 +381,34 @@ fn write_warm_start(md: &mut String, runs: &RunReports) {
     let started: Vec<_> = runs
         .train
         .iter()
-        .filter_map(|(name, t)| t.warm_start.as_ref().map(|w| (name, w)))
+        .filter_map(|(name, t)| t.warm_start.as_ref().map(|w| (name, w, t.replay)))
         .collect();
     if started.is_empty() {
         return;
     }
     let _ = writeln!(
         md,
-        "| model | started from | shrink, perturb | tensors loaded | embedding rows carried | new rows (fresh) |\n\
-         |---|---|---|---|---|---|"
+        "| model | started from | shrink, perturb | tensors loaded | embedding rows carried | new rows (fresh) | examples an epoch |\n\
+         |---|---|---|---|---|---|---|"
     );
-    for (name, w) in started {
+    for (name, w, replay) in started {
+        // Incremental training: the new examples and the replayed share of the earlier ones.
+        let examples = match replay {
+            Some(r) => format!(
+                "{} new + {} of {} earlier replayed{}",
+                r.new_units,
+                r.replayed_per_epoch,
+                r.earlier_units,
+                match r.diverged_users {
+                    0 => String::new(),
+                    n => format!(" ({n} users' histories rewritten: all theirs new)"),
+                }
+            ),
+            None => "all".to_owned(),
+        };
         let _ = writeln!(
             md,
-            "| {name} | `{}` | {}, {} | {} | {} | {} |",
+            "| {name} | `{}` | {}, {} | {} | {} | {} | {examples} |",
             w.from, w.shrink, w.perturb, w.tensors_loaded, w.rows_carried, w.rows_new
         );
     }
