@@ -4,6 +4,7 @@
 
 pub mod bar;
 pub mod ci;
+pub mod pages;
 mod tidy;
 
 use std::path::PathBuf;

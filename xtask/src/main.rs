@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use recall_pipeline::device::DeviceChoice;
 use recall_pipeline::layout::{Layout, Stage};
 use recall_pipeline::{ablate, config, runner};
-use xtask::{bar::Bars, ci, project_root};
+use xtask::{bar::Bars, ci, pages::KeepPagesWhileTraining, project_root};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -107,7 +107,7 @@ fn pipeline(args: &PipelineArgs) -> Result<()> {
             only: args.only.is_some(),
             force: args.force,
             wait: args.wait,
-            progress: &Bars,
+            progress: &KeepPagesWhileTraining(Bars),
         },
     )?;
     Ok(())
@@ -118,30 +118,13 @@ fn pipeline(args: &PipelineArgs) -> Result<()> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc hands freed pages back to the OS (purges them) 10 ms after they empty by default,
-/// and the next training step faults them in again, zeroed by the kernel: at torch-rechub's
-/// YoutubeDNN sizes about 7,000 page faults per 400 steps and a tenth of the step time (issue
-/// 18). A step reuses its buffers within milliseconds, so a purge delay of a second keeps them;
-/// never purging (what this was before) also kept what one stage freed for the rest of the
-/// run, so a later stage's peak stacked on an earlier one's (the 10 M pipeline: 3.36 GB peak
-/// never purging, 2.21 GB with the delay, steps as fast; MEASUREMENTS.md).
-fn keep_freed_pages() {
-    // `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3), in milliseconds.
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets one option value; mimalloc reads options at every purge decision.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000)
-    }
-}
-
 fn main() -> Result<()> {
     // SAFETY: first thing in main, no other thread yet.
     #[allow(unsafe_code)]
     unsafe {
         recall_models::tune_candle_cpu()
     };
-    keep_freed_pages();
+    xtask::pages::keep_freed_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -162,6 +145,7 @@ fn main() -> Result<()> {
             config: args.config,
             runs: args.runs,
             only: args.only,
+            progress: &KeepPagesWhileTraining(Bars),
         }),
     }
 }

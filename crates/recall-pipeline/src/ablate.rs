@@ -22,19 +22,22 @@ use recall_eval::split::SeenView;
 use crate::config::{self, AblationConfig, EvaluateConfig, ModelEntry, PipelineConfig, Variant};
 use crate::layout::{Layout, Stage};
 use crate::manifest::{Manifest, config_hash};
-use crate::runner::execute_in;
+use crate::runner::{Options, execute_with};
 use crate::stages::evaluate::{SEEN_FILTER_VIEWS, per_user_file};
 use crate::stages::train::TrainReport;
 
 /// What to run of a pipeline file's grid.
-#[derive(Debug, Clone)]
-pub struct Args {
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // `progress` is a trait object without Debug
+pub struct Args<'a> {
     /// Pipeline file with an `[ablation]` section.
     pub config: PathBuf,
     /// Root of run directories (`<runs>/<pipeline>/ablation/`).
     pub runs: PathBuf,
     /// Only the variants whose name contains one of these; the baseline always runs.
     pub only: Vec<String>,
+    /// How each run's training shows its progress.
+    pub progress: &'a dyn crate::progress::ProgressFor,
 }
 
 /// `base` with `patch` merged in, key by key (nested tables merged too, except a table whose
@@ -207,7 +210,7 @@ fn views(evaluate: &EvaluateConfig) -> Vec<SeenView> {
     out
 }
 
-pub fn run(args: &Args) -> Result<()> {
+pub fn run(args: &Args<'_>) -> Result<()> {
     let base = config::load(&args.config)?;
     let ablation = base
         .ablation
@@ -258,7 +261,11 @@ pub fn run(args: &Args) -> Result<()> {
                 .with_dir(Stage::Encode, data.join("encode"));
             layout.skip = vec![Stage::Export];
             tracing::info!(variant = variant.name.as_str(), seed, "ablation run");
-            execute_in(&config, &layout, None, false, false)
+            let options = Options {
+                progress: args.progress,
+                ..Options::default()
+            };
+            execute_with(&config, &layout, &options)
                 .with_context(|| format!("ablation variant {:?}, seed {seed}", variant.name))?;
             let train: TrainReport = Manifest::read(layout.dir(Stage::Train))
                 .and_then(|m| m.report())
@@ -627,6 +634,7 @@ mod tests {
             config: path,
             runs: dir.path().join("runs"),
             only: Vec::new(),
+            progress: &crate::progress::LogLines,
         })
         .unwrap();
         let root = dir.path().join("runs/t/ablation");
@@ -693,6 +701,7 @@ mod tests {
             config: path,
             runs: dir.path().join("runs"),
             only: Vec::new(),
+            progress: &crate::progress::LogLines,
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("encode.validation"), "{err:#}");
