@@ -1210,6 +1210,11 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The replay share of an incremental warm start (`init_from.replay`), if any.
+    pub fn replay(&self) -> Option<f64> {
+        self.init_from.as_ref().and_then(|i| i.replay)
+    }
+
     /// The threads a training run uses for its tensor ops (see [`TrainConfig::threads`]).
     pub fn training_threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {

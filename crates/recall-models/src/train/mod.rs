@@ -184,9 +184,8 @@ fn train_in_pool(
         TrainingUnit::Rows => None,
     };
     let units = windows.as_ref().map_or(data.train.len(), Windows::len);
-    let replay = config.init_from.as_ref().and_then(|i| i.replay);
-    let mut epoch_units = match (replay, earlier) {
-        (None, _) => EpochUnits::all(units),
+    let mut epoch_units = match (config.replay(), earlier) {
+        (None, _) => EpochUnits::All(units),
         (Some(replay), Some(earlier)) => EpochUnits::new(
             units,
             |u| {
@@ -395,7 +394,7 @@ fn train_in_pool(
         best_epoch,
         train_seconds,
         examples_per_second: trained_examples as f64 / train_seconds.max(1e-9),
-        replay: replay.map(|_| epoch_units.split(earlier.map_or(0, |e| e.diverged_users))),
+        replay: epoch_units.split(earlier.map_or(0, |e| e.diverged_users)),
     })
 }
 

@@ -66,13 +66,18 @@ pub struct ReplaySplit {
     pub diverged_users: usize,
 }
 
-/// The units of every epoch: the new ones, plus `replay` of the earlier ones drawn anew each
-/// epoch.
+/// The units of every epoch: all of them, or the new ones plus `replay` of the earlier ones
+/// drawn anew each epoch.
 #[derive(Debug, Clone)]
-pub(crate) struct EpochUnits {
-    new: Vec<usize>,
-    earlier: Vec<usize>,
-    replayed: usize,
+pub(crate) enum EpochUnits {
+    /// Every unit, every epoch: only their count is kept (at 100 M rows a second index list
+    /// beside the epoch's order would be 0.8 GB).
+    All(usize),
+    Split {
+        new: Vec<usize>,
+        earlier: Vec<usize>,
+        replayed: usize,
+    },
 }
 
 impl EpochUnits {
@@ -80,54 +85,64 @@ impl EpochUnits {
     pub(crate) fn new(units: usize, is_new: impl Fn(usize) -> bool, replay: f64) -> Self {
         let (new, earlier): (Vec<usize>, Vec<usize>) = (0..units).partition(|&u| is_new(u));
         let replayed = ((earlier.len() as f64) * replay).round() as usize;
-        EpochUnits {
+        EpochUnits::Split {
             new,
             earlier,
             replayed,
         }
     }
 
-    /// Every unit, every epoch (no replay split).
-    pub(crate) fn all(units: usize) -> Self {
-        EpochUnits {
-            new: (0..units).collect(),
-            earlier: Vec::new(),
-            replayed: 0,
+    /// Units an epoch trains on.
+    pub(crate) fn per_epoch(&self) -> usize {
+        match self {
+            EpochUnits::All(units) => *units,
+            EpochUnits::Split { new, replayed, .. } => new.len() + replayed,
         }
     }
 
-    /// Units an epoch trains on.
-    pub(crate) fn per_epoch(&self) -> usize {
-        self.new.len() + self.replayed
-    }
-
-    pub(crate) fn split(&self, diverged_users: usize) -> ReplaySplit {
-        ReplaySplit {
-            new_units: self.new.len(),
-            earlier_units: self.earlier.len(),
-            replayed_per_epoch: self.replayed,
-            diverged_users,
+    /// The report's figures (none without a replay split).
+    pub(crate) fn split(&self, diverged_users: usize) -> Option<ReplaySplit> {
+        match self {
+            EpochUnits::All(_) => None,
+            EpochUnits::Split {
+                new,
+                earlier,
+                replayed,
+            } => Some(ReplaySplit {
+                new_units: new.len(),
+                earlier_units: earlier.len(),
+                replayed_per_epoch: *replayed,
+                diverged_users,
+            }),
         }
     }
 
     /// Fills `order` with one epoch's units, shuffled with the training generator (the same
-    /// seed gives the same epochs). Without a replay split this is a Fisher-Yates shuffle of
-    /// every unit, continuing from the previous epoch's order as training always has.
+    /// seed gives the same epochs). For every unit this is a Fisher-Yates shuffle continuing
+    /// from the previous epoch's order, as training always has.
     pub(crate) fn shuffle_into(&mut self, order: &mut Vec<usize>, rng: &mut Xoshiro256PlusPlus) {
-        if self.earlier.is_empty() {
-            if order.len() != self.new.len() {
-                order.clone_from(&self.new);
+        match self {
+            EpochUnits::All(units) => {
+                if order.len() != *units {
+                    order.clear();
+                    order.extend(0..*units);
+                }
             }
-        } else {
-            // A partial Fisher-Yates draws the replay sample: the first `replayed` earlier
-            // units after it are a uniform sample without replacement.
-            let n = self.earlier.len();
-            for i in 0..self.replayed.min(n) {
-                self.earlier.swap(i, rng.random_range(i..n));
+            EpochUnits::Split {
+                new,
+                earlier,
+                replayed,
+            } => {
+                // A partial Fisher-Yates draws the replay sample: the first `replayed` earlier
+                // units after it are a uniform sample without replacement.
+                let n = earlier.len();
+                for i in 0..(*replayed).min(n) {
+                    earlier.swap(i, rng.random_range(i..n));
+                }
+                order.clear();
+                order.extend_from_slice(new);
+                order.extend_from_slice(&earlier[..*replayed]);
             }
-            order.clear();
-            order.extend_from_slice(&self.new);
-            order.extend_from_slice(&self.earlier[..self.replayed]);
         }
         for i in (1..order.len()).rev() {
             order.swap(i, rng.random_range(0..=i));
@@ -163,7 +178,7 @@ mod tests {
             samples[0], samples[1],
             "each epoch draws its own replay sample"
         );
-        let split = units.split(2);
+        let split = units.split(2).unwrap();
         assert_eq!((split.new_units, split.earlier_units), (10, 90));
         assert_eq!(split.replayed_per_epoch, 23);
     }

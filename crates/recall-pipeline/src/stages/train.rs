@@ -75,14 +75,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, TrainReport)
     let data = EncodedData::read_dir(encode_dir).context("reading the encoded data")?;
     // What the earlier run trained on, read once when a model trains incrementally.
     let earlier = match earlier_encode {
-        Some(dir)
-            if models.iter().any(|m| {
-                m.train
-                    .init_from
-                    .as_ref()
-                    .is_some_and(|i| i.replay.is_some())
-            }) =>
-        {
+        Some(dir) if models.iter().any(|m| m.train.replay().is_some()) => {
             let sequences = recall_models::data::read_sequences(dir).with_context(|| {
                 format!(
                     "reading what the earlier run trained on ({})",
