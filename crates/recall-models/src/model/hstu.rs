@@ -12,8 +12,9 @@
 //! vector is the newest slot's, L2-normalised. Time-delta buckets are not used: about half of
 //! the ML-1M copy's rows lack timestamps, so the position bias stands alone.
 //!
-//! On CPU the attention weights run as one fused op (`ops::seq_op::silu_attention`), forward
-//! and backward; other devices run its generic form.
+//! On CPU the attention weights and the projection's bias and SiLU each run as one fused op
+//! (`ops::seq_op::silu_attention`, `ops::seq_op::bias_silu`), forward and backward; other
+//! devices run their generic forms.
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
@@ -63,9 +64,8 @@ pub struct HstuEncoder {
     final_norm: Norm,
     /// Projects the user side features onto every position (`side > 0`).
     side: Option<Linear>,
-    /// Activation slopes of the fused bias op (identity) for `dim` and `4 dim` outputs.
+    /// Activation slopes of the fused bias op (identity) for `dim` outputs.
     identity: Tensor,
-    identity_uvqk: Tensor,
 }
 
 impl HstuEncoder {
@@ -109,7 +109,6 @@ impl HstuEncoder {
             final_norm,
             side,
             identity: Tensor::ones(d, DType::F32, device)?,
-            identity_uvqk: Tensor::ones(4 * d, DType::F32, device)?,
         })
     }
 
@@ -139,11 +138,12 @@ impl WindowEncoder for HstuEncoder {
         let mut x = dropout(inputs.embed(items, windows, side)?, pass)?;
         let scale = 1.0 / self.spec.max_len as f64;
         for block in &self.blocks {
-            let uvqk = block
-                .uvqk
-                .forward(&block.input_norm.forward(&x)?, &self.identity_uvqk)?
-                .silu()?;
-            let part = |k: usize| uvqk.narrow(1, k * d, d);
+            let normed = block.input_norm.forward(&x)?;
+            // Each part is its own product over its rows of the weight: the backward pass of a
+            // narrow pads its gradient with zeros to the narrowed tensor's size, so narrowing
+            // the `[4 dim, dim]` weight costs little where narrowing the `[slots, 4 dim]`
+            // output cost four full-size pads and sums a block (MEASUREMENTS.md).
+            let part = |k: usize| block.uvqk.forward_silu_part(&normed, k * d, d);
             let split = |k: usize| heads_apart(&part(k)?, b, l, h);
             let (v, q, k) = (split(1)?, split(2)?, split(3)?);
             let scores = q.matmul(&k.t()?)?;

@@ -18,7 +18,7 @@ use crate::model::sparse::Gathered;
 use crate::model::tower::{Params, Pass};
 use crate::model::window::{Padded, WindowEncoder};
 use crate::ops::fused::bias_activation;
-use crate::ops::seq_op::{causal_softmax, layer_norm};
+use crate::ops::seq_op::{bias_silu, causal_softmax, layer_norm};
 
 /// What the encoder is built from.
 #[derive(Debug, Clone, Copy)]
@@ -334,6 +334,13 @@ impl Linear {
     /// `act(x W^T + b)` for `[N, in]` rows; `alpha` 1 is the identity, 0 ReLU.
     pub(crate) fn forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
         bias_activation(&x.matmul(&self.weight.t()?)?, &self.bias, alpha)
+    }
+
+    /// `silu(x W^T + b)` for `[N, in]` rows, output columns `start..start + len` only (HSTU's
+    /// projection, one part of it at a time).
+    pub(crate) fn forward_silu_part(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        let weight = self.weight.narrow(0, start, len)?;
+        bias_silu(&x.matmul(&weight.t()?)?, &self.bias.narrow(0, start, len)?)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The sequence tower's element-wise ops as fused CPU ops with hand-written backward passes:
 //! layer normalisation over the last dimension, the causal, padding-aware attention
-//! softmax (SASRec's) and the pointwise SiLU attention with a relative position bias (HSTU's).
+//! softmax (SASRec's), and HSTU's pointwise SiLU attention with a relative position bias and
+//! its projection's bias-plus-SiLU tail.
 //!
 //! candle's own `layer_norm` and `softmax_last_dim` return no gradient for their inputs
 //! (`../shared/notes/candle-on-cpu.md`), and building them from generic ops costs a temporary
@@ -10,9 +11,11 @@
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum};
+use crate::ops::par::{ROWS_PER_TASK, for_rows};
 
 /// The first key of a padding slot (the sequence encoder's `Padded::first`): it attends to nothing
 /// and is never read.
@@ -386,21 +389,21 @@ impl CustomOp2 for SiluAttention {
         let bias = contiguous(s2, l2, self.name())?;
         self.check(n, l, l_keys, bias.len())?;
         let mut out = vec![0f32; n * l * l];
-        for (m, (o_block, s_block)) in out
-            .chunks_exact_mut(l * l)
-            .zip(s.chunks_exact(l * l))
+        // One task per window row and head: 16 of them in a shipped batch, each `l * l`.
+        out.par_chunks_exact_mut(l * l)
+            .zip(s.par_chunks_exact(l * l))
             .enumerate()
-        {
-            for (i, (o, row)) in o_block
-                .chunks_exact_mut(l)
-                .zip(s_block.chunks_exact(l))
-                .enumerate()
-            {
-                for j in self.visible.keys(m, i, l) {
-                    o[j] = self.scale * silu_and_slope(row[j] + bias[i - j]).0;
+            .for_each(|(m, (o_block, s_block))| {
+                for (i, (o, row)) in o_block
+                    .chunks_exact_mut(l)
+                    .zip(s_block.chunks_exact(l))
+                    .enumerate()
+                {
+                    for j in self.visible.keys(m, i, l) {
+                        o[j] = self.scale * silu_and_slope(row[j] + bias[i - j]).0;
+                    }
                 }
-            }
-        }
+            });
         Ok((CpuStorage::F32(out), Shape::from((n, l, l))))
     }
 
@@ -414,26 +417,205 @@ impl CustomOp2 for SiluAttention {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, l, _) = scores.dims3()?;
-        let s: Vec<f32> = scores.flatten_all()?.to_vec1()?;
-        let b: Vec<f32> = bias.to_vec1()?;
-        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
-        let mut ds = vec![0f32; n * l * l];
-        let mut db = vec![0f32; b.len()];
-        for m in 0..n {
-            for i in 0..l {
-                let at = (m * l + i) * l;
-                for j in self.visible.keys(m, i, l) {
-                    let d = self.scale * silu_and_slope(s[at + j] + b[i - j]).1 * g[at + j];
-                    ds[at + j] = d;
-                    db[i - j] += d;
-                }
-            }
-        }
+        // One op reads the storages in place and returns `ds` then `db` in one vector.
+        let all =
+            scores.apply_op3_no_bwd(&grad.contiguous()?, bias, &SiluAttentionGrad(self.clone()))?;
         Ok((
-            Some(Tensor::from_vec(ds, (n, l, l), scores.device())?),
-            Some(Tensor::from_vec(db, b.len(), bias.device())?),
+            Some(all.narrow(0, 0, n * l * l)?.reshape((n, l, l))?),
+            Some(all.narrow(0, n * l * l, bias.dim(0)?)?),
         ))
     }
+}
+
+/// The backward pass of [`SiluAttention`]: inputs the scores and the incoming gradient
+/// (`[N, L, L]`) and the bias (`[max_len]`); output `N L L + max_len` values: `ds`, then `db`.
+/// One task per attention block; the blocks' bias sums are added in block order, so the bits do
+/// not depend on the thread count.
+#[derive(Debug, Clone)]
+struct SiluAttentionGrad(SiluAttention);
+
+impl CustomOp3 for SiluAttentionGrad {
+    fn name(&self) -> &'static str {
+        "silu-attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, l, l_keys) = l1.shape().dims3()?;
+        let s = contiguous(s1, l1, self.name())?;
+        let g = contiguous(s2, l2, self.name())?;
+        let b = contiguous(s3, l3, self.name())?;
+        let op = &self.0;
+        op.check(n, l, l_keys, b.len())?;
+        if g.len() != s.len() {
+            candle_core::bail!(
+                "{}: gradient {} for scores {}",
+                self.name(),
+                g.len(),
+                s.len()
+            )
+        }
+        let mut out = vec![0f32; n * l * l + b.len()];
+        let (ds, db) = out.split_at_mut(n * l * l);
+        let partial: Vec<Vec<f32>> = ds
+            .par_chunks_exact_mut(l * l)
+            .enumerate()
+            .map(|(m, d_block)| {
+                let mut sums = vec![0f32; b.len()];
+                for (i, d_row) in d_block.chunks_exact_mut(l).enumerate() {
+                    let at = (m * l + i) * l;
+                    for j in op.visible.keys(m, i, l) {
+                        let d = op.scale * silu_and_slope(s[at + j] + b[i - j]).1 * g[at + j];
+                        d_row[j] = d;
+                        sums[i - j] += d;
+                    }
+                }
+                sums
+            })
+            .collect();
+        for sums in partial {
+            for (total, v) in db.iter_mut().zip(sums) {
+                *total += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n * l * l + b.len())))
+    }
+}
+
+/// `y = silu(z + bias)` per column over the rows of `z` `[N, C]`: HSTU's projection tail. As
+/// candle ops that was the bias op, a SiLU forward and a backward of six element-wise passes
+/// plus the gradient sum, all over the block's widest tensor (`[slots, 4 dim]`) and on one
+/// thread; here one pass each way, over row chunks in parallel.
+#[derive(Debug, Clone, Copy)]
+struct BiasSilu;
+
+impl BiasSilu {
+    const NAME: &str = "bias-silu";
+}
+
+impl CustomOp2 for BiasSilu {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c) = l1.shape().dims2()?;
+        let z = contiguous(s1, l1, Self::NAME)?;
+        let bias = contiguous(s2, l2, Self::NAME)?;
+        if bias.len() != c {
+            candle_core::bail!("{}: {c} columns, bias {}", Self::NAME, bias.len())
+        }
+        let mut out = vec![0f32; n * c];
+        for_rows(&mut out, c, |first, chunk| {
+            let z = &z[first * c..first * c + chunk.len()];
+            for (o_row, z_row) in chunk.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+                for ((o, &z), &b) in o_row.iter_mut().zip(z_row).zip(bias) {
+                    *o = silu_and_slope(z + b).0;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c))))
+    }
+
+    fn bwd(
+        &self,
+        z: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = z.dim(0)?;
+        // One op reads the storages in place and returns `[N + 1, C]`: dz, then dbias.
+        let all = z.apply_op3_no_bwd(&grad.contiguous()?, bias, &BiasSiluGrad)?;
+        Ok((Some(all.narrow(0, 0, n)?), Some(all.get(n)?)))
+    }
+}
+
+/// The backward pass of [`BiasSilu`]: inputs `z` and the incoming gradient (`[N, C]`) and the
+/// bias; output `[N + 1, C]`: `dz = g * silu'(z + bias)`, then its column sums (dbias), summed
+/// chunk by chunk in order so the bits do not depend on the thread count.
+#[derive(Debug, Clone, Copy)]
+struct BiasSiluGrad;
+
+impl CustomOp3 for BiasSiluGrad {
+    fn name(&self) -> &'static str {
+        "bias-silu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let ((n, c), [z, g, bias]) = inputs3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
+        if g.len() != n * c || bias.len() != c {
+            candle_core::bail!(
+                "bias-silu-grad: z [{n}, {c}], gradient {}, bias {}",
+                g.len(),
+                bias.len()
+            )
+        }
+        let mut out = vec![0f32; (n + 1) * c];
+        let (dz, dbias) = out.split_at_mut(n * c);
+        let partial: Vec<Vec<f32>> = dz
+            .par_chunks_mut(ROWS_PER_TASK * c.max(1))
+            .enumerate()
+            .map(|(k, chunk)| {
+                let at = k * ROWS_PER_TASK * c;
+                let (z, g) = (&z[at..at + chunk.len()], &g[at..at + chunk.len()]);
+                let mut sums = vec![0f32; c];
+                for ((d_row, z_row), g_row) in chunk
+                    .chunks_exact_mut(c)
+                    .zip(z.chunks_exact(c))
+                    .zip(g.chunks_exact(c))
+                {
+                    let (d_row, z_row, g_row) = (&mut d_row[..c], &z_row[..c], &g_row[..c]);
+                    for j in 0..c {
+                        let d = g_row[j] * silu_and_slope(z_row[j] + bias[j]).1;
+                        d_row[j] = d;
+                        sums[j] += d;
+                    }
+                }
+                sums
+            })
+            .collect();
+        for sums in partial {
+            for (total, s) in dbias.iter_mut().zip(sums) {
+                *total += s;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n + 1, c))))
+    }
+}
+
+/// `silu(z + bias)` (see `BiasSilu`); `z` is `[N, C]`, `bias` `[C]`.
+pub fn bias_silu(z: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if super::fused_kernels(z.device()) {
+        return Ok(z.contiguous()?.apply_op2(&bias.contiguous()?, BiasSilu)?);
+    }
+    bias_silu_generic(z, bias)
+}
+
+/// The same from generic candle ops.
+pub fn bias_silu_generic(z: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    Ok(z.broadcast_add(bias)?.silu()?)
 }
 
 /// HSTU's attention weights from `scores` (`[B * H, L, L]`, `H` heads per row of slots) and
@@ -609,6 +791,82 @@ mod tests {
         assert!(block[..2 * l].iter().all(|&v| v == 0.0));
         assert_eq!(&block[2 * l..3 * l], &[0.0, 0.0, 1.0, 0.0]);
     }
+    /// The bits of a fused op's value and gradients computed in a pool of `threads` (the
+    /// parallel ops split their work the same way on any count).
+    fn bits_on(
+        threads: usize,
+        run: impl FnOnce() -> (Vec<f32>, Vec<f32>, Vec<f32>) + Send,
+    ) -> Vec<u32> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (y, a, b) = pool.install(run);
+        [y, a, b].concat().iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// HSTU's projection tail: values and the gradients of z and the bias equal candle's
+    /// `broadcast_add` then `silu`, over more rows than one parallel chunk holds (so the
+    /// bias's gradient is summed across chunks), with large magnitudes of both signs.
+    #[test]
+    fn bias_silu_matches_generic_ops() {
+        let dev = Device::Cpu;
+        let (n, c) = (ROWS_PER_TASK * 2 + 37, 5);
+        let z = Var::from_tensor(
+            &Tensor::from_vec(
+                (0..n * c)
+                    .map(|k| ((k * 7 % 29) as f32 - 14.0) * 0.9)
+                    .collect::<Vec<_>>(),
+                (n, c),
+                &dev,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let bias = Var::from_tensor(&Tensor::new(&[0.3f32, -2.0, 0.0, 1.5, -90.0], &dev).unwrap())
+            .unwrap();
+        let w = Tensor::from_vec(
+            (0..n * c)
+                .map(|k| (k % 11) as f32 * 0.25 - 1.0)
+                .collect::<Vec<_>>(),
+            (n, c),
+            &dev,
+        )
+        .unwrap();
+        let run = |fused: bool| {
+            let f = if fused { bias_silu } else { bias_silu_generic };
+            let y = f(z.as_tensor(), bias.as_tensor()).unwrap();
+            let g = (y.clone() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            (
+                values(&y),
+                values(g.get(z.as_tensor()).unwrap()),
+                values(g.get(bias.as_tensor()).unwrap()),
+            )
+        };
+        let (fused, generic) = (run(true), run(false));
+        // The row chunks run in parallel: one thread or two give the same bits.
+        assert_eq!(bits_on(1, || run(true)), bits_on(2, || run(true)));
+        assert!(close(&fused.0, &generic.0, 1e-5));
+        assert!(close(&fused.1, &generic.1, 1e-5));
+        // Summed over 549 rows: the tolerance scales with the sum's magnitude.
+        assert!(
+            close(&fused.2, &generic.2, 1e-3),
+            "{:?} vs {:?}",
+            fused.2,
+            generic.2
+        );
+        // By hand: silu(0) = 0 with slope 1/2; far below zero the value and slope vanish.
+        let z0 = values(z.as_tensor());
+        let k = (0..n).find(|&r| z0[r * c + 2] == 0.0).unwrap();
+        assert_eq!(fused.0[k * c + 2], 0.0);
+        assert!(fused.0.iter().skip(4).step_by(c).all(|v| v.abs() < 1e-20));
+    }
+
     /// HSTU's attention: only itself and earlier keys of its segment, padding rows zero, and
     /// the gradients of the scores and of the position bias equal the generic ops'.
     #[test]
@@ -661,6 +919,8 @@ mod tests {
             )
         };
         let (fused, generic) = (run(true), run(false));
+        // One task per attention block: one thread or two give the same bits.
+        assert_eq!(bits_on(1, || run(true)), bits_on(2, || run(true)));
         assert!(
             close(&fused.0, &generic.0, 1e-5),
             "{:?} vs {:?}",
