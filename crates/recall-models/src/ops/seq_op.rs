@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum};
-use crate::ops::par::{ROWS_PER_TASK, for_rows};
+use crate::ops::par::{ROWS_PER_TASK, for_chunks_summing, for_rows};
 
 /// The first key of a padding slot (the sequence encoder's `Padded::first`): it attends to nothing
 /// and is never read.
@@ -464,27 +464,16 @@ impl CustomOp3 for SiluAttentionGrad {
         }
         let mut out = vec![0f32; n * l * l + b.len()];
         let (ds, db) = out.split_at_mut(n * l * l);
-        let partial: Vec<Vec<f32>> = ds
-            .par_chunks_exact_mut(l * l)
-            .enumerate()
-            .map(|(m, d_block)| {
-                let mut sums = vec![0f32; b.len()];
-                for (i, d_row) in d_block.chunks_exact_mut(l).enumerate() {
-                    let at = (m * l + i) * l;
-                    for j in op.visible.keys(m, i, l) {
-                        let d = op.scale * silu_and_slope(s[at + j] + b[i - j]).1 * g[at + j];
-                        d_row[j] = d;
-                        sums[i - j] += d;
-                    }
+        for_chunks_summing(ds, l * l, db, |m, d_block, sums| {
+            for (i, d_row) in d_block.chunks_exact_mut(l).enumerate() {
+                let at = (m * l + i) * l;
+                for j in op.visible.keys(m, i, l) {
+                    let d = op.scale * silu_and_slope(s[at + j] + b[i - j]).1 * g[at + j];
+                    d_row[j] = d;
+                    sums[i - j] += d;
                 }
-                sums
-            })
-            .collect();
-        for sums in partial {
-            for (total, v) in db.iter_mut().zip(sums) {
-                *total += v;
             }
-        }
+        });
         Ok((CpuStorage::F32(out), Shape::from(n * l * l + b.len())))
     }
 }
@@ -574,33 +563,24 @@ impl CustomOp3 for BiasSiluGrad {
         }
         let mut out = vec![0f32; (n + 1) * c];
         let (dz, dbias) = out.split_at_mut(n * c);
-        let partial: Vec<Vec<f32>> = dz
-            .par_chunks_mut(ROWS_PER_TASK * c.max(1))
-            .enumerate()
-            .map(|(k, chunk)| {
-                let at = k * ROWS_PER_TASK * c;
-                let (z, g) = (&z[at..at + chunk.len()], &g[at..at + chunk.len()]);
-                let mut sums = vec![0f32; c];
-                for ((d_row, z_row), g_row) in chunk
-                    .chunks_exact_mut(c)
-                    .zip(z.chunks_exact(c))
-                    .zip(g.chunks_exact(c))
-                {
-                    let (d_row, z_row, g_row) = (&mut d_row[..c], &z_row[..c], &g_row[..c]);
-                    for j in 0..c {
-                        let d = g_row[j] * silu_and_slope(z_row[j] + bias[j]).1;
-                        d_row[j] = d;
-                        sums[j] += d;
-                    }
+        let chunk_len = ROWS_PER_TASK * c;
+        for_chunks_summing(dz, chunk_len, dbias, |k, chunk, sums| {
+            let at = k * chunk_len;
+            let (z, g) = (&z[at..at + chunk.len()], &g[at..at + chunk.len()]);
+            for ((d_row, z_row), g_row) in chunk
+                .chunks_exact_mut(c)
+                .zip(z.chunks_exact(c))
+                .zip(g.chunks_exact(c))
+            {
+                let (d_row, z_row, g_row, sums) =
+                    (&mut d_row[..c], &z_row[..c], &g_row[..c], &mut sums[..c]);
+                for j in 0..c {
+                    let d = g_row[j] * silu_and_slope(z_row[j] + bias[j]).1;
+                    d_row[j] = d;
+                    sums[j] += d;
                 }
-                sums
-            })
-            .collect();
-        for sums in partial {
-            for (total, s) in dbias.iter_mut().zip(sums) {
-                *total += s;
             }
-        }
+        });
         Ok((CpuStorage::F32(out), Shape::from((n + 1, c))))
     }
 }
@@ -791,6 +771,16 @@ mod tests {
         assert!(block[..2 * l].iter().all(|&v| v == 0.0));
         assert_eq!(&block[2 * l..3 * l], &[0.0, 0.0, 1.0, 0.0]);
     }
+    /// The values of `y`, and the gradients of `sum(y * w)` for the two inputs `a` and `b`.
+    fn weighted_grads(y: &Tensor, w: &Tensor, a: &Var, b: &Var) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let g = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        (
+            values(y),
+            values(g.get(a.as_tensor()).unwrap()),
+            values(g.get(b.as_tensor()).unwrap()),
+        )
+    }
+
     /// The bits of a fused op's value and gradients computed in a pool of `threads` (the
     /// parallel ops split their work the same way on any count).
     fn bits_on(
@@ -835,18 +825,7 @@ mod tests {
         .unwrap();
         let run = |fused: bool| {
             let f = if fused { bias_silu } else { bias_silu_generic };
-            let y = f(z.as_tensor(), bias.as_tensor()).unwrap();
-            let g = (y.clone() * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            (
-                values(&y),
-                values(g.get(z.as_tensor()).unwrap()),
-                values(g.get(bias.as_tensor()).unwrap()),
-            )
+            weighted_grads(&f(z.as_tensor(), bias.as_tensor()).unwrap(), &w, &z, &bias)
         };
         let (fused, generic) = (run(true), run(false));
         // The row chunks run in parallel: one thread or two give the same bits.
@@ -906,17 +885,7 @@ mod tests {
                 silu_attention_generic
             };
             let p = f(s.as_tensor(), bias.as_tensor(), h, &first, 0.25).unwrap();
-            let g = (p.clone() * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            (
-                values(&p),
-                values(g.get(s.as_tensor()).unwrap()),
-                values(g.get(bias.as_tensor()).unwrap()),
-            )
+            weighted_grads(&p, &w, &s, &bias)
         };
         let (fused, generic) = (run(true), run(false));
         // One task per attention block: one thread or two give the same bits.
