@@ -95,6 +95,44 @@ pub fn product(a: Matrix<'_>, b: Matrix<'_>, threads: usize) -> Vec<f32> {
     c
 }
 
+/// `a_i b_i` for every pair, one after another into a new row-major buffer (`[pairs, a.rows,
+/// b.cols]`), written without reading, as [`product`]: a batch of products (attention's scores
+/// and their gradients) without a pass to zero their output first.
+///
+/// # Panics
+/// When the pairs differ in shape or a pair fails [`matmul`]'s checks.
+#[allow(unsafe_code)]
+pub fn products(pairs: &[(Matrix<'_>, Matrix<'_>)], threads: usize) -> Vec<f32> {
+    let Some(&(first_a, first_b)) = pairs.first() else {
+        return Vec::new();
+    };
+    let each = first_a.rows * first_b.cols;
+    for &(a, b) in pairs {
+        check_views(a, b);
+        assert!(
+            (a.rows, a.cols, b.cols) == (first_a.rows, first_a.cols, first_b.cols),
+            "products: the pairs differ in shape"
+        );
+    }
+    let len = each * pairs.len();
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    if first_a.cols == 0 || each == 0 {
+        c.resize(len, 0.0);
+        return c;
+    }
+    // SAFETY: every pair passed `check_views`; pair `i` writes the `each` values from
+    // `i * each`, which lie inside the capacity and overlap no other pair's or an input; gemm
+    // with `read_dst = false` writes each once without reading, so all `len` are initialised
+    // when `set_len` exposes them.
+    unsafe {
+        for (i, &(a, b)) in pairs.iter().enumerate() {
+            gemm_into(a, b, c.as_mut_ptr().add(i * each), false, threads);
+        }
+        c.set_len(len);
+    }
+    c
+}
+
 /// The shapes chain and both views stay inside their slices (a caller's bug otherwise).
 fn check_views(a: Matrix<'_>, b: Matrix<'_>) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
@@ -185,6 +223,30 @@ mod tests {
                     .all(|(a, b)| (a - 2.0 * b).abs() < 1e-5)
             );
         }
+    }
+
+    /// A batch of products is each pair's product, one after another (views of one buffer
+    /// at two offsets, the second transposed).
+    #[test]
+    fn a_batch_of_products_is_each_pair_in_turn() {
+        let x: Vec<f32> = (0..24).map(|v| (v as f32 * 0.37).sin()).collect();
+        let a0 = Matrix::row_major(&x, 3, 4);
+        let a1 = Matrix::row_major(&x[12..], 3, 4);
+        let b0 = Matrix::row_major(&x[4..], 2, 4).t();
+        let b1 = Matrix::row_major(&x[10..], 2, 4).t();
+        for threads in [1, 2] {
+            let batch = products(&[(a0, b0), (a1, b1)], threads);
+            let mut expected = product(a0, b0, threads);
+            expected.extend(product(a1, b1, threads));
+            assert_eq!(batch, expected);
+            assert!(
+                batch
+                    .iter()
+                    .zip(naive(a0, b0).iter().chain(&naive(a1, b1)))
+                    .all(|(p, q)| (p - q).abs() < 1e-5)
+            );
+        }
+        assert!(products(&[], 1).is_empty());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::model::sequence::{
 use crate::model::sparse::Gathered;
 use crate::model::tower::{Params, Pass};
 use crate::model::window::{Padded, WindowEncoder};
+use crate::ops::product_op::matmul;
 use crate::ops::seq_op::silu_attention;
 
 // Checkpoint names of the encoder's parts: `new` registers them, `describe` lists them.
@@ -146,9 +147,9 @@ impl WindowEncoder for HstuEncoder {
             let part = |k: usize| block.uvqk.forward_silu_part(&normed, k * d, d);
             let split = |k: usize| heads_apart(&part(k)?, b, l, h);
             let (v, q, k) = (split(1)?, split(2)?, split(3)?);
-            let scores = q.matmul(&k.t()?)?;
+            let scores = matmul(&q, &k.t()?)?;
             let weights = silu_attention(&scores, &block.relative_bias, h, &windows.first, scale)?;
-            let attended = heads_together(&weights.matmul(&v)?, b, l, h)?;
+            let attended = heads_together(&matmul(&weights, &v)?, b, l, h)?;
             let gated = (block.attention_norm.forward(&attended)? * part(0)?)?;
             let o = block
                 .output

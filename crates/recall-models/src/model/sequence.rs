@@ -18,6 +18,7 @@ use crate::model::sparse::Gathered;
 use crate::model::tower::{Params, Pass};
 use crate::model::window::{Padded, WindowEncoder};
 use crate::ops::fused::bias_activation;
+use crate::ops::product_op::matmul;
 use crate::ops::seq_op::{bias_silu, causal_softmax, layer_norm};
 
 /// What the encoder is built from.
@@ -333,14 +334,14 @@ impl Linear {
 
     /// `act(x W^T + b)` for `[N, in]` rows; `alpha` 1 is the identity, 0 ReLU.
     pub(crate) fn forward(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
-        bias_activation(&x.matmul(&self.weight.t()?)?, &self.bias, alpha)
+        bias_activation(&matmul(x, &self.weight.t()?)?, &self.bias, alpha)
     }
 
     /// `silu(x W^T + b)` for `[N, in]` rows, output columns `start..start + len` only (HSTU's
     /// projection, one part of it at a time).
     pub(crate) fn forward_silu_part(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         let weight = self.weight.narrow(0, start, len)?;
-        bias_silu(&x.matmul(&weight.t()?)?, &self.bias.narrow(0, start, len)?)
+        bias_silu(&matmul(x, &weight.t()?)?, &self.bias.narrow(0, start, len)?)
     }
 }
 
@@ -477,9 +478,9 @@ impl WindowEncoder for SequenceEncoder {
                 .forward(&block.attention_norm.forward(&x)?, &self.identity_qkv)?;
             let split = |k: usize| heads_apart(&qkv.narrow(1, k * d, d)?, b, l, h);
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let scores = q.matmul(&k.t()?)?;
+            let scores = matmul(&q, &k.t()?)?;
             let p = dropout(causal_softmax(&scores, h, &windows.first, scale)?, pass)?;
-            let a = heads_together(&p.matmul(&v)?, b, l, h)?;
+            let a = heads_together(&matmul(&p, &v)?, b, l, h)?;
             let o = block.output.forward(&a, &self.identity)?;
             x = (x + dropout(o, pass)?)?;
             // Feed-forward net on the normalised result.

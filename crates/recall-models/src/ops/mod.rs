@@ -9,6 +9,7 @@ pub(crate) mod kernel;
 pub mod mlp_op;
 pub mod norm_op;
 pub(crate) mod par;
+pub mod product_op;
 pub mod score_op;
 pub mod seq_op;
 
