@@ -3,6 +3,8 @@
 //! This is the workspace's one call into the unsafe kernel; every view is bounds-checked
 //! before it.
 
+use rayon::prelude::*;
+
 /// A matrix view over a slice: element `(i, j)` is `data[i * row_stride + j * col_stride]`, so
 /// a row-major matrix and its transpose are both views of the same data.
 #[derive(Debug, Clone, Copy)]
@@ -120,16 +122,28 @@ pub fn products(pairs: &[(Matrix<'_>, Matrix<'_>)], threads: usize) -> Vec<f32> 
         c.resize(len, 0.0);
         return c;
     }
-    // SAFETY: every pair passed `check_views`; pair `i` writes the `each` values from
-    // `i * each`, which lie inside the capacity and overlap no other pair's or an input; gemm
-    // with `read_dst = false` writes each once without reading, so all `len` are initialised
-    // when `set_len` exposes them.
-    unsafe {
-        for (i, &(a, b)) in pairs.iter().enumerate() {
-            gemm_into(a, b, c.as_mut_ptr().add(i * each), false, threads);
+    // With at least as many products as threads, one task per product, each on one thread:
+    // a batch of small products (a batch's attention blocks, 200 x 64 x 200) split between
+    // threads one by one spent its time waking them. gemm never splits a sum between threads,
+    // so either way gives the same bits.
+    if threads > 1 && pairs.len() >= threads {
+        c.spare_capacity_mut()[..len]
+            .par_chunks_mut(each)
+            .zip(pairs)
+            .for_each(|(out, &(a, b))| {
+                // SAFETY: the pair passed `check_views`; `out` is this pair's own `each`
+                // values of the capacity, overlapping no other pair's or an input.
+                unsafe { gemm_into(a, b, out.as_mut_ptr().cast::<f32>(), false, 1) }
+            });
+    } else {
+        for (out, &(a, b)) in c.spare_capacity_mut()[..len].chunks_mut(each).zip(pairs) {
+            // SAFETY: as above.
+            unsafe { gemm_into(a, b, out.as_mut_ptr().cast::<f32>(), false, threads) }
         }
-        c.set_len(len);
     }
+    // SAFETY: gemm with `read_dst = false` wrote each of the `len` values once without
+    // reading any, so all are initialised.
+    unsafe { c.set_len(len) };
     c
 }
 

@@ -7,8 +7,9 @@
 //! candle's `MatMul`, the largest single source of it), and the backward pass's two products
 //! per product paid it again. Here the output is allocated uninitialised and written by the
 //! same gemm call with the same arguments candle makes, so the values are candle's bit for bit
-//! (tested); the backward pass is `da = g b^T`, `db = a^T g` through this op too. Other
-//! devices, and ranks other than 2 and 3, take candle's product.
+//! (tested); the backward pass is `da = g b^T`, `db = a^T g` through this op too. A batch
+//! runs one product per task (candle splits each small product between the threads in turn).
+//! Other devices, and ranks other than 2 and 3, take candle's product.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use recall_eval::matmul::{Matrix, products};
