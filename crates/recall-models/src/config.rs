@@ -219,6 +219,14 @@ fn is_zero_f64(x: &f64) -> bool {
     *x == 0.0
 }
 
+fn is_one_usize(n: &usize) -> bool {
+    *n == 1
+}
+
+fn default_one() -> usize {
+    1
+}
+
 impl LrSchedule {
     fn is_constant(&self) -> bool {
         *self == LrSchedule::Constant
@@ -788,6 +796,12 @@ pub struct TrainConfig {
     /// Stop each epoch after this many batches (smoke runs, throughput measurements).
     #[serde(default)]
     pub max_batches_per_epoch: Option<usize>,
+    /// Validations per epoch: 2 validates after each half of an epoch's batches, and so on
+    /// (a long epoch, or a warm start whose best comes early); the best model is kept across
+    /// them. Each validation is then an entry of `history.json` (with `passes`), and
+    /// `patience` and `best_epoch` count validations, not epochs. Default 1.
+    #[serde(default = "default_one", skip_serializing_if = "is_one_usize")]
+    pub validations_per_epoch: usize,
     /// Learning-rate schedule (`{ kind = "cosine" }`, `"linear"`, `{ kind = "cooldown",
     /// fraction = 0.25 }`, default constant).
     #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
@@ -1056,6 +1070,12 @@ impl TrainConfig {
         }
         if self.batch_size < 2 {
             return bad("batch_size", "must be at least 2");
+        }
+        if self.validations_per_epoch == 0 {
+            return bad(
+                "validations_per_epoch",
+                "must be at least 1 (1 validates after each epoch)",
+            );
         }
         // No training is a warm start's model as it was (new items then take their vectors
         // from the cold path and the index can be extended rather than rebuilt), so it needs

@@ -41,6 +41,35 @@ pub struct EpochLog {
     pub examples_per_second: f64,
     /// Validation HitRate@K (None without a validation split).
     pub valid_hit_rate: Option<f64>,
+    /// Passes over the training examples when this validation ran (with
+    /// `train.validations_per_epoch` above 1, when each entry is a part of an epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passes: Option<f64>,
+}
+
+/// Training since the last validation (an epoch, or a part of one).
+struct Part {
+    started: Instant,
+    loss_sum: f64,
+    batches: usize,
+    examples: usize,
+}
+
+impl Part {
+    fn start() -> Self {
+        Part {
+            started: Instant::now(),
+            loss_sum: 0.0,
+            batches: 0,
+            examples: 0,
+        }
+    }
+
+    fn add(&mut self, loss: f64, examples: usize) {
+        self.loss_sum += loss;
+        self.batches += 1;
+        self.examples += examples;
+    }
 }
 
 /// The outcome of training.
@@ -247,15 +276,60 @@ fn train_in_pool(
     let mut best: Option<(f64, usize, TwoTower)> = None;
     let mut trained_examples = 0usize;
     let mut train_seconds = 0.0;
+    let parts = config.validations_per_epoch.max(1);
+    // Validation after an epoch or a part of one: logs it, keeps the best model, and says
+    // whether training stops (patience counts validations).
+    let mut validate = |model: &TwoTower, part: &Part, passes: f64| -> Result<(EpochLog, bool)> {
+        let seconds = part.started.elapsed().as_secs_f64();
+        train_seconds += seconds;
+        let valid_hit_rate = if valid.is_empty() {
+            None
+        } else {
+            let filter = config
+                .seen_filter
+                .with_recent_window(model.history_len(data));
+            Some(model.hit_rate(data, &valid, config.validate_k, filter)?)
+        };
+        let epoch = epochs.len() + 1;
+        let log = EpochLog {
+            epoch,
+            loss: part.loss_sum / part.batches.max(1) as f64,
+            seconds,
+            examples_per_second: part.examples as f64 / seconds.max(1e-9),
+            valid_hit_rate,
+            passes: (parts > 1).then_some(passes),
+        };
+        tracing::info!(epoch, loss = format!("{:.4}", log.loss), seconds = format!("{seconds:.1}"), examples_per_second = format!("{:.0}", log.examples_per_second), valid_hit_rate = ?valid_hit_rate.map(|h| format!("{h:.4}")), passes = ?log.passes, "epoch done");
+        epochs.push(log.clone());
+        let score = valid_hit_rate.unwrap_or(epoch as f64);
+        let mut stop = false;
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, epoch, model.snapshot()?));
+        } else if best
+            .as_ref()
+            .is_some_and(|(_, e, _)| epoch - e >= config.patience)
+        {
+            tracing::info!(
+                epoch,
+                "early stop: no better validation HitRate@{} for {} validations",
+                config.validate_k,
+                config.patience
+            );
+            stop = true;
+        }
+        Ok((log, stop))
+    };
     for epoch in 1..=config.epochs {
         let _span = tracing::info_span!("epoch", epoch).entered();
-        let start = Instant::now();
+        let mut part = Part::start();
         // Fisher-Yates with the training generator: the same seed gives the same batches.
         epoch_units.shuffle_into(&mut order, &mut rng);
-        let (mut loss_sum, mut batches) = (0f64, 0usize);
-        let examples_before = trained_examples;
         let limit = config.max_batches_per_epoch.unwrap_or(usize::MAX);
-        progress.epoch_started(epoch, order.len().div_ceil(config.batch_size).min(limit));
+        let epoch_batches = order.len().div_ceil(config.batch_size).min(limit);
+        progress.epoch_started(epoch, epoch_batches);
+        // The batches after which a part of the epoch is validated (none with one part: the
+        // epoch's end is validated below).
+        let part_ends: Vec<usize> = (1..parts).map(|k| k * epoch_batches / parts).collect();
         // The drawing thread's generator is seeded from the training generator, so the
         // batches depend on the seed only, never on how the two threads interleave.
         let mut draw_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
@@ -265,11 +339,16 @@ fn train_in_pool(
             hard,
         };
         let order = &order;
-        let mut train_batch = |draw: BatchDraw, waiting: f64| -> Result<()> {
+        let mut batches = 0usize;
+        // One step; returns the batch's loss and examples.
+        let mut train_batch = |model: &mut TwoTower,
+                               draw: BatchDraw,
+                               waiting: f64|
+         -> Result<(f64, usize)> {
             let started = Instant::now();
             let rows = &draw.rows;
-            // q per draw of an in-batch candidate: the estimator's expected count per batch
-            // over the batch size, or its share of training targets.
+            // q per draw of an in-batch candidate: the estimator's expected count per
+            // batch over the batch size, or its share of training targets.
             let b = rows.len() as f64;
             let stream = streaming.as_ref();
             let q = |t: u32| match stream.and_then(|s| s.expected_count(t)) {
@@ -318,13 +397,11 @@ fn train_in_pool(
                 backward,
                 update: started.elapsed().as_secs_f64() - forward - backward,
             });
-            loss_sum += value;
             batches += 1;
             progress.batch_done(value, examples);
-            trained_examples += examples;
-            Ok(())
+            Ok((value, examples))
         };
-        std::thread::scope(|scope| -> Result<()> {
+        let stopped = std::thread::scope(|scope| -> Result<bool> {
             // Two batches in flight are enough to hide the drawing; the bound keeps memory flat.
             let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<BatchDraw>>(2);
             let negatives = &negatives;
@@ -342,46 +419,29 @@ fn train_in_pool(
                 }
             });
             let mut waited_from = Instant::now();
-            for draw in receiver {
+            for (done, draw) in (1..).zip(receiver) {
                 let waiting = waited_from.elapsed().as_secs_f64();
-                train_batch(draw?, waiting)?;
+                let (value, examples) = train_batch(model, draw?, waiting)?;
+                part.add(value, examples);
+                trained_examples += examples;
+                if part_ends.contains(&done) {
+                    let passes = (epoch - 1) as f64 + done as f64 / epoch_batches as f64;
+                    if validate(model, &part, passes)?.1 {
+                        // Dropping the receiver ends the drawing thread.
+                        return Ok(true);
+                    }
+                    part = Part::start();
+                }
                 waited_from = Instant::now();
             }
-            Ok(())
+            Ok(false)
         })?;
-        let seconds = start.elapsed().as_secs_f64();
-        train_seconds += seconds;
-        let valid_hit_rate = if valid.is_empty() {
-            None
-        } else {
-            let filter = config
-                .seen_filter
-                .with_recent_window(model.history_len(data));
-            Some(model.hit_rate(data, &valid, config.validate_k, filter)?)
-        };
-        let log = EpochLog {
-            epoch,
-            loss: loss_sum / batches.max(1) as f64,
-            seconds,
-            examples_per_second: (trained_examples - examples_before) as f64 / seconds.max(1e-9),
-            valid_hit_rate,
-        };
+        if stopped {
+            break;
+        }
+        let (log, stop) = validate(model, &part, epoch as f64)?;
         progress.epoch_finished(&log);
-        tracing::info!(epoch, loss = format!("{:.4}", log.loss), seconds = format!("{seconds:.1}"), examples_per_second = format!("{:.0}", log.examples_per_second), valid_hit_rate = ?valid_hit_rate.map(|h| format!("{h:.4}")), "epoch done");
-        epochs.push(log);
-        let score = valid_hit_rate.unwrap_or(epoch as f64);
-        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
-            best = Some((score, epoch, model.snapshot()?));
-        } else if best
-            .as_ref()
-            .is_some_and(|(_, e, _)| epoch - e >= config.patience)
-        {
-            tracing::info!(
-                epoch,
-                "early stop: no better validation HitRate@{} for {} epochs",
-                config.validate_k,
-                config.patience
-            );
+        if stop {
             break;
         }
     }

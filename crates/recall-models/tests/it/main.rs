@@ -248,6 +248,66 @@ fn one_or_two_threads_train_bit_identical_weights() {
     }
 }
 
+/// Validating inside an epoch changes nothing that trains: the validations at each epoch's
+/// end are the once-an-epoch run's, and the parts in between are logged with how far training
+/// had got; the model kept is the best of all of them.
+#[test]
+fn validations_inside_an_epoch_leave_the_training_as_it_was() {
+    let dir = encoded();
+    let data = EncodedData::read_dir(&dir).unwrap();
+    let (m, mut t) = configs("youtubednn");
+    t.epochs = 2;
+    t.patience = 10;
+    let run = |parts: usize| {
+        let t = TrainConfig {
+            validations_per_epoch: parts,
+            ..t.clone()
+        };
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(6);
+        let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+        let report = train::train(&mut model, &data, &t, 6).unwrap();
+        (report, model)
+    };
+    let (once, _) = run(1);
+    let (thrice, model) = run(3);
+    assert_eq!(once.epochs.len(), 2);
+    assert!(once.epochs.iter().all(|e| e.passes.is_none()));
+    assert_eq!(thrice.epochs.len(), 6);
+    let passes: Vec<f64> = thrice.epochs.iter().map(|e| e.passes.unwrap()).collect();
+    assert!(passes.windows(2).all(|w| w[0] < w[1]), "{passes:?}");
+    assert_eq!((passes[2], passes[5]), (1.0, 2.0));
+    for (epoch, log) in once.epochs.iter().enumerate() {
+        assert_eq!(
+            log.valid_hit_rate,
+            thrice.epochs[3 * epoch + 2].valid_hit_rate,
+            "epoch {}",
+            epoch + 1
+        );
+    }
+    let best = thrice
+        .epochs
+        .iter()
+        .map(|e| e.valid_hit_rate.unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(
+        thrice.epochs[thrice.best_epoch - 1].valid_hit_rate,
+        Some(best)
+    );
+    // The kept model is that best validation's.
+    let filter = t.seen_filter.with_recent_window(model.history_len(&data));
+    let valid = &data.valid;
+    assert_eq!(
+        model.hit_rate(&data, valid, t.validate_k, filter).unwrap(),
+        best
+    );
+    let zero = TrainConfig {
+        validations_per_epoch: 0,
+        ..t.clone()
+    };
+    let err = zero.validate().unwrap_err().to_string();
+    assert!(err.contains("train.validations_per_epoch"), "{err}");
+}
+
 /// A small synthetic dataset ingested into a fresh directory and encoded with `config` (an
 /// `EncodeConfig` as JSON); the caller writes the encoding where it wants it.
 fn synthetic_encoded(config: serde_json::Value) -> (PathBuf, recall_features::Encoded) {
