@@ -74,31 +74,13 @@ pub fn matmul(a: Matrix<'_>, b: Matrix<'_>, c: &mut [f32], accumulate: bool, thr
 
 /// `a b` into a new row-major buffer, which the kernel writes without reading: no pass to
 /// zero it first (on a training step's activations and gradients those passes were a
-/// measurable share of the memory traffic).
-#[allow(unsafe_code)]
+/// measurable share of the memory traffic). A batch of one [`products`].
 pub fn product(a: Matrix<'_>, b: Matrix<'_>, threads: usize) -> Vec<f32> {
-    let len = a.rows * b.cols;
-    let mut c: Vec<f32> = Vec::with_capacity(len);
-    if a.cols == 0 {
-        c.resize(len, 0.0);
-        return c;
-    }
-    check_views(a, b);
-    if len == 0 {
-        return c;
-    }
-    // SAFETY: as in `matmul`; `c` has capacity for `len` values and gemm with
-    // `read_dst = false` writes each of them once without reading any (alpha is not applied
-    // to an unread destination), so all `len` are initialised when `set_len` exposes them.
-    unsafe {
-        gemm_into(a, b, c.as_mut_ptr(), false, threads);
-        c.set_len(len);
-    }
-    c
+    products(&[(a, b)], threads)
 }
 
 /// `a_i b_i` for every pair, one after another into a new row-major buffer (`[pairs, a.rows,
-/// b.cols]`), written without reading, as [`product`]: a batch of products (attention's scores
+/// b.cols]`), which the kernel writes without reading: a batch of products (attention's scores
 /// and their gradients) without a pass to zero their output first.
 ///
 /// # Panics
@@ -142,7 +124,7 @@ pub fn products(pairs: &[(Matrix<'_>, Matrix<'_>)], threads: usize) -> Vec<f32> 
         }
     }
     // SAFETY: gemm with `read_dst = false` wrote each of the `len` values once without
-    // reading any, so all are initialised.
+    // reading any (alpha is not applied to an unread destination), so all are initialised.
     unsafe { c.set_len(len) };
     c
 }

@@ -33,10 +33,7 @@ fn product(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 struct Product;
 
 /// The matrices of one operand, batch by batch, as views of its storage.
-fn views<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-) -> candle_core::Result<(usize, Vec<Matrix<'a>>)> {
+fn views<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<Vec<Matrix<'a>>> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("product: only f32 is supported")
     };
@@ -49,7 +46,7 @@ fn views<'a>(
     let (rows, cols) = (dims[dims.len() - 2], dims[dims.len() - 1]);
     let (row_stride, col_stride) = (stride[dims.len() - 2], stride[dims.len() - 1]);
     let start = layout.start_offset();
-    let matrices = (0..batch)
+    Ok((0..batch)
         .map(|i| {
             let from = (start + i * batch_stride).min(data.len());
             Matrix {
@@ -60,8 +57,7 @@ fn views<'a>(
                 col_stride,
             }
         })
-        .collect();
-    Ok((batch, matrices))
+        .collect())
 }
 
 impl CustomOp2 for Product {
@@ -76,14 +72,14 @@ impl CustomOp2 for Product {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (batch, a) = views(s1, l1)?;
-        let (batch_b, b) = views(s2, l2)?;
+        let (a, b) = (views(s1, l1)?, views(s2, l2)?);
         let last_two = |l: &Layout| {
             let d = l.dims();
             (d[d.len() - 2], d[d.len() - 1])
         };
         let ((m, k), (k_b, n)) = (last_two(l1), last_two(l2));
-        if batch != batch_b || k != k_b {
+        let batch = a.len();
+        if batch != b.len() || k != k_b {
             candle_core::bail!(
                 "product: {:?} times {:?} do not chain",
                 l1.dims(),

@@ -339,10 +339,10 @@ fn train_in_pool(
             hard,
         };
         let order = &order;
-        let mut batches = 0usize;
-        // One step; returns the batch's loss and examples.
+        // One step (the epoch's batch `index`, from 0); returns the batch's loss and examples.
         let mut train_batch = |model: &mut TwoTower,
                                draw: BatchDraw,
+                               index: usize,
                                waiting: f64|
          -> Result<(f64, usize)> {
             let started = Instant::now();
@@ -376,7 +376,7 @@ fn train_in_pool(
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 return Err(Error::Training(format!(
-                    "loss became {value} at epoch {epoch}, batch {batches}: lower the learning rate or raise the temperature \
+                    "loss became {value} at epoch {epoch}, batch {index}: lower the learning rate or raise the temperature \
                  (nothing is saved by this run; earlier checkpoints stay as they were)"
                 )));
             }
@@ -397,7 +397,6 @@ fn train_in_pool(
                 backward,
                 update: started.elapsed().as_secs_f64() - forward - backward,
             });
-            batches += 1;
             progress.batch_done(value, examples);
             Ok((value, examples))
         };
@@ -421,7 +420,7 @@ fn train_in_pool(
             let mut waited_from = Instant::now();
             for (done, draw) in (1..).zip(receiver) {
                 let waiting = waited_from.elapsed().as_secs_f64();
-                let (value, examples) = train_batch(model, draw?, waiting)?;
+                let (value, examples) = train_batch(model, draw?, done - 1, waiting)?;
                 part.add(value, examples);
                 trained_examples += examples;
                 if part_ends.contains(&done) {
