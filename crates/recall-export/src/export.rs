@@ -310,9 +310,15 @@ fn copy_encoding(encode_dir: &Path, out: &Path, user_ids: bool) -> Result<Vec<Fi
         .collect()
 }
 
+/// Copies `from` to `to` atomically, streamed (a checkpoint is the size of its item table).
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    let bytes = std::fs::read(from).map_err(|e| recall_core::Error::io("cannot read", from, e))?;
-    recall_core::write::write_bytes(to, &bytes)?;
+    let mut source =
+        std::fs::File::open(from).map_err(|e| recall_core::Error::io("cannot read", from, e))?;
+    recall_core::write::write_atomic(to, |w| {
+        std::io::copy(&mut source, w)
+            .map(|_| ())
+            .map_err(|e| recall_core::Error::io("cannot copy into", to, e))
+    })?;
     Ok(())
 }
 
@@ -521,14 +527,160 @@ fn export(job: &ModelExport<'_>, out: &Path) -> Result<ExportSummary> {
         )));
     }
     let model: TwoTower = checkpoint::load(model_dir, &data, device)?;
-    let item_ids = encoded::read_vocabulary(&encode_dir.join(files::vocab(ITEM_ID)))?.raw;
-    let user_vocab = encoded::read_vocabulary(&encode_dir.join(files::vocab(USER_ID)))?.raw;
 
     // Check the output directory before spending time: nothing is half-written either way.
     std::fs::create_dir_all(out)
         .map_err(|e| recall_core::Error::io("cannot create the export directory", out, e))?;
 
-    let all_items = model.embed_items(&data)?;
+    // The weights and their map first, while nothing else big is in memory; the model goes
+    // once `serve` has embedded every item and user.
+    copy_file(
+        &model_dir.join("model.safetensors"),
+        &out.join("model.safetensors"),
+    )?;
+    copy_file(&model_dir.join("config.json"), &out.join("config.json"))?;
+    let load_weights = || {
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu)
+            .map_err(recall_models::Error::from)
+    };
+    let tensors = load_weights()?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let layout = model.input_layout(&data);
+    let tensor_map: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            let shape = tensors[*n].dims().to_vec();
+            serde_json::json!({
+                "name": n,
+                "shape": shape,
+                "dtype": format!("{:?}", tensors[*n].dtype()),
+                "pytorch": model.torch_counterpart(n, &shape),
+            })
+        })
+        .collect();
+    let json = |v: &serde_json::Value| {
+        serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))
+    };
+    recall_core::write::write_bytes(
+        &out.join("tensors.json"),
+        &json(&serde_json::json!({
+            "format": "safetensors, row-major float32",
+            "note": "Linear weights are [out, in] like torch.nn.Linear; embedding rows are the encoder's indices (vocab_*.parquet), 0 padding and 1 out-of-vocabulary",
+            "tensors": tensor_map,
+            "layout": layout,
+        }))?,
+    )?;
+    let encoding = copy_encoding(encode_dir, out, model.tables().user_id.is_some())?;
+    let model_kind = model.config().kind().name().to_owned();
+    let tensor_count = tensors.len();
+    drop(tensors);
+
+    let served = serve(job, &data, model, earlier, out)?;
+
+    // The towers read the checkpoint's tables, loaded again: the model and every vector are
+    // gone by now.
+    let onnx = if config.onnx {
+        crate::onnx::write(
+            out,
+            &layout,
+            &load_weights()?,
+            &data,
+            config.onnx_external_data,
+        )?
+    } else {
+        Vec::new()
+    };
+
+    let mut files = vec![
+        record(
+            out,
+            "item_embeddings.parquet",
+            Some(served.item_rows as u64),
+        )?,
+        record(
+            out,
+            "user_embeddings.parquet",
+            Some(served.user_rows as u64),
+        )?,
+        record(
+            out,
+            "candidates.parquet",
+            Some(served.candidate_rows as u64),
+        )?,
+        record(out, "model.safetensors", Some(tensor_count as u64))?,
+        record(out, "config.json", None)?,
+        record(out, "tensors.json", None)?,
+    ];
+    files.extend(encoding);
+    for file in &onnx {
+        files.push(record(out, file, None)?);
+    }
+    if let Some((_, items)) = &served.index {
+        files.push(record(out, INDEX_FILE, Some(*items as u64))?);
+        files.push(record(out, &format!("{INDEX_FILE}.json"), None)?);
+    }
+
+    let summary = ExportSummary {
+        model: name.to_owned(),
+        model_kind,
+        dim: served.dim,
+        config_hash: config_hash.to_owned(),
+        versions: serde_json::json!({
+            "recall-export": env!("CARGO_PKG_VERSION"),
+            "usearch": usearch::version(),
+        }),
+        top_k: config.top_k,
+        seen_filter: config.seen_filter,
+        recent_window: served.recent_window,
+        candidates: config.candidates,
+        users: served.user_rows,
+        items: served.item_rows,
+        users_skipped_unknown: served.users_skipped_unknown,
+        index: served.index.map(|(quality, _)| quality),
+        files,
+    };
+    recall_core::write::write_bytes(
+        &out.join("manifest.json"),
+        &serde_json::to_vec_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?,
+    )?;
+    Ok(summary)
+}
+
+/// What [`serve`] wrote, for the manifest.
+struct Served {
+    dim: usize,
+    item_rows: usize,
+    user_rows: usize,
+    users_skipped_unknown: usize,
+    candidate_rows: usize,
+    recent_window: Option<usize>,
+    /// The serving index's quality and the items it holds, when it is built.
+    index: Option<(IndexQuality, usize)>,
+}
+
+/// Writes what serving reads while the model's vectors are in memory: both embedding tables,
+/// the serving index (measured against the exact ranking) and the candidates. The vectors, the
+/// index, the ranking and the seen lists are dropped when it returns, before the weights and
+/// the ONNX towers are written: at 100 M interactions they were all still resident beside the
+/// towers' copies of the item table (MEASUREMENTS.md, issue 32).
+fn serve(
+    job: &ModelExport<'_>,
+    data: &EncodedData,
+    model: TwoTower,
+    earlier: Option<&Path>,
+    out: &Path,
+) -> Result<Served> {
+    let ModelExport {
+        encode_dir,
+        name,
+        config,
+        ..
+    } = *job;
+    let item_ids = encoded::read_vocabulary(&encode_dir.join(files::vocab(ITEM_ID)))?.raw;
+    let user_vocab = encoded::read_vocabulary(&encode_dir.join(files::vocab(USER_ID)))?.raw;
+
+    let all_items = model.embed_items(data)?;
     let dim = all_items.dim();
     let known_rows = FIRST_ITEM as usize..all_items.rows();
     if known_rows.len() != item_ids.len() {
@@ -538,13 +690,19 @@ fn export(job: &ModelExport<'_>, out: &Path) -> Result<ExportSummary> {
             known_rows.len()
         )));
     }
-    let (serving, users_skipped_unknown) = serving_split(&data);
+    let (serving, users_skipped_unknown) = serving_split(data);
     if serving.is_empty() {
         return Err(Error::Invalid(
             "no test row has a known user: nothing to embed".into(),
         ));
     }
-    let users = model.embed_split(&data, &serving)?;
+    let users = model.embed_split(data, &serving)?;
+    let filter = config
+        .seen_filter
+        .with_recent_window(model.history_len(data));
+    // Every vector is made: the model's tables (the item table is the size of `all_items`)
+    // are not needed for the index and the ranking.
+    drop(model);
     if users.dim() != dim {
         return Err(Error::Invalid(format!(
             "user embeddings have dimension {} and item embeddings {dim}: the towers' last widths must match",
@@ -624,13 +782,10 @@ fn export(job: &ModelExport<'_>, out: &Path) -> Result<ExportSummary> {
     } else {
         None
     };
-    let filter = config
-        .seen_filter
-        .with_recent_window(model.history_len(&data));
     let exclude = match filter {
         SeenFilter::None => None,
-        SeenFilter::All => Some(seen_items(&data, &serving, usize::MAX)),
-        SeenFilter::Recent(n) => Some(seen_items(&data, &serving, n)),
+        SeenFilter::All => Some(seen_items(data, &serving, usize::MAX)),
+        SeenFilter::Recent(n) => Some(seen_items(data, &serving, n)),
     };
     let probe = config.probe_users.clamp(1, users.rows());
     // The candidates, and the exact unfiltered ranking of the probe users that the index is
@@ -693,67 +848,8 @@ fn export(job: &ModelExport<'_>, out: &Path) -> Result<ExportSummary> {
         config.candidates,
     )?;
 
-    copy_file(
-        &model_dir.join("model.safetensors"),
-        &out.join("model.safetensors"),
-    )?;
-    copy_file(&model_dir.join("config.json"), &out.join("config.json"))?;
-    let tensors = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu)
-        .map_err(recall_models::Error::from)?;
-    let mut names: Vec<&String> = tensors.keys().collect();
-    names.sort();
-    let layout = model.input_layout(&data);
-    let tensor_map: Vec<serde_json::Value> = names
-        .iter()
-        .map(|n| {
-            let shape = tensors[*n].dims().to_vec();
-            serde_json::json!({
-                "name": n,
-                "shape": shape,
-                "dtype": format!("{:?}", tensors[*n].dtype()),
-                "pytorch": model.torch_counterpart(n, &shape),
-            })
-        })
-        .collect();
-    let json = |v: &serde_json::Value| {
-        serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))
-    };
-    recall_core::write::write_bytes(
-        &out.join("tensors.json"),
-        &json(&serde_json::json!({
-            "format": "safetensors, row-major float32",
-            "note": "Linear weights are [out, in] like torch.nn.Linear; embedding rows are the encoder's indices (vocab_*.parquet), 0 padding and 1 out-of-vocabulary",
-            "tensors": tensor_map,
-            "layout": layout,
-        }))?,
-    )?;
-    let encoding = copy_encoding(encode_dir, out, model.tables().user_id.is_some())?;
-    let onnx = if config.onnx {
-        crate::onnx::write(out, &layout, &tensors, &data, config.onnx_external_data)?
-    } else {
-        Vec::new()
-    };
-
-    let mut files = vec![
-        record(out, "item_embeddings.parquet", Some(item_rows as u64))?,
-        record(
-            out,
-            "user_embeddings.parquet",
-            Some(user_rows_written as u64),
-        )?,
-        record(out, "candidates.parquet", Some(candidate_rows as u64))?,
-        record(out, "model.safetensors", Some(tensors.len() as u64))?,
-        record(out, "config.json", None)?,
-        record(out, "tensors.json", None)?,
-    ];
-    files.extend(encoding);
-    for file in &onnx {
-        files.push(record(out, file, None)?);
-    }
     let index = match &index {
         Some((index, build_seconds)) => {
-            files.push(record(out, INDEX_FILE, Some(index.sidecar().items as u64))?);
-            files.push(record(out, &format!("{INDEX_FILE}.json"), None)?);
             let mut quality =
                 measure_index(index, &users, &probe_exact, exact_rate, *build_seconds)?;
             quality.extended = extended;
@@ -764,35 +860,19 @@ fn export(job: &ModelExport<'_>, out: &Path) -> Result<ExportSummary> {
                 "serving index of `{name}` against the exact top-{}",
                 quality.k
             );
-            Some(quality)
+            Some((quality, index.sidecar().items))
         }
         None => None,
     };
-
-    let summary = ExportSummary {
-        model: name.to_owned(),
-        model_kind: model.config().kind().name().to_owned(),
+    Ok(Served {
         dim,
-        config_hash: config_hash.to_owned(),
-        versions: serde_json::json!({
-            "recall-export": env!("CARGO_PKG_VERSION"),
-            "usearch": usearch::version(),
-        }),
-        top_k: config.top_k,
-        seen_filter: config.seen_filter,
-        recent_window: filter.recent_window(),
-        candidates: config.candidates,
-        users: user_rows_written,
-        items: item_rows,
+        item_rows,
+        user_rows: user_rows_written,
         users_skipped_unknown,
+        candidate_rows,
+        recent_window: filter.recent_window(),
         index,
-        files,
-    };
-    recall_core::write::write_bytes(
-        &out.join("manifest.json"),
-        &serde_json::to_vec_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?,
-    )?;
-    Ok(summary)
+    })
 }
 
 /// The export directory's files, manifest last (for a caller's own manifest).

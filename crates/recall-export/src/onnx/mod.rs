@@ -96,8 +96,12 @@ fn write_model(
             serialised.model.len()
         )));
     }
-    if let Some(bytes) = &serialised.data {
-        recall_core::write::write_bytes(&out.join(&data_name), bytes)?;
+    if let Some(data) = &serialised.data {
+        let path = out.join(&data_name);
+        recall_core::write::write_atomic(&path, |w| {
+            data.write_to(w)
+                .map_err(|e| recall_core::Error::io("cannot write", &path, e))
+        })?;
         files.push(data_name);
     }
     recall_core::write::write_bytes(&out.join(file), &serialised.model)?;

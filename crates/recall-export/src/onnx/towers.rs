@@ -23,7 +23,7 @@ use serde_json::Value;
 use recall_models::data::EncodedData;
 use recall_models::model::tables::ItemFeatureSource;
 
-use super::graph::{Dim, Elem, Graph, float, int, ints};
+use super::graph::{self, Dim, Elem, Graph, float, int, ints};
 use crate::error::{Error, Result};
 
 const BATCH: Dim = Dim::Named("batch");
@@ -101,8 +101,9 @@ impl<'a> Tower<'a> {
     fn weight(&mut self, name: &str) -> Result<String> {
         let constant = format!("w.{name}");
         if !self.g.has_constant(&constant) {
-            let (dims, values) = self.tensor(name)?;
-            self.g.f32s(&constant, &dims, &values);
+            let t = self.checkpoint_tensor(name)?;
+            let raw = le_bytes(t).map_err(recall_models::Error::from)?;
+            self.g.f32_bytes(&constant, t.dims(), raw);
         }
         Ok(constant)
     }
@@ -783,4 +784,40 @@ pub fn item_tower(
         "item_vector",
         "the item's unit vector",
     )))
+}
+
+/// `t`'s values as ONNX's little-endian `raw_data`, converted a block at a time: a whole copy
+/// of the values first would put a second item table in memory (1.26 GB at 10 M items).
+fn le_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
+    const BLOCK: usize = 1 << 20;
+    let flat = t.flatten_all()?;
+    let n = flat.elem_count();
+    let mut raw = Vec::with_capacity(n * 4);
+    for start in (0..n).step_by(BLOCK) {
+        let values = flat
+            .narrow(0, start, BLOCK.min(n - start))?
+            .to_vec1::<f32>()?;
+        graph::extend_le_bytes(&mut raw, &values);
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table of more than two blocks, and one whose size is not a multiple of the block,
+    /// gives the bytes a whole copy of its values gives.
+    #[test]
+    fn block_by_block_bytes_are_the_whole_tables() {
+        for (rows, cols) in [(1300, 2017), (3, 5)] {
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|i| (i as f32 * 0.37).sin() * 1e3)
+                .collect();
+            let t =
+                Tensor::from_vec(values.clone(), (rows, cols), &candle_core::Device::Cpu).unwrap();
+            let whole: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert_eq!(le_bytes(&t).unwrap(), whole);
+        }
+    }
 }
