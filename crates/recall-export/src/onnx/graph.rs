@@ -145,7 +145,7 @@ impl Graph {
 
     /// A float constant named `name` (stored once however often it is asked for).
     pub fn f32s(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
-        let mut raw = Vec::with_capacity(values.len() * 4);
+        let mut raw = Vec::new();
         extend_le_bytes(&mut raw, values);
         self.f32_bytes(name, dims, raw)
     }
@@ -291,7 +291,7 @@ pub struct Serialised {
 pub struct ExternalFile {
     /// `(offset, bytes)`, in file order.
     tensors: Vec<(usize, Vec<u8>)>,
-    /// The file's length in bytes.
+    /// The file's length in bytes (where the next constant's alignment counts from).
     len: usize,
 }
 
@@ -305,15 +305,6 @@ impl ExternalFile {
             at = offset + raw.len();
         }
         Ok(())
-    }
-
-    /// The file's length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
