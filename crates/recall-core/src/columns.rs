@@ -17,6 +17,8 @@ pub const SEQ: &str = "seq";
 pub const TITLE: &str = "title";
 /// Item genres, List<Utf8>, in the item side table.
 pub const GENRES: &str = "genres";
+/// A MovieLens movie's release year (Int32, nullable), read from its title's `(1995)`.
+pub const YEAR: &str = "year";
 
 /// Dense user index (Int32) after encoding: 0 padding, 1 out-of-vocabulary, 2.. known users.
 pub const USER_IDX: &str = "user_idx";

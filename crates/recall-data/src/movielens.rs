@@ -7,7 +7,9 @@
 //! | ml-latest(-small), ml-20m, ml-25m | `ratings.csv`, `movies.csv` | `,` with header | UTF-8 |
 //!
 //! Interactions are ordered by timestamp; ties keep file order, which is how the releases list a
-//! user's ratings given at the same second.
+//! user's ratings given at the same second. The item table has the canonical columns and
+//! `year`, the release year every release writes at the end of a title (`Heat (1995)`; null
+//! where a title has none): the one item feature besides genres a cold-start model can use.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,7 +110,41 @@ pub fn read_ml_1m_movies(path: &Path) -> Result<RecordBatch> {
     })?;
     let ids = RawIds::Int(ids);
     check_unique_ids(path, "MovieID", &ids)?;
-    items_batch(ids, titles, &genres)
+    movie_items(ids, titles, &genres)
+}
+
+/// The canonical item table with each title's release year (`year`).
+fn movie_items(
+    ids: RawIds,
+    titles: Vec<Option<String>>,
+    genres: &[Vec<String>],
+) -> Result<RecordBatch> {
+    let years: Int32Array = titles
+        .iter()
+        .map(|t| t.as_deref().and_then(title_year))
+        .collect();
+    let items = items_batch(ids, titles, genres)?;
+    let schema = items.schema();
+    let mut columns: Vec<(&str, arrow_array::ArrayRef, bool)> = schema
+        .fields()
+        .iter()
+        .zip(items.columns())
+        .map(|(f, c)| (f.name().as_str(), c.clone(), f.is_nullable()))
+        .collect();
+    columns.push((col::YEAR, Arc::new(years), true));
+    batch(columns)
+}
+
+/// The year a MovieLens title ends with: `Toy Story (1995)` gives 1995; ml-latest also writes
+/// ranges (`(2007-)`, `(1993-1995)`), whose first year counts.
+fn title_year(title: &str) -> Option<i32> {
+    let open = title.trim_end().rfind('(')?;
+    let digits = title.get(open + 1..open + 5)?;
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 /// Splits a `|`-separated genre list; the ml-latest marker `(no genres listed)` means none.
@@ -214,7 +250,7 @@ pub fn read_ml_100k(dir: &Path) -> Result<Dataset> {
         name: String::from("ml-100k"),
         interactions,
         users: Some(users),
-        items: Some(items_batch(ids, titles, &genres)?),
+        items: Some(movie_items(ids, titles, &genres)?),
         stats,
     })
 }
@@ -261,7 +297,25 @@ pub fn read_ml_latest(dir: &Path) -> Result<Dataset> {
         name: String::from("ml-latest"),
         interactions,
         users: None,
-        items: Some(items_batch(ids, titles, &genres)?),
+        items: Some(movie_items(ids, titles, &genres)?),
         stats,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_year;
+
+    #[test]
+    fn a_title_gives_its_year_or_none() {
+        assert_eq!(title_year("Toy Story (1995)"), Some(1995));
+        assert_eq!(
+            title_year("City of Lost Children, The (Cité des enfants perdus, La) (1995) "),
+            Some(1995)
+        );
+        assert_eq!(title_year("Fawlty Towers (1975-1979)"), Some(1975));
+        assert_eq!(title_year("Stranger Things"), None);
+        assert_eq!(title_year("Babylon 5 (a.k.a. B5)"), None);
+        assert_eq!(title_year("Short (19)"), None);
+    }
 }
