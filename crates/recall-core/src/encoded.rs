@@ -47,6 +47,8 @@ pub mod files {
     pub const USERS: &str = "users.parquet";
     pub const ITEMS: &str = "items.parquet";
     pub const FEATURES: &str = "features.json";
+    /// With `encode.test_targets = "after-cut"`: each test user's later targets.
+    pub const LATER_TARGETS: &str = "later_targets.parquet";
 
     /// `vocab_<name>.parquet`.
     pub fn vocab(name: &str) -> String {
@@ -461,6 +463,62 @@ impl SplitRows {
     }
 }
 
+/// A time split's later test targets (`encode.test_targets = "after-cut"`): every
+/// interaction of a test user after its first one at or after the cut, as (user, item) pairs
+/// in the user's order. They are not in `sequences.parquet` (no model reads them as history);
+/// the test row's truth is its target and these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaterTargets {
+    pub user: Vec<u32>,
+    pub item: Vec<u32>,
+}
+
+impl LaterTargets {
+    pub fn len(&self) -> usize {
+        self.user.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.user.is_empty()
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let int = |v: &[u32]| {
+            Arc::new(Int32Array::from_iter_values(v.iter().map(|&x| x as i32))) as ArrayRef
+        };
+        write_table(
+            path,
+            &crate::table::batch(vec![
+                (columns::USER_IDX, int(&self.user), false),
+                (columns::ITEM_IDX, int(&self.item), false),
+            ])?,
+        )
+    }
+
+    /// Reads the file, checking every index against the tables' sizes.
+    pub fn read(path: &Path, user_table_size: usize, item_table_size: usize) -> Result<Self> {
+        let t = read_table(path, None)?;
+        let user = to_u32(path, columns::USER_IDX, t.ints(columns::USER_IDX)?)?;
+        let item = to_u32(path, columns::ITEM_IDX, t.ints(columns::ITEM_IDX)?)?;
+        for (column, values, size) in [
+            (columns::USER_IDX, &user, user_table_size),
+            (columns::ITEM_IDX, &item, item_table_size),
+        ] {
+            if let Some(row) = values.iter().position(|&x| x as usize >= size) {
+                return Err(Error::invalid(
+                    format!("{}, column `{column}`, row {row}", path.display()),
+                    format!(
+                        "index {} is past the table's {size} rows: the files come from different encode runs; {}",
+                        values[row],
+                        rerun_hint()
+                    ),
+                ));
+            }
+        }
+        Ok(LaterTargets { user, item })
+    }
+}
+
 /// Which training examples a user keeps when they have more than a cap (the YoutubeDNN design
 /// gives every user the same number of examples so heavy users do not dominate the loss).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -576,8 +634,13 @@ pub struct TimeSplitStats {
     pub users_only_after: usize,
     /// Users with no interaction after the cut: training and validation only.
     pub users_only_before: usize,
-    /// Interactions after each user's test target, and those of the users left out.
+    /// Interactions after each user's test target, and those of the users left out (later
+    /// targets not counted).
     pub rows_left_out: usize,
+    /// With `encode.test_targets = "after-cut"`: the interactions after each user's test
+    /// target kept as more targets of its test row (`later_targets.parquet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub later_targets: Option<usize>,
 }
 
 /// A grown encoding's counts: the values each kind of vocabulary carried from the earlier

@@ -12,7 +12,7 @@ use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
 use recall_engine::EngineRun;
 use recall_engine::datafusion::{Options, encode, id_vocabularies};
-use recall_features::encode::{EarlierEncoding, EncodeConfig, EncodeInput};
+use recall_features::encode::{EarlierEncoding, EncodeConfig, EncodeInput, TestTargets};
 
 fn values(ids: &RawIds) -> Vec<String> {
     (0..ids.len()).map(|i| ids.display(i)).collect()
@@ -254,6 +254,19 @@ fn a_time_split_gives_the_same_files() {
             before: Some(at(0.8)),
             ..EncodeConfig::default()
         },
+        // Every row after the cut a target (`later_targets.parquet` byte for byte too).
+        EncodeConfig {
+            test_from: Some(at(0.5)),
+            test_targets: TestTargets::AfterCut,
+            ..EncodeConfig::default()
+        },
+        EncodeConfig {
+            test_from: Some(at(0.4)),
+            before: Some(at(0.9)),
+            test_targets: TestTargets::AfterCut,
+            cold_items: true,
+            ..EncodeConfig::default()
+        },
     ];
     for config in &settings {
         same_encoding(dir.path(), config, None, &two_partitions());
@@ -262,6 +275,12 @@ fn a_time_split_gives_the_same_files() {
         // The split has each kind of user to get right.
         assert!(
             split.users_only_after > 0 && split.users_only_before > 0 && split.rows_left_out > 0,
+            "{split:?}"
+        );
+        let after_cut = config.test_targets == TestTargets::AfterCut;
+        assert_eq!(
+            split.later_targets.is_some_and(|n| n > 0),
+            after_cut,
             "{split:?}"
         );
     }
@@ -283,12 +302,15 @@ fn time_split_edge_cases_follow_the_in_memory_rules() {
          mid,b,6\nmid,c,7\nmid,d,8\nmid,a,21\nmid,e,40\n",
     );
     for validation in [true, false] {
-        let config = EncodeConfig {
-            test_from: Some(10),
-            validation,
-            ..EncodeConfig::default()
-        };
-        same_encoding(&ingest_dir, &config, None, &Options::default());
+        for test_targets in [TestTargets::First, TestTargets::AfterCut] {
+            let config = EncodeConfig {
+                test_from: Some(10),
+                validation,
+                test_targets,
+                ..EncodeConfig::default()
+            };
+            same_encoding(&ingest_dir, &config, None, &Options::default());
+        }
     }
     // ML-1M's copy has rows like these: no timestamp, order from `seq`.
     use arrow_array::{Int32Array, Int64Array, RecordBatch};

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use recall_core::Result;
 use recall_core::columns::ITEM_ID;
-use recall_core::encoded::{self, FeatureManifest, Sequences, SplitRows, files};
+use recall_core::encoded::{self, FeatureManifest, LaterTargets, Sequences, SplitRows, files};
 use serde::{Deserialize, Serialize};
 
 use crate::topk::Lists;
@@ -129,9 +129,13 @@ impl EvalSplit {
         let mut popularity = vec![0u64; first + vocab.counts.len()];
         popularity[first..].copy_from_slice(&vocab.counts);
 
-        let truth: Vec<Vec<u32>> = (0..rows.len())
+        let mut truth: Vec<Vec<u32>> = (0..rows.len())
             .map(|r| vec![sequences.target(rows.user[r], rows.position[r])])
             .collect();
+        let later = m.stats.time_split.as_ref().and_then(|t| t.later_targets);
+        if query == files::TEST && later.is_some() {
+            add_later_targets(encode_dir, &m, &rows, &mut truth)?;
+        }
         Ok(EvalSplit {
             user_idx: rows.user.iter().map(|&u| u as i32).collect(),
             truth: Lists::from_rows(&truth),
@@ -159,22 +163,73 @@ impl EvalSplit {
         }
     }
 
-    /// Whether each query row's target is at or above `first_cold` (a cold item: indexed
-    /// from the item side table, never a training interaction; `encode.cold_items`).
-    pub fn cold_targets(&self, first_cold: u32) -> Vec<bool> {
-        (0..self.rows())
-            .map(|r| self.truth.get(r).iter().any(|&t| t >= first_cold))
-            .collect()
+    /// Each query row's truth restricted to cold items (`cold`: at or above `first_cold`, the
+    /// items indexed from the item side table without a training interaction;
+    /// `encode.cold_items`) or to warm ones: a row without such a target has an empty set,
+    /// which every metric leaves out.
+    pub fn truth_among(&self, first_cold: u32, cold: bool) -> Lists {
+        let rows: Vec<Vec<u32>> = (0..self.rows())
+            .map(|r| {
+                let t = self.truth.get(r).iter().copied();
+                t.filter(|&t| (t >= first_cold) == cold).collect()
+            })
+            .collect();
+        Lists::from_rows(&rows)
     }
 
-    /// Each query row's items the view leaves out (`None` for the unfiltered view).
+    /// Each query row's items the view leaves out (`None` for the unfiltered view), never
+    /// one of the row's targets.
     pub fn seen(&self, filter: SeenFilter) -> Option<Lists> {
-        match filter {
-            SeenFilter::None => None,
-            SeenFilter::All => Some(seen_before_targets(&self.sequences, &self.rows, usize::MAX)),
-            SeenFilter::Recent(n) => Some(seen_before_targets(&self.sequences, &self.rows, n)),
+        let newest = match filter {
+            SeenFilter::None => return None,
+            SeenFilter::All => usize::MAX,
+            SeenFilter::Recent(n) => n,
+        };
+        let seen = seen_before_targets(&self.sequences, &self.rows, newest);
+        if (0..self.rows()).all(|r| self.truth.get(r).len() <= 1) {
+            // One target per row: `seen_before_targets` already keeps it rankable.
+            return Some(seen);
+        }
+        let rows: Vec<Vec<u32>> = (0..self.rows())
+            .map(|r| {
+                let truth = self.truth.get(r);
+                let s = seen.get(r).iter().copied();
+                s.filter(|item| !truth.contains(item)).collect()
+            })
+            .collect();
+        Some(Lists::from_rows(&rows))
+    }
+}
+
+/// Adds `later_targets.parquet`'s items to the truth of each test user's row (after the row's
+/// own target, each item once).
+fn add_later_targets(
+    encode_dir: &Path,
+    m: &FeatureManifest,
+    rows: &SplitRows,
+    truth: &mut [Vec<u32>],
+) -> Result<()> {
+    let path = encode_dir.join(files::LATER_TARGETS);
+    let later = LaterTargets::read(&path, m.user_table_size, m.item_table_size)?;
+    let mut row_of_user = std::collections::HashMap::with_capacity(rows.len());
+    for (r, &u) in rows.user.iter().enumerate() {
+        row_of_user.insert(u, r);
+    }
+    for (i, (&user, &item)) in later.user.iter().zip(&later.item).enumerate() {
+        let Some(&r) = row_of_user.get(&user) else {
+            return Err(recall_core::Error::invalid(
+                format!("{}, row {i}", path.display()),
+                format!(
+                    "user {user} has later targets but no test row: the files come from different \
+                     encode runs; rerun the encode stage"
+                ),
+            ));
+        };
+        if !truth[r].contains(&item) {
+            truth[r].push(item);
         }
     }
+    Ok(())
 }
 
 /// The seen filter's lists: for each query row, the newest `newest` items its user interacted
@@ -284,5 +339,36 @@ mod tests {
             let m = metrics::evaluate(&top, &truth, &[1], None).unwrap();
             assert_eq!(m.at(1).unwrap().hit_rate, 1.0, "newest {newest}");
         }
+    }
+
+    /// A test row with later targets (`encode.test_targets = "after-cut"`): sequence
+    /// `[a, b, c]` queried at c (position 2) with later targets b (a repeat) and d (cold,
+    /// index 5 and up): the seen filter keeps b rankable, and the truth splits into cold and
+    /// warm parts.
+    #[test]
+    fn later_targets_stay_rankable_and_split_into_cold_and_warm() {
+        let sequences =
+            Sequences::new(vec![0, 0, 0, 3], vec![2, 3, 4], vec![0, 0, 2], None).unwrap();
+        let rows = SplitRows {
+            user: vec![2],
+            position: vec![2],
+            age_bucket: vec![0],
+        };
+        let split = EvalSplit {
+            user_idx: vec![2],
+            truth: Lists::from_rows(&[vec![4, 3, 5]]),
+            popularity: vec![0; 6],
+            history_len: 50,
+            sequences,
+            rows,
+        };
+        assert_eq!(split.seen(SeenFilter::All).unwrap().get(0), &[2]);
+        assert_eq!(
+            split.seen(SeenFilter::Recent(1)).unwrap().get(0),
+            &[] as &[u32]
+        );
+        assert!(split.seen(SeenFilter::None).is_none());
+        assert_eq!(split.truth_among(5, true).get(0), &[5]);
+        assert_eq!(split.truth_among(5, false).get(0), &[4, 3]);
     }
 }

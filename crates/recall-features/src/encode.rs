@@ -13,7 +13,7 @@ use arrow_array::builder::{Int32Builder, Int64Builder, ListBuilder};
 use arrow_array::{Array, ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::DataType;
 use recall_core::columns::{self as col, OOV_INDEX};
-use recall_core::encoded::{Sequences, SplitRows};
+use recall_core::encoded::{LaterTargets, Sequences, SplitRows};
 use recall_core::{Error, RawIds, Result, StringBags, Table, ingested};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +72,13 @@ pub struct EncodeConfig {
     /// Every row needs a timestamp. Default: leave-last-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_from: Option<i64>,
+    /// With `test_from`: which interactions after the cut are the test row's targets.
+    /// `first` (default): the first alone. `after-cut`: every one of them (the query still at
+    /// the first, its history everything before the cut), written to `later_targets.parquet`
+    /// and never read as history: MovieLens's time-split protocol, which gives a cold-start
+    /// measurement enough cold targets where one per user leaves a handful.
+    #[serde(default, skip_serializing_if = "TestTargets::is_first")]
+    pub test_targets: TestTargets,
     /// Also index the items of the item side table that the vocabulary lacks (cold items:
     /// no training interaction, or fewer than `item_min_count`), after every known item, so
     /// their features can give them a vector and a held-out target among them can be ranked.
@@ -93,8 +100,27 @@ impl Default for EncodeConfig {
             max_examples_per_user: None,
             before: None,
             test_from: None,
+            test_targets: TestTargets::First,
             cold_items: false,
         }
+    }
+}
+
+/// Which interactions after a time split's cut are the test row's targets
+/// (`encode.test_targets`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestTargets {
+    /// Each user's first interaction at or after the cut.
+    #[default]
+    First,
+    /// Every interaction at or after the cut.
+    AfterCut,
+}
+
+impl TestTargets {
+    fn is_first(&self) -> bool {
+        *self == TestTargets::First
     }
 }
 
@@ -168,6 +194,8 @@ pub struct Encoded {
     pub train: SplitRows,
     pub valid: SplitRows,
     pub test: SplitRows,
+    /// With `encode.test_targets = "after-cut"`: each test user's targets after its first.
+    pub later_targets: Option<LaterTargets>,
     pub age_buckets: Option<Buckets>,
     /// Encoded user table: `user_idx`, `user_id`, `<feature>_idx`..., one row per known user.
     pub user_table: RecordBatch,
@@ -272,9 +300,18 @@ impl FeatureSpec {
 }
 
 impl EncodeConfig {
-    fn validate(&self) -> Result<()> {
+    /// Refuses settings that contradict each other, naming the key (every encode path calls
+    /// it first).
+    pub fn validate(&self) -> Result<()> {
         if self.max_len == 0 {
             return Err(Error::config("encode.max_len", "must be at least 1"));
+        }
+        if self.test_targets == TestTargets::AfterCut && self.test_from.is_none() {
+            return Err(Error::config(
+                "encode.test_targets",
+                "\"after-cut\" needs a time split: set `test_from` (the cut) or leave \
+                 `test_targets` out",
+            ));
         }
         for (side, specs) in [
             ("user_features", &self.user_features),
@@ -628,18 +665,23 @@ fn encode_side(
 /// A time split of grouped rows (`encode.test_from`): each group is cut after its first row
 /// at or after `cut` (its test target), a group with no row before `cut` is left out, and a
 /// group with none after it keeps every row and has no test target. Rows follow `seq` order,
-/// so a row after the test target is left out even if its timestamp is earlier.
+/// so a row after the test target is left out even if its timestamp is earlier. With
+/// `keep_later` the rows after each test target are returned as (kept group, row) pairs
+/// instead of left out ([`TestTargets::AfterCut`]).
 fn time_split(
     order: Vec<usize>,
     starts: &[usize],
     timestamps: &[Option<i64>],
     cut: i64,
-) -> (Vec<usize>, Vec<usize>, Vec<bool>, Option<TimeSplitStats>) {
+    keep_later: bool,
+) -> TimeSplit {
     let mut kept = Vec::with_capacity(order.len());
     let mut new_starts = vec![0];
     let mut has_test = Vec::new();
+    let mut later = Vec::new();
     let mut stats = TimeSplitStats {
         test_from: cut,
+        later_targets: keep_later.then_some(0),
         ..TimeSplitStats::default()
     };
     for g in 0..starts.len() - 1 {
@@ -655,7 +697,12 @@ fn time_split(
             }
             Some(p) => {
                 kept.extend_from_slice(&rows[..=p]);
-                stats.rows_left_out += rows.len() - p - 1;
+                if keep_later {
+                    let group = has_test.len();
+                    later.extend(rows[p + 1..].iter().map(|&r| (group, r)));
+                } else {
+                    stats.rows_left_out += rows.len() - p - 1;
+                }
                 has_test.push(true);
             }
             None => {
@@ -666,7 +713,26 @@ fn time_split(
         }
         new_starts.push(kept.len());
     }
-    (kept, new_starts, has_test, Some(stats))
+    if let Some(n) = stats.later_targets.as_mut() {
+        *n = later.len();
+    }
+    TimeSplit {
+        order: kept,
+        starts: new_starts,
+        has_test,
+        later,
+        stats,
+    }
+}
+
+/// What [`time_split`] keeps: the grouped rows, which groups have a test row, the later
+/// targets (kept group, source row) and the counts.
+struct TimeSplit {
+    order: Vec<usize>,
+    starts: Vec<usize>,
+    has_test: Vec<bool>,
+    later: Vec<(usize, usize)>,
+    stats: TimeSplitStats,
 }
 
 fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
@@ -743,11 +809,22 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let interactions = seq.len();
 
     let (order, starts) = group_rows(table, &users_raw, &seq)?;
-    let (order, starts, has_test, time_split) = match config.test_from {
-        Some(cut) => time_split(order, &starts, &timestamps, cut),
+    let (order, starts, has_test, later, time_split) = match config.test_from {
+        Some(cut) => {
+            let keep_later = config.test_targets == TestTargets::AfterCut;
+            let split = time_split(order, &starts, &timestamps, cut, keep_later);
+            let TimeSplit {
+                order,
+                starts,
+                has_test,
+                later,
+                stats,
+            } = split;
+            (order, starts, has_test, later, Some(stats))
+        }
         None => {
             let groups = starts.len() - 1;
-            (order, starts, vec![true; groups], None)
+            (order, starts, vec![true; groups], Vec::new(), None)
         }
     };
     let n_users = starts.len() - 1;
@@ -774,6 +851,16 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let items_enc = item_vocab.encode(&items_raw.take(&order));
     let group_first: Vec<usize> = starts[..n_users].iter().map(|&s| order[s]).collect();
     let users_enc = user_vocab.encode(&users_raw.take(&group_first));
+    // Later targets: the group's user, the item as the final vocabulary has it.
+    let later_rows: Vec<usize> = later.iter().map(|&(_, r)| r).collect();
+    let later_targets = (config.test_targets == TestTargets::AfterCut).then(|| LaterTargets {
+        user: later.iter().map(|&(g, _)| users_enc[g] as u32).collect(),
+        item: item_vocab
+            .encode(&items_raw.take(&later_rows))
+            .iter()
+            .map(|&i| i as u32)
+            .collect(),
+    });
     let grouped = GroupedInteractions {
         users: users_enc.iter().map(|&u| u as u32).collect(),
         timestamps: order.iter().map(|&r| timestamps[r]).collect(),
@@ -787,7 +874,9 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
         time_split,
         cold_items,
     };
-    encode_grouped(grouped, user_vocab, item_vocab, source, &sides, config)
+    let mut encoded = encode_grouped(grouped, user_vocab, item_vocab, source, &sides, config)?;
+    encoded.later_targets = later_targets;
+    Ok(encoded)
 }
 
 /// Interactions grouped by user, each group in `seq` order, encoded with the final
@@ -1111,6 +1200,7 @@ pub fn encode_grouped(
         train: splits.train,
         valid: splits.valid,
         test: splits.test,
+        later_targets: None,
         age_buckets,
         user_table,
         item_table,
@@ -1138,6 +1228,11 @@ impl Encoded {
             }
             let path = dir.join(name);
             rows.write(&path, with_age)?;
+            written.push(path);
+        }
+        if let Some(later) = &self.later_targets {
+            let path = dir.join(files::LATER_TARGETS);
+            later.write(&path)?;
             written.push(path);
         }
         for (name, batch) in [

@@ -26,8 +26,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
-use recall_core::encoded::TimeSplitStats;
+use recall_core::encoded::{LaterTargets, TimeSplitStats};
 use recall_core::{Error, RawIds, Result, Table, columns as col, ingested};
+use recall_features::encode::TestTargets;
 use recall_features::{
     EarlierEncoding, EncodeConfig, Encoded, GroupedInteractions, SideInputs, SourceCounts,
     Vocabulary, encode_grouped, finish_vocabularies,
@@ -108,6 +109,7 @@ pub fn encode(
     grow_from: Option<&EarlierEncoding>,
     options: &Options,
 ) -> Result<(Encoded, EngineRun)> {
+    config.validate()?;
     let interactions = ingest_dir.join(ingested::INTERACTIONS);
     let side = |name: &str| -> Result<Option<Table>> {
         let path = ingest_dir.join(name);
@@ -124,7 +126,7 @@ pub fn encode(
         test_from: config.test_from,
     };
     let engine = Session::open(&interactions, options, cuts)?;
-    let (grouped, users, items, source) = engine.runtime.block_on(async {
+    let (grouped, users, items, source, later) = engine.runtime.block_on(async {
         let UserScan {
             order,
             rows,
@@ -152,8 +154,15 @@ pub fn encode(
         )?;
         let mut grouped = engine.sorted_groups(&order, &items, rows).await?;
         grouped.users = users.encode(&order).iter().map(|&u| u as u32).collect();
+        let later = if config.test_targets == TestTargets::AfterCut {
+            Some(engine.later_targets(&items, &grouped.users).await?)
+        } else {
+            None
+        };
+        let later_rows = later.as_ref().map_or(0, LaterTargets::len);
         let time_split = time_split.map(|mut stats| {
-            stats.rows_left_out = rows - grouped.items.len();
+            stats.rows_left_out = rows - grouped.items.len() - later_rows;
+            stats.later_targets = later.as_ref().map(LaterTargets::len);
             stats
         });
         if let Some(has_test) = has_test {
@@ -165,17 +174,16 @@ pub fn encode(
             time_split,
             cold_items,
         };
-        Ok::<_, Error>((grouped, users, items, source))
+        Ok::<_, Error>((grouped, users, items, source, later))
     })?;
     let run = engine.run_report(grouped.items.len() as u64);
     // The engine goes before the rest of encode runs in memory: its runtime's worker threads
     // exit, and with them what the allocator kept for them (at 100 M rows, GBs of the sort's
     // buffers stayed resident while the sequences were built beside them).
     drop(engine);
-    Ok((
-        encode_grouped(grouped, users, items, source, &sides, config)?,
-        run,
-    ))
+    let mut encoded = encode_grouped(grouped, users, items, source, &sides, config)?;
+    encoded.later_targets = later;
+    Ok((encoded, run))
 }
 
 /// The user and item vocabularies encode fits on `interactions` (ingest's
@@ -817,6 +825,38 @@ impl Session {
         }
         grouped.has_test = vec![true; groups];
         Ok(grouped)
+    }
+
+    /// A time split's later targets (`encode.test_targets = "after-cut"`): each test user's
+    /// rows after its first one at or after the cut, in the order of [`Self::sorted_groups`]
+    /// (whose `user_order` and `item_index` tables it reads), the user as `users` encodes each
+    /// group and the item as the vocabulary indexes it.
+    async fn later_targets(&self, items: &Vocabulary, users: &[u32]) -> Result<LaterTargets> {
+        let (user, seq) = (col::USER_ID, col::SEQ);
+        let item_key = match items {
+            Vocabulary::Str(_) => format!("CAST(i.{} AS VARCHAR)", col::ITEM_ID),
+            Vocabulary::Int(_) => self.key("i", col::ITEM_ID),
+        };
+        let sql = format!(
+            "SELECT o.grp, COALESCE(x.idx, {oov}) AS item, CAST(i.{seq} AS BIGINT) AS s \
+             FROM item_index x RIGHT JOIN \
+               (user_order o JOIN encoded_rows i ON o.u = {user_key} \
+                JOIN time_cuts c ON c.u = i.{user}) ON x.v = {item_key} \
+             WHERE c.cut_seq > c.first AND i.{seq} > c.cut_seq \
+             ORDER BY o.grp, s",
+            oov = col::OOV_INDEX,
+            user_key = self.key("i", col::USER_ID),
+        );
+        let batches = self.collect(&sql, "the later targets").await?;
+        let mut later = LaterTargets::default();
+        for batch in &batches {
+            let column = |i: usize| ints_of(batch.column(i)).unwrap_or_default();
+            for (&g, &item) in column(0).iter().zip(&column(1)) {
+                later.user.push(users[g as usize]);
+                later.item.push(item as u32);
+            }
+        }
+        Ok(later)
     }
 
     /// Registers `order` as table `name`: `u` (the raw id) and `grp` (its place in `order`).

@@ -728,9 +728,48 @@ fn a_time_split_tests_the_first_interaction_after_the_cut() {
         &input,
         &EncodeConfig {
             cold_items: false,
-            ..config
+            ..config.clone()
         },
     )
     .unwrap();
     assert_eq!(plain.manifest.stats.test_targets_oov, 1);
+
+    // Every interaction after the cut as a target: user 1's 13 joins its test row's targets
+    // in `later_targets.parquet`, never its sequence; the rest of the encoding is unchanged.
+    let after_cut = EncodeConfig {
+        test_targets: recall_features::encode::TestTargets::AfterCut,
+        ..config.clone()
+    };
+    let a = encode(&input, &after_cut).unwrap();
+    let later = a.later_targets.clone().unwrap();
+    assert_eq!((later.user, later.item), (vec![u], vec![index(13) as u32]));
+    let split = a.manifest.stats.time_split.clone().unwrap();
+    assert_eq!((split.rows_left_out, split.later_targets), (1, Some(1)));
+    assert_eq!(a.sequences, e.sequences);
+    assert_eq!((&a.train, &a.valid, &a.test), (&e.train, &e.valid, &e.test));
+    let out = dir.path().join("after-cut");
+    std::fs::create_dir_all(&out).unwrap();
+    let written = a.write(&out).unwrap();
+    assert!(
+        written.contains(&out.join(files::LATER_TARGETS)),
+        "{written:?}"
+    );
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    let written = e.write(&first).unwrap();
+    assert!(!written.iter().any(|p| p.ends_with(files::LATER_TARGETS)));
+    // Without a time split the key is refused, naming itself.
+    let err = encode(
+        &input,
+        &EncodeConfig {
+            test_from: None,
+            ..after_cut
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("encode.test_targets") && err.contains("test_from"),
+        "{err}"
+    );
 }

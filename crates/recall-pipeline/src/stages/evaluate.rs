@@ -39,8 +39,10 @@ pub struct ResultRow {
     pub metrics: BTreeMap<String, f64>,
     /// 95 % bootstrap interval of HitRate@50 (or of the largest K below 50).
     pub hit_rate_ci95: Option<(f64, f64)>,
-    /// With cold items (`encode.cold_items`): HitRate at the same K over the users whose
-    /// target is a cold item and over the others, each with its interval.
+    /// With cold items (`encode.cold_items`): HitRate at the same K over the users with a
+    /// cold-item target, counting those targets alone, and over the users with a warm one,
+    /// counting those (with `encode.test_targets = "after-cut"` a user can be in both), each
+    /// with its interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_target: Option<ColdWarm>,
     /// On the validation split of a model with a feature-only item path (DSSM): HitRate at
@@ -104,8 +106,8 @@ pub fn per_user_file(model: &str, split: &str, view: SeenView) -> PathBuf {
 struct Scored<'a> {
     split: &'a str,
     filter: SeenFilter,
-    /// Whether each query row's target is a cold item (with `encode.cold_items`).
-    cold: Option<&'a [bool]>,
+    /// Each row's truth restricted to cold items and to warm ones (with `encode.cold_items`).
+    cold: Option<&'a (Lists, Lists)>,
 }
 
 fn score(
@@ -136,23 +138,24 @@ fn score(
     }
     let ci_k = ci_k(config);
     let ci = report.bootstrap(ci_k, Metric::HitRate, config.bootstrap, 0.95, seed);
-    let by_target = at.cold.and_then(|cold| {
-        let group = |want: bool| {
-            report.over_group(
-                ci_k,
-                Metric::HitRate,
-                |row| cold[row] == want,
-                config.bootstrap,
-                0.95,
-                seed,
-            )
-        };
-        Some(ColdWarm {
-            k: ci_k,
-            cold: group(true)?,
-            warm: group(false)?,
-        })
-    });
+    // Each group ranks the same list against its part of the truth: a row with a cold and a
+    // warm target counts in both.
+    let group = |truth: &Lists| -> Result<Option<GroupMetric>> {
+        let report = metrics::evaluate(top, truth, &[ci_k], None)?;
+        let all = |_| true;
+        Ok(report.over_group(ci_k, Metric::HitRate, all, config.bootstrap, 0.95, seed))
+    };
+    let by_target = match at.cold {
+        Some((cold, warm)) => match (group(cold)?, group(warm)?) {
+            (Some(cold), Some(warm)) => Some(ColdWarm {
+                k: ci_k,
+                cold,
+                warm,
+            }),
+            _ => None,
+        },
+        None => None,
+    };
     Ok((
         ResultRow {
             model: name.to_owned(),
@@ -327,11 +330,16 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
             );
         }
         let mut seen = SeenLists::new(&split);
-        let cold = first_cold.map(|first| split.cold_targets(first));
+        let cold = first_cold.map(|first| {
+            (
+                split.truth_among(first, true),
+                split.truth_among(first, false),
+            )
+        });
         let at = |filter| Scored {
             split: split_name,
             filter,
-            cold: cold.as_deref(),
+            cold: cold.as_ref(),
         };
         for filter in config.views(split.history_len) {
             let options = Options {

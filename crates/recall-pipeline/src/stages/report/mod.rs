@@ -432,9 +432,10 @@ fn write_cold_targets(md: &mut String, rows: &[crate::stages::evaluate::ResultRo
     };
     let _ = writeln!(
         md,
-        "\n## Cold-item targets\n\nTest users whose target is a cold item (listed in the item side table, \
-         never a training interaction: {} users) and the others ({} users), HitRate@{} with its 95 % bootstrap \
-         interval.\n\n| model | seen filter | cold targets | warm targets |\n|---|---|---|---|",
+        "\n## Cold-item targets\n\nTest users with a cold-item target (listed in the item side table, \
+         never a training interaction: {} users), counting those targets alone, and users with a warm one \
+         ({} users), counting those (with `encode.test_targets = \"after-cut\"` a user can have both), \
+         HitRate@{} with its 95 % bootstrap interval.\n\n| model | seen filter | cold targets | warm targets |\n|---|---|---|---|",
         first.cold.users, first.warm.users, first.k
     );
     let shown = |g: &recall_eval::metrics::GroupMetric| match g.ci95 {
