@@ -1,7 +1,8 @@
 //! The evaluate stage: every trained model and the baselines, ranked exactly over the whole
 //! catalogue on the test split (and, with `evaluate.validation`, the validation split), in the
 //! unfiltered view and each configured view of the seen filter (`recall_eval::split`); writes
-//! `evaluate/results.json` and per-user Parquet (`<model>/per_user_<split>_<view>.parquet`).
+//! `evaluate/results.json` and per-user Parquet (`<model>/per_user_<split>_<view>.parquet`;
+//! with cold items also `per_user_<split>_cold_<view>` and `_warm_`, over each group's targets).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,14 @@ struct Scored<'a> {
     cold: Option<&'a (Lists, Lists)>,
 }
 
+/// A scored ranking: its results row, its per-user report and, with cold items, the per-user
+/// reports over cold-item and over warm targets.
+struct Scoring {
+    row: ResultRow,
+    report: metrics::Report,
+    by_target: Option<(metrics::Report, metrics::Report)>,
+}
+
 fn score(
     name: &str,
     top: &TopK,
@@ -117,7 +126,7 @@ fn score(
     at: Scored<'_>,
     config: &EvaluateConfig,
     seed: u64,
-) -> Result<(ResultRow, metrics::Report)> {
+) -> Result<Scoring> {
     let report = metrics::evaluate(top, &split.truth, &config.ks, Some(&split.popularity))?;
     let mut m = BTreeMap::new();
     for at in &report.at_k {
@@ -140,41 +149,45 @@ fn score(
     let ci = report.bootstrap(ci_k, Metric::HitRate, config.bootstrap, 0.95, seed);
     // Each group ranks the same list against its part of the truth: a row with a cold and a
     // warm target counts in both.
-    let group = |truth: &Lists| -> Result<Option<GroupMetric>> {
-        let report = metrics::evaluate(top, truth, &[ci_k], None)?;
-        let all = |_| true;
-        Ok(report.over_group(ci_k, Metric::HitRate, all, config.bootstrap, 0.95, seed))
-    };
-    let by_target = match at.cold {
-        Some((cold, warm)) => match (group(cold)?, group(warm)?) {
-            (Some(cold), Some(warm)) => Some(ColdWarm {
-                k: ci_k,
-                cold,
-                warm,
-            }),
-            _ => None,
-        },
+    let groups = match at.cold {
+        Some((cold, warm)) => Some((
+            metrics::evaluate(top, cold, &config.ks, None)?,
+            metrics::evaluate(top, warm, &config.ks, None)?,
+        )),
         None => None,
     };
-    Ok((
-        ResultRow {
-            model: name.to_owned(),
-            split: at.split.to_owned(),
-            search: if name.ends_with("+hnsw") {
-                "hnsw"
-            } else {
-                "exact"
-            }
-            .to_owned(),
-            seen_filter: at.filter.view(),
-            recent_window: at.filter.recent_window(),
-            metrics: m,
-            hit_rate_ci95: ci,
-            by_target,
-            as_cold: None,
-        },
+    let hit_rate = |r: &metrics::Report| {
+        let all = |_| true;
+        r.over_group(ci_k, Metric::HitRate, all, config.bootstrap, 0.95, seed)
+    };
+    let by_target = groups.as_ref().and_then(|(cold, warm)| {
+        Some(ColdWarm {
+            k: ci_k,
+            cold: hit_rate(cold)?,
+            warm: hit_rate(warm)?,
+        })
+    });
+    let row = ResultRow {
+        model: name.to_owned(),
+        split: at.split.to_owned(),
+        search: if name.ends_with("+hnsw") {
+            "hnsw"
+        } else {
+            "exact"
+        }
+        .to_owned(),
+        seen_filter: at.filter.view(),
+        recent_window: at.filter.recent_window(),
+        metrics: m,
+        hit_rate_ci95: ci,
+        by_target,
+        as_cold: None,
+    };
+    Ok(Scoring {
+        row,
         report,
-    ))
+        by_target: groups,
+    })
 }
 
 /// What the evaluate stage reads.
@@ -348,9 +361,9 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                 ..Options::default()
             };
             let pop = baselines::most_popular(&split.popularity, split.rows(), k, &options)?;
-            rows.push(score("popularity", &pop, &split, at(filter), config, seed)?.0);
+            rows.push(score("popularity", &pop, &split, at(filter), config, seed)?.row);
             let random = baselines::random(n_items, split.rows(), k, &options, seed)?;
-            rows.push(score("random", &random, &split, at(filter), config, seed)?.0);
+            rows.push(score("random", &random, &split, at(filter), config, seed)?.row);
         }
         let data = data.as_ref();
         // The models' query rows: the split's, or the sample of them.
@@ -396,14 +409,31 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                 None => None,
             };
             for ((&filter, top), exclude) in views.iter().zip(&exact).zip(&exclusions) {
-                let (mut row, report) = score(&entry.name, top, &split, at(filter), config, seed)?;
+                let Scoring {
+                    mut row,
+                    report,
+                    by_target,
+                } = score(&entry.name, top, &split, at(filter), config, seed)?;
                 if let Some(cold) = from_features.as_ref().filter(|_| split_name == VALID.0) {
                     row.as_cold =
                         Some(as_cold(&users, items, cold, &split, exclude, config, seed)?);
                 }
-                let path = out.join(per_user_file(&entry.name, split_name, filter.view()));
+                let view = filter.view();
+                let path = out.join(per_user_file(&entry.name, split_name, view));
                 recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
                 written.push(path);
+                // Per user over each group's targets, so seeds can be pooled and models paired
+                // on cold targets as on all of them.
+                let groups = by_target
+                    .iter()
+                    .flat_map(|(c, w)| [("cold", c), ("warm", w)]);
+                // (A group without users, such as validation's cold targets, has no file.)
+                for (group, report) in groups.filter(|(_, r)| r.users > 0) {
+                    let file = per_user_file(&entry.name, &format!("{split_name}_{group}"), view);
+                    let path = out.join(file);
+                    recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
+                    written.push(path);
+                }
                 rows.push(row);
                 if let Some(index) = &index {
                     let start = std::time::Instant::now();
@@ -413,8 +443,7 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                         start.elapsed().as_secs_f64(),
                     );
                     let name = format!("{}+hnsw", entry.name);
-                    let (mut row, _) =
-                        score(&name, &approximate, &split, at(filter), config, seed)?;
+                    let mut row = score(&name, &approximate, &split, at(filter), config, seed)?.row;
                     row.metrics.insert(
                         format!("index_recall@{k}"),
                         recall_export::index::recall_at(&approximate, top, k),
