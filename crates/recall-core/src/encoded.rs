@@ -118,6 +118,11 @@ pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<()> {
     crate::write::write_parquet(path, batch, &contract_metadata())
 }
 
+/// Indices as the Int32 column the contract stores them in (what [`to_u32`] reads back).
+fn int32_column(v: &[u32]) -> ArrayRef {
+    Arc::new(Int32Array::from_iter_values(v.iter().map(|&x| x as i32)))
+}
+
 fn to_u32(path: &Path, column: &str, v: Vec<i64>) -> Result<Vec<u32>> {
     v.into_iter()
         .enumerate()
@@ -414,15 +419,16 @@ impl SplitRows {
 
     /// Writes a split file; the age bucket column only `with_age` (example age on).
     pub fn write(&self, path: &Path, with_age: bool) -> Result<()> {
-        let int = |v: &[u32]| {
-            Arc::new(Int32Array::from_iter_values(v.iter().map(|&x| x as i32))) as ArrayRef
-        };
         let mut columns = vec![
-            (columns::USER_IDX, int(&self.user), false),
-            (columns::POSITION, int(&self.position), false),
+            (columns::USER_IDX, int32_column(&self.user), false),
+            (columns::POSITION, int32_column(&self.position), false),
         ];
         if with_age {
-            columns.push((columns::EXAMPLE_AGE_BUCKET, int(&self.age_bucket), false));
+            columns.push((
+                columns::EXAMPLE_AGE_BUCKET,
+                int32_column(&self.age_bucket),
+                false,
+            ));
         }
         write_table(path, &crate::table::batch(columns)?)
     }
@@ -483,14 +489,11 @@ impl LaterTargets {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        let int = |v: &[u32]| {
-            Arc::new(Int32Array::from_iter_values(v.iter().map(|&x| x as i32))) as ArrayRef
-        };
         write_table(
             path,
             &crate::table::batch(vec![
-                (columns::USER_IDX, int(&self.user), false),
-                (columns::ITEM_IDX, int(&self.item), false),
+                (columns::USER_IDX, int32_column(&self.user), false),
+                (columns::ITEM_IDX, int32_column(&self.item), false),
             ])?,
         )
     }

@@ -681,7 +681,6 @@ fn time_split(
     let mut later = Vec::new();
     let mut stats = TimeSplitStats {
         test_from: cut,
-        later_targets: keep_later.then_some(0),
         ..TimeSplitStats::default()
     };
     for g in 0..starts.len() - 1 {
@@ -713,26 +712,24 @@ fn time_split(
         }
         new_starts.push(kept.len());
     }
-    if let Some(n) = stats.later_targets.as_mut() {
-        *n = later.len();
-    }
+    stats.later_targets = keep_later.then_some(later.len());
     TimeSplit {
         order: kept,
         starts: new_starts,
         has_test,
         later,
-        stats,
+        stats: Some(stats),
     }
 }
 
-/// What [`time_split`] keeps: the grouped rows, which groups have a test row, the later
-/// targets (kept group, source row) and the counts.
+/// The grouped rows encode goes on with: which groups have a test row, the later targets
+/// (kept group, source row) and, with a time split, its counts.
 struct TimeSplit {
     order: Vec<usize>,
     starts: Vec<usize>,
     has_test: Vec<bool>,
     later: Vec<(usize, usize)>,
-    stats: TimeSplitStats,
+    stats: Option<TimeSplitStats>,
 }
 
 fn to_batch(columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch> {
@@ -809,23 +806,22 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let interactions = seq.len();
 
     let (order, starts) = group_rows(table, &users_raw, &seq)?;
-    let (order, starts, has_test, later, time_split) = match config.test_from {
-        Some(cut) => {
-            let keep_later = config.test_targets == TestTargets::AfterCut;
-            let split = time_split(order, &starts, &timestamps, cut, keep_later);
-            let TimeSplit {
-                order,
-                starts,
-                has_test,
-                later,
-                stats,
-            } = split;
-            (order, starts, has_test, later, Some(stats))
-        }
-        None => {
-            let groups = starts.len() - 1;
-            (order, starts, vec![true; groups], Vec::new(), None)
-        }
+    let keep_later = config.test_targets == TestTargets::AfterCut;
+    let TimeSplit {
+        order,
+        starts,
+        has_test,
+        later,
+        stats: time_split,
+    } = match config.test_from {
+        Some(cut) => time_split(order, &starts, &timestamps, cut, keep_later),
+        None => TimeSplit {
+            has_test: vec![true; starts.len() - 1],
+            order,
+            starts,
+            later: Vec::new(),
+            stats: None,
+        },
     };
     let n_users = starts.len() - 1;
     // Role of every row, in grouped order.
@@ -853,7 +849,7 @@ pub fn encode(input: &EncodeInput, config: &EncodeConfig) -> Result<Encoded> {
     let users_enc = user_vocab.encode(&users_raw.take(&group_first));
     // Later targets: the group's user, the item as the final vocabulary has it.
     let later_rows: Vec<usize> = later.iter().map(|&(_, r)| r).collect();
-    let later_targets = (config.test_targets == TestTargets::AfterCut).then(|| LaterTargets {
+    let later_targets = keep_later.then(|| LaterTargets {
         user: later.iter().map(|&(g, _)| users_enc[g] as u32).collect(),
         item: item_vocab
             .encode(&items_raw.take(&later_rows))

@@ -159,10 +159,10 @@ pub fn encode(
         } else {
             None
         };
-        let later_rows = later.as_ref().map_or(0, LaterTargets::len);
         let time_split = time_split.map(|mut stats| {
-            stats.rows_left_out = rows - grouped.items.len() - later_rows;
             stats.later_targets = later.as_ref().map(LaterTargets::len);
+            stats.rows_left_out =
+                rows - grouped.items.len() - stats.later_targets.unwrap_or_default();
             stats
         });
         if let Some(has_test) = has_test {
@@ -591,6 +591,16 @@ impl Session {
         })
     }
 
+    /// `i.item_id` as a join against `items` (table `item_index`) compares it: an integer id
+    /// against a string vocabulary (an earlier run's) compares as text, as
+    /// `Vocabulary::encode` does.
+    fn item_key(&self, items: &Vocabulary) -> String {
+        match items {
+            Vocabulary::Str(_) => format!("CAST(i.{} AS VARCHAR)", col::ITEM_ID),
+            Vocabulary::Int(_) => self.key("i", col::ITEM_ID),
+        }
+    }
+
     /// `user_id` or `item_id` as the joins compare it.
     fn key(&self, table: &str, column: &str) -> String {
         let kind = if column == col::USER_ID {
@@ -756,12 +766,7 @@ impl Session {
         } else {
             String::from("CAST(NULL AS BIGINT)")
         };
-        // An integer id against a string vocabulary (an earlier run's) compares as text, as
-        // `Vocabulary::encode` does.
-        let item_key = match items {
-            Vocabulary::Str(_) => format!("CAST(i.{} AS VARCHAR)", col::ITEM_ID),
-            Vocabulary::Int(_) => self.key("i", col::ITEM_ID),
-        };
+        let item_key = self.item_key(items);
         let sql = format!(
             "SELECT o.grp, CAST(i.{seq} AS BIGINT) AS s, COALESCE(x.idx, {oov}) AS item, {time} AS t \
              FROM item_index x RIGHT JOIN \
@@ -833,10 +838,7 @@ impl Session {
     /// group and the item as the vocabulary indexes it.
     async fn later_targets(&self, items: &Vocabulary, users: &[u32]) -> Result<LaterTargets> {
         let (user, seq) = (col::USER_ID, col::SEQ);
-        let item_key = match items {
-            Vocabulary::Str(_) => format!("CAST(i.{} AS VARCHAR)", col::ITEM_ID),
-            Vocabulary::Int(_) => self.key("i", col::ITEM_ID),
-        };
+        let item_key = self.item_key(items);
         let sql = format!(
             "SELECT o.grp, COALESCE(x.idx, {oov}) AS item, CAST(i.{seq} AS BIGINT) AS s \
              FROM item_index x RIGHT JOIN \
