@@ -886,6 +886,59 @@ mod tests {
         assert_eq!(cold as u64, encode.stats["cold_items"].as_u64().unwrap());
     }
 
+    /// Every rating after the cut a target (`test_targets = "after-cut"`), so test users have
+    /// cold-item targets: the unfiltered rows of the model and of random rank the cold items
+    /// alone too, over the same users as the cold targets; the model's per-user file is
+    /// written; and with the same scores, a cold target in the whole catalogue's top K is in
+    /// the cold items' top K, so ranking them alone never scores lower.
+    #[test]
+    fn cold_items_are_also_ranked_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\narriving_items = 0.3\n\
+                    [encode]\ntest_from = 1009843200\ntest_targets = \"after-cut\"\ncold_items = true\n\
+                    [evaluate]\nks = [5, 20]\nbootstrap = 20\nindex = false\n\
+                    [export]\ntop_k = 10\nbuild_index = false\n\
+                    [[models]]\nname = \"dssm\"\nmodel = { kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8], item_id_dropout = 0.3 }\n\
+                    train = { epochs = 1, batch_size = 64 }\n";
+        let config = crate::config::parse(text, Path::new("cold.toml")).unwrap();
+        execute(&config, &dir.path().join("t"), None, false, false).unwrap();
+        let results =
+            crate::stages::evaluate::EvaluateReport::read(&dir.path().join("t/evaluate")).unwrap();
+        let mut checked = 0;
+        for row in &results.results {
+            let unfiltered = row.seen_filter == recall_eval::split::SeenView::None;
+            let alone = row.model != "popularity" && unfiltered;
+            assert_eq!(row.among_cold.is_some(), alone, "{row:?}");
+            let (Some(a), Some(b)) = (row.among_cold, row.by_target) else {
+                continue;
+            };
+            assert!(b.cold.users > 0, "{row:?}");
+            assert_eq!(a.users, b.cold.users, "{row:?}");
+            if row.model == "dssm" {
+                assert!(a.mean >= b.cold.mean, "{row:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 1);
+        let path = dir
+            .path()
+            .join("t/evaluate/dssm/per_user_test_among_cold.parquet");
+        let per_user = recall_core::Table::read(&path).unwrap();
+        assert_eq!(
+            per_user.num_rows(),
+            results
+                .results
+                .iter()
+                .find(|r| r.model == "dssm" && r.among_cold.is_some())
+                .unwrap()
+                .among_cold
+                .unwrap()
+                .users
+        );
+        let report = std::fs::read_to_string(dir.path().join("t/report/report.md")).unwrap();
+        assert!(report.contains("The cold items ranked alone"), "{report}");
+    }
+
     /// New items between retrains: day 1 trains DSSM on the interactions before a cut; the
     /// refresh keeps the cut, lists the side table's other items as cold, takes day 1's model
     /// as it is (`epochs = 0`) and extends day 1's serving index with the new items' vectors.

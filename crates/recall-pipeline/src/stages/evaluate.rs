@@ -2,7 +2,8 @@
 //! catalogue on the test split (and, with `evaluate.validation`, the validation split), in the
 //! unfiltered view and each configured view of the seen filter (`recall_eval::split`); writes
 //! `evaluate/results.json` and per-user Parquet (`<model>/per_user_<split>_<view>.parquet`;
-//! with cold items also `per_user_<split>_cold_<view>` and `_warm_`, over each group's targets).
+//! with cold items also `per_user_<split>_cold_<view>` and `_warm_`, over each group's targets,
+//! and `per_user_<split>_among_cold`, the cold items ranked alone).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,13 @@ pub struct ResultRow {
     /// settings of the cold path are chosen on validation, where targets are rarely cold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_cold: Option<GroupMetric>,
+    /// With cold items, on the unfiltered row of a model or the random baseline: HitRate at
+    /// the same K over the users with a cold-item target, ranking the cold items alone (a
+    /// fresh-items recall channel beside the main one): how well the feature path tells one new
+    /// item from another for a user, apart from how its vectors compete with the warm
+    /// catalogue's in `by_target`. Absent where there are no more cold items than K.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub among_cold: Option<GroupMetric>,
 }
 
 /// HitRate@`k` over cold-item targets and over warm ones ([`ResultRow::by_target`]).
@@ -182,6 +190,7 @@ fn score(
         hit_rate_ci95: ci,
         by_target,
         as_cold: None,
+        among_cold: None,
     };
     Ok(Scoring {
         row,
@@ -349,6 +358,15 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                 split.truth_among(first, false),
             )
         });
+        // The cold items ranked alone, against each row's cold targets: where there are more
+        // cold items than the interval's K and some row has a cold target.
+        let among = first_cold
+            .zip(cold.as_ref())
+            .filter(|(first, (truth, _))| {
+                n_items - *first as usize > ci_k(config)
+                    && (0..truth.users()).any(|r| !truth.get(r).is_empty())
+            })
+            .map(|(first, (truth, _))| (first, truth));
         let at = |filter| Scored {
             split: split_name,
             filter,
@@ -363,7 +381,17 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
             let pop = baselines::most_popular(&split.popularity, split.rows(), k, &options)?;
             rows.push(score("popularity", &pop, &split, at(filter), config, seed)?.row);
             let random = baselines::random(n_items, split.rows(), k, &options, seed)?;
-            rows.push(score("random", &random, &split, at(filter), config, seed)?.row);
+            let mut row = score("random", &random, &split, at(filter), config, seed)?.row;
+            if let Some((first, truth)) = among.filter(|_| filter == SeenFilter::None) {
+                let only_cold = Options {
+                    first_item: first,
+                    ..Options::default()
+                };
+                let random =
+                    baselines::random(n_items, split.rows(), ci_k(config), &only_cold, seed)?;
+                row.among_cold = Some(among_cold(&random, truth, config, seed)?.0);
+            }
+            rows.push(row);
         }
         let data = data.as_ref();
         // The models' query rows: the split's, or the sample of them.
@@ -417,6 +445,25 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                 if let Some(cold) = from_features.as_ref().filter(|_| split_name == VALID.0) {
                     row.as_cold =
                         Some(as_cold(&users, items, cold, &split, exclude, config, seed)?);
+                }
+                if let Some((first, truth)) = among.filter(|_| filter == SeenFilter::None) {
+                    let only_cold = Options {
+                        first_item: first,
+                        ..Options::default()
+                    };
+                    let top = topk::exact_views(
+                        &users,
+                        items,
+                        alone_k(config, first, n_items),
+                        &only_cold,
+                        &[None],
+                    )?;
+                    let (metric, report) = among_cold(&top[0], truth, config, seed)?;
+                    row.among_cold = Some(metric);
+                    let file = format!("per_user_{split_name}_among_cold.parquet");
+                    let path = out.join(&entry.name).join(file);
+                    recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
+                    written.push(path);
                 }
                 let view = filter.view();
                 let path = out.join(per_user_file(&entry.name, split_name, view));
@@ -497,6 +544,44 @@ fn as_cold(
     )?;
     let values: Vec<f64> = hits.iter().map(|&h| f64::from(u8::from(h))).collect();
     Ok(GroupMetric::of(&values, config.bootstrap, 0.95, seed))
+}
+
+/// HitRate at the interval's K of a ranking of the cold items alone against each row's cold
+/// targets ([`ResultRow::among_cold`]), and its per-user report at every configured K below
+/// the number of cold items.
+fn among_cold(
+    top: &TopK,
+    cold_truth: &Lists,
+    config: &EvaluateConfig,
+    seed: u64,
+) -> Result<(GroupMetric, metrics::Report)> {
+    let ks: Vec<usize> = config.ks.iter().copied().filter(|&k| k <= top.k).collect();
+    let report = metrics::evaluate(top, cold_truth, &ks, None)?;
+    let all = |_| true;
+    let metric = report
+        .over_group(
+            ci_k(config),
+            Metric::HitRate,
+            all,
+            config.bootstrap,
+            0.95,
+            seed,
+        )
+        .context("no row has a cold-item target")?;
+    Ok((metric, report))
+}
+
+/// The deepest ranking of the cold items alone: the largest configured K below their number
+/// (the interval's K is below it: `among` checks).
+fn alone_k(config: &EvaluateConfig, first_cold: u32, n_items: usize) -> usize {
+    let cold = n_items - first_cold as usize;
+    config
+        .ks
+        .iter()
+        .copied()
+        .filter(|&k| k < cold)
+        .max()
+        .unwrap_or(ci_k(config))
 }
 
 /// The K of the reported intervals: 50, or the largest configured K below it.

@@ -442,7 +442,7 @@ fn write_cold_targets(md: &mut String, rows: &[crate::stages::evaluate::ResultRo
         Some((lo, hi)) => format!("{:.4} ({lo:.4}-{hi:.4})", g.mean),
         None => format!("{:.4}", g.mean),
     };
-    for (row, b) in split {
+    for (row, b) in &split {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
@@ -451,6 +451,23 @@ fn write_cold_targets(md: &mut String, rows: &[crate::stages::evaluate::ResultRo
             shown(&b.cold),
             shown(&b.warm)
         );
+    }
+    let alone: Vec<_> = split
+        .iter()
+        .filter_map(|(r, _)| r.among_cold.map(|a| (r, a)))
+        .collect();
+    if alone.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nThe cold items ranked alone (a fresh-items recall channel beside the main one), against the same \
+         users' cold targets, HitRate@{}: how well a model tells one new item from another, apart from how its \
+         cold vectors compete with the warm items above.\n\n| model | cold items alone |\n|---|---|",
+        first.k
+    );
+    for (row, a) in alone {
+        let _ = writeln!(md, "| {} | {} |", row.model, shown(&a));
     }
 }
 
