@@ -104,55 +104,6 @@ fn ci_pipeline(file: &str) -> Result<PathBuf> {
     Ok(run_dir)
 }
 
-/// The default pipeline's ingest and encode again through `cargo xtask-engine` with `[data]
-/// engine = "datafusion"`: the pipeline path of the engine feature, whose encode files must be
-/// the in-memory run's (`default`) byte for byte. Its build (the pipeline with DataFusion, in
-/// another feature set than the engine's tests) takes about 13 minutes on two cores.
-fn check_engine_pipeline(default: &Path) -> Result<()> {
-    let text = std::fs::read_to_string("pipelines/default.toml")?;
-    let name = "default-datafusion";
-    let text = text.replacen("name = \"default\"", &format!("name = \"{name}\""), 1)
-        + "\n[data]\nengine = \"datafusion\"\ntarget_partitions = 2\n";
-    let runs = Path::new("target/ci-runs");
-    let config = runs.join(format!("{name}.toml"));
-    std::fs::write(&config, text)?;
-    let config = config.to_string_lossy();
-    for stage in ["ingest", "encode"] {
-        sh(
-            "cargo",
-            &[
-                "xtask-engine",
-                "pipeline",
-                "--config",
-                &config,
-                "--runs",
-                "target/ci-runs",
-                "--only",
-                stage,
-            ],
-        )?;
-    }
-    let (expected, planned) = (default.join("encode"), runs.join(name).join("encode"));
-    let mut compared = 0;
-    for entry in std::fs::read_dir(&expected)? {
-        let path = entry?.path();
-        let file = path.file_name().unwrap_or_default();
-        if file == recall_pipeline::manifest::MANIFEST_FILE {
-            continue;
-        }
-        if std::fs::read(&path)? != std::fs::read(planned.join(file))? {
-            bail!(
-                "{} differs from {}: the DataFusion encode must write the in-memory encode's files",
-                planned.join(file).display(),
-                path.display()
-            );
-        }
-        compared += 1;
-    }
-    tracing::info!("encode on DataFusion: {compared} files identical to the in-memory run's");
-    Ok(())
-}
-
 /// The reference and ONNX towers against a run's exports (`python/check_reference.py`).
 fn check_reference(python: &Path, run: &Path) -> Result<()> {
     sh(
@@ -218,12 +169,22 @@ pub fn run() -> Result<()> {
     }
     sh("cargo", &["test", "--workspace", "--doc"])?;
     // The engine feature (DataFusion, never in the default build): its plans against the
-    // in-memory encode. Its first build adds about ten minutes on two cores.
+    // in-memory encode, and the default pipeline's ingest and encode through the command line
+    // built with it (`cargo xtask-engine`; xtask/tests/engine_pipeline.rs). One invocation,
+    // one feature resolution: DataFusion is compiled once for both, about thirteen minutes of
+    // a cold build on two cores (as two invocations it was compiled twice).
     sh(
         "cargo",
-        &["test", "-p", "recall-engine", "--features", "datafusion"],
+        &[
+            "test",
+            "-p",
+            "recall-engine",
+            "-p",
+            "xtask",
+            "--features",
+            "xtask/datafusion",
+        ],
     )?;
-    check_engine_pipeline(&default)?;
     // The test runner goes last, so its summary closes the output.
     if has_nextest() {
         sh(

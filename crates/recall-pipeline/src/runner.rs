@@ -839,21 +839,33 @@ mod tests {
         assert!(report.contains("a fixed sample of 150"), "{report}");
     }
 
+    /// A DSSM pipeline with id dropout on synthetic data whose items arrive over time, cut at
+    /// 2002-01-01 with cold items indexed; `encode` and `evaluate` are added to those sections.
+    /// Runs it into `dir/t` and returns the evaluate report.
+    fn run_time_split(
+        dir: &Path,
+        encode: &str,
+        evaluate: &str,
+    ) -> crate::stages::evaluate::EvaluateReport {
+        let text = format!(
+            "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\narriving_items = 0.3\n\
+             [encode]\ntest_from = 1009843200\ncold_items = true\n{encode}\
+             [evaluate]\nbootstrap = 20\nindex = false\n{evaluate}\
+             [export]\ntop_k = 10\nbuild_index = false\n\
+             [[models]]\nname = \"dssm\"\nmodel = {{ kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8], item_id_dropout = 0.3 }}\n\
+             train = {{ epochs = 1, batch_size = 64 }}\n"
+        );
+        let config = crate::config::parse(&text, Path::new("cold.toml")).unwrap();
+        execute(&config, &dir.join("t"), None, false, false).unwrap();
+        crate::stages::evaluate::EvaluateReport::read(&dir.join("t/evaluate")).unwrap()
+    }
+
     /// A time split with cold items: the report has the cold-item section, its cold and warm
     /// users add up to the test users, and DSSM's validation targets are ranked as if cold.
     #[test]
     fn a_time_split_reports_cold_and_warm_targets_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\narriving_items = 0.3\n\
-                    [encode]\ntest_from = 1009843200\ncold_items = true\n\
-                    [evaluate]\nks = [10, 50]\nbootstrap = 20\nindex = false\nvalidation = true\n\
-                    [export]\ntop_k = 10\nbuild_index = false\n\
-                    [[models]]\nname = \"dssm\"\nmodel = { kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8], item_id_dropout = 0.3 }\n\
-                    train = { epochs = 1, batch_size = 64 }\n";
-        let config = crate::config::parse(text, Path::new("cold.toml")).unwrap();
-        execute(&config, &dir.path().join("t"), None, false, false).unwrap();
-        let results =
-            crate::stages::evaluate::EvaluateReport::read(&dir.path().join("t/evaluate")).unwrap();
+        let results = run_time_split(dir.path(), "", "ks = [10, 50]\nvalidation = true\n");
         let encode = Manifest::read(&dir.path().join("t/encode")).unwrap();
         assert!(
             encode.stats["cold_items"].as_u64().unwrap() > 0,
@@ -894,16 +906,11 @@ mod tests {
     #[test]
     fn cold_items_are_also_ranked_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 150\nitems = 400\nseed = 5\narriving_items = 0.3\n\
-                    [encode]\ntest_from = 1009843200\ntest_targets = \"after-cut\"\ncold_items = true\n\
-                    [evaluate]\nks = [5, 20]\nbootstrap = 20\nindex = false\n\
-                    [export]\ntop_k = 10\nbuild_index = false\n\
-                    [[models]]\nname = \"dssm\"\nmodel = { kind = \"dssm\", embedding_dim = 8, user_tower = [8], item_tower = [8], item_id_dropout = 0.3 }\n\
-                    train = { epochs = 1, batch_size = 64 }\n";
-        let config = crate::config::parse(text, Path::new("cold.toml")).unwrap();
-        execute(&config, &dir.path().join("t"), None, false, false).unwrap();
-        let results =
-            crate::stages::evaluate::EvaluateReport::read(&dir.path().join("t/evaluate")).unwrap();
+        let results = run_time_split(
+            dir.path(),
+            "test_targets = \"after-cut\"\n",
+            "ks = [5, 20]\n",
+        );
         let mut checked = 0;
         for row in &results.results {
             let unfiltered = row.seen_filter == recall_eval::split::SeenView::None;

@@ -1,0 +1,70 @@
+//! The pipeline path of the engine feature, through the command line a user runs (`cargo
+//! xtask-engine pipeline`, the binary built with `datafusion`): the default pipeline's ingest
+//! and encode in memory, then again with `[data] engine = "datafusion"`, whose encode files
+//! must be the in-memory run's byte for byte.
+//!
+//! CI runs it in the same `cargo test` invocation as recall-engine's own tests (`-p
+//! recall-engine -p xtask --features xtask/datafusion`): one feature resolution, so DataFusion
+//! and the arrow stack under it are compiled once for both (MEASUREMENTS.md).
+#![cfg(feature = "datafusion")]
+
+use std::path::Path;
+use std::process::Command;
+
+/// `xtask pipeline --config <config> --runs <runs> --only <stage>`, which must succeed.
+fn stage(config: &Path, runs: &Path, only: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["pipeline", "--config"])
+        .arg(config)
+        .arg("--runs")
+        .arg(runs)
+        .args(["--only", only])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {only} failed: {}",
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_default_pipeline_encodes_the_same_files_on_datafusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/default.toml");
+    let text = std::fs::read_to_string(&default).unwrap();
+    assert!(text.contains("name = \"default\""), "{text}");
+    let engine_text = text.replacen("name = \"default\"", "name = \"default-datafusion\"", 1)
+        + "\n[data]\nengine = \"datafusion\"\ntarget_partitions = 2\n";
+    let engine = dir.path().join("default-datafusion.toml");
+    std::fs::write(&engine, engine_text).unwrap();
+    let runs = dir.path().join("runs");
+    for config in [default.as_path(), engine.as_path()] {
+        stage(config, &runs, "ingest");
+        stage(config, &runs, "encode");
+    }
+    let (expected, planned) = (
+        runs.join("default/encode"),
+        runs.join("default-datafusion/encode"),
+    );
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&expected).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap();
+        if file == "manifest.json" {
+            continue;
+        }
+        let other = planned.join(file);
+        assert!(
+            std::fs::read(&path).unwrap() == std::fs::read(&other).unwrap(),
+            "{} differs from {}: the DataFusion encode must write the in-memory encode's files",
+            other.display(),
+            path.display()
+        );
+        compared += 1;
+    }
+    // The encode contract's files: the splits, sequences, items, users and vocabularies.
+    assert!(compared >= 6, "only {compared} files compared");
+}
