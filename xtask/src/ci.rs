@@ -171,8 +171,8 @@ pub fn run() -> Result<()> {
     // The engine feature (DataFusion, never in the default build): its plans against the
     // in-memory encode, and the default pipeline's ingest and encode through the command line
     // built with it (`cargo xtask-engine`; xtask/tests/engine_pipeline.rs). One invocation,
-    // one feature resolution: DataFusion is compiled once for both, about thirteen minutes of
-    // a cold build on two cores (as two invocations it was compiled twice).
+    // one feature resolution: DataFusion is compiled once for both (as two invocations it was
+    // compiled twice): about 18 minutes of a cold build and the tests on two cores.
     sh(
         "cargo",
         &[
