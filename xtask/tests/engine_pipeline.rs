@@ -53,7 +53,7 @@ fn the_default_pipeline_encodes_the_same_files_on_datafusion() {
     for entry in std::fs::read_dir(&expected).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap();
-        if file == "manifest.json" {
+        if file == recall_pipeline::manifest::MANIFEST_FILE {
             continue;
         }
         let other = planned.join(file);

@@ -358,15 +358,9 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                 split.truth_among(first, false),
             )
         });
-        // The cold items ranked alone, against each row's cold targets: where there are more
-        // cold items than the interval's K and some row has a cold target.
-        let among = first_cold
+        let alone = first_cold
             .zip(cold.as_ref())
-            .filter(|(first, (truth, _))| {
-                n_items - *first as usize > ci_k(config)
-                    && (0..truth.users()).any(|r| !truth.get(r).is_empty())
-            })
-            .map(|(first, (truth, _))| (first, truth));
+            .and_then(|(first, (truth, _))| ColdAlone::new(first, truth, n_items, config));
         let at = |filter| Scored {
             split: split_name,
             filter,
@@ -382,14 +376,10 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
             rows.push(score("popularity", &pop, &split, at(filter), config, seed)?.row);
             let random = baselines::random(n_items, split.rows(), k, &options, seed)?;
             let mut row = score("random", &random, &split, at(filter), config, seed)?.row;
-            if let Some((first, truth)) = among.filter(|_| filter == SeenFilter::None) {
-                let only_cold = Options {
-                    first_item: first,
-                    ..Options::default()
-                };
+            if let Some(alone) = alone.as_ref().filter(|_| filter == SeenFilter::None) {
                 let random =
-                    baselines::random(n_items, split.rows(), ci_k(config), &only_cold, seed)?;
-                row.among_cold = Some(among_cold(&random, truth, config, seed)?.0);
+                    baselines::random(n_items, split.rows(), ci_k(config), &alone.options, seed)?;
+                row.among_cold = Some(alone.score(&random, config, seed)?.0);
             }
             rows.push(row);
         }
@@ -446,19 +436,10 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                     row.as_cold =
                         Some(as_cold(&users, items, cold, &split, exclude, config, seed)?);
                 }
-                if let Some((first, truth)) = among.filter(|_| filter == SeenFilter::None) {
-                    let only_cold = Options {
-                        first_item: first,
-                        ..Options::default()
-                    };
-                    let top = topk::exact_views(
-                        &users,
-                        items,
-                        alone_k(config, first, n_items),
-                        &only_cold,
-                        &[None],
-                    )?;
-                    let (metric, report) = among_cold(&top[0], truth, config, seed)?;
+                if let Some(alone) = alone.as_ref().filter(|_| filter == SeenFilter::None) {
+                    let top =
+                        topk::exact_views(&users, items, alone.depth, &alone.options, &[None])?;
+                    let (metric, report) = alone.score(&top[0], config, seed)?;
                     row.among_cold = Some(metric);
                     let file = format!("per_user_{split_name}_among_cold.parquet");
                     let path = out.join(&entry.name).join(file);
@@ -546,42 +527,64 @@ fn as_cold(
     Ok(GroupMetric::of(&values, config.bootstrap, 0.95, seed))
 }
 
-/// HitRate at the interval's K of a ranking of the cold items alone against each row's cold
-/// targets ([`ResultRow::among_cold`]), and its per-user report at every configured K below
-/// the number of cold items.
-fn among_cold(
-    top: &TopK,
-    cold_truth: &Lists,
-    config: &EvaluateConfig,
-    seed: u64,
-) -> Result<(GroupMetric, metrics::Report)> {
-    let ks: Vec<usize> = config.ks.iter().copied().filter(|&k| k <= top.k).collect();
-    let report = metrics::evaluate(top, cold_truth, &ks, None)?;
-    let all = |_| true;
-    let metric = report
-        .over_group(
-            ci_k(config),
-            Metric::HitRate,
-            all,
-            config.bootstrap,
-            0.95,
-            seed,
-        )
-        .context("no row has a cold-item target")?;
-    Ok((metric, report))
+/// The cold items ranked alone against each row's cold targets ([`ResultRow::among_cold`]).
+struct ColdAlone<'a> {
+    /// Ranks only the item table's last rows, the cold items.
+    options: Options,
+    /// The deepest ranking: the largest configured K below the number of cold items.
+    depth: usize,
+    truth: &'a Lists,
 }
 
-/// The deepest ranking of the cold items alone: the largest configured K below their number
-/// (the interval's K is below it: `among` checks).
-fn alone_k(config: &EvaluateConfig, first_cold: u32, n_items: usize) -> usize {
-    let cold = n_items - first_cold as usize;
-    config
-        .ks
-        .iter()
-        .copied()
-        .filter(|&k| k < cold)
-        .max()
-        .unwrap_or(ci_k(config))
+impl<'a> ColdAlone<'a> {
+    /// `None` unless there are more cold items than the interval's K and some row has a cold
+    /// target.
+    fn new(
+        first_cold: u32,
+        truth: &'a Lists,
+        n_items: usize,
+        config: &EvaluateConfig,
+    ) -> Option<Self> {
+        let cold = n_items - first_cold as usize;
+        let any_target = (0..truth.users()).any(|r| !truth.get(r).is_empty());
+        if cold <= ci_k(config) || !any_target {
+            return None;
+        }
+        let depth = config.ks.iter().copied().filter(|&k| k < cold).max()?;
+        let options = Options {
+            first_item: first_cold,
+            ..Options::default()
+        };
+        Some(ColdAlone {
+            options,
+            depth,
+            truth,
+        })
+    }
+
+    /// HitRate at the interval's K of `top` (a ranking of the cold items) and its per-user
+    /// report at every configured K it reaches.
+    fn score(
+        &self,
+        top: &TopK,
+        config: &EvaluateConfig,
+        seed: u64,
+    ) -> Result<(GroupMetric, metrics::Report)> {
+        let ks: Vec<usize> = config.ks.iter().copied().filter(|&k| k <= top.k).collect();
+        let report = metrics::evaluate(top, self.truth, &ks, None)?;
+        let all = |_| true;
+        let metric = report
+            .over_group(
+                ci_k(config),
+                Metric::HitRate,
+                all,
+                config.bootstrap,
+                0.95,
+                seed,
+            )
+            .context("no row has a cold-item target")?;
+        Ok((metric, report))
+    }
 }
 
 /// The K of the reported intervals: 50, or the largest configured K below it.
