@@ -168,11 +168,12 @@ pub fn run() -> Result<()> {
         )?;
     }
     sh("cargo", &["test", "--workspace", "--doc"])?;
-    // The engine feature (DataFusion, never in the default build): its plans against the
-    // in-memory encode, and the default pipeline's ingest and encode through the command line
-    // built with it (`cargo xtask-engine`; xtask/tests/engine_pipeline.rs). One invocation,
-    // one feature resolution: DataFusion is compiled once for both (as two invocations it was
-    // compiled twice): about 18 minutes of a cold build and the tests on two cores.
+    // The engine features (DataFusion and Ballista, never in the default build; `ballista`
+    // turns on `datafusion`): the plans against the in-memory encode, in this process and on
+    // an in-process Ballista cluster, and the default pipeline's ingest and encode through the
+    // command line built with them (`cargo xtask-cluster`; xtask/tests/engine_pipeline.rs).
+    // One invocation, one feature resolution: DataFusion is compiled once for all (as two
+    // invocations it was compiled twice). About 22 minutes of a cold build on two cores.
     sh(
         "cargo",
         &[
@@ -182,7 +183,7 @@ pub fn run() -> Result<()> {
             "-p",
             "xtask",
             "--features",
-            "xtask/datafusion",
+            "xtask/ballista",
         ],
     )?;
     // The test runner goes last, so its summary closes the output.

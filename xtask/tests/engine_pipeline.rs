@@ -1,10 +1,11 @@
-//! The pipeline path of the engine feature, through the command line a user runs (`cargo
-//! xtask-engine pipeline`, the binary built with `datafusion`): the default pipeline's ingest
-//! and encode in memory, then again with `[data] engine = "datafusion"`, whose encode files
-//! must be the in-memory run's byte for byte.
+//! The pipeline path of the engine features, through the command line a user runs (`cargo
+//! xtask-engine pipeline`, the binary built with `datafusion`; `cargo xtask-cluster pipeline`
+//! with `ballista`): the default pipeline's ingest and encode in memory, then again with
+//! `[data] engine = "datafusion"` (and `"ballista"`, an in-process cluster), whose encode
+//! files must be the in-memory run's byte for byte.
 //!
 //! CI runs it in the same `cargo test` invocation as recall-engine's own tests (`-p
-//! recall-engine -p xtask --features xtask/datafusion`): one feature resolution, so DataFusion
+//! recall-engine -p xtask --features xtask/ballista`): one feature resolution, so DataFusion
 //! and the arrow stack under it are compiled once for both (MEASUREMENTS.md).
 #![cfg(feature = "datafusion")]
 
@@ -30,41 +31,55 @@ fn stage(config: &Path, runs: &Path, only: &str) {
     );
 }
 
+/// The engines this build has, as `[data] engine` names them.
+fn engines() -> Vec<&'static str> {
+    let mut all = vec!["datafusion"];
+    if cfg!(feature = "ballista") {
+        all.push("ballista");
+    }
+    all
+}
+
 #[test]
-fn the_default_pipeline_encodes_the_same_files_on_datafusion() {
+fn the_default_pipeline_encodes_the_same_files_on_each_engine() {
     let dir = tempfile::tempdir().unwrap();
     let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/default.toml");
     let text = std::fs::read_to_string(&default).unwrap();
     assert!(text.contains("name = \"default\""), "{text}");
-    let engine_text = text.replacen("name = \"default\"", "name = \"default-datafusion\"", 1)
-        + "\n[data]\nengine = \"datafusion\"\ntarget_partitions = 2\n";
-    let engine = dir.path().join("default-datafusion.toml");
-    std::fs::write(&engine, engine_text).unwrap();
     let runs = dir.path().join("runs");
-    for config in [default.as_path(), engine.as_path()] {
-        stage(config, &runs, "ingest");
-        stage(config, &runs, "encode");
-    }
-    let (expected, planned) = (
-        runs.join("default/encode"),
-        runs.join("default-datafusion/encode"),
-    );
-    let mut compared = 0;
-    for entry in std::fs::read_dir(&expected).unwrap() {
-        let path = entry.unwrap().path();
-        let file = path.file_name().unwrap();
-        if file == recall_pipeline::manifest::MANIFEST_FILE {
-            continue;
+    stage(&default, &runs, "ingest");
+    stage(&default, &runs, "encode");
+    let expected = runs.join("default/encode");
+    for engine in engines() {
+        let name = format!("default-{engine}");
+        let engine_text = text.replacen("name = \"default\"", &format!("name = \"{name}\""), 1)
+            + &format!("\n[data]\nengine = \"{engine}\"\ntarget_partitions = 2\n");
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, engine_text).unwrap();
+        stage(&config, &runs, "ingest");
+        stage(&config, &runs, "encode");
+        let planned = runs.join(&name).join("encode");
+        let mut compared = 0;
+        for entry in std::fs::read_dir(&expected).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap();
+            if file == recall_pipeline::manifest::MANIFEST_FILE {
+                continue;
+            }
+            let other = planned.join(file);
+            assert!(
+                std::fs::read(&path).unwrap() == std::fs::read(&other).unwrap(),
+                "{} differs from {}: the {engine} encode must write the in-memory encode's files",
+                other.display(),
+                path.display()
+            );
+            compared += 1;
         }
-        let other = planned.join(file);
-        assert!(
-            std::fs::read(&path).unwrap() == std::fs::read(&other).unwrap(),
-            "{} differs from {}: the DataFusion encode must write the in-memory encode's files",
-            other.display(),
-            path.display()
-        );
-        compared += 1;
+        // The encode contract's files: the splits, sequences, items, users and vocabularies.
+        assert!(compared >= 6, "only {compared} files compared");
+        let report =
+            std::fs::read_to_string(planned.join(recall_pipeline::manifest::MANIFEST_FILE))
+                .unwrap();
+        assert!(report.contains(&format!("\"{engine}\"")), "{report}");
     }
-    // The encode contract's files: the splits, sequences, items, users and vocabularies.
-    assert!(compared >= 6, "only {compared} files compared");
 }

@@ -17,6 +17,9 @@ pub enum Engine {
     Memory,
     /// DataFusion plans with a spilling sort (cargo feature `datafusion`).
     Datafusion,
+    /// The same plans run by a Ballista cluster (cargo feature `ballista`): the one that
+    /// `data.scheduler` names, or one started in this process (a scheduler and an executor).
+    Ballista,
 }
 
 impl Engine {
@@ -25,6 +28,7 @@ impl Engine {
         match self {
             Engine::Memory => "memory",
             Engine::Datafusion => "datafusion",
+            Engine::Ballista => "ballista",
         }
     }
 
@@ -33,6 +37,16 @@ impl Engine {
         match self {
             Engine::Memory => true,
             Engine::Datafusion => cfg!(feature = "datafusion"),
+            Engine::Ballista => cfg!(feature = "ballista"),
+        }
+    }
+
+    /// The cargo alias whose build has the engine, and what its first build costs on two
+    /// cores (MEASUREMENTS.md).
+    fn build_command(self) -> (&'static str, &'static str) {
+        match self {
+            Engine::Ballista => ("cargo xtask-cluster", "about twenty"),
+            Engine::Memory | Engine::Datafusion => ("cargo xtask-engine", "about ten"),
         }
     }
 }
@@ -52,7 +66,7 @@ impl Engine {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `"memory"` (default) or `"datafusion"`.
+    /// `"memory"` (default), `"datafusion"` or `"ballista"`.
     #[serde(default)]
     pub engine: Engine,
     /// The engine's memory pool (`"4GiB"`, `"512MiB"`, or bytes): past it, sorts and
@@ -65,6 +79,11 @@ pub struct DataConfig {
     /// Partitions (and threads) a plan runs on. Default: the machine's cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_partitions: Option<usize>,
+    /// With `engine = "ballista"`: the cluster's scheduler (`"df://host:50050"`). Default: a
+    /// cluster in this process (a scheduler and one executor on localhost). Every executor
+    /// must read the run directory and `spill_dir` at the same paths as this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
 }
 
 impl DataConfig {
@@ -83,6 +102,28 @@ impl DataConfig {
                 "must be at least 1 (leave it out for one per core)",
             ));
         }
+        if let Some(url) = &self.scheduler {
+            if self.engine != Engine::Ballista {
+                return Err(Error::config(
+                    "data.scheduler",
+                    format!(
+                        "only Ballista reads it, and `data.engine` is \"{}\": set `engine = \
+                         \"ballista\"` or leave the key out",
+                        self.engine.name()
+                    ),
+                ));
+            }
+            if scheduler_address(url).is_none() {
+                return Err(Error::config(
+                    "data.scheduler",
+                    format!(
+                        "{url:?} is not a scheduler address: write \"df://host:port\" \
+                         (\"df://localhost:50050\"), or leave the key out for a cluster in \
+                         this process"
+                    ),
+                ));
+            }
+        }
         if self.engine == Engine::Memory {
             let set = [
                 ("memory_limit", self.memory_limit.is_some()),
@@ -93,7 +134,7 @@ impl DataConfig {
                 return Err(Error::config(
                     format!("data.{key}"),
                     "only the engines read it, and `data.engine` is \"memory\": set \
-                     `engine = \"datafusion\"` or leave the key out",
+                     `engine = \"datafusion\"` (or \"ballista\") or leave the key out",
                 ));
             }
         }
@@ -122,16 +163,25 @@ impl DataConfig {
     /// that can; `None` when it can.
     pub fn unbuilt(&self) -> Option<String> {
         (!self.engine.is_built()).then(|| {
+            let (command, minutes) = self.engine.build_command();
             format!(
                 "`[data] engine = \"{}\"` needs a build with the `{}` cargo feature, which the \
-                 default build leaves out: run the pipeline with `cargo xtask-engine pipeline ...` \
-                 (the same command line; its first build takes about ten more minutes on two \
+                 default build leaves out: run the pipeline with `{command} pipeline ...` (the \
+                 same command line; its first build takes {minutes} more minutes on two \
                  cores), or set `engine = \"memory\"`",
                 self.engine.name(),
                 self.engine.name()
             )
         })
     }
+}
+
+/// The scheduler's `host:port` in a `df://host:port` address (Ballista's form; the port is
+/// required, so an address means one thing).
+pub fn scheduler_address(url: &str) -> Option<(&str, u16)> {
+    let (host, port) = url.strip_prefix("df://")?.split_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && !host.contains('/') && port > 0).then_some((host, port))
 }
 
 /// `"4GiB"`, `"512 MiB"`, `"1048576"`: binary units only, so a size means one thing.
@@ -186,6 +236,43 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduler_is_a_df_address_and_only_ballista_reads_it() {
+        assert_eq!(
+            scheduler_address("df://node-1:50050"),
+            Some(("node-1", 50050))
+        );
+        for bad in [
+            "node-1:50050",
+            "df://node-1",
+            "df://:50050",
+            "df://h:0",
+            "df://h:port",
+        ] {
+            assert_eq!(scheduler_address(bad), None, "{bad}");
+        }
+        let data = DataConfig {
+            engine: Engine::Ballista,
+            scheduler: Some("http://node-1:50050".into()),
+            ..DataConfig::default()
+        };
+        let e = data.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("data.scheduler") && e.contains("df://host:port"),
+            "{e}"
+        );
+        let data = DataConfig {
+            engine: Engine::Datafusion,
+            scheduler: Some("df://node-1:50050".into()),
+            ..DataConfig::default()
+        };
+        let e = data.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("data.scheduler") && e.contains("ballista"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_engine_this_build_lacks_names_the_build_command() {
         let data = DataConfig {
             engine: Engine::Datafusion,
@@ -197,6 +284,20 @@ mod tests {
                 assert!(message.contains("cargo xtask-engine pipeline"), "{message}");
             }
             None => assert!(cfg!(feature = "datafusion")),
+        }
+        let cluster = DataConfig {
+            engine: Engine::Ballista,
+            ..DataConfig::default()
+        };
+        match cluster.unbuilt() {
+            Some(message) => {
+                assert!(!cfg!(feature = "ballista"));
+                assert!(
+                    message.contains("cargo xtask-cluster pipeline"),
+                    "{message}"
+                );
+            }
+            None => assert!(cfg!(feature = "ballista")),
         }
         assert_eq!(DataConfig::default().unbuilt(), None);
     }

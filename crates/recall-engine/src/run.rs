@@ -11,4 +11,9 @@ pub struct EngineRun {
     pub spill_files: u64,
     /// Rows the sort streamed.
     pub sorted_rows: u64,
+    /// The Ballista cluster that ran the plans (`in-process`, or its scheduler's address);
+    /// absent for DataFusion in this process. The spill counts above do not see a cluster's
+    /// executors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }

@@ -3,6 +3,8 @@
 //! data, on logs built to hit the tie rule, the leave-last-out edge cases, OOV rows, caps,
 //! cold items and growth from an earlier encoding, under a memory limit small enough to
 //! spill, and on ML-1M (with `pipelines/ml-1m.toml`'s settings) when the shared copy is present.
+//! With the `ballista` feature every comparison runs the plans on an in-process Ballista
+//! cluster too.
 #![cfg(feature = "datafusion")]
 
 use std::path::Path;
@@ -11,15 +13,18 @@ use recall_core::RawIds;
 use recall_data::generic::GenericSource;
 use recall_data::{IngestConfig, SyntheticConfig, ingest};
 use recall_engine::EngineRun;
-use recall_engine::datafusion::{Options, encode, id_vocabularies};
+use recall_engine::datafusion::{Cluster, Options, encode, id_vocabularies};
 use recall_features::encode::{EarlierEncoding, EncodeConfig, EncodeInput, TestTargets};
+
+mod common;
+use common::engines;
 
 fn values(ids: &RawIds) -> Vec<String> {
     (0..ids.len()).map(|i| ids.display(i)).collect()
 }
 
-/// Encodes `ingest_dir` in memory and on DataFusion and checks that both write the same
-/// files, byte for byte; returns the engine's run and the number of known items.
+/// Encodes `ingest_dir` in memory and on each engine and checks that all write the same
+/// files, byte for byte; returns DataFusion's run and the number of known items.
 fn same_encoding(
     ingest_dir: &Path,
     config: &EncodeConfig,
@@ -30,20 +35,33 @@ fn same_encoding(
     let mut input = EncodeInput::read_dir(ingest_dir).unwrap();
     input.grow_from = earlier.clone();
     let oracle = recall_features::encode(&input, config).unwrap();
-    let (planned, run) = encode(ingest_dir, config, earlier.as_ref(), options).unwrap();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = tempfile::tempdir().unwrap();
     let written = oracle.write(a.path()).unwrap();
-    let planned_written = planned.write(b.path()).unwrap();
-    assert_eq!(written.len(), planned_written.len());
-    for path in &written {
-        let name = path.file_name().unwrap();
-        let (x, y) = (
-            std::fs::read(path).unwrap(),
-            std::fs::read(b.path().join(name)).unwrap(),
+    let mut runs = Vec::new();
+    for options in engines(options) {
+        let (planned, run) = encode(ingest_dir, config, earlier.as_ref(), &options).unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let planned_written = planned.write(b.path()).unwrap();
+        assert_eq!(written.len(), planned_written.len());
+        for path in &written {
+            let name = path.file_name().unwrap();
+            let (x, y) = (
+                std::fs::read(path).unwrap(),
+                std::fs::read(b.path().join(name)).unwrap(),
+            );
+            assert!(
+                x == y,
+                "{name:?} differs ({config:?}, {:?})",
+                options.cluster
+            );
+        }
+        assert_eq!(
+            run.cluster.as_deref(),
+            options.cluster.as_ref().map(Cluster::name)
         );
-        assert!(x == y, "{name:?} differs ({config:?})");
+        runs.push(run);
     }
-    (run, oracle.items.known_len())
+    (runs.swap_remove(0), oracle.items.known_len())
 }
 
 /// The message of the engine's encode failing on `ingest_dir` under `config`.
@@ -110,6 +128,7 @@ fn a_spilling_sort_gives_the_same_files() {
         target_partitions: Some(2),
         memory_limit: Some(64 << 20),
         spill_dir: Some(dir.path().join("spill")),
+        cluster: None,
     };
     let (run, _) = same_encoding(dir.path(), &EncodeConfig::default(), None, &options);
     assert!(run.spilled_bytes > 0 && run.spill_files > 0, "{run:?}");
@@ -406,6 +425,25 @@ fn bad_ingest_outputs_name_the_file_and_column() {
     let e = engine_error(dir.path(), &EncodeConfig::default());
     assert!(
         e.contains("interactions.parquet") && e.contains("`user_id`") && e.contains("Float64"),
+        "{e}"
+    );
+}
+
+/// A scheduler nobody runs: the failure names the file, the step and the cluster.
+#[cfg(feature = "ballista")]
+#[test]
+fn an_unreachable_scheduler_names_the_file_and_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 50, 40, 3);
+    let options = Options {
+        cluster: Some(Cluster::Scheduler("df://127.0.0.1:9".into())),
+        ..two_partitions()
+    };
+    let e = encode(dir.path(), &EncodeConfig::default(), None, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("interactions.parquet") && e.contains("df://127.0.0.1:9"),
         "{e}"
     );
 }

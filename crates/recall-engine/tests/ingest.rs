@@ -3,7 +3,8 @@
 //! to hit the ordering rules (rows out of order, ties in source order, exact duplicates dropped,
 //! rewatches kept), string ids, a directory of part files, a separate order column with
 //! nullable timestamps, a spilling sort, and ML-1M when the shared copy is present; bad logs
-//! fail with the file and column named.
+//! fail with the file and column named. With the `ballista` feature every comparison runs the
+//! plans on an in-process Ballista cluster too.
 #![cfg(feature = "datafusion")]
 
 use std::path::Path;
@@ -14,25 +15,38 @@ use recall_data::{GenericSource, IngestConfig, SyntheticConfig, ingest};
 use recall_engine::datafusion::Options;
 use recall_engine::datafusion::ingest::{ingest_generic, plans};
 
-/// Ingests `source` in memory and on DataFusion and checks both write the same files, byte for
-/// byte, with the same counts; returns the engine's sorted rows and spilled bytes.
+mod common;
+
+/// Ingests `source` in memory and on each engine this build has (DataFusion in this process,
+/// and with the `ballista` feature an in-process Ballista cluster) and checks all write the
+/// same files, byte for byte, with the same counts; returns DataFusion's sorted rows and
+/// spilled bytes.
 fn same_ingest(source: &GenericSource, options: &Options) -> (u64, u64) {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = tempfile::tempdir().unwrap();
     let dataset = ingest(&IngestConfig::Generic(source.clone())).unwrap();
     let written = dataset.write(a.path()).unwrap();
-    let (name, planned, stats, run) = ingest_generic(source, b.path(), options).unwrap();
-    assert_eq!(name, dataset.name);
-    assert_eq!(stats, dataset.stats);
-    assert_eq!(written.len(), planned.len());
-    for path in &written {
-        let file = path.file_name().unwrap();
-        let (x, y) = (
-            std::fs::read(path).unwrap(),
-            std::fs::read(b.path().join(file)).unwrap(),
-        );
-        assert!(x == y, "{file:?} differs ({source:?})");
+    let mut runs = Vec::new();
+    for options in &common::engines(options) {
+        let b = tempfile::tempdir().unwrap();
+        let (name, planned, stats, run) = ingest_generic(source, b.path(), options).unwrap();
+        assert_eq!(name, dataset.name);
+        assert_eq!(stats, dataset.stats);
+        assert_eq!(written.len(), planned.len());
+        for path in &written {
+            let file = path.file_name().unwrap();
+            let (x, y) = (
+                std::fs::read(path).unwrap(),
+                std::fs::read(b.path().join(file)).unwrap(),
+            );
+            assert!(
+                x == y,
+                "{file:?} differs ({source:?}, {:?})",
+                options.cluster
+            );
+        }
+        runs.push(run);
     }
-    (run.sorted_rows, run.spilled_bytes)
+    (runs[0].sorted_rows, runs[0].spilled_bytes)
 }
 
 fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
@@ -211,6 +225,7 @@ fn a_spilling_sort_gives_the_same_file() {
         target_partitions: Some(2),
         memory_limit: Some(64 << 20),
         spill_dir: Some(dir.path().join("spill")),
+        cluster: None,
     };
     let (sorted, spilled) = same_ingest(&GenericSource::new(&file), &options);
     assert!(

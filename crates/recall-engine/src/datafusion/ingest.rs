@@ -95,6 +95,7 @@ pub fn ingest_generic(
         spilled_bytes: spills.0,
         spill_files: spills.1,
         sorted_rows: stats.rows_read as u64,
+        cluster: options.cluster.as_ref().map(|c| c.name().to_owned()),
     };
     Ok((name, written, stats, run))
 }

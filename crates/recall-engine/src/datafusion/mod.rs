@@ -23,6 +23,7 @@ use datafusion::datasource::MemTable;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -34,10 +35,14 @@ use recall_features::{
     Vocabulary, encode_grouped, finish_vocabularies,
 };
 
-use crate::config::DataConfig;
+use crate::config::{DataConfig, Engine};
 use crate::run::EngineRun;
 
+pub mod cluster;
 pub mod ingest;
+
+pub use cluster::Cluster;
+use cluster::SharedTables;
 
 /// A vocabulary as the plans count it: the known raw values (count descending, then raw value
 /// ascending) and each one's training count.
@@ -61,8 +66,11 @@ pub struct Options {
     pub target_partitions: Option<usize>,
     /// The memory pool past which sorts and aggregates spill; `None`: unbounded.
     pub memory_limit: Option<u64>,
-    /// Where spill files go; `None`: the system's temporary directory.
+    /// Where spill files go; `None`: the system's temporary directory. On a cluster, also
+    /// where the plans' small tables go for the executors to read.
     pub spill_dir: Option<PathBuf>,
+    /// The Ballista cluster that runs the plans; `None`: DataFusion in this process.
+    pub cluster: Option<Cluster>,
 }
 
 impl Options {
@@ -73,6 +81,10 @@ impl Options {
             target_partitions: data.target_partitions,
             memory_limit: data.memory_limit_bytes()?,
             spill_dir: data.spill_dir.clone(),
+            cluster: (data.engine == Engine::Ballista).then(|| match &data.scheduler {
+                Some(url) => Cluster::Scheduler(url.clone()),
+                None => Cluster::InProcess,
+            }),
         })
     }
 
@@ -275,6 +287,9 @@ struct Session {
     interactions: PathBuf,
     partitions: usize,
     memory_limit: Option<u64>,
+    cluster: Option<Cluster>,
+    /// Where the plans' small tables go on a cluster (in memory otherwise).
+    tables: Option<SharedTables>,
     spills: std::sync::Mutex<(u64, u64)>,
     cuts: Cuts,
     /// How ids are compared in joins (`CAST(user_id AS ...)`), set by the first scan.
@@ -341,6 +356,12 @@ impl Session {
             interactions: interactions.to_owned(),
             partitions,
             memory_limit: options.memory_limit,
+            cluster: options.cluster.clone(),
+            tables: options
+                .cluster
+                .as_ref()
+                .map(|_| SharedTables::create(options.spill_dir.as_deref()))
+                .transpose()?,
             cuts,
             spills: std::sync::Mutex::new((0, 0)),
             user_type: std::sync::OnceLock::new(),
@@ -349,7 +370,14 @@ impl Session {
     }
 
     fn error(&self, step: &str, e: datafusion::error::DataFusionError) -> Error {
-        engine_error(&self.interactions, step, e)
+        match &self.cluster {
+            Some(cluster) => engine_error(
+                &self.interactions,
+                &format!("{step}, on the Ballista cluster {}", cluster.name()),
+                e,
+            ),
+            None => engine_error(&self.interactions, step, e),
+        }
     }
 
     fn invalid(&self, column: &str, message: String) -> Error {
@@ -401,6 +429,7 @@ impl Session {
             spilled_bytes,
             spill_files,
             sorted_rows,
+            cluster: self.cluster.as_ref().map(|c| c.name().to_owned()),
         }
     }
 
@@ -546,7 +575,7 @@ impl Session {
     /// every row and has no test target. Memory: a few bytes per user.
     async fn time_split(&self, order: &RawIds, cut: i64) -> Result<TimeSplit> {
         let kind = self.user_type.get().copied().unwrap_or("BIGINT");
-        self.register_order("scan_order", order)?;
+        self.register_order("scan_order", order).await?;
         let batches = self
             .collect(
                 &format!(
@@ -739,7 +768,7 @@ impl Session {
         rows: usize,
     ) -> Result<GroupedInteractions> {
         let (seq, timestamp) = (col::SEQ, col::TIMESTAMP);
-        self.register_order("user_order", order)?;
+        self.register_order("user_order", order).await?;
         let known = items.raw_ids();
         let first = col::FIRST_KNOWN_INDEX as i64;
         self.register(
@@ -753,7 +782,8 @@ impl Session {
                     )),
                 ),
             ],
-        )?;
+        )
+        .await?;
         let has_timestamp = self
             .ctx
             .table("interactions")
@@ -862,15 +892,18 @@ impl Session {
     }
 
     /// Registers `order` as table `name`: `u` (the raw id) and `grp` (its place in `order`).
-    fn register_order(&self, name: &str, order: &RawIds) -> Result<()> {
+    async fn register_order(&self, name: &str, order: &RawIds) -> Result<()> {
         let places = Int64Array::from_iter_values(0..order.len() as i64);
         self.register(
             name,
             vec![("u", order.to_array()), ("grp", Arc::new(places))],
         )
+        .await
     }
 
-    fn register(&self, name: &str, columns: Vec<(&str, ArrayRef)>) -> Result<()> {
+    /// Registers `columns` as table `name`: in memory, or on a cluster as a Parquet file the
+    /// executors read.
+    async fn register(&self, name: &str, columns: Vec<(&str, ArrayRef)>) -> Result<()> {
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
@@ -882,17 +915,34 @@ impl Session {
             columns.into_iter().map(|(_, a)| a).collect(),
         )
         .map_err(|e| Error::Internal(format!("table {name}: {e}")))?;
-        let table = MemTable::try_new(schema, vec![vec![batch]])
-            .map_err(|e| self.error(&format!("registering {name}"), e))?;
-        self.ctx
-            .register_table(name, Arc::new(table))
-            .map_err(|e| self.error(&format!("registering {name}"), e))?;
+        let step = format!("registering {name}");
+        match &self.tables {
+            None => {
+                let table = MemTable::try_new(schema, vec![vec![batch]])
+                    .map_err(|e| self.error(&step, e))?;
+                self.ctx
+                    .register_table(name, Arc::new(table))
+                    .map_err(|e| self.error(&step, e))?;
+            }
+            Some(tables) => {
+                let path = tables.write(name, &batch)?;
+                self.ctx
+                    .register_parquet(
+                        name,
+                        path.to_string_lossy().as_ref(),
+                        ParquetReadOptions::default(),
+                    )
+                    .await
+                    .map_err(|e| self.error(&step, e))?;
+            }
+        }
         Ok(())
     }
 }
 
 /// A runtime with `partitions` worker threads and a session under `options`' memory pool and
-/// spill directory; `file` names what the engine reads, in errors.
+/// spill directory, whose plans run in this process or on `options.cluster`; `file` names
+/// what the engine reads, in errors.
 /// With `scans_in_file_order` each Parquet file is read as one partition, row groups in order
 /// (what numbering rows in source order needs).
 fn start(
@@ -901,8 +951,11 @@ fn start(
     partitions: usize,
     scans_in_file_order: bool,
 ) -> Result<(tokio::runtime::Runtime, SessionContext)> {
+    // The drivers the build has (Ballista's gRPC needs sockets and timers; DataFusion alone
+    // builds neither).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(partitions)
+        .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the DataFusion runtime for", file, e))?;
     let mut env = RuntimeEnvBuilder::new();
@@ -939,7 +992,24 @@ fn start(
         // which a hash join holds in memory; the optimiser's swap, which guesses sizes from
         // statistics an aggregate does not have, would build on the interactions instead.
         .set_bool("datafusion.optimizer.join_reordering", false);
-    Ok((runtime, SessionContext::new_with_config_rt(config, env)))
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(env)
+        .with_default_features()
+        .build();
+    let ctx = match &options.cluster {
+        None => SessionContext::new_with_state(state),
+        Some(cluster) => runtime
+            .block_on(cluster::context(cluster, state))
+            .map_err(|e| {
+                engine_error(
+                    file,
+                    &format!("connecting to the Ballista cluster ({})", cluster.name()),
+                    e,
+                )
+            })?,
+    };
+    Ok((runtime, ctx))
 }
 
 /// Adds the bytes and files `plan` and its children spilled to `totals`.

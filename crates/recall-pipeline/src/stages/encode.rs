@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub struct EncodeReport {
     #[serde(flatten)]
     pub stats: EncodeStats,
-    /// `"memory"` or `"datafusion"` (absent in reports written before engines).
+    /// `"memory"`, `"datafusion"` or `"ballista"` (absent in reports written before engines).
     #[serde(default)]
     pub engine: Option<Engine>,
     /// What the engine did (spills, partitions); absent for the in-memory path.
@@ -56,7 +56,9 @@ pub fn run(
             input.grow_from = earlier;
             (recall_features::encode(&input, config)?, None)
         }
-        Engine::Datafusion => on_datafusion(ingest_dir, config, data, earlier.as_ref())?,
+        Engine::Datafusion | Engine::Ballista => {
+            on_datafusion(ingest_dir, config, data, earlier.as_ref())?
+        }
     };
     let report = EncodeReport {
         stats: encoded.manifest.stats.clone(),
@@ -76,7 +78,7 @@ fn on_datafusion(
     use recall_engine::datafusion::{Options, encode};
     let options = Options::from_config(data)?;
     let (encoded, run) = encode(ingest_dir, config, earlier, &options)?;
-    tracing::info!(?run, "encoded on DataFusion");
+    tracing::info!(?run, "encoded on {}", data.engine.name());
     Ok((encoded, Some(run)))
 }
 

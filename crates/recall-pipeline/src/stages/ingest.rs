@@ -30,7 +30,9 @@ pub fn run(
     out: &Path,
 ) -> Result<(Vec<PathBuf>, IngestReport)> {
     let planned = match (data.engine, config) {
-        (Engine::Datafusion, IngestConfig::Generic(source)) => on_datafusion(source, data, out)?,
+        (Engine::Datafusion | Engine::Ballista, IngestConfig::Generic(source)) => {
+            on_datafusion(source, data, out)?
+        }
         _ => None,
     };
     let (dataset, files, stats, engine_run) = match planned {
@@ -75,7 +77,7 @@ fn on_datafusion(
         return Ok(None);
     }
     let planned = ingest_generic(source, out, &Options::from_config(data)?)?;
-    tracing::info!(run = ?planned.3, "ingested on DataFusion");
+    tracing::info!(run = ?planned.3, "ingested on {}", data.engine.name());
     Ok(Some(planned))
 }
 
