@@ -4,13 +4,13 @@
 //! executors read every table themselves, so a table the plans build in memory (the users'
 //! order, the item vocabulary) cannot travel as a `MemTable`, which has no serialised form:
 //! on a cluster those go to Parquet files in a directory every executor reads at the same path
-//! ([`SharedTables`]), and are registered from there. Everything else is the plans of
+//! (`SharedTables`), and are registered from there. Everything else is the plans of
 //! [`super`], unchanged: the same SQL, settings and streamed sort, whose rows the tests check
 //! against the in-memory encode.
 //!
-//! Ballista's adaptive planner is turned off (in `context`): with it the sorted stream
-//! arrives out of order. Not counted on a cluster: the executors' spills (they happen in the executors' processes,
-//! not in the plan this process holds).
+//! Ballista's adaptive planner is turned off (in `context`): with it the sorted stream arrives
+//! out of order. Not counted on a cluster: the executors' spills (they happen in the
+//! executors' processes, not in the plan this process holds).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
