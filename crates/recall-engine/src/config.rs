@@ -81,7 +81,8 @@ pub struct DataConfig {
     pub target_partitions: Option<usize>,
     /// With `engine = "ballista"`: the cluster's scheduler (`"df://host:50050"`). Default: a
     /// cluster in this process (a scheduler and one executor on localhost). Every executor
-    /// must read the run directory and `spill_dir` at the same paths as this machine.
+    /// must read the run directory and `spill_dir` (required with a scheduler) at the same
+    /// paths as this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
 }
@@ -121,6 +122,14 @@ impl DataConfig {
                          (\"df://localhost:50050\"), or leave the key out for a cluster in \
                          this process"
                     ),
+                ));
+            }
+            if self.spill_dir.is_none() {
+                return Err(Error::config(
+                    "data.spill_dir",
+                    "with `data.scheduler` set, name a directory every executor reads at the \
+                     same path (the plans' small tables go there; this machine's temporary \
+                     directory is not theirs)",
                 ));
             }
         }
@@ -270,6 +279,21 @@ mod tests {
             e.contains("data.scheduler") && e.contains("ballista"),
             "{e}"
         );
+        let data = DataConfig {
+            engine: Engine::Ballista,
+            scheduler: Some("df://node-1:50050".into()),
+            ..DataConfig::default()
+        };
+        let e = data.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("data.spill_dir") && e.contains("every executor"),
+            "{e}"
+        );
+        let data = DataConfig {
+            spill_dir: Some("/shared/spill".into()),
+            ..data
+        };
+        assert!(data.validate().is_ok());
     }
 
     #[test]

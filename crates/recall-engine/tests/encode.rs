@@ -17,7 +17,7 @@ use recall_engine::datafusion::{Cluster, Options, encode, id_vocabularies};
 use recall_features::encode::{EarlierEncoding, EncodeConfig, EncodeInput, TestTargets};
 
 mod common;
-use common::engines;
+use common::{assert_same_files, engines};
 
 fn values(ids: &RawIds) -> Vec<String> {
     (0..ids.len()).map(|i| ids.display(i)).collect()
@@ -42,19 +42,8 @@ fn same_encoding(
         let (planned, run) = encode(ingest_dir, config, earlier.as_ref(), &options).unwrap();
         let b = tempfile::tempdir().unwrap();
         let planned_written = planned.write(b.path()).unwrap();
-        assert_eq!(written.len(), planned_written.len());
-        for path in &written {
-            let name = path.file_name().unwrap();
-            let (x, y) = (
-                std::fs::read(path).unwrap(),
-                std::fs::read(b.path().join(name)).unwrap(),
-            );
-            assert!(
-                x == y,
-                "{name:?} differs ({config:?}, {:?})",
-                options.cluster
-            );
-        }
+        let what = format!("{config:?}, {:?}", options.cluster);
+        assert_same_files(&written, &planned_written, b.path(), &what);
         assert_eq!(
             run.cluster.as_deref(),
             options.cluster.as_ref().map(Cluster::name)
@@ -64,11 +53,16 @@ fn same_encoding(
     (runs.swap_remove(0), oracle.items.known_len())
 }
 
-/// The message of the engine's encode failing on `ingest_dir` under `config`.
-fn engine_error(ingest_dir: &Path, config: &EncodeConfig) -> String {
-    encode(ingest_dir, config, None, &Options::default())
-        .unwrap_err()
-        .to_string()
+/// The messages of each engine's encode failing on `ingest_dir` under `config`.
+fn engine_errors(ingest_dir: &Path, config: &EncodeConfig) -> Vec<String> {
+    engines(&Options::default())
+        .iter()
+        .map(|options| {
+            encode(ingest_dir, config, None, options)
+                .unwrap_err()
+                .to_string()
+        })
+        .collect()
 }
 
 fn two_partitions() -> Options {
@@ -242,11 +236,12 @@ fn a_refresh_cut_gives_the_same_files() {
         before: Some(times[0]),
         ..EncodeConfig::default()
     };
-    let e = engine_error(dir.path(), &early);
-    assert!(
-        e.contains("encode.before") && e.contains("earlier than the data"),
-        "{e}"
-    );
+    for e in engine_errors(dir.path(), &early) {
+        assert!(
+            e.contains("encode.before") && e.contains("earlier than the data"),
+            "{e}"
+        );
+    }
 }
 
 /// `encode.test_from` (a time split: each user's first interaction at or after the cut is the
@@ -361,19 +356,21 @@ fn time_split_edge_cases_follow_the_in_memory_rules() {
         } else {
             "encode.before"
         };
-        let e = engine_error(&untimed, &config);
-        assert!(e.contains(key) && e.contains("timestamp"), "{e}");
+        for e in engine_errors(&untimed, &config) {
+            assert!(e.contains(key) && e.contains("timestamp"), "{e}");
+        }
     }
 }
 
 #[test]
 fn a_missing_ingest_output_names_the_file_and_the_stage() {
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_error(dir.path(), &EncodeConfig::default());
-    assert!(
-        e.contains("interactions.parquet") && e.contains("run the ingest stage"),
-        "{e}"
-    );
+    for e in engine_errors(dir.path(), &EncodeConfig::default()) {
+        assert!(
+            e.contains("interactions.parquet") && e.contains("run the ingest stage"),
+            "{e}"
+        );
+    }
 }
 
 /// ML-1M with `pipelines/ml-1m.toml`'s `[encode]` (side features included).
@@ -407,11 +404,12 @@ fn bad_ingest_outputs_name_the_file_and_column() {
     let path = dir.path().join("interactions.parquet");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let e = engine_error(dir.path(), &EncodeConfig::default());
-    assert!(
-        e.contains("interactions.parquet") && e.contains("DataFusion"),
-        "{e}"
-    );
+    for e in engine_errors(dir.path(), &EncodeConfig::default()) {
+        assert!(
+            e.contains("interactions.parquet") && e.contains("DataFusion"),
+            "{e}"
+        );
+    }
 
     use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch};
     use std::sync::Arc;
@@ -422,11 +420,12 @@ fn bad_ingest_outputs_name_the_file_and_column() {
     ])
     .unwrap();
     recall_core::write::write_parquet(&path, &batch, &[]).unwrap();
-    let e = engine_error(dir.path(), &EncodeConfig::default());
-    assert!(
-        e.contains("interactions.parquet") && e.contains("`user_id`") && e.contains("Float64"),
-        "{e}"
-    );
+    for e in engine_errors(dir.path(), &EncodeConfig::default()) {
+        assert!(
+            e.contains("interactions.parquet") && e.contains("`user_id`") && e.contains("Float64"),
+            "{e}"
+        );
+    }
 }
 
 /// A scheduler nobody runs: the failure names the file, the step and the cluster.

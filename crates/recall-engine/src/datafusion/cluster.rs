@@ -53,11 +53,15 @@ pub(super) async fn context(
     // Ballista 55's adaptive planner (on by default) returns the sort's rows out of order
     // past a few batches: ML-1M's stream gave 6,162 user groups for 6,040 users. The static
     // planner keeps the merge of the sorted partitions in the last stage, as DataFusion does.
+    // The in-process executor gets as many task slots as `data.target_partitions` asks of a
+    // plan (Ballista's default is the machine's cores).
+    let partitions = state.config().target_partitions();
     let config = state
         .config()
         .clone()
         .upgrade_for_ballista()
-        .with_ballista_adaptive_query_planner(false);
+        .with_ballista_adaptive_query_planner(false)
+        .with_ballista_standalone_parallelism(partitions);
     let state = datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
         .with_config(config)
         .build();

@@ -1,5 +1,7 @@
 //! What the differential tests share.
 
+use std::path::{Path, PathBuf};
+
 use recall_engine::datafusion::{Cluster, Options};
 
 /// `options` for each engine this build has: DataFusion in this process, and with the
@@ -13,4 +15,18 @@ pub fn engines(options: &Options) -> Vec<Options> {
         });
     }
     all
+}
+
+/// Checks that `planned` (what an engine wrote into `dir`) is `written` (the oracle's files),
+/// file for file and byte for byte; `what` says which run, in the failure.
+pub fn assert_same_files(written: &[PathBuf], planned: &[PathBuf], dir: &Path, what: &str) {
+    assert_eq!(written.len(), planned.len(), "{what}");
+    for path in written {
+        let name = path.file_name().unwrap();
+        let (x, y) = (
+            std::fs::read(path).unwrap(),
+            std::fs::read(dir.join(name)).unwrap(),
+        );
+        assert!(x == y, "{name:?} differs ({what})");
+    }
 }
