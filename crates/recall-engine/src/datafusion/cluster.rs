@@ -13,11 +13,9 @@
 //! executors' processes, not in the plan this process holds).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use datafusion::execution::SessionState;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::SessionContext;
 use recall_core::{Error, Result};
 
@@ -112,15 +110,7 @@ impl SharedTables {
     /// Writes `batch` as `<name>.parquet` and returns its path.
     pub(super) fn write(&self, name: &str, batch: &RecordBatch) -> Result<PathBuf> {
         let path = self.dir.join(format!("{name}.parquet"));
-        let io = |e: std::io::Error| Error::io("cannot write the cluster's table", &path, e);
-        let file = std::fs::File::create(&path).map_err(io)?;
-        let internal = |e: datafusion::parquet::errors::ParquetError| {
-            Error::Internal(format!("table {name} as Parquet: {e}"))
-        };
-        let mut writer =
-            ArrowWriter::try_new(file, Arc::clone(&batch.schema()), None).map_err(internal)?;
-        writer.write(batch).map_err(internal)?;
-        writer.close().map_err(internal)?;
+        recall_core::write::write_parquet(&path, batch, &[])?;
         Ok(path)
     }
 }

@@ -287,9 +287,9 @@ struct Session {
     interactions: PathBuf,
     partitions: usize,
     memory_limit: Option<u64>,
-    cluster: Option<Cluster>,
-    /// Where the plans' small tables go on a cluster (in memory otherwise).
-    tables: Option<SharedTables>,
+    /// The Ballista cluster that runs the plans, and where their small tables go for its
+    /// executors (in memory without a cluster).
+    cluster: Option<(Cluster, SharedTables)>,
     spills: std::sync::Mutex<(u64, u64)>,
     cuts: Cuts,
     /// How ids are compared in joins (`CAST(user_id AS ...)`), set by the first scan.
@@ -356,11 +356,15 @@ impl Session {
             interactions: interactions.to_owned(),
             partitions,
             memory_limit: options.memory_limit,
-            cluster: options.cluster.clone(),
-            tables: options
+            cluster: options
                 .cluster
                 .as_ref()
-                .map(|_| SharedTables::create(options.spill_dir.as_deref()))
+                .map(|c| {
+                    Ok::<_, Error>((
+                        c.clone(),
+                        SharedTables::create(options.spill_dir.as_deref())?,
+                    ))
+                })
                 .transpose()?,
             cuts,
             spills: std::sync::Mutex::new((0, 0)),
@@ -371,7 +375,7 @@ impl Session {
 
     fn error(&self, step: &str, e: datafusion::error::DataFusionError) -> Error {
         match &self.cluster {
-            Some(cluster) => engine_error(
+            Some((cluster, _)) => engine_error(
                 &self.interactions,
                 &format!("{step}, on the Ballista cluster {}", cluster.name()),
                 e,
@@ -429,7 +433,7 @@ impl Session {
             spilled_bytes,
             spill_files,
             sorted_rows,
-            cluster: self.cluster.as_ref().map(|c| c.name().to_owned()),
+            cluster: self.cluster.as_ref().map(|(c, _)| c.name().to_owned()),
         }
     }
 
@@ -916,7 +920,7 @@ impl Session {
         )
         .map_err(|e| Error::Internal(format!("table {name}: {e}")))?;
         let step = format!("registering {name}");
-        match &self.tables {
+        match &self.cluster {
             None => {
                 let table = MemTable::try_new(schema, vec![vec![batch]])
                     .map_err(|e| self.error(&step, e))?;
@@ -924,7 +928,7 @@ impl Session {
                     .register_table(name, Arc::new(table))
                     .map_err(|e| self.error(&step, e))?;
             }
-            Some(tables) => {
+            Some((_, tables)) => {
                 let path = tables.write(name, &batch)?;
                 self.ctx
                     .register_parquet(
