@@ -809,6 +809,14 @@ pub struct TrainConfig {
     /// Steps of linear warmup from zero to `lr`. Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_steps: usize,
+    /// Train the last steps on the full softmax over the catalogue, the earlier ones on
+    /// `loss` (a cheaper shared loss: "in-batch" or "mixed"): the same last fraction of the
+    /// steps after warmup that `lr_schedule = { kind = "cooldown", fraction }` decays over, so
+    /// `full_softmax_last = 0.25` beside a 0.25 cool-down spends the full softmax on the
+    /// cool-down alone. The cheap loss buys epochs; the full softmax fits the final model to
+    /// the catalogue it is ranked against. Default: `loss` throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_softmax_last: Option<f64>,
     /// Threads for the training step's matrix products. Default: the machine's cores, at
     /// most 4 (the step's matrices are batch x a few hundred; more threads mostly wait).
     /// Negatives are drawn on one more thread beside these.
@@ -1111,6 +1119,17 @@ impl TrainConfig {
         {
             return bad("lr_schedule.fraction", "must be in (0, 1]");
         }
+        if let Some(fraction) = self.full_softmax_last {
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                return bad("full_softmax_last", "must be in (0, 1]");
+            }
+            if self.loss == Loss::FullSoftmax {
+                return bad(
+                    "full_softmax_last",
+                    "switches a cheaper loss to the full softmax, but `loss` is already \"full-softmax\": remove one of them",
+                );
+            }
+        }
         if let Some(h) = &self.hard_negatives {
             if matches!(self.loss, Loss::InBatch | Loss::Mixed | Loss::FullSoftmax)
                 || h.count == 0
@@ -1228,6 +1247,16 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The first step (counted from 0, of `total`) trained on the full softmax under
+    /// `full_softmax_last`, if any: where a cool-down of that fraction starts.
+    pub fn full_softmax_from(&self, total: usize) -> Option<usize> {
+        self.full_softmax_last.map(|fraction| {
+            let warmup = self.warmup_steps.min(total);
+            let span = (total - warmup) as f64;
+            warmup + ((1.0 - fraction) * span).round() as usize
+        })
     }
 
     /// The replay share of an incremental warm start (`init_from.replay`), if any.
@@ -1485,5 +1514,41 @@ mod tests {
         assert!(with(1.5).validate().is_err());
         // No warmup: the first step runs at the full rate.
         assert_eq!(LrSchedule::Linear.factor(0, 100, 0), 1.0);
+    }
+
+    #[test]
+    fn the_full_softmax_takes_the_steps_a_cooldown_of_its_fraction_decays_over() {
+        let with = |extra: serde_json::Value| -> TrainConfig {
+            let mut v = serde_json::json!({ "loss": "in-batch", "warmup_steps": 10 });
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse(v)
+        };
+        let t = with(serde_json::json!({ "full_softmax_last": 0.25 }));
+        assert!(t.validate().is_ok());
+        // 110 steps, 10 of warmup: the cool-down of 0.25 is at full rate up to step 85 and
+        // decays from there; the full softmax starts there too.
+        assert_eq!(t.full_softmax_from(110), Some(85));
+        let cool = LrSchedule::Cooldown { fraction: 0.25 };
+        assert_eq!(cool.factor(85, 110, 10), 1.0);
+        assert!(cool.factor(86, 110, 10) < 1.0);
+        assert_eq!(
+            with(serde_json::json!({ "full_softmax_last": 1.0 })).full_softmax_from(110),
+            Some(10)
+        );
+        assert_eq!(with(serde_json::json!({})).full_softmax_from(110), None);
+        for bad in [0.0, -0.5, 1.5] {
+            let err = with(serde_json::json!({ "full_softmax_last": bad }))
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("train.full_softmax_last"), "{err}");
+        }
+        let err = with(serde_json::json!({ "loss": "full-softmax", "full_softmax_last": 0.25 }))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already"), "{err}");
     }
 }

@@ -16,7 +16,7 @@ use recall_sampling::exclude::excluded_mass;
 use recall_sampling::inbatch::{Slots, StreamingFrequency};
 use serde::Serialize;
 
-use crate::config::{LogqSource, TrainConfig};
+use crate::config::{LogqSource, Loss, TrainConfig};
 use crate::data::EncodedData;
 use crate::error::{Error, Result};
 use crate::model::{TrainingUnit, TwoTower};
@@ -249,6 +249,13 @@ fn train_in_pool(
         .min(config.max_batches_per_epoch.unwrap_or(usize::MAX));
     let total_steps = steps_per_epoch * config.epochs;
     let mut step_index = 0usize;
+    // Under `full_softmax_last`, the steps from `full_from` on score the whole catalogue. The
+    // drawing thread keeps `config`: the full softmax reads none of a draw's negatives.
+    let full_from = config.full_softmax_from(total_steps);
+    let full_config = TrainConfig {
+        loss: Loss::FullSoftmax,
+        ..config.clone()
+    };
     let mut opt = DenseAdam::new(model.params().iter().map(|(_, v)| v.clone()));
     // q of every item as an in-batch candidate: its share of the training examples' targets,
     // the distribution in-batch candidates are drawn from (and what the streaming estimator
@@ -355,10 +362,14 @@ fn train_in_pool(
                 Some(count) => count / b,
                 None => target_q[t as usize],
             };
+            let step_config = match full_from {
+                Some(from) if step_index >= from => &full_config,
+                _ => config,
+            };
             let (loss, step, examples) = batch_loss(
                 model,
                 data,
-                config,
+                step_config,
                 &draw,
                 sampler.as_ref(),
                 &q,

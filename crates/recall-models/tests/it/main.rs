@@ -676,6 +676,32 @@ fn sasrec_with_seen_items_excluded_beats_unordered_pooling_filtered() {
     assert!(hr > pooled, "{hr} vs {pooled}");
 }
 
+/// `full_softmax_last` switches the loss, and only the loss: a cheap loss switched for all
+/// of the steps trains the full softmax's weights bit for bit (the batches, dropout and
+/// generator draws are the loss's own business in neither), and switched for the second half
+/// it trains neither of the two plain runs' weights.
+#[test]
+fn the_switch_to_the_full_softmax_trains_the_full_softmax_from_its_step() {
+    let dir = encoded();
+    let data = EncodedData::read_dir(&dir).unwrap();
+    let items = |loss: &str, last: Option<f64>| {
+        let (m, mut t) = sequence_config("hstu", loss);
+        t.epochs = 2;
+        t.full_softmax_last = last;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut model = TwoTower::new(&m, &data, &mut rng, &Device::Cpu).unwrap();
+        train::train(&mut model, &data, &t, 3).unwrap();
+        model.embed_items(&data).unwrap()
+    };
+    let full = items("full-softmax", None);
+    let in_batch = items("in-batch", None);
+    assert_ne!(full, in_batch);
+    assert_eq!(items("in-batch", Some(1.0)), full);
+    let half = items("in-batch", Some(0.5));
+    assert_ne!(half, full);
+    assert_ne!(half, in_batch);
+}
+
 /// Causality: the user vector at a position depends on that position and earlier ones only;
 /// changing any later item leaves it bit for bit the same (for random windows and changes),
 /// for each sequence kind.
