@@ -814,7 +814,8 @@ pub struct TrainConfig {
     /// steps after warmup that `lr_schedule = { kind = "cooldown", fraction }` decays over, so
     /// `full_softmax_last = 0.25` beside a 0.25 cool-down spends the full softmax on the
     /// cool-down alone. The cheap loss buys epochs; the full softmax fits the final model to
-    /// the catalogue it is ranked against. Default: `loss` throughout.
+    /// the catalogue it is ranked against. Default (and 0, which an ablation variant can set
+    /// to undo it): `loss` throughout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_softmax_last: Option<f64>,
     /// Threads for the training step's matrix products. Default: the machine's cores, at
@@ -1120,10 +1121,10 @@ impl TrainConfig {
             return bad("lr_schedule.fraction", "must be in (0, 1]");
         }
         if let Some(fraction) = self.full_softmax_last {
-            if !(fraction > 0.0 && fraction <= 1.0) {
-                return bad("full_softmax_last", "must be in (0, 1]");
+            if !(0.0..=1.0).contains(&fraction) {
+                return bad("full_softmax_last", "must be in [0, 1]");
             }
-            if self.loss == Loss::FullSoftmax {
+            if self.loss == Loss::FullSoftmax && fraction > 0.0 {
                 return bad(
                     "full_softmax_last",
                     "switches a cheaper loss to the full softmax, but `loss` is already \"full-softmax\": remove one of them",
@@ -1252,7 +1253,7 @@ impl TrainConfig {
     /// The first step (counted from 0, of `total`) trained on the full softmax under
     /// `full_softmax_last`, if any: where a cool-down of that fraction starts.
     pub fn full_softmax_from(&self, total: usize) -> Option<usize> {
-        self.full_softmax_last.map(|fraction| {
+        self.full_softmax_last.filter(|&f| f > 0.0).map(|fraction| {
             let warmup = self.warmup_steps.min(total);
             let span = (total - warmup) as f64;
             warmup + ((1.0 - fraction) * span).round() as usize
@@ -1538,7 +1539,11 @@ mod tests {
             Some(10)
         );
         assert_eq!(with(serde_json::json!({})).full_softmax_from(110), None);
-        for bad in [0.0, -0.5, 1.5] {
+        // 0 is the default's "never", so a variant of a file that sets it can undo it.
+        let never = with(serde_json::json!({ "loss": "full-softmax", "full_softmax_last": 0.0 }));
+        assert!(never.validate().is_ok());
+        assert_eq!(never.full_softmax_from(110), None);
+        for bad in [-0.5, 1.5] {
             let err = with(serde_json::json!({ "full_softmax_last": bad }))
                 .validate()
                 .unwrap_err()
