@@ -10,7 +10,7 @@
 #   run(command="bash scripts/device-check.sh", carry=["target/cuda/xtask.gz", "data/ml-1m"])
 # Each pooling pipeline is capped (PIPELINE_TIMEOUT, default 200 s), the sequence pipeline
 # (SEQUENCE_TIMEOUT, default 120 s: its epochs' times are printed even when the cap stops it
-# before its 18 epochs) so the whole check stays inside 9 minutes; the CPU figures to compare with are the same pipelines on this repository's CPU
+# before its last epoch) so the whole check stays inside 9 minutes; the CPU figures to compare with are the same pipelines on this repository's CPU
 # machine (MEASUREMENTS.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."

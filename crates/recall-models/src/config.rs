@@ -208,6 +208,33 @@ pub enum LrSchedule {
     Cooldown { fraction: f64 },
 }
 
+/// The steps after warmup, the span every decay and the full-softmax switch
+/// (`TrainConfig::full_softmax_from`) measure their fractions over: one definition, so a
+/// cool-down and a switch of the same fraction start at the same step.
+struct AfterWarmup {
+    warmup: usize,
+    span: f64,
+}
+
+impl AfterWarmup {
+    fn new(total: usize, warmup: usize) -> Self {
+        AfterWarmup {
+            warmup,
+            span: total.saturating_sub(warmup).max(1) as f64,
+        }
+    }
+
+    /// The share of the after-warmup steps done at `step`, in [0, 1].
+    fn progress(&self, step: usize) -> f64 {
+        (step.saturating_sub(self.warmup) as f64 / self.span).clamp(0.0, 1.0)
+    }
+
+    /// The step (rounded) at which `progress` reaches `share`.
+    fn step_at(&self, share: f64) -> usize {
+        self.warmup + (share * self.span).round() as usize
+    }
+}
+
 // Options added after the first release are left out of the serialised config while they
 // hold their defaults: the config hash of an existing pipeline (and so its cached stages)
 // stays the same, and older readers still parse the file.
@@ -237,8 +264,7 @@ impl LrSchedule {
         if step < warmup {
             return (step + 1) as f64 / warmup as f64;
         }
-        let span = total.saturating_sub(warmup).max(1) as f64;
-        let t = ((step - warmup) as f64 / span).clamp(0.0, 1.0);
+        let t = AfterWarmup::new(total, warmup).progress(step);
         match self {
             LrSchedule::Constant => 1.0,
             LrSchedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
@@ -1253,11 +1279,9 @@ impl TrainConfig {
     /// The first step (counted from 0, of `total`) trained on the full softmax under
     /// `full_softmax_last`, if any: where a cool-down of that fraction starts.
     pub fn full_softmax_from(&self, total: usize) -> Option<usize> {
-        self.full_softmax_last.filter(|&f| f > 0.0).map(|fraction| {
-            let warmup = self.warmup_steps.min(total);
-            let span = (total - warmup) as f64;
-            warmup + ((1.0 - fraction) * span).round() as usize
-        })
+        self.full_softmax_last
+            .filter(|&f| f > 0.0)
+            .map(|fraction| AfterWarmup::new(total, self.warmup_steps).step_at(1.0 - fraction))
     }
 
     /// The replay share of an incremental warm start (`init_from.replay`), if any.
