@@ -9,26 +9,14 @@ main part, then q random cold items), paired bootstrap over users. Needs pyarrow
 
 MEASUREMENTS.md, "Whether MovieLens rewards new films" (issue 34).
 """
-import json
 import pathlib
-import random
 import sys
 from math import comb
 
 import numpy as np
-import pyarrow.parquet as pq
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "python"))
-from recall_outputs.reference import ExportedModel  # noqa: E402
-
-K = 50
-FIRST_ITEM = 2  # rows 0 and 1: padding and the unknown id
-
-
-def bootstrap(values, n=2000, seed=7):
-    rng = random.Random(seed)
-    means = sorted(sum(values[rng.randrange(len(values))] for _ in values) / len(values) for _ in range(n))
-    return means[int(0.025 * n)], means[int(0.975 * n) - 1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from evaluated_run import K, EvaluatedRun, bootstrap, random_hit  # noqa: E402
 
 
 def random_cold_hit(n, cold, targets, main, quota):
@@ -43,57 +31,18 @@ def random_cold_hit(n, cold, targets, main, quota):
     return 1 - miss
 
 
-def random_warm_hit(n, targets, main):
-    return 1 - comb(n - targets, main) / comb(n, main)
-
-
 def per_user(run, model, quota):
-    enc = f"{run}/encode"
-    features = json.load(open(f"{enc}/features.json"))
-    n_items = features["item_table_size"]
-    first_cold = n_items - features["stats"]["cold_items"]
-    vocab = lambda name: dict(zip(*(pq.read_table(f"{enc}/vocab_{name}.parquet").column(c).to_pylist() for c in ("index", "raw"))))
-    raw_item, raw_user = vocab("item_id"), vocab("user_id")
-    seqs = pq.read_table(f"{enc}/sequences.parquet")
-    items_of = dict(zip(seqs.column("user_idx").to_pylist(), seqs.column("items").to_pylist()))
-    test = pq.read_table(f"{enc}/test.parquet")
-    users = test.column("user_idx").to_pylist()
-    truth = {u: {items_of[u][p]} for u, p in zip(users, test.column("position").to_pylist())}
-    later = pq.read_table(f"{enc}/later_targets.parquet")
-    for u, i in zip(later.column("user_idx").to_pylist(), later.column("item_idx").to_pylist()):
-        truth[u].add(i)
-    table = lambda entity, key: {
-        r: np.array(e, dtype=np.float32)
-        for r, e in zip(*(pq.read_table(f"{run}/export/{model}/{entity}_embeddings.parquet").column(c).to_pylist() for c in (key, "embedding")))
-    }
-    item_vec = table("item", "item_id")
-    # Each test row's query vector, as the evaluate stage ranks with: the user tower at the
-    # history before the row's target, through the Python reference (the exported
-    # `user_embeddings.parquet` is the serving vector, the test items included).
-    reference = ExportedModel(f"{run}/export/{model}")
-    def side(entity):  # the ingested side table, if the dataset has one
-        path = pathlib.Path(f"{run}/ingest/{entity}s.parquet")
-        return {r[f"{entity}_id"]: r for r in pq.read_table(path).to_pylist()} if path.exists() else {}
-
-    reference.set_items(side("item").values())
-    user_rows = side("user")
-    positions = dict(zip(users, test.column("position").to_pylist()))
-    user_vec = {
-        u: reference.user_vector([raw_item.get(i) for i in items_of[u][: positions[u]]],
-                                 user_id=raw_user[u], user=user_rows.get(raw_user[u])).astype(np.float32)
-        for u in users
-    }
-    items = list(range(FIRST_ITEM, n_items))
-    matrix = np.stack([item_vec[raw_item[i]] for i in items])
-    n, cold = len(items), n_items - first_cold
+    data = EvaluatedRun(run, model)
+    items, first_cold = data.items, data.first_cold
+    n, cold = len(items), len(items) - (first_cold - items[0])
     out = {}
-    for u in users:
-        order = [items[j] for j in np.argsort(-(matrix @ user_vec[u]), kind="stable")]
+    for u, truth, position in data.rows("test"):
+        order = [items[j] for j in np.argsort(-(data.matrix @ data.query_vector(u, position)), kind="stable")]
         main = order[: K - quota]
         fresh = [i for i in order if i >= first_cold and i not in set(main)][:quota]
         listed, plain = set(main) | set(fresh), set(order[:K])
-        cold_targets = {i for i in truth[u] if i >= first_cold}
-        warm_targets = truth[u] - cold_targets
+        cold_targets = {i for i in truth if i >= first_cold}
+        warm_targets = truth - cold_targets
         if cold_targets:
             c = len(cold_targets)
             out[(u, "cold")] = (bool(cold_targets & listed), bool(cold_targets & plain),
@@ -101,7 +50,7 @@ def per_user(run, model, quota):
         if warm_targets:
             w = len(warm_targets)
             out[(u, "warm")] = (bool(warm_targets & listed), bool(warm_targets & plain),
-                                random_warm_hit(n, w, K - quota), random_warm_hit(n, w, K))
+                                random_hit(n, w, K - quota), random_hit(n, w, K))
     return out
 
 
