@@ -249,13 +249,15 @@ fn train_in_pool(
         .min(config.max_batches_per_epoch.unwrap_or(usize::MAX));
     let total_steps = steps_per_epoch * config.epochs;
     let mut step_index = 0usize;
-    // Under `full_softmax_last`, the steps from `full_from` on score the whole catalogue. The
+    // Under `full_softmax_last`, the steps from `from` on score the whole catalogue. The
     // drawing thread keeps `config`: the full softmax reads none of a draw's negatives.
-    let full_from = config.full_softmax_from(total_steps);
-    let full_config = TrainConfig {
-        loss: Loss::FullSoftmax,
-        ..config.clone()
-    };
+    let full_softmax = config.full_softmax_from(total_steps).map(|from| {
+        let full = TrainConfig {
+            loss: Loss::FullSoftmax,
+            ..config.clone()
+        };
+        (from, full)
+    });
     let mut opt = DenseAdam::new(model.params().iter().map(|(_, v)| v.clone()));
     // q of every item as an in-batch candidate: its share of the training examples' targets,
     // the distribution in-batch candidates are drawn from (and what the streaming estimator
@@ -362,8 +364,8 @@ fn train_in_pool(
                 Some(count) => count / b,
                 None => target_q[t as usize],
             };
-            let step_config = match full_from {
-                Some(from) if step_index >= from => &full_config,
+            let step_config = match &full_softmax {
+                Some((from, full)) if step_index >= *from => full,
                 _ => config,
             };
             let (loss, step, examples) = batch_loss(
