@@ -19,6 +19,9 @@ pub const TITLE: &str = "title";
 pub const GENRES: &str = "genres";
 /// A MovieLens movie's release year (Int32, nullable), read from its title's `(1995)`.
 pub const YEAR: &str = "year";
+/// `items.parquet` with `encode.item_release`: when each item was released, Unix seconds
+/// (Int64, nullable: no date known), what the evaluate stage's item-age prior measures ages from.
+pub const RELEASE_TIME: &str = "release_time";
 
 /// Dense user index (Int32) after encoding: 0 padding, 1 out-of-vocabulary, 2.. known users.
 pub const USER_IDX: &str = "user_idx";

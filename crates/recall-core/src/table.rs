@@ -440,6 +440,24 @@ pub fn batch(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch> {
         .map_err(|e| Error::arrow("building a record batch", e))
 }
 
+/// `batch` with one more column at the end (its schema's metadata is not kept).
+pub fn with_column(
+    batch: &RecordBatch,
+    name: &str,
+    array: ArrayRef,
+    nullable: bool,
+) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut columns: Vec<(&str, ArrayRef, bool)> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, a)| (f.name().as_str(), a.clone(), f.is_nullable()))
+        .collect();
+    columns.push((name, array, nullable));
+    self::batch(columns)
+}
+
 /// Lists of strings (genres, tags) with each distinct string stored once: row `r` holds
 /// `names[values[offsets[r]..offsets[r + 1]]]`. A side table of 10 M items with a few genres
 /// each is 0.2 GB this way; as `Vec<Vec<String>>` it was 1.3 GB.

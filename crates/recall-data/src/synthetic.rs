@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use std::path::{Path, PathBuf};
 
-use arrow_array::{Int32Array, RecordBatch, StringArray};
+use arrow_array::{Int32Array, Int64Array, RecordBatch, StringArray};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use recall_core::write::{ROW_GROUP_ROWS, write_parquet_batches};
@@ -481,11 +481,20 @@ impl<'a> World<'a> {
                     .collect()
             })
             .collect();
-        items_batch(
+        let table = items_batch(
             RawIds::Int((range.start as i64 + 1..=range.end as i64).collect()),
             titles,
             &genres,
-        )
+        )?;
+        let Some(arrival) = &self.arrival else {
+            return Ok(table);
+        };
+        // With items arriving over time, each late item's arrival as its release time (null for
+        // the items there from the start), for `encode.item_release`.
+        let released: Int64Array = range
+            .map(|i| (arrival[i] != i64::MIN).then_some(arrival[i]))
+            .collect();
+        recall_core::table::with_column(&table, RELEASED, Arc::new(released), true)
     }
 }
 
@@ -524,6 +533,9 @@ impl Profiles {
 
 /// The dataset's name in its files.
 pub const NAME: &str = "synthetic";
+/// The item table's release-time column (Unix seconds) with `arriving_items`: each late item's
+/// arrival, null for the items there from the start.
+pub const RELEASED: &str = "released";
 /// What errors name as the source.
 const ORIGIN: &str = "synthetic generator";
 

@@ -86,6 +86,93 @@ pub struct EncodeConfig {
     /// of the OOV row. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cold_items: bool,
+    /// The item side-table column that dates each item's release, written to `items.parquet`
+    /// as `release_time` (Unix seconds): what an item-age prior measures ages from
+    /// (`evaluate.item_age_prior`). Not a model feature. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_release: Option<ItemRelease>,
+}
+
+/// `encode.item_release`: `{ column = "year", unit = "year" }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRelease {
+    /// An integer column of the item side table (null: no date known).
+    pub column: String,
+    /// What its values are: `seconds` (Unix time, the default) or `year` (a calendar year,
+    /// taken as 1 July of it, UTC: the middle of the year a MovieLens title names).
+    #[serde(default)]
+    pub unit: ReleaseUnit,
+}
+
+/// The unit of [`ItemRelease::column`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseUnit {
+    #[default]
+    Seconds,
+    Year,
+}
+
+impl ReleaseUnit {
+    /// A value of the column as Unix seconds; `None` for a year outside 1 to 9999.
+    fn seconds(self, value: i64) -> Option<i64> {
+        match self {
+            ReleaseUnit::Seconds => Some(value),
+            ReleaseUnit::Year => (1..=9999)
+                .contains(&value)
+                .then(|| days_from_civil(value, 7, 1) * 86_400),
+        }
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `table` (the encoded item table, rows in index order) with `release_time` appended: each
+/// known item's value of `release.column` in the item side table, in seconds.
+fn with_release_times(
+    table: RecordBatch,
+    items: Option<&Table>,
+    vocab: &Vocabulary,
+    release: &ItemRelease,
+) -> Result<RecordBatch> {
+    let key = format!("encode.item_release ({})", release.column);
+    let Some(items) = items else {
+        return Err(Error::config(
+            key,
+            "a release column is configured but the ingest output has no item table",
+        ));
+    };
+    let values = items.nullable_ints(&release.column)?;
+    let rows = side_rows(&items.ids(col::ITEM_ID)?, vocab);
+    let mut times = Vec::with_capacity(rows.len());
+    for row in rows {
+        let value = row.and_then(|r| values[r]);
+        times.push(match value {
+            Some(v) => Some(release.unit.seconds(v).ok_or_else(|| {
+                Error::config(
+                    key.clone(),
+                    format!(
+                        "{}: {v} is not a year from 1 to 9999 (unit = \"year\"); \
+                         use unit = \"seconds\" for Unix times",
+                        items.path().display()
+                    ),
+                )
+            })?),
+            None => None,
+        });
+    }
+    let times: ArrayRef = Arc::new(Int64Array::from(times));
+    recall_core::table::with_column(&table, col::RELEASE_TIME, times, true)
 }
 
 impl Default for EncodeConfig {
@@ -102,6 +189,7 @@ impl Default for EncodeConfig {
             test_from: None,
             test_targets: TestTargets::First,
             cold_items: false,
+            item_release: None,
         }
     }
 }
@@ -1134,6 +1222,10 @@ pub fn encode_grouped(
         grown,
         &mut feature_vocabs,
     )?;
+    let item_table = match &config.item_release {
+        Some(release) => with_release_times(item_table, sides.items, &item_vocab, release)?,
+        None => item_table,
+    };
 
     let oov = |rows: &SplitRows| {
         (0..rows.len())

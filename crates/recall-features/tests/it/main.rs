@@ -773,3 +773,95 @@ fn a_time_split_tests_the_first_interaction_after_the_cut() {
         "{err}"
     );
 }
+
+/// `encode.item_release` dates every indexed item, cold ones included, from a side-table
+/// column (a year taken as 1 July of it); nulls stay null, and a bad value or a missing column
+/// is named with the key.
+#[test]
+fn item_release_dates_each_item_from_its_side_table_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: [(i64, i64, i64); 6] = [
+        (1, 10, 0),
+        (1, 11, 1),
+        (1, 12, 2),
+        (2, 10, 0),
+        (2, 11, 1),
+        (2, 12, 2),
+    ];
+    let column = |f: fn(&(i64, i64, i64)) -> i64| {
+        Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as _
+    };
+    let batch = RecordBatch::try_from_iter([
+        ("user_id", column(|r| r.0)),
+        ("item_id", column(|r| r.1)),
+        ("seq", column(|r| r.2)),
+    ])
+    .unwrap();
+    recall_core::write::write_parquet(&dir.path().join("interactions.parquet"), &batch, &[])
+        .unwrap();
+    let write_items = |years: Vec<Option<i32>>| {
+        let items = RecordBatch::try_from_iter([
+            (
+                "item_id",
+                Arc::new(Int64Array::from(vec![10, 11, 12, 99])) as _,
+            ),
+            ("year", Arc::new(arrow_array::Int32Array::from(years)) as _),
+        ])
+        .unwrap();
+        recall_core::write::write_parquet(&dir.path().join("items.parquet"), &items, &[]).unwrap();
+    };
+    write_items(vec![Some(1995), None, Some(2000), Some(2010)]);
+    let release = |column: &str| recall_features::encode::ItemRelease {
+        column: column.to_owned(),
+        unit: recall_features::encode::ReleaseUnit::Year,
+    };
+    let config = EncodeConfig {
+        cold_items: true,
+        item_release: Some(release("year")),
+        ..EncodeConfig::default()
+    };
+    let e = encode(&EncodeInput::read_dir(dir.path()).unwrap(), &config).unwrap();
+    let index = |raw: i64| e.items.encode(&recall_core::RawIds::Int(vec![raw]))[0];
+    let table = Table::from_batch("items", e.item_table.clone());
+    let times = table.nullable_ints("release_time").unwrap();
+    let idx = table.ints("item_idx").unwrap();
+    let time_of = |raw: i64| {
+        times[idx
+            .iter()
+            .position(|&i| i == i64::from(index(raw)))
+            .unwrap()]
+    };
+    assert_eq!(time_of(10), Some(804_556_800)); // 1995-07-01 UTC
+    assert_eq!(time_of(11), None);
+    assert_eq!(time_of(12), Some(962_409_600));
+    assert_eq!(time_of(99), Some(1_277_942_400)); // cold: no interaction, still dated
+    // Without the key the table has no such column.
+    let plain = encode(
+        &EncodeInput::read_dir(dir.path()).unwrap(),
+        &EncodeConfig {
+            item_release: None,
+            ..config.clone()
+        },
+    )
+    .unwrap();
+    assert!(plain.item_table.column_by_name("release_time").is_none());
+
+    let err = encode(
+        &EncodeInput::read_dir(dir.path()).unwrap(),
+        &EncodeConfig {
+            item_release: Some(release("released")),
+            ..config.clone()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("released"), "{err}");
+    write_items(vec![Some(1995), Some(0), Some(2000), Some(2010)]);
+    let err = encode(&EncodeInput::read_dir(dir.path()).unwrap(), &config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("encode.item_release (year)") && err.contains("items.parquet"),
+        "{err}"
+    );
+}
