@@ -7,6 +7,8 @@
 //! - [`metrics`]: Recall, HitRate, NDCG, MRR and Precision at several K, coverage and mean
 //!   popularity, per-user values and seeded bootstrap confidence intervals.
 //! - [`baselines`]: most-popular and random rankings on the same split.
+//! - [`freshness`]: an item-age prior fitted on training interactions, added to the scores
+//!   through [`topk::ScoreBias`].
 //! - [`embeddings`]: embedding matrices, from memory or from Parquet (`id` + vector columns).
 //! - [`matmul`]: bounds-checked f32 matrix products over slices (the `gemm` kernel), shared
 //!   with the fused training ops of `recall-models`.
@@ -43,6 +45,7 @@
 
 pub mod baselines;
 pub mod embeddings;
+pub mod freshness;
 pub mod matmul;
 pub mod metrics;
 pub mod progress;

@@ -109,12 +109,22 @@ pub struct EvalSplit {
 impl EvalSplit {
     /// Reads `query` (`test.parquet` or `valid.parquet`) from an encode output directory.
     pub fn read(encode_dir: &Path, query: &str) -> Result<Self> {
+        Self::read_sequences(encode_dir, query, false)
+    }
+
+    /// As [`EvalSplit::read`], with the sequences' timestamps, for [`EvalSplit::query_times`]
+    /// and [`EvalSplit::training_events`] (8 bytes more a position).
+    pub fn read_timed(encode_dir: &Path, query: &str) -> Result<Self> {
+        Self::read_sequences(encode_dir, query, true)
+    }
+
+    fn read_sequences(encode_dir: &Path, query: &str, with_timestamps: bool) -> Result<Self> {
         let m = FeatureManifest::read(encode_dir)?;
         let sequences = Sequences::read(
             &encode_dir.join(files::SEQUENCES),
             m.user_table_size,
             m.item_table_size,
-            false,
+            with_timestamps,
         )?;
         let path = encode_dir.join(query);
         let rows = SplitRows::read(&path, &sequences)?;
@@ -148,6 +158,29 @@ impl EvalSplit {
 
     pub fn rows(&self) -> usize {
         self.user_idx.len()
+    }
+
+    /// When each query row's (first) target happened, the time a query is served at; `None`
+    /// where it has no timestamp or the split was read without them ([`EvalSplit::read`]).
+    pub fn query_times(&self) -> Vec<Option<i64>> {
+        (0..self.rows())
+            .map(|r| {
+                self.sequences
+                    .timestamp(self.rows.user[r], self.rows.position[r])
+            })
+            .collect()
+    }
+
+    /// Every training interaction with a timestamp, as (item, time): the positions before each
+    /// user's held-out targets ([`EvalSplit::read_timed`]; none without timestamps).
+    pub fn training_events(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
+        (0..self.sequences.users() as u32).flat_map(move |u| {
+            let items = self.sequences.training(u);
+            items
+                .iter()
+                .enumerate()
+                .filter_map(move |(p, &item)| Some((item, self.sequences.timestamp(u, p as u32)?)))
+        })
     }
 
     /// The split's rows `rows` (indices into it), in that order (the sequences move along).

@@ -71,6 +71,13 @@ impl Lists {
     }
 }
 
+/// A score added to each (query row, item) pair before ranking, such as an item-age prior
+/// ([`crate::freshness`]): what a plain inner product cannot say about a pair.
+pub trait ScoreBias: std::fmt::Debug + Send + Sync {
+    /// Adds query row `row`'s bias for items `first..first + scores.len()` to `scores`.
+    fn add(&self, row: usize, first: usize, scores: &mut [f32]);
+}
+
 /// Retrieval options.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -83,6 +90,8 @@ pub struct Options {
     pub user_block: usize,
     /// Items per block. Default 8192 (with 256 users: an 8 MiB score buffer per thread).
     pub item_block: usize,
+    /// Added to every score before ranking (rows numbered as `users`' rows). Default none.
+    pub score_bias: Option<std::sync::Arc<dyn ScoreBias>>,
 }
 
 impl Default for Options {
@@ -92,6 +101,7 @@ impl Default for Options {
             exclude: None,
             user_block: 256,
             item_block: 8192,
+            score_bias: None,
         }
     }
 }
@@ -417,6 +427,11 @@ pub fn exact_views(
                     block_scores,
                     1,
                 );
+                if let Some(bias) = &options.score_bias {
+                    for u in 0..m {
+                        bias.add(b * ub + u, start, &mut block_scores[u * n..(u + 1) * n]);
+                    }
+                }
                 for u in 0..m {
                     let row = &mut block_scores[u * n..(u + 1) * n];
                     for (v, exclude) in excludes.iter().enumerate() {
@@ -583,7 +598,7 @@ mod tests {
             let items = Embeddings::new(dim, (0..n_items * dim).map(|i| val(i + 1000)).collect()).unwrap();
             let k = k.min(n_items - 2);
             let ex = with_exclusions.then(|| Lists::from_rows(&(0..n_users).map(|u| (0..n_items as u32).filter(|i| (i + u as u32) % 3 == 0).collect()).collect::<Vec<_>>()));
-            let opts = Options { first_item: 2, exclude: ex.clone(), user_block: ub, item_block: ib };
+            let opts = Options { first_item: 2, exclude: ex.clone(), user_block: ub, item_block: ib, score_bias: None };
             let top = exact(&users, &items, k, &opts).unwrap();
             let expected = brute(&users, &items, k, 2, ex.as_ref());
             for (u, e) in expected.iter().enumerate() {
