@@ -107,6 +107,38 @@ pub struct EvaluateConfig {
     /// Default every row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<usize>,
+    /// An item-age prior beside each model (`recall_eval::freshness`), reported as model
+    /// `<name>+age-prior`, its weight chosen on the validation split. Needs
+    /// `encode.item_release`, timestamps and `evaluate.validation`. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_age_prior: Option<AgePriorConfig>,
+}
+
+/// `evaluate.item_age_prior`: `{ age_edges_days = [0, 365.25, 730.5], betas = [0.5, 1, 2] }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgePriorConfig {
+    /// Age bucket edges in days, ascending from 0 (the last bucket open-ended; items not yet
+    /// released and items without a date have buckets of their own).
+    pub age_edges_days: Vec<f64>,
+    /// The weights tried on validation besides 0 (the model alone), at HitRate@50 (or the
+    /// largest K below it), unfiltered: the best is reported on test. Default 0.25 to 4.
+    #[serde(default = "default_prior_betas")]
+    pub betas: Vec<f64>,
+}
+
+fn default_prior_betas() -> Vec<f64> {
+    vec![0.25, 0.5, 1.0, 2.0, 4.0]
+}
+
+impl AgePriorConfig {
+    /// The buckets, checked.
+    pub fn buckets(&self) -> Result<recall_eval::freshness::AgeBuckets> {
+        Ok(recall_eval::freshness::AgeBuckets::new(
+            self.age_edges_days.clone(),
+            "evaluate.item_age_prior.age_edges_days",
+        )?)
+    }
 }
 
 fn default_views() -> Vec<SeenView> {
@@ -139,6 +171,22 @@ impl EvaluateConfig {
                 "configuration key `evaluate.recent_window`: must be at least 1 (leave it out for each model's history length)"
             );
         }
+        if let Some(prior) = &self.item_age_prior {
+            prior.buckets()?;
+            if prior.betas.is_empty() || prior.betas.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+                anyhow::bail!(
+                    "configuration key `evaluate.item_age_prior.betas`: give one or more finite weights above 0 \
+                     (0, the model alone, is always tried), got {:?}",
+                    prior.betas
+                );
+            }
+            if !self.validation {
+                anyhow::bail!(
+                    "configuration key `evaluate.item_age_prior`: its weight is chosen on the validation split: \
+                     set `evaluate.validation = true` (and `encode.validation = true`)"
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -157,6 +205,7 @@ impl Default for EvaluateConfig {
             recent_window: None,
             validation: false,
             users: None,
+            item_age_prior: None,
         }
     }
 }

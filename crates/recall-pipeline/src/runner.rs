@@ -898,6 +898,99 @@ mod tests {
         assert_eq!(cold as u64, encode.stats["cold_items"].as_u64().unwrap());
     }
 
+    /// The item-age prior: the synthetic items that arrive over time carry their arrival as
+    /// `released`; the evaluate stage fits the lift on training interactions, chooses the
+    /// weight on validation (the best of those tried, ties to the smaller) and ranks both
+    /// splits with it as `dssm+age-prior`, in every view, with per-user files. Nobody interacts
+    /// with an item before it arrives, so the "not yet released" bucket's lift is the floor.
+    /// Without release times, or without validation, the key is refused by name.
+    #[test]
+    fn an_item_age_prior_is_chosen_on_validation_and_ranked_beside_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let prior = "item_age_prior = { age_edges_days = [0, 30, 365] }\n";
+        let results = run_time_split(
+            dir.path(),
+            "item_release = { column = \"released\" }\n",
+            &format!("ks = [10, 50]\nvalidation = true\n{prior}"),
+        );
+        let path = dir.path().join("t/evaluate/dssm/age_prior.json");
+        let choice: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let tried: Vec<(f64, f64)> = serde_json::from_value(choice["validation"].clone()).unwrap();
+        assert_eq!(tried.len(), 6, "{choice}");
+        assert_eq!(tried[0].0, 0.0);
+        let beta = choice["beta"].as_f64().unwrap();
+        let best = tried.iter().map(|t| t.1).fold(f64::MIN, f64::max);
+        let first_best = tried.iter().find(|t| t.1 == best).unwrap().0;
+        assert_eq!(beta, first_best, "{choice}");
+        let buckets = choice["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), 5, "{choice}");
+        assert_eq!(buckets[3]["name"], "not yet released");
+        assert!((buckets[3]["log_lift"].as_f64().unwrap() - 1e-3f64.ln()).abs() < 1e-9);
+        for split in ["valid", "test"] {
+            let rows: Vec<_> = results
+                .results
+                .iter()
+                .filter(|r| r.split == split && r.model == "dssm+age-prior")
+                .collect();
+            assert_eq!(rows.len(), 3, "{split}: one a view");
+            for row in rows {
+                assert_eq!(row.age_prior, Some(beta), "{row:?}");
+                let model = results
+                    .results
+                    .iter()
+                    .find(|r| {
+                        r.split == split && r.model == "dssm" && r.seen_filter == row.seen_filter
+                    })
+                    .unwrap();
+                if beta == 0.0 {
+                    assert_eq!(row.metrics, model.metrics, "{row:?}");
+                }
+                let file =
+                    crate::stages::evaluate::per_user_file(&row.model, split, row.seen_filter);
+                assert!(dir.path().join("t/evaluate").join(file).exists());
+            }
+        }
+        assert_eq!(
+            tried[tried.iter().position(|t| t.0 == beta).unwrap()].1,
+            results
+                .results
+                .iter()
+                .find(|r| r.split == "valid"
+                    && r.model == "dssm+age-prior"
+                    && r.seen_filter == recall_eval::split::SeenView::None)
+                .unwrap()
+                .metrics["hit_rate@50"]
+        );
+
+        let report = std::fs::read_to_string(dir.path().join("t/report/report.md")).unwrap();
+        assert!(
+            report.contains(&format!("`dssm+age-prior` {beta}")),
+            "{report}"
+        );
+
+        let run = |encode: &str, evaluate: &str| {
+            let text = format!(
+                "name = \"e\"\nseed = 1\n[ingest.synthetic]\nusers = 60\nitems = 100\nseed = 5\narriving_items = 0.3\n\
+                 [encode]\n{encode}[evaluate]\nindex = false\n{evaluate}{prior}\
+                 [[models]]\nname = \"pop\"\nmodel = {{ kind = \"dssm\", embedding_dim = 4, user_tower = [4], item_tower = [4] }}\n\
+                 train = {{ epochs = 1 }}\n"
+            );
+            let config = crate::config::parse(&text, Path::new("prior.toml"))?;
+            execute(&config, &dir.path().join("e"), None, false, false)
+        };
+        let err = format!("{:#}", run("", "validation = true\n").unwrap_err());
+        assert!(
+            err.contains("evaluate.item_age_prior") && err.contains("encode.item_release"),
+            "{err}"
+        );
+        let err = format!("{:#}", run("", "").unwrap_err());
+        assert!(
+            err.contains("evaluate.item_age_prior") && err.contains("evaluate.validation = true"),
+            "{err}"
+        );
+    }
+
     /// Every rating after the cut a target (`test_targets = "after-cut"`), so test users have
     /// cold-item targets: the unfiltered rows of the model and of random rank the cold items
     /// alone too, over the same users as the cold targets; the model's per-user file is

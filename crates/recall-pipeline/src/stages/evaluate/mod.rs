@@ -3,7 +3,11 @@
 //! unfiltered view and each configured view of the seen filter (`recall_eval::split`); writes
 //! `evaluate/results.json` and per-user Parquet (`<model>/per_user_<split>_<view>.parquet`;
 //! with cold items also `per_user_<split>_cold_<view>` and `_warm_`, over each group's targets,
-//! and `per_user_<split>_among_cold`, the cold items ranked alone).
+//! and `per_user_<split>_among_cold`, the cold items ranked alone). With
+//! `evaluate.item_age_prior`, each model again with the item-age prior, `<model>+age-prior`
+//! ([`age_prior`]).
+
+mod age_prior;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +64,10 @@ pub struct ResultRow {
     /// catalogue's in `by_target`. Absent where there are no more cold items than K.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub among_cold: Option<GroupMetric>,
+    /// On `<model>+age-prior` rows: the item-age prior's weight, chosen on the validation
+    /// split (`evaluate.item_age_prior`; 0 where the model alone was best there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_prior: Option<f64>,
 }
 
 /// HitRate@`k` over cold-item targets and over warm ones ([`ResultRow::by_target`]).
@@ -191,6 +199,7 @@ fn score(
         by_target,
         as_cold: None,
         among_cold: None,
+        age_prior: None,
     };
     Ok(Scoring {
         row,
@@ -299,6 +308,15 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         }
         splits.push(VALID);
     }
+    let prior = match &config.item_age_prior {
+        Some(c) => Some(age_prior::Prior::fit(encode_dir, c)?),
+        None => None,
+    };
+    if prior.is_some() {
+        // Validation first: the prior's weight is chosen there, then test is ranked with it.
+        splits.reverse();
+    }
+    let mut chosen_beta = BTreeMap::new();
     let data = if models.is_empty() {
         None
     } else {
@@ -330,8 +348,12 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         rankable_items: 0,
     };
     for (split_name, file) in splits {
-        let split = EvalSplit::read(encode_dir, file)
-            .with_context(|| format!("reading the {split_name} split"))?;
+        let split = if prior.is_some() {
+            EvalSplit::read_timed(encode_dir, file)
+        } else {
+            EvalSplit::read(encode_dir, file)
+        }
+        .with_context(|| format!("reading the {split_name} split"))?;
         let split_rows = split.rows();
         // With `evaluate.users`, the sampled rows of the split (the models' query rows too).
         let sample = config
@@ -447,21 +469,14 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                     written.push(path);
                 }
                 let view = filter.view();
-                let path = out.join(per_user_file(&entry.name, split_name, view));
-                recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
-                written.push(path);
-                // Per user over each group's targets, so seeds can be pooled and models paired
-                // on cold targets as on all of them.
-                let groups = by_target
-                    .iter()
-                    .flat_map(|(c, w)| [("cold", c), ("warm", w)]);
-                // (A group without users, such as validation's cold targets, has no file.)
-                for (group, report) in groups.filter(|(_, r)| r.users > 0) {
-                    let file = per_user_file(&entry.name, &format!("{split_name}_{group}"), view);
-                    let path = out.join(file);
-                    recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
-                    written.push(path);
-                }
+                written.extend(write_per_user(
+                    out,
+                    &entry.name,
+                    split_name,
+                    view,
+                    &report,
+                    &by_target,
+                )?);
                 rows.push(row);
                 if let Some(index) = &index {
                     let start = std::time::Instant::now();
@@ -476,6 +491,43 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
                         format!("index_recall@{k}"),
                         recall_export::index::recall_at(&approximate, top, k),
                     );
+                    rows.push(row);
+                }
+            }
+            if let Some(prior) = &prior {
+                let times = split.query_times();
+                if split_name == VALID.0 {
+                    // The prior is on the training logits' scale: score / temperature.
+                    let temperature = model.config().common().temperature;
+                    let choice =
+                        prior.choose(&users, items, &split, &times, temperature, ci_k(config))?;
+                    let path = out.join(&entry.name).join(age_prior::CHOICE_FILE);
+                    recall_core::write::write_bytes(&path, &serde_json::to_vec_pretty(&choice)?)?;
+                    written.push(path);
+                    chosen_beta.insert(entry.name.clone(), (choice.beta, temperature));
+                }
+                let (beta, temperature) = *chosen_beta
+                    .get(&entry.name)
+                    .context("the age prior's weight, chosen on validation")?;
+                let name = format!("{}+age-prior", entry.name);
+                let exact = topk::exact_views(
+                    &users,
+                    items,
+                    k,
+                    &prior.options(beta, temperature, times),
+                    &exclusions.iter().map(Option::as_ref).collect::<Vec<_>>(),
+                )?;
+                for (&filter, top) in views.iter().zip(&exact) {
+                    let Scoring {
+                        mut row,
+                        report,
+                        by_target,
+                    } = score(&name, top, &split, at(filter), config, seed)?;
+                    row.age_prior = Some(beta);
+                    let view = filter.view();
+                    written.extend(write_per_user(
+                        out, &name, split_name, view, &report, &by_target,
+                    )?);
                     rows.push(row);
                 }
             }
@@ -494,6 +546,32 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
     recall_core::write::write_bytes(&path, &serde_json::to_vec_pretty(&report)?)?;
     written.push(path);
     Ok((written, report))
+}
+
+/// Writes a ranking's per-user metrics: over every target, and (with cold items) over each
+/// group's targets, so seeds can be pooled and models paired on cold targets as on all of them.
+/// A group without users, such as validation's cold targets, has no file.
+fn write_per_user(
+    out: &Path,
+    model: &str,
+    split_name: &str,
+    view: SeenView,
+    report: &metrics::Report,
+    by_target: &Option<(metrics::Report, metrics::Report)>,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let path = out.join(per_user_file(model, split_name, view));
+    recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
+    written.push(path);
+    let groups = by_target
+        .iter()
+        .flat_map(|(c, w)| [("cold", c), ("warm", w)]);
+    for (group, report) in groups.filter(|(_, r)| r.users > 0) {
+        let path = out.join(per_user_file(model, &format!("{split_name}_{group}"), view));
+        recall_core::write::write_parquet(&path, &report.per_user_batch()?, &[])?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// HitRate at the interval's K of `split`'s targets scored as if cold (see

@@ -140,6 +140,21 @@ pub fn run(
             md.push('\n');
         }
     }
+    let weights: Vec<String> = rows
+        .iter()
+        .filter(|r| r.split == "test" && r.seen_filter == SeenView::None)
+        .filter_map(|r| Some(format!("`{}` {}", r.model, r.age_prior?)))
+        .collect();
+    if !weights.is_empty() {
+        let _ = writeln!(
+            md,
+            "`<model>+age-prior` rows rank by the model's logits (score / temperature) plus weight x log lift of the \
+             item's age at the query's time (`evaluate.item_age_prior`: the lift of each age bucket over the catalogue's \
+             share, fitted on training interactions; the weight chosen on validation HitRate, unfiltered; \
+             `evaluate/<model>/age_prior.json` has both). Weights: {}.\n",
+            weights.join(", ")
+        );
+    }
     let _ = writeln!(
         md,
         "Definitions (per query user with target set T and ranked list L, ranks from 1; averaged over users): \
