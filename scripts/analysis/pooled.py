@@ -6,6 +6,10 @@ Needs pyarrow.
 
     python3 scripts/analysis/pooled.py --group cold dssm-cold dssm-cold+age-prior RUN42 RUN43
 
+Runs of different encodings (time cuts) are given as groups, each a comma-separated list of
+the runs (seeds) of one encoding: every group's users count as users of their own, so the
+queries of several cuts pool into one interval (`... RUN42_2016,RUN43_2016 RUN42_2017,RUN43_2017`).
+
 `--group` is `all` (every target), `cold` or `warm` (a time split with cold items: the users
 with such a target, counting those targets alone); `--view` none, all or recent; `--metric`
 a per-user column (default hit_rate@50). MEASUREMENTS.md, "An item-age prior in the evaluate
@@ -13,6 +17,7 @@ stage" (issue 34).
 """
 import argparse
 import json
+import random
 
 import pyarrow.parquet as pq
 
@@ -51,6 +56,31 @@ def random_expectation(run, group, k):
     return out
 
 
+def raw_users(run):
+    """Each test row's raw user id."""
+    enc = f"{run}/encode"
+    vocab = pq.read_table(f"{enc}/vocab_user_id.parquet").to_pydict()
+    raw_of = dict(zip(vocab["index"], vocab["raw"]))
+    return [raw_of[u] for u in pq.read_table(f"{enc}/test.parquet").column("user_idx").to_pylist()]
+
+
+def cluster_bootstrap(diffs, cluster_of, n=2000, seed=7):
+    """95 % interval of the mean of `diffs` (by key), resampling whole clusters (a user's
+    queries at several cuts together)."""
+    rng = random.Random(seed)
+    clusters = {}
+    for key, d in diffs.items():
+        clusters.setdefault(cluster_of[key], []).append(d)
+    members = list(clusters.values())
+    means = []
+    for _ in range(n):
+        picked = [members[rng.randrange(len(members))] for _ in members]
+        total = sum(sum(m) for m in picked)
+        means.append(total / sum(len(m) for m in picked))
+    means.sort()
+    return means[int(0.025 * n)], means[int(0.975 * n) - 1]
+
+
 def pooled(values):
     users = set.intersection(*(set(v) for v in values))
     return {u: sum(v[u] for v in values) / len(values) for u in sorted(users)}
@@ -63,20 +93,33 @@ def main():
     p.add_argument("--metric", default="hit_rate@50")
     p.add_argument("model_a")
     p.add_argument("model_b")
-    p.add_argument("runs", nargs="+")
+    p.add_argument("runs", nargs="+", help="runs, or comma-separated groups of runs sharing an encoding")
     a = p.parse_args()
-    values = {m: pooled([per_user(run, m, a.group, a.view, a.metric) for run in a.runs]) for m in (a.model_a, a.model_b)}
+    groups = [g.split(",") for g in a.runs] if any("," in r for r in a.runs) else [a.runs]
+    values = {m: {} for m in (a.model_a, a.model_b)}
+    for g, runs in enumerate(groups):
+        for m in values:
+            for u, v in pooled([per_user(run, m, a.group, a.view, a.metric) for run in runs]).items():
+                values[m][(g, u)] = v
     users = sorted(set(values[a.model_a]) & set(values[a.model_b]))
     mean = lambda d: sum(d[u] for u in users) / len(users)
-    lo, hi = bootstrap([values[a.model_b][u] - values[a.model_a][u] for u in users])
-    print(f"{a.group} targets, {a.view} view, {a.metric}, {len(users)} users, {len(a.runs)} runs: "
+    if len(groups) > 1:
+        # One user's queries at several cuts are not independent: resample users whole.
+        raw = {g: raw_users(runs[0]) for g, runs in enumerate(groups)}
+        cluster_of = {(g, u): raw[g][u] for g, u in users}
+        interval = lambda d: cluster_bootstrap(dict(zip(users, d)), cluster_of)
+        print(f"{len(set(cluster_of.values()))} distinct users over the {len(groups)} encodings; intervals resample users whole")
+    else:
+        interval = bootstrap
+    lo, hi = interval([values[a.model_b][u] - values[a.model_a][u] for u in users])
+    print(f"{a.group} targets, {a.view} view, {a.metric}, {len(users)} users, {len(groups)} encodings x {len(groups[0])} runs: "
           f"{a.model_a} {mean(values[a.model_a]):.4f}, {a.model_b} {mean(values[a.model_b]):.4f}, "
           f"difference {mean(values[a.model_b]) - mean(values[a.model_a]):+.4f} (95 % CI {lo:+.4f} to {hi:+.4f})")
     if a.view == "none" and a.metric.startswith("hit_rate@"):
         k = int(a.metric.split("@")[1])
-        expect = random_expectation(a.runs[0], a.group, k)
+        expect = {(g, u): e for g, runs in enumerate(groups) for u, e in random_expectation(runs[0], a.group, k).items()}
         for m in (a.model_a, a.model_b):
-            lo, hi = bootstrap([values[m][u] - expect[u] for u in users])
+            lo, hi = interval([values[m][u] - expect[u] for u in users])
             e = sum(expect[u] for u in users) / len(users)
             print(f"  {m} against random's expectation {e:.4f}: {mean(values[m]) - e:+.4f} (95 % CI {lo:+.4f} to {hi:+.4f}), "
                   f"{mean(values[m]) / e:.2f}x")

@@ -73,8 +73,11 @@ impl Prior {
             split.training_events(),
         )
         .with_context(|| format!("{key}: fitting on the training interactions"))?;
+        // Ascending, so a tie on validation goes to the smaller weight.
         let mut betas = vec![0.0];
         betas.extend(&config.betas);
+        betas.sort_by(f64::total_cmp);
+        betas.dedup();
         Ok(Prior {
             prior: Arc::new(prior),
             betas,
