@@ -3,7 +3,7 @@
 //!
 //! | file | content |
 //! |---|---|
-//! | `item_embeddings.parquet` | `item_id`, `index_key`, (`cold` with cold items), `embedding` for every known item |
+//! | `item_embeddings.parquet` | `item_id`, `index_key`, (`cold` with cold items), (`release_time` with `encode.item_release`), `embedding` for every known item |
 //! | `user_embeddings.parquet` | `user_id`, `embedding`: the user tower at the user's full history (test item included) and example age 0 |
 //! | `candidates.parquet` | `user_id`, `rank`, `item_id`, `score`: top-K per user, seen items filtered when configured |
 //! | `model.safetensors`, `config.json` | the checkpoint, unchanged |
@@ -734,6 +734,11 @@ fn serve(
     let cold: Option<Vec<bool>> = data
         .first_cold_item
         .map(|first| keys.iter().map(|&k| k >= i64::from(first)).collect());
+    // With `encode.item_release`, each item's release time: what the item-age prior a serving
+    // system applies (the evaluate stage's `<model>/age_prior.json`) ages items from.
+    let released: Option<Vec<Option<i64>>> =
+        recall_eval::freshness::read_release_times(encode_dir)?
+            .map(|times| keys.iter().map(|&k| times[k as usize]).collect());
     let item_rows = vectors::write(
         &out.join("item_embeddings.parquet"),
         item_info,
@@ -743,6 +748,7 @@ fn serve(
         &all_items.select_rows(known_rows),
         Some(&keys),
         cold.as_deref(),
+        released.as_deref(),
     )?;
     let user_info = TableInfo {
         entity: "user",
@@ -754,6 +760,7 @@ fn serve(
         user_info,
         &user_ids,
         &users,
+        None,
         None,
         None,
     )?;

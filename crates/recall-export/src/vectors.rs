@@ -25,6 +25,9 @@ pub const INDEX_KEY: &str = "index_key";
 /// With cold items: whether each item is one (indexed from the item side table, no training
 /// interaction; its vector comes from its features alone where the model has that path).
 pub const COLD: &str = "cold";
+/// Items' release times (Int64 Unix seconds, null undated) with `encode.item_release`: what an
+/// item-age prior ages items from at serving time.
+pub const RELEASE_TIME: &str = recall_core::columns::RELEASE_TIME;
 
 /// Checks a table before export; `what` names it in errors ("item embeddings of `dssm`").
 pub fn check(what: &str, ids: &RawIds, vectors: &[f32], dim: usize) -> Result<()> {
@@ -92,8 +95,8 @@ pub struct TableInfo<'a> {
     pub normalized: bool,
 }
 
-/// Checks and writes an embedding table atomically; `keys` adds the `index_key` column and
-/// `cold` the [`COLD`] one. Returns the number of rows written.
+/// Checks and writes an embedding table atomically; `keys` adds the `index_key` column, `cold`
+/// the [`COLD`] one and `released` the [`RELEASE_TIME`] one. Returns the number of rows written.
 pub fn write(
     path: &Path,
     info: TableInfo<'_>,
@@ -101,6 +104,7 @@ pub fn write(
     vectors: &Embeddings,
     keys: Option<&[i64]>,
     cold: Option<&[bool]>,
+    released: Option<&[Option<i64>]>,
 ) -> Result<usize> {
     let what = format!("{} embeddings of `{}`", info.entity, info.model);
     check(&what, ids, vectors.as_slice(), vectors.dim())?;
@@ -126,6 +130,14 @@ pub fn write(
             COLD,
             Arc::new(arrow_array::BooleanArray::from(cold.to_vec())),
             false,
+        ));
+    }
+    if let Some(released) = released {
+        one_per_row(released.len(), "release times")?;
+        columns.push((
+            RELEASE_TIME,
+            Arc::new(Int64Array::from(released.to_vec())),
+            true,
         ));
     }
     columns.push((EMBEDDING, vector_array(vectors)?, false));
@@ -160,7 +172,7 @@ mod tests {
         let ids = RawIds::Int(vec![10, 20]);
         let v = Embeddings::new(3, vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0]).unwrap();
         assert_eq!(
-            write(&path, info(), &ids, &v, Some(&[2, 3]), None).unwrap(),
+            write(&path, info(), &ids, &v, Some(&[2, 3]), None, None).unwrap(),
             2
         );
         let (back_ids, back) = Embeddings::read_parquet(&path, "item_id", EMBEDDING).unwrap();
@@ -168,6 +180,16 @@ mod tests {
         assert!(matches!(back_ids, RawIds::Int(ref x) if x == &[10, 20]));
         let table = recall_core::Table::read(&path).unwrap();
         assert_eq!(table.ints(INDEX_KEY).unwrap(), [2, 3]);
+        assert!(!table.has_column(RELEASE_TIME));
+        // Release times, nulls kept; one per row or refused.
+        write(&path, info(), &ids, &v, None, None, Some(&[Some(5), None])).unwrap();
+        let table = recall_core::Table::read(&path).unwrap();
+        assert_eq!(table.nullable_ints(RELEASE_TIME).unwrap(), [Some(5), None]);
+        let err = write(&path, info(), &ids, &v, None, None, Some(&[Some(5)])).unwrap_err();
+        assert!(
+            err.to_string().contains("1 release times for 2 rows"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -176,7 +198,7 @@ mod tests {
         let path = dir.path().join("e.parquet");
         let ids = RawIds::Int(vec![10, 20]);
         let zero = Embeddings::new(2, vec![1.0, 0.0, 0.0, 0.0]).unwrap();
-        let err = write(&path, info(), &ids, &zero, None, None)
+        let err = write(&path, info(), &ids, &zero, None, None, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("id 20 has an all-zero vector"), "{err}");

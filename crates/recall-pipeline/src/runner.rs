@@ -968,6 +968,12 @@ mod tests {
             report.contains(&format!("`dssm+age-prior` {beta}")),
             "{report}"
         );
+        // Export gives each item's release time beside its vector, for serving the prior.
+        let items =
+            recall_core::Table::read(&dir.path().join("t/export/dssm/item_embeddings.parquet"))
+                .unwrap();
+        let released = items.nullable_ints("release_time").unwrap();
+        assert!(released.iter().any(Option::is_some) && released.iter().any(Option::is_none));
 
         let run = |encode: &str, evaluate: &str| {
             let text = format!(
