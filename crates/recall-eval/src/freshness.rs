@@ -168,12 +168,16 @@ impl AgePrior {
             let cut = t as f64 - days * SECONDS_PER_DAY;
             dated.partition_point(|&r| r as f64 <= cut)
         };
+        let edges = &buckets.edges_days;
+        let mut by_edge = vec![0usize; edges.len()];
         for &(_, t) in events.iter().step_by(stride) {
-            let edges = &buckets.edges_days;
+            // Bucket j holds the items released by edge j's time and not by edge j + 1's.
+            for (n, &e) in by_edge.iter_mut().zip(edges) {
+                *n = released_by(t, e);
+            }
             for j in 0..edges.len() {
-                let older = released_by(t, edges[j]);
-                let past_bucket = edges.get(j + 1).map_or(0, |&e| released_by(t, e));
-                catalogue_share[j] += (older - past_bucket) as f64;
+                let past_bucket = by_edge.get(j + 1).copied().unwrap_or(0);
+                catalogue_share[j] += (by_edge[j] - past_bucket) as f64;
             }
             catalogue_share[buckets.unreleased()] += (dated.len() - released_by(t, 0.0)) as f64;
             catalogue_share[buckets.undated()] += undated as f64;
@@ -219,7 +223,7 @@ impl AgePrior {
     pub fn bias(self: &Arc<Self>, beta: f64, times: Vec<Option<i64>>) -> Arc<AgeBias> {
         Arc::new(AgeBias {
             prior: Arc::clone(self),
-            beta,
+            weighted_lift: self.log_lift.iter().map(|l| (beta * l) as f32).collect(),
             times,
         })
     }
@@ -229,7 +233,8 @@ impl AgePrior {
 #[derive(Debug)]
 pub struct AgeBias {
     prior: Arc<AgePrior>,
-    beta: f64,
+    /// `beta * log lift` per bucket, computed once rather than per row and block.
+    weighted_lift: Vec<f32>,
     times: Vec<Option<i64>>,
 }
 
@@ -239,10 +244,9 @@ impl crate::topk::ScoreBias for AgeBias {
             return;
         };
         let p = &self.prior;
-        let lift: Vec<f32> = p.log_lift.iter().map(|l| (self.beta * l) as f32).collect();
         for (j, s) in scores.iter_mut().enumerate() {
             let released = p.released.get(first + j).copied().flatten();
-            *s += lift[p.buckets.bucket(t, released)];
+            *s += self.weighted_lift[p.buckets.bucket(t, released)];
         }
     }
 }

@@ -56,8 +56,9 @@ pub struct Bucket {
 }
 
 impl Prior {
-    /// Fits the prior on `encode_dir`'s training interactions and release times.
-    pub fn fit(encode_dir: &Path, config: &AgePriorConfig) -> Result<Self> {
+    /// Fits the prior on the training interactions of `split` (read with its timestamps,
+    /// [`EvalSplit::read_timed`]) and `encode_dir`'s release times.
+    pub fn fit(encode_dir: &Path, config: &AgePriorConfig, split: &EvalSplit) -> Result<Self> {
         let key = "configuration key `evaluate.item_age_prior`";
         let released = freshness::read_release_times(encode_dir)?.with_context(|| {
             format!(
@@ -65,7 +66,6 @@ impl Prior {
                 encode_dir.join(files::ITEMS).display()
             )
         })?;
-        let split = EvalSplit::read_timed(encode_dir, files::VALID)?;
         let prior = AgePrior::fit(
             config.buckets()?,
             released,

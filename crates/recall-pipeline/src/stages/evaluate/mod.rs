@@ -308,14 +308,13 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         }
         splits.push(VALID);
     }
-    let prior = match &config.item_age_prior {
-        Some(c) => Some(age_prior::Prior::fit(encode_dir, c)?),
-        None => None,
-    };
-    if prior.is_some() {
-        // Validation first: the prior's weight is chosen there, then test is ranked with it.
+    let prior_config = config.item_age_prior.as_ref();
+    if prior_config.is_some() {
+        // Validation first: the prior is fitted and its weight chosen there, then test is
+        // ranked with it.
         splits.reverse();
     }
+    let mut prior = None;
     let mut chosen_beta = BTreeMap::new();
     let data = if models.is_empty() {
         None
@@ -348,12 +347,16 @@ pub fn run(inputs: Inputs<'_>, out: &Path) -> Result<(Vec<PathBuf>, EvaluateRepo
         rankable_items: 0,
     };
     for (split_name, file) in splits {
-        let split = if prior.is_some() {
+        let split = if prior_config.is_some() {
             EvalSplit::read_timed(encode_dir, file)
         } else {
             EvalSplit::read(encode_dir, file)
         }
         .with_context(|| format!("reading the {split_name} split"))?;
+        if let Some(c) = prior_config.filter(|_| split_name == VALID.0) {
+            // On the training interactions the sequences just read hold.
+            prior = Some(age_prior::Prior::fit(encode_dir, c, &split)?);
+        }
         let split_rows = split.rows();
         // With `evaluate.users`, the sampled rows of the split (the models' query rows too).
         let sample = config
