@@ -2,11 +2,14 @@
 from raw inputs (the ingest stage's interactions, users and items) and the export directory
 alone must equal `user_embeddings.parquet` (and, for DSSM, `item_embeddings.parquet`) to 1e-5.
 The ONNX towers (`user_tower.onnx`, DSSM's `item_tower.onnx`), run by onnxruntime on the same
-inputs encoded, must reproduce them to 1e-5 too.
+inputs encoded, must reproduce them to 1e-5 too. Where the evaluate stage chose an item-age prior
+(`evaluate/<model>/age_prior.json`), the exported vectors and release times with that file
+alone must rank every test query as `<model>+age-prior` did (`recall_outputs.age_prior`).
 
 Usage: python python/check_reference.py RUN_DIR/export RUN_DIR/ingest   (run by `cargo xtask ci`)
 """
 
+import json
 import pathlib
 import sys
 import time
@@ -16,10 +19,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from recall_outputs.age_prior import AgePrior, read_items  # noqa: E402
 from recall_outputs.reference import ExportedModel  # noqa: E402
 from recall_outputs.vector_db import read_vectors  # noqa: E402
 
 TOLERANCE = 1e-5
+# Query vectors agree to TOLERANCE, so scores to about this: a target within it of the K-th
+# best score may rank either side of it.
+TIE_MARGIN = 1e-4
 BATCH = 512
 
 
@@ -81,6 +88,79 @@ def side_rows(path: pathlib.Path, id_column: str) -> dict:
     return {row[id_column]: row for row in rows}
 
 
+def vocabulary(path: pathlib.Path) -> dict:
+    """An encode vocabulary, index to raw id."""
+    table = pq.read_table(path, columns=["index", "raw"]).to_pydict()
+    return dict(zip(table["index"], table["raw"]))
+
+
+def test_queries(encode: pathlib.Path) -> tuple:
+    """The test split's queries by row, in raw ids: the user, the history before the target,
+    the target, and the target's time (when the query is served)."""
+    users, items = (vocabulary(encode / f"vocab_{name}.parquet") for name in ["user_id", "item_id"])
+    sequences = {
+        row["user_idx"]: row for row in pq.read_table(encode / "sequences.parquet").to_pylist()
+    }
+    rows = pq.read_table(encode / "test.parquet", columns=["user_idx", "position"]).to_pylist()
+    out = []
+    for row in rows:
+        sequence = sequences[row["user_idx"]]
+        p = row["position"]
+        out.append(
+            (
+                users[row["user_idx"]],
+                [items[i] for i in sequence["items"][:p]],
+                items[sequence["items"][p]],
+                sequence["timestamps"][p],
+            )
+        )
+    return out
+
+
+def hits(scores: np.ndarray, targets: np.ndarray, k: int) -> tuple:
+    """Whether each row's target is in its top `k`, and the target's score minus the k-th
+    best (how far from the boundary: near 0 a tie the float order may break either way)."""
+    target = scores[np.arange(len(scores)), targets]
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    return target >= kth, target - kth
+
+
+def check_age_prior(model: ExportedModel, directory: pathlib.Path, users: dict) -> str:
+    """`<model>+age-prior`'s test hits (and the model's own, which shows the queries are
+    evaluate's) from the reference's query vectors, the exported items and `age_prior.json`."""
+    run = directory.parent.parent
+    choice = run / "evaluate" / directory.name / "age_prior.json"
+    if not choice.exists():
+        return ""
+    prior = AgePrior.read(choice)
+    k = json.loads(choice.read_text())["k"]
+    queries = test_queries(run / "encode")
+    item_ids, vectors, released = read_items(directory / "item_embeddings.parquet")
+    row_of = {item: i for i, item in enumerate(item_ids)}
+    query = np.stack([model.user_vector(h, user_id=u, user=users.get(u)) for u, h, _, _ in queries])
+    targets = np.array([row_of[t] for _, _, t, _ in queries])
+    times = np.array([[np.nan if t is None else float(t)] for _, _, _, t in queries])
+    scores = query.astype(np.float64) @ vectors.T.astype(np.float64)
+    report = []
+    for name, bias in [
+        (directory.name, 0.0),
+        (f"{directory.name}+age-prior", prior.score_bias(released[None, :], times)),
+    ]:
+        got, margin = hits(scores + bias, targets, k)
+        per_user = pq.read_table(run / "evaluate" / name / "per_user_test_none.parquet").to_pydict()
+        expected = np.zeros(len(queries), dtype=bool)
+        expected[per_user["user_row"]] = np.array(per_user[f"hit_rate@{k}"]) > 0.5
+        differ = got != expected
+        # A query whose target sits at the K-th score within float rounding may fall either way.
+        far = differ & (np.abs(margin) > TIE_MARGIN)
+        assert not far.any(), (
+            f"{name}: {int(far.sum())} of {len(queries)} test queries hit@{k} differently from the "
+            f"evaluate stage (first rows {np.flatnonzero(far)[:5].tolist()})"
+        )
+        report.append(f"{name} HitRate@{k} {got.mean():.4f} ({int(differ.sum())} at a tie)")
+    return f"; beta {prior.beta}: " + ", ".join(report)
+
+
 def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
     start = time.perf_counter()
     model = ExportedModel(directory)
@@ -128,6 +208,7 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
             error = float(np.abs(run_onnx(onnx_item, new) - expected_items[cold]).max())
             assert error <= TOLERANCE, f"{onnx_item}: cold items as new ids differ by {error:.2e}"
             report += f" ({int(cold.sum())} cold items as unknown ids {error:.1e})"
+    report += check_age_prior(model, directory, users)
     return report + f" ({time.perf_counter() - start:.1f} s)"
 
 

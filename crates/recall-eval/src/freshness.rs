@@ -35,18 +35,18 @@ pub struct AgeBuckets {
 }
 
 impl AgeBuckets {
-    /// `edges_days` ascending, finite, the first at least 0; `key` names them in errors.
+    /// `edges_days` ascending, finite, the first 0 (an age under a first edge above 0 would
+    /// land in "not yet released"); `key` names them in errors.
     pub fn new(edges_days: Vec<f64>, key: &str) -> Result<Self> {
         let ascending = edges_days.windows(2).all(|w| w[0] < w[1]);
-        if edges_days.is_empty()
+        if edges_days.first() != Some(&0.0)
             || !ascending
             || edges_days.iter().any(|e| !e.is_finite())
-            || edges_days[0] < 0.0
         {
             return Err(Error::config(
                 key,
                 format!(
-                    "age edges must be finite days, ascending, the first at least 0, got {edges_days:?}"
+                    "age edges must be finite days, ascending from 0 (for example [0, 30, 365]), got {edges_days:?}"
                 ),
             ));
         }
@@ -80,6 +80,13 @@ impl AgeBuckets {
             0 => self.unreleased(),
             j => j - 1,
         }
+    }
+
+    /// The ages in days an age bucket holds, `[from, to)` (`to` `None` for the last, open-ended
+    /// one); `None` for "not yet released" (a negative age) and "no date" (no release time).
+    pub fn days(&self, bucket: usize) -> Option<(f64, Option<f64>)> {
+        let e = &self.edges_days;
+        (bucket < e.len()).then(|| (e[bucket], e.get(bucket + 1).copied()))
     }
 
     /// A bucket's name in reports: `0-365 days`, `7305+ days`, `not yet released`, `no date`.
@@ -269,6 +276,17 @@ mod tests {
         assert_eq!(b.bucket(at, Some(at - 400 * DAY)), 2);
         assert_eq!(b.bucket(at, Some(at + 1)), 3);
         assert_eq!(b.bucket(at, None), 4);
+        let days: Vec<_> = (0..5).map(|i| b.days(i)).collect();
+        assert_eq!(
+            days,
+            [
+                Some((0.0, Some(30.0))),
+                Some((30.0, Some(365.0))),
+                Some((365.0, None)),
+                None,
+                None
+            ]
+        );
         let names: Vec<String> = (0..5).map(|i| b.name(i)).collect();
         assert_eq!(
             names,
@@ -280,7 +298,14 @@ mod tests {
                 "no date"
             ]
         );
-        for bad in [vec![], vec![30.0, 0.0], vec![-1.0], vec![0.0, f64::NAN]] {
+        let bad_edges = [
+            vec![],
+            vec![30.0, 0.0],
+            vec![-1.0],
+            vec![0.0, f64::NAN],
+            vec![7.0, 30.0],
+        ];
+        for bad in bad_edges {
             let err = AgeBuckets::new(bad, "evaluate.item_age_prior.age_edges_days").unwrap_err();
             assert!(
                 err.to_string()

@@ -45,9 +45,16 @@ pub struct Choice {
     pub buckets: Vec<Bucket>,
 }
 
+/// One age bucket. An item's age at a query is `(query time - release_time) / 86,400` days;
+/// its bucket is the one whose `[from_days, to_days)` holds the age (`to_days` null for the
+/// last), "not yet released" for a negative age, "no date" for a null `release_time`.
 #[derive(Debug, Serialize)]
 pub struct Bucket {
     pub name: String,
+    /// The bucket's ages in days, from (inclusive) and to (exclusive, null when open-ended);
+    /// both null for "not yet released" and "no date".
+    pub from_days: Option<f64>,
+    pub to_days: Option<f64>,
     pub log_lift: f64,
     /// Its share of the training interactions.
     pub interactions_share: f64,
@@ -128,6 +135,8 @@ impl Prior {
         let buckets = (0..p.buckets().len())
             .map(|b| Bucket {
                 name: p.buckets().name(b),
+                from_days: p.buckets().days(b).map(|(from, _)| from),
+                to_days: p.buckets().days(b).and_then(|(_, to)| to),
                 log_lift: p.log_lift()[b],
                 interactions_share: p.shares()[b].0,
                 catalogue_share: p.shares()[b].1,
