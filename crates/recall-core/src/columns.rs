@@ -19,6 +19,10 @@ pub const TITLE: &str = "title";
 pub const GENRES: &str = "genres";
 /// A MovieLens movie's release year (Int32, nullable), read from its title's `(1995)`.
 pub const YEAR: &str = "year";
+/// When an item was released, Unix seconds (Int64, nullable), in the item side table: ml-100k's
+/// release day, the synthetic generator's arrival time of a late item. `encode.item_release`
+/// takes it (or a year column) into `items.parquet`'s `release_time`.
+pub const RELEASED: &str = "released";
 /// `items.parquet` with `encode.item_release`: when each item was released, Unix seconds
 /// (Int64, nullable: no date known), what the evaluate stage's item-age prior measures ages from.
 pub const RELEASE_TIME: &str = "release_time";

@@ -23,6 +23,7 @@ pub mod ingested;
 pub mod mix;
 pub mod table;
 pub mod testing;
+pub mod time;
 pub mod write;
 
 pub use error::{Error, Result};

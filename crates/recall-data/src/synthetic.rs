@@ -535,7 +535,7 @@ impl Profiles {
 pub const NAME: &str = "synthetic";
 /// The item table's release-time column (Unix seconds) with `arriving_items`: each late item's
 /// arrival, null for the items there from the start.
-pub const RELEASED: &str = "released";
+pub use recall_core::columns::RELEASED;
 /// What errors name as the source.
 const ORIGIN: &str = "synthetic generator";
 

@@ -119,22 +119,11 @@ impl ReleaseUnit {
     fn seconds(self, value: i64) -> Option<i64> {
         match self {
             ReleaseUnit::Seconds => Some(value),
-            ReleaseUnit::Year => (1..=9999)
-                .contains(&value)
-                .then(|| days_from_civil(value, 7, 1) * 86_400),
+            ReleaseUnit::Year => (1..=9999).contains(&value).then(|| {
+                recall_core::time::days_from_civil(value, 7, 1) * recall_core::time::SECONDS_PER_DAY
+            }),
         }
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// `table` (the encoded item table, rows in index order) with `release_time` appended: each

@@ -67,6 +67,31 @@ fn a_non_numeric_rating_names_line_and_field() {
 }
 
 #[test]
+fn a_malformed_ml_100k_release_date_names_line_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "u.data",
+        b"1\t1\t5\t881250949\n1\t2\t3\t881250950\n",
+    );
+    write(dir.path(), "u.user", b"1|24|M|technician|85711\n");
+    write(dir.path(), "u.genre", b"unknown|0\nAction|1\n");
+    write(
+        dir.path(),
+        "u.item",
+        b"1|Toy Story (1995)|01-Jan-1995||http://x|0|0\n2|Heat (1995)|1995-12-15||http://x|0|1\n",
+    );
+    let msg = error(&IngestConfig::Movielens100k {
+        dir: dir.path().to_owned(),
+    });
+    assert!(msg.contains("u.item, line 2"), "{msg}");
+    assert!(
+        msg.contains("\"1995-12-15\" is not a DD-Mon-YYYY date"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_csv_with_the_wrong_delimiter_says_to_check_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "i.csv", b"user_id;item_id;timestamp\n1;2;3\n");

@@ -98,6 +98,12 @@ fn ml_100k_release_reads_with_latin1_titles_and_genre_flags() {
             .collect::<Vec<_>>(),
         vec!["Animation", "Children's", "Comedy"]
     );
+    // The release day, Unix seconds at 00:00 UTC; item 267 ("unknown") has none.
+    let released = items.nullable_ints("released").unwrap();
+    assert_eq!(released[0], Some(788_918_400)); // 01-Jan-1995
+    assert_eq!(released[1601], Some(890_352_000)); // 20-Mar-1998
+    assert_eq!(released.iter().filter(|r| r.is_none()).count(), 1);
+    assert_eq!(released[266], None);
     let users = Table::from_batch("u.user", d.users.clone().unwrap());
     assert_eq!(users.ints("age").unwrap()[0], 24);
 }
