@@ -94,13 +94,18 @@ def vocabulary(path: pathlib.Path) -> dict:
     return dict(zip(table["index"], table["raw"]))
 
 
-def test_queries(encode: pathlib.Path) -> tuple:
+def test_queries(encode: pathlib.Path) -> list:
     """The test split's queries by row, in raw ids: the user, the history before the target,
-    the target, and the target's time (when the query is served)."""
+    the targets (the row's, then with a time split's `test_targets = "after-cut"` the user's
+    later ones), and the first target's time (when the query is served)."""
     users, items = (vocabulary(encode / f"vocab_{name}.parquet") for name in ["user_id", "item_id"])
     sequences = {
         row["user_idx"]: row for row in pq.read_table(encode / "sequences.parquet").to_pylist()
     }
+    later = {}
+    if (encode / "later_targets.parquet").exists():
+        for row in pq.read_table(encode / "later_targets.parquet").to_pylist():
+            later.setdefault(row["user_idx"], []).append(items[row["item_idx"]])
     rows = pq.read_table(encode / "test.parquet", columns=["user_idx", "position"]).to_pylist()
     out = []
     for row in rows:
@@ -110,19 +115,20 @@ def test_queries(encode: pathlib.Path) -> tuple:
             (
                 users[row["user_idx"]],
                 [items[i] for i in sequence["items"][:p]],
-                items[sequence["items"][p]],
+                [items[sequence["items"][p]]] + later.get(row["user_idx"], []),
                 sequence["timestamps"][p],
             )
         )
     return out
 
 
-def hits(scores: np.ndarray, targets: np.ndarray, k: int) -> tuple:
-    """Whether each row's target is in its top `k`, and the target's score minus the k-th
-    best (how far from the boundary: near 0 a tie the float order may break either way)."""
-    target = scores[np.arange(len(scores)), targets]
+def hits(scores: np.ndarray, targets: list, k: int) -> tuple:
+    """Whether any of each row's targets (item rows) is in its top `k`, and the best target's
+    score minus the k-th best (how far from the boundary: near 0 a tie the float order may
+    break either way)."""
     kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
-    return target >= kth, target - kth
+    best = np.array([scores[r, t].max() for r, t in enumerate(targets)])
+    return best >= kth, best - kth
 
 
 def check_age_prior(model: ExportedModel, directory: pathlib.Path, users: dict) -> str:
@@ -132,13 +138,16 @@ def check_age_prior(model: ExportedModel, directory: pathlib.Path, users: dict) 
     choice = run / "evaluate" / directory.name / "age_prior.json"
     if not choice.exists():
         return ""
+    results = json.loads((run / "evaluate" / "results.json").read_text())
+    if results.get("test_users_sampled_from"):
+        return "; age prior not checked (the evaluate stage sampled its test users)"
     prior = AgePrior.read(choice)
     k = json.loads(choice.read_text())["k"]
     queries = test_queries(run / "encode")
     item_ids, vectors, released = read_items(directory / "item_embeddings.parquet")
     row_of = {item: i for i, item in enumerate(item_ids)}
     query = np.stack([model.user_vector(h, user_id=u, user=users.get(u)) for u, h, _, _ in queries])
-    targets = np.array([row_of[t] for _, _, t, _ in queries])
+    targets = [np.array([row_of[t] for t in ts]) for _, _, ts, _ in queries]
     times = np.array([[np.nan if t is None else float(t)] for _, _, _, t in queries])
     scores = query.astype(np.float64) @ vectors.T.astype(np.float64)
     report = []
