@@ -11,8 +11,9 @@
 //! `year`, the release year every release writes at the end of a title (`Heat (1995)`; null
 //! where a title has none): the one item feature besides genres a cold-start model can use.
 //! ml-100k's items also have `released`, the release day of `u.item` (Unix seconds at 00:00
-//! UTC; null where blank). 1,097 of its 1,682 films are dated 1 January, most of them surely
-//! a year known without its day, so a young film's age is exact and an old one's to the year.
+//! UTC; null where blank). 1,097 of its 1,682 films are dated 1 January, most of them likely a
+//! year known without its day (taken as given), so a recent film's age is to the day and most
+//! older ones' to the year.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

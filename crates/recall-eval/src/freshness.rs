@@ -19,7 +19,7 @@ use recall_core::columns::{ITEM_IDX, RELEASE_TIME};
 use recall_core::encoded::{self, files};
 use recall_core::{Error, Result};
 
-const SECONDS_PER_DAY: f64 = 86_400.0;
+const SECONDS_PER_DAY: f64 = recall_core::time::SECONDS_PER_DAY as f64;
 /// A bucket's lift is never taken below this (a bucket training never reached would otherwise
 /// be `ln 0`).
 const MIN_LIFT: f64 = 1e-3;
