@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from recall_outputs.age_prior import AgePrior, read_items  # noqa: E402
+from recall_outputs.age_prior import AgePrior, read_release_times  # noqa: E402
 from recall_outputs.reference import ExportedModel  # noqa: E402
 from recall_outputs.vector_db import read_vectors  # noqa: E402
 
@@ -131,9 +131,12 @@ def hits(scores: np.ndarray, targets: list, k: int) -> tuple:
     return best >= kth, best - kth
 
 
-def check_age_prior(model: ExportedModel, directory: pathlib.Path, users: dict) -> str:
+def check_age_prior(
+    model: ExportedModel, directory: pathlib.Path, users: dict, item_ids: list, vectors: np.ndarray
+) -> str:
     """`<model>+age-prior`'s test hits (and the model's own, which shows the queries are
-    evaluate's) from the reference's query vectors, the exported items and `age_prior.json`."""
+    evaluate's) from the reference's query vectors, the exported items (`item_ids`, `vectors`,
+    their release times) and `age_prior.json`."""
     run = directory.parent.parent
     choice = run / "evaluate" / directory.name / "age_prior.json"
     if not choice.exists():
@@ -142,9 +145,9 @@ def check_age_prior(model: ExportedModel, directory: pathlib.Path, users: dict) 
     if results.get("test_users_sampled_from"):
         return "; age prior not checked (the evaluate stage sampled its test users)"
     prior = AgePrior.read(choice)
-    k = json.loads(choice.read_text())["k"]
+    k = prior.k
     queries = test_queries(run / "encode")
-    item_ids, vectors, released = read_items(directory / "item_embeddings.parquet")
+    released = read_release_times(directory / "item_embeddings.parquet")
     row_of = {item: i for i, item in enumerate(item_ids)}
     query = np.stack([model.user_vector(h, user_id=u, user=users.get(u)) for u, h, _, _ in queries])
     targets = [np.array([row_of[t] for t in ts]) for _, _, ts, _ in queries]
@@ -217,7 +220,7 @@ def check_model(directory: pathlib.Path, raw: pathlib.Path) -> str:
             error = float(np.abs(run_onnx(onnx_item, new) - expected_items[cold]).max())
             assert error <= TOLERANCE, f"{onnx_item}: cold items as new ids differ by {error:.2e}"
             report += f" ({int(cold.sum())} cold items as unknown ids {error:.1e})"
-    report += check_age_prior(model, directory, users)
+    report += check_age_prior(model, directory, users, item_ids, expected_items)
     return report + f" ({time.perf_counter() - start:.1f} s)"
 
 

@@ -34,6 +34,8 @@ class AgePrior:
     def __init__(self, choice: dict):
         self.beta = float(choice["beta"])
         self.temperature = float(choice["temperature"])
+        # The K of the validation HitRate the weight was chosen on.
+        self.k = int(choice["k"])
         buckets = choice["buckets"]
         aged = [b for b in buckets if b["from_days"] is not None]
         # Buckets come in order: the age buckets by their lower edges, then "not yet released"
@@ -65,16 +67,19 @@ class AgePrior:
         return self.temperature * self.logit_bias(released, now)
 
 
-def read_items(path: str | pathlib.Path) -> tuple[list, np.ndarray, np.ndarray]:
-    """Ids, unit vectors and release times (float seconds, NaN without a date) of an
-    `item_embeddings.parquet` written with `encode.item_release`."""
+def read_release_times(path: str | pathlib.Path) -> np.ndarray:
+    """The `release_time` column of an `item_embeddings.parquet` written with
+    `encode.item_release`, float seconds, NaN without a date."""
     import pyarrow.parquet as pq
 
+    times = pq.read_table(path, columns=["release_time"]).column("release_time").to_pylist()
+    return np.array([np.nan if t is None else float(t) for t in times])
+
+
+def read_items(path: str | pathlib.Path) -> tuple[list, np.ndarray, np.ndarray]:
+    """Ids, unit vectors and release times (`read_release_times`) of an
+    `item_embeddings.parquet` written with `encode.item_release`."""
     from .vector_db import read_vectors
 
     ids, vectors = read_vectors(path, "item_id")
-    table = pq.read_table(path, columns=["release_time"])
-    released = np.array(
-        [np.nan if t is None else float(t) for t in table.column("release_time").to_pylist()]
-    )
-    return ids, vectors, released
+    return ids, vectors, read_release_times(path)

@@ -133,13 +133,16 @@ impl Prior {
         }
         let p = &self.prior;
         let buckets = (0..p.buckets().len())
-            .map(|b| Bucket {
-                name: p.buckets().name(b),
-                from_days: p.buckets().days(b).map(|(from, _)| from),
-                to_days: p.buckets().days(b).and_then(|(_, to)| to),
-                log_lift: p.log_lift()[b],
-                interactions_share: p.shares()[b].0,
-                catalogue_share: p.shares()[b].1,
+            .map(|b| {
+                let days = p.buckets().days(b);
+                Bucket {
+                    name: p.buckets().name(b),
+                    from_days: days.map(|(from, _)| from),
+                    to_days: days.and_then(|(_, to)| to),
+                    log_lift: p.log_lift()[b],
+                    interactions_share: p.shares()[b].0,
+                    catalogue_share: p.shares()[b].1,
+                }
             })
             .collect();
         Ok(Choice {
