@@ -10,6 +10,9 @@ Runs of different encodings (time cuts) are given as groups, each a comma-separa
 the runs (seeds) of one encoding: every group's users count as users of their own, so the
 queries of several cuts pool into one interval (`... RUN42_2016,RUN43_2016 RUN42_2017,RUN43_2017`).
 
+`--against RUN42,RUN43` reads `model_b` from other runs of the same users (a refit, another
+encoding of the same split): users are paired by raw id, one encoding only.
+
 `--group` is `all` (every target), `cold` or `warm` (a time split with cold items: the users
 with such a target, counting those targets alone); `--view` none, all or recent; `--metric`
 a per-user column (default hit_rate@50). MEASUREMENTS.md, "An item-age prior in the evaluate
@@ -93,14 +96,26 @@ def main():
     p.add_argument("--metric", default="hit_rate@50")
     p.add_argument("model_a")
     p.add_argument("model_b")
+    p.add_argument("--against", help="comma-separated runs model_b is read from (paired with runs by raw user id)")
     p.add_argument("runs", nargs="+", help="runs, or comma-separated groups of runs sharing an encoding")
     a = p.parse_args()
     groups = [g.split(",") for g in a.runs] if any("," in r for r in a.runs) else [a.runs]
-    values = {m: {} for m in (a.model_a, a.model_b)}
-    for g, runs in enumerate(groups):
-        for m in values:
-            for u, v in pooled([per_user(run, m, a.group, a.view, a.metric) for run in runs]).items():
-                values[m][(g, u)] = v
+    if a.against:
+        if len(groups) > 1:
+            p.error("--against pairs one encoding's runs with another's: give the runs of one")
+        values = {}
+        for key, m, runs in (("a", a.model_a, groups[0]), ("b", a.model_b, a.against.split(","))):
+            raw = raw_users(runs[0])
+            rows = pooled([per_user(run, m, a.group, a.view, a.metric) for run in runs])
+            values[key] = {(0, raw[u]): v for u, v in rows.items()}
+        values = {a.model_a + " (runs)": values["a"], a.model_b + " (--against)": values["b"]}
+        a.model_a, a.model_b = list(values)
+    else:
+        values = {m: {} for m in (a.model_a, a.model_b)}
+        for g, runs in enumerate(groups):
+            for m in values:
+                for u, v in pooled([per_user(run, m, a.group, a.view, a.metric) for run in runs]).items():
+                    values[m][(g, u)] = v
     users = sorted(set(values[a.model_a]) & set(values[a.model_b]))
     mean = lambda d: sum(d[u] for u in users) / len(users)
     if len(groups) > 1:
@@ -115,7 +130,7 @@ def main():
     print(f"{a.group} targets, {a.view} view, {a.metric}, {len(users)} users, {len(groups)} encodings x {len(groups[0])} runs: "
           f"{a.model_a} {mean(values[a.model_a]):.4f}, {a.model_b} {mean(values[a.model_b]):.4f}, "
           f"difference {mean(values[a.model_b]) - mean(values[a.model_a]):+.4f} (95 % CI {lo:+.4f} to {hi:+.4f})")
-    if a.view == "none" and a.metric.startswith("hit_rate@"):
+    if a.view == "none" and a.metric.startswith("hit_rate@") and not a.against:
         k = int(a.metric.split("@")[1])
         expect = {(g, u): e for g, runs in enumerate(groups) for u, e in random_expectation(runs[0], a.group, k).items()}
         for m in (a.model_a, a.model_b):

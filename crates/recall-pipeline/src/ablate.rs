@@ -10,8 +10,10 @@
 //! 95 % interval over users (the same users rank under both, so the pairing removes the
 //! spread between users); a difference whose interval excludes zero is marked as an effect,
 //! the rest as noise. Test numbers appear only for the baseline and the variant named
-//! `shipped`, in a section of their own that says it was not used to choose. A pipeline
-//! without a validation split (`encode.validation = false`) is refused.
+//! `shipped`, in a section of their own that says it was not used to choose. The grid holds
+//! the validation item out even where the pipeline file trains on it (`encode.validation =
+//! false`: the shipped run refits the settings chosen here); a variant that sets it false is
+//! refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -132,13 +134,18 @@ fn variant_config(
         });
     }
     models.push(entry);
+    // The grid always holds the second-to-last item out, also for a file that trains on it
+    // (`encode.validation = false`, a refit of settings chosen here); only a variant that
+    // asks to train on it is refused, having no validation split to be ranked on.
+    let mut base_encode = base.encode.clone();
+    base_encode.validation = true;
     let encode: recall_features::EncodeConfig =
-        serde_json::from_value(merge(&serde_json::to_value(&base.encode)?, &variant.encode))
+        serde_json::from_value(merge(&serde_json::to_value(&base_encode)?, &variant.encode))
             .with_context(|| key("encode"))?;
     if !encode.validation {
         bail!(
             "{}: the ablation chooses on the validation split, and `encode.validation = false` holds none out: \
-             set `encode.validation = true`",
+             leave `validation` out of the variant",
             key("encode")
         );
     }
@@ -686,25 +693,32 @@ mod tests {
         );
     }
 
-    /// Without a validation split there is nothing to choose on: refused, naming the key.
+    /// A file that refits on the validation item (`encode.validation = false`) is ablated with
+    /// it held out, every variant and the baseline alike; a variant that asks to train on it has
+    /// nothing to be ranked on: refused, naming the variant and the key.
     #[test]
-    fn a_grid_without_a_validation_split_is_refused() {
+    fn the_grid_holds_validation_out_even_where_the_file_refits() {
         let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 80\nitems = 60\nseed = 5\n\
-                    [encode]\nvalidation = false\n[evaluate]\nks = [10]\n\
+                    [encode]\nvalidation = false\nmax_len = 9\n[evaluate]\nks = [10]\n\
                     [[models]]\nname = \"m\"\nmodel = { kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }\n\
                     train = { epochs = 1, batch_size = 64 }\n\
-                    [ablation]\nk = 10\n[[ablation.variants]]\nname = \"sum\"\nmodel = { pooling = \"sum\" }\n";
+                    [ablation]\nk = 10\n[[ablation.variants]]\nname = \"sum\"\nmodel = { pooling = \"sum\" }\n\
+                    [[ablation.variants]]\nname = \"refit\"\nencode = { validation = false }\n";
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.toml");
         std::fs::write(&path, text).unwrap();
-        let err = run(&Args {
-            config: path,
-            runs: dir.path().join("runs"),
-            only: Vec::new(),
-            progress: &crate::progress::LogLines,
-        })
-        .unwrap_err();
-        assert!(format!("{err:#}").contains("encode.validation"), "{err:#}");
-        assert!(!dir.path().join("runs").exists(), "nothing ran");
+        let config = crate::config::load(&path).unwrap();
+        assert!(!config.encode.validation);
+        let ablation = config.ablation.as_ref().unwrap();
+        let sum = variant_config(&config, ablation, &ablation.variants[0], 1).unwrap();
+        assert!(sum.encode.validation, "held out for the grid");
+        assert_eq!(sum.encode.max_len, 9, "the file's other encode keys kept");
+        assert!(sum.evaluate.validation);
+        let err = variant_config(&config, ablation, &ablation.variants[1], 1).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("\"refit\"") && msg.contains("encode.validation"),
+            "{msg}"
+        );
     }
 }

@@ -96,13 +96,23 @@ fn render(
         count(facts.runs.encode.as_ref().map(|e| e.stats.train_examples)),
         serde_json::to_string(&config.ingest).unwrap_or_default()
     );
+    let kept = if config.encode.validation {
+        format!(
+            "best epoch {} of {} (by validation HitRate, {})",
+            count(train.map(|t| t.best_epoch)),
+            count(train.map(|t| t.epochs_run)),
+            f(train.and_then(|t| t.best_valid_hit_rate)),
+        )
+    } else {
+        format!(
+            "the last of {} epochs (no validation split: trained on it too)",
+            count(train.map(|t| t.epochs_run))
+        )
+    };
     let _ = writeln!(
         md,
-        "| training | `{}`; best epoch {} of {} (by validation HitRate, {}); {:.0} examples/s, {:.1} s |",
+        "| training | `{}`; {kept}; {:.0} examples/s, {:.1} s |",
         serde_json::to_string(&entry.train).unwrap_or_default(),
-        count(train.map(|t| t.best_epoch)),
-        count(train.map(|t| t.epochs_run)),
-        f(train.and_then(|t| t.best_valid_hit_rate)),
         train.map_or(f64::NAN, |t| t.examples_per_second),
         train.map_or(f64::NAN, |t| t.train_seconds),
     );
@@ -122,7 +132,7 @@ fn render(
         md,
         "## Protocol\n\n\
          - Split: leave-last-out per user over the interactions ordered by `seq` (ties in source order): the last \
-         interaction is the test target{}, the rest training. Epochs are chosen on validation, never on test.\n\
+         interaction is the test target{}, the rest training. Settings are chosen on validation, never on test.\n\
          - Ranking: exact inner product over all {} rankable items for each of the {} test users, at the history before \
          the target (the newest {history_len} items, the model's `max_len`) and example age 0.\n\
          - {}\n\
@@ -130,7 +140,7 @@ fn render(
         if config.encode.validation {
             ", the one before it validation"
         } else {
-            ""
+            " (no validation split: the one before it is trained on too)"
         },
         results.rankable_items,
         results.test_users,
@@ -372,6 +382,27 @@ mod tests {
         assert!(
             card.contains("leave-last-out")
                 && card.contains(&crate::manifest::config_hash(&config).unwrap())
+        );
+    }
+
+    /// A run that trains on the second-to-last item (a refit) keeps its last epoch, and its
+    /// card says so rather than naming a validation HitRate it never measured.
+    #[test]
+    fn a_card_without_a_validation_split_names_the_last_epoch() {
+        let text = "name = \"t\"\nseed = 1\n[ingest.synthetic]\nusers = 60\nitems = 100\nseed = 5\n\
+                    [encode]\nvalidation = false\n[evaluate]\nks = [10]\nbootstrap = 20\n[export]\ntop_k = 10\n\
+                    [[models]]\nname = \"a\"\nmodel = { kind = \"youtubednn\", embedding_dim = 8, user_tower = [8] }\n\
+                    train = { epochs = 2, batch_size = 64 }\n";
+        let config = crate::config::parse(text, Path::new("c.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("t");
+        crate::runner::execute(&config, &run, None, false, false).unwrap();
+        let card = std::fs::read_to_string(run.join("export/a/README.md")).unwrap();
+        assert!(
+            card.contains("the last of 2 epochs (no validation split")
+                && card.contains("(no validation split: the one before it is trained on too)")
+                && !card.contains("by validation HitRate"),
+            "{card}"
         );
     }
 }
