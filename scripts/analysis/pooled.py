@@ -67,6 +67,14 @@ def raw_users(run):
     return [raw_of[u] for u in pq.read_table(f"{enc}/test.parquet").column("user_idx").to_pylist()]
 
 
+def rekeyed(values, from_run, to_run):
+    """`values` keyed by `from_run`'s test rows, keyed instead by `to_run`'s rows of the same
+    users (by raw id); users `to_run` lacks are dropped."""
+    row_of = {raw: r for r, raw in enumerate(raw_users(to_run))}
+    raw = raw_users(from_run)
+    return {row_of[raw[u]]: v for u, v in values.items() if raw[u] in row_of}
+
+
 def cluster_bootstrap(diffs, cluster_of, n=2000, seed=7):
     """95 % interval of the mean of `diffs` (by key), resampling whole clusters (a user's
     queries at several cuts together)."""
@@ -100,23 +108,21 @@ def main():
     p.add_argument("runs", nargs="+", help="runs, or comma-separated groups of runs sharing an encoding")
     a = p.parse_args()
     groups = [g.split(",") for g in a.runs] if any("," in r for r in a.runs) else [a.runs]
-    if a.against:
-        if len(groups) > 1:
-            p.error("--against pairs one encoding's runs with another's: give the runs of one")
-        values = {}
-        for key, m, runs in (("a", a.model_a, groups[0]), ("b", a.model_b, a.against.split(","))):
-            raw = raw_users(runs[0])
-            rows = pooled([per_user(run, m, a.group, a.view, a.metric) for run in runs])
-            values[key] = {(0, raw[u]): v for u, v in rows.items()}
-        values = {a.model_a + " (runs)": values["a"], a.model_b + " (--against)": values["b"]}
-        a.model_a, a.model_b = list(values)
-    else:
-        values = {m: {} for m in (a.model_a, a.model_b)}
-        for g, runs in enumerate(groups):
-            for m in values:
-                for u, v in pooled([per_user(run, m, a.group, a.view, a.metric) for run in runs]).items():
-                    values[m][(g, u)] = v
-    users = sorted(set(values[a.model_a]) & set(values[a.model_b]))
+    if a.against and len(groups) > 1:
+        p.error("--against pairs one encoding's runs with another's: give the runs of one")
+    against = a.against.split(",") if a.against else None
+    # model_b's label says where it was read from, so the same model name can be paired.
+    labels = (a.model_a, a.model_b + (" (--against)" if against else ""))
+    values = {label: {} for label in labels}
+    for g, runs in enumerate(groups):
+        for label, m, source in ((labels[0], a.model_a, runs), (labels[1], a.model_b, against or runs)):
+            rows = pooled([per_user(run, m, a.group, a.view, a.metric) for run in source])
+            if source is not runs:
+                rows = rekeyed(rows, source[0], runs[0])
+            for u, v in rows.items():
+                values[label][(g, u)] = v
+    name_a, name_b = labels
+    users = sorted(set(values[name_a]) & set(values[name_b]))
     mean = lambda d: sum(d[u] for u in users) / len(users)
     if len(groups) > 1:
         # One user's queries at several cuts are not independent: resample users whole.
@@ -126,14 +132,14 @@ def main():
         print(f"{len(set(cluster_of.values()))} distinct users over the {len(groups)} encodings; intervals resample users whole")
     else:
         interval = bootstrap
-    lo, hi = interval([values[a.model_b][u] - values[a.model_a][u] for u in users])
+    lo, hi = interval([values[name_b][u] - values[name_a][u] for u in users])
     print(f"{a.group} targets, {a.view} view, {a.metric}, {len(users)} users, {len(groups)} encodings x {len(groups[0])} runs: "
-          f"{a.model_a} {mean(values[a.model_a]):.4f}, {a.model_b} {mean(values[a.model_b]):.4f}, "
-          f"difference {mean(values[a.model_b]) - mean(values[a.model_a]):+.4f} (95 % CI {lo:+.4f} to {hi:+.4f})")
+          f"{name_a} {mean(values[name_a]):.4f}, {name_b} {mean(values[name_b]):.4f}, "
+          f"difference {mean(values[name_b]) - mean(values[name_a]):+.4f} (95 % CI {lo:+.4f} to {hi:+.4f})")
     if a.view == "none" and a.metric.startswith("hit_rate@") and not a.against:
         k = int(a.metric.split("@")[1])
         expect = {(g, u): e for g, runs in enumerate(groups) for u, e in random_expectation(runs[0], a.group, k).items()}
-        for m in (a.model_a, a.model_b):
+        for m in (name_a, name_b):
             lo, hi = interval([values[m][u] - expect[u] for u in users])
             e = sum(expect[u] for u in users) / len(users)
             print(f"  {m} against random's expectation {e:.4f}: {mean(values[m]) - e:+.4f} (95 % CI {lo:+.4f} to {hi:+.4f}), "
