@@ -404,5 +404,11 @@ mod tests {
                 && !card.contains("by validation HitRate"),
             "{card}"
         );
+        let report = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+        assert!(
+            report.contains("| kept epoch (the last: no validation split) |")
+                && !report.contains("best validation"),
+            "{report}"
+        );
     }
 }

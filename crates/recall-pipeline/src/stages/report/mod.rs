@@ -215,9 +215,16 @@ pub fn run(
         let _ = writeln!(md, "| {} | {s:.1} |", stage.name());
     }
     if !runs.train.is_empty() {
+        // A run without a validation split keeps its last epoch: "best" would claim a
+        // validation HitRate that was never measured.
+        let kept = if config.encode.validation {
+            "kept epoch (best validation HitRate)"
+        } else {
+            "kept epoch (the last: no validation split)"
+        };
         let _ = writeln!(
             md,
-            "\n## Training\n\n| model | examples/s | train seconds | best epoch |\n|---|---|---|---|"
+            "\n## Training\n\n| model | examples/s | train seconds | {kept} |\n|---|---|---|---|"
         );
         for (name, t) in &runs.train {
             let _ = writeln!(
