@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape,
 
 use crate::error::Result;
 pub use crate::ops::kernel::bias_activation_generic;
-use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum};
+use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum, wide_kernel};
 use crate::ops::norm_op::{Affine, activate, activate_backward};
 use crate::ops::par::for_rows;
 
@@ -434,23 +434,30 @@ impl SoftmaxColumns {
     /// Row `i`'s raw scores `x` in place into its softmax; returns the row's loss.
     #[inline]
     pub(crate) fn softmax_row(&self, i: usize, x: &mut [f32]) -> f32 {
-        let (target, label) = (self.row_targets[i], self.labels[i] as usize);
+        softmax_row(self, i, x)
+    }
+}
+
+wide_kernel! {
+    /// [`SoftmaxColumns::softmax_row`].
+    fn softmax_row / softmax_row_portable(columns: &SoftmaxColumns, i: usize, x: &mut [f32]) -> f32 {
+        let (target, label) = (columns.row_targets[i], columns.labels[i] as usize);
         let raw_label = x[label];
         // Branch-free over the row; the label column is never a hit and is set after.
         for (x, (&bias, &item)) in x
             .iter_mut()
-            .zip(self.column_bias.iter().zip(&self.column_items))
+            .zip(columns.column_bias.iter().zip(&columns.column_items))
         {
             *x = if item == target {
                 f32::NEG_INFINITY
             } else {
-                self.scale * *x + bias
+                columns.scale * *x + bias
             };
         }
-        for &c in self.excluded.row(i) {
+        for &c in columns.excluded.row(i) {
             x[c as usize] = f32::NEG_INFINITY;
         }
-        x[label] = self.scale * raw_label + self.column_bias[label];
+        x[label] = columns.scale * raw_label + columns.column_bias[label];
         let max = lane_max(x);
         let label_logit = x[label] - max;
         x.iter_mut().for_each(|v| *v = fast_exp(*v - max));
@@ -744,6 +751,42 @@ mod tests {
             7.5
         );
         assert_eq!(lane_sum(&[1.0; 11]), 11.0);
+    }
+
+    /// The softmax row's AVX2 copy (where this CPU runs it) gives its portable copy's bits
+    /// and loss, on rows whose lengths are no multiple of a vector's lanes, with masked
+    /// target duplicates and left-out columns.
+    #[test]
+    fn wide_softmax_row_gives_the_portable_bits() {
+        for c in [1usize, 7, 8, 37, 3706] {
+            let raw: Vec<f32> = (0..c)
+                .map(|k| ((k * 7919 % 1013) as f32 - 506.0) / 97.0)
+                .collect();
+            let items: Vec<u32> = (0..c as u32).map(|k| 2 + k % 29).collect();
+            let bias: Vec<f32> = (0..c).map(|k| (k % 5) as f32 * -0.3).collect();
+            let mut excluded = RowExclusions::default();
+            let start = excluded.extend((0..c as u32).step_by(3));
+            excluded.push_row(start, c.div_ceil(3) as u32);
+            let columns = SoftmaxColumns::new(
+                20.0,
+                &[2 + (c as u32 - 1) % 29],
+                &items,
+                &bias,
+                &[c as u32 - 1],
+            )
+            .excluding(Some(&excluded));
+            let (mut wide, mut portable) = (raw.clone(), raw);
+            let loss = softmax_row(&columns, 0, &mut wide);
+            let portable_loss = softmax_row_portable(&columns, 0, &mut portable);
+            assert_eq!(loss.to_bits(), portable_loss.to_bits(), "{c} columns");
+            assert!(
+                wide.iter()
+                    .zip(&portable)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{c} columns"
+            );
+            assert!(loss.is_finite() && (wide.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
     }
 
     /// The fused in-batch softmax gives the generic ops' loss and gradient, with accidental

@@ -1,6 +1,7 @@
 //! What the hand-written CPU kernels share: the f32 view of a CPU tensor, the leaky
-//! activation of the towers' tails (and its generic candle form), and the vectorising `exp`,
-//! maximum and sum of the softmax rows. Below every op module; imports none of them.
+//! activation of the towers' tails (and its generic candle form), the vectorising `exp`,
+//! maximum and sum of the softmax rows, and [`wide_kernel!`], which compiles a kernel's
+//! inner loop a second time for AVX2. Below every op module; imports none of them.
 
 use candle_core::{CpuStorage, Layout, Tensor};
 
@@ -90,6 +91,7 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
 }
 
 /// The largest value, over eight independent lanes (a single running maximum does not vectorise).
+#[inline(always)]
 pub(crate) fn lane_max(values: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = values.chunks_exact(8);
@@ -106,6 +108,7 @@ pub(crate) fn lane_max(values: &[f32]) -> f32 {
 
 /// The sum, over eight independent lanes (vectorises; the order differs from a running sum
 /// only in rounding).
+#[inline(always)]
 pub(crate) fn lane_sum(values: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = values.chunks_exact(8);
@@ -117,3 +120,54 @@ pub(crate) fn lane_sum(values: &[f32]) -> f32 {
     }
     lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
+
+/// Whether this CPU runs the AVX2 and FMA copies [`wide_kernel!`] makes (std caches the
+/// answer: an atomic load per call).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// `wide_kernel! { fn name / portable(args) -> ret { body } }` defines `portable`, the body
+/// compiled for the build's target (x86-64's baseline is SSE2: four f32 lanes), and `name`,
+/// which runs the same body compiled for AVX2 and FMA (eight lanes) where the CPU has them
+/// and `portable` elsewhere. The release binary is built for the baseline so that it runs on
+/// any x86-64 machine; gemm already dispatches on the CPU this way, and this does the same for
+/// the element-wise loops (the softmax rows, the SiLUs) that were a fifth of an HSTU step.
+///
+/// Both copies give the same bits: only the vector width differs, since Rust fuses no multiply
+/// into an add unless asked (`mul_add`), and the kernels' reductions fix their own order
+/// ([`lane_sum`]'s eight lanes). Each kernel's test compares `name` with `portable` bit for bit.
+/// Helpers the body calls are compiled wide only where they are inlined into it: mark them
+/// `#[inline(always)]` (as [`fast_exp`], [`lane_max`] and [`lane_sum`] are). A body must not
+/// call into rayon or anything else that runs it on another thread: the dispatch goes inside
+/// each task.
+macro_rules! wide_kernel {
+    (
+        $(#[$meta:meta])*
+        fn $name:ident / $portable:ident ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$meta])*
+        #[inline(always)]
+        fn $portable($($arg: $ty),*) $(-> $ret)? $body
+
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $portable($($arg),*)
+                }
+                if $crate::ops::kernel::has_avx2_fma() {
+                    // SAFETY: `wide` needs AVX2 and FMA, which the CPU was just found to have.
+                    #[allow(unsafe_code)]
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $portable($($arg),*)
+        }
+    };
+}
+pub(crate) use wide_kernel;

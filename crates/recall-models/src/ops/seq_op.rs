@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape,
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum};
+use crate::ops::kernel::{contiguous, fast_exp, inputs3, lane_max, lane_sum, wide_kernel};
 use crate::ops::par::{ROWS_PER_TASK, for_chunks_summing, for_rows};
 
 /// The first key of a padding slot (the sequence encoder's `Padded::first`): it attends to nothing
@@ -251,14 +251,7 @@ impl CustomOp1 for CausalSoftmax {
                 if keys.is_empty() {
                     continue;
                 }
-                let (o, row) = (&mut o[keys.clone()], &row[keys]);
-                o.iter_mut()
-                    .zip(row)
-                    .for_each(|(o, &x)| *o = self.scale * x);
-                let max = lane_max(o);
-                o.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-                let inverse = 1.0 / lane_sum(o);
-                o.iter_mut().for_each(|v| *v *= inverse);
+                causal_softmax_row(&mut o[keys.clone()], &row[keys], self.scale);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((n, l, l))))
@@ -282,18 +275,42 @@ impl CustomOp1 for CausalSoftmax {
                     continue;
                 }
                 let at = (m * l + i) * l;
-                let (pr, gr) = (
-                    &p[at + keys.start..at + keys.end],
-                    &g[at + keys.start..at + keys.end],
+                let visible = at + keys.start..at + keys.end;
+                causal_softmax_grad_row(
+                    &mut out[visible.clone()],
+                    &p[visible.clone()],
+                    &g[visible],
+                    self.scale,
                 );
-                let dot: f32 = pr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                out[at + keys.start..at + keys.end]
-                    .iter_mut()
-                    .zip(pr.iter().zip(gr))
-                    .for_each(|(o, (&p, &g))| *o = self.scale * p * (g - dot));
             }
         }
         Ok(Some(Tensor::from_vec(out, (n, l, l), arg.device())?))
+    }
+}
+
+wide_kernel! {
+    /// One query's softmax over its visible keys' scores `row`, times `scale`, into `o`.
+    fn causal_softmax_row / causal_softmax_row_portable(o: &mut [f32], row: &[f32], scale: f32) {
+        o.iter_mut().zip(row).for_each(|(o, &x)| *o = scale * x);
+        let max = lane_max(o);
+        o.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+        let inverse = 1.0 / lane_sum(o);
+        o.iter_mut().for_each(|v| *v *= inverse);
+    }
+}
+
+wide_kernel! {
+    /// One query's `ds = scale * p * (dp - sum_j dp_j p_j)` over its visible keys.
+    fn causal_softmax_grad_row / causal_softmax_grad_row_portable(
+        out: &mut [f32],
+        p: &[f32],
+        g: &[f32],
+        scale: f32,
+    ) {
+        let dot: f32 = p.iter().zip(g).map(|(a, b)| a * b).sum();
+        out.iter_mut()
+            .zip(p.iter().zip(g))
+            .for_each(|(o, (&p, &g))| *o = scale * p * (g - dot));
     }
 }
 
@@ -394,15 +411,7 @@ impl CustomOp2 for SiluAttention {
             .zip(s.par_chunks_exact(l * l))
             .enumerate()
             .for_each(|(m, (o_block, s_block))| {
-                for (i, (o, row)) in o_block
-                    .chunks_exact_mut(l)
-                    .zip(s_block.chunks_exact(l))
-                    .enumerate()
-                {
-                    for j in self.visible.keys(m, i, l) {
-                        o[j] = self.scale * silu_and_slope(row[j] + bias[i - j]).0;
-                    }
-                }
+                silu_attention_block(self, m, o_block, s_block, bias, l);
             });
         Ok((CpuStorage::F32(out), Shape::from((n, l, l))))
     }
@@ -424,6 +433,74 @@ impl CustomOp2 for SiluAttention {
             Some(all.narrow(0, 0, n * l * l)?.reshape((n, l, l))?),
             Some(all.narrow(0, n * l * l, bias.dim(0)?)?),
         ))
+    }
+}
+
+wide_kernel! {
+    /// Attention block `m` (`l * l` scores `s_block`) of [`SiluAttention`] into `o_block`.
+    fn silu_attention_block / silu_attention_block_portable(
+        op: &SiluAttention,
+        m: usize,
+        o_block: &mut [f32],
+        s_block: &[f32],
+        bias: &[f32],
+        l: usize,
+    ) {
+        for (i, (o, row)) in o_block
+            .chunks_exact_mut(l)
+            .zip(s_block.chunks_exact(l))
+            .enumerate()
+        {
+            let keys = op.visible.keys(m, i, l);
+            if keys.is_empty() {
+                continue;
+            }
+            // Key `j`'s bias is entry `i - j`: the visible keys read `bias[..=i - first]` backwards.
+            let bias = bias[..=i - keys.start].iter().rev();
+            for ((o, &x), &b) in o[keys.clone()].iter_mut().zip(&row[keys]).zip(bias) {
+                *o = op.scale * silu_and_slope(x + b).0;
+            }
+        }
+    }
+}
+
+wide_kernel! {
+    /// Attention block `m` of [`SiluAttentionGrad`]: `ds` into `d_block` from the block's
+    /// scores `s` and incoming gradient `g`, each distance's sum of `ds` added into `sums`.
+    #[allow(clippy::too_many_arguments)]
+    fn silu_attention_grad_block / silu_attention_grad_block_portable(
+        op: &SiluAttention,
+        m: usize,
+        d_block: &mut [f32],
+        sums: &mut [f32],
+        s: &[f32],
+        g: &[f32],
+        bias: &[f32],
+        l: usize,
+    ) {
+        for (i, ((d_row, s_row), g_row)) in d_block
+            .chunks_exact_mut(l)
+            .zip(s.chunks_exact(l))
+            .zip(g.chunks_exact(l))
+            .enumerate()
+        {
+            let keys = op.visible.keys(m, i, l);
+            if keys.is_empty() {
+                continue;
+            }
+            // Key `j` is at distance `i - j`: bias and sums entries `..=i - first`, backwards.
+            let back = ..=i - keys.start;
+            let distances = bias[back].iter().rev().zip(sums[back].iter_mut().rev());
+            for (((d, &x), &g), (&b, sum)) in d_row[keys.clone()]
+                .iter_mut()
+                .zip(&s_row[keys.clone()])
+                .zip(&g_row[keys])
+                .zip(distances)
+            {
+                *d = op.scale * silu_and_slope(x + b).1 * g;
+                *sum += *d;
+            }
+        }
     }
 }
 
@@ -465,14 +542,8 @@ impl CustomOp3 for SiluAttentionGrad {
         let mut out = vec![0f32; n * l * l + b.len()];
         let (ds, db) = out.split_at_mut(n * l * l);
         for_chunks_summing(ds, l * l, db, |m, d_block, sums| {
-            for (i, d_row) in d_block.chunks_exact_mut(l).enumerate() {
-                let at = (m * l + i) * l;
-                for j in op.visible.keys(m, i, l) {
-                    let d = op.scale * silu_and_slope(s[at + j] + b[i - j]).1 * g[at + j];
-                    d_row[j] = d;
-                    sums[i - j] += d;
-                }
-            }
+            let block = m * l * l..(m + 1) * l * l;
+            silu_attention_grad_block(op, m, d_block, sums, &s[block.clone()], &g[block], b, l);
         });
         Ok((CpuStorage::F32(out), Shape::from(n * l * l + b.len())))
     }
@@ -509,12 +580,7 @@ impl CustomOp2 for BiasSilu {
         }
         let mut out = vec![0f32; n * c];
         for_rows(&mut out, c, |first, chunk| {
-            let z = &z[first * c..first * c + chunk.len()];
-            for (o_row, z_row) in chunk.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
-                for ((o, &z), &b) in o_row.iter_mut().zip(z_row).zip(bias) {
-                    *o = silu_and_slope(z + b).0;
-                }
-            }
+            bias_silu_rows(chunk, &z[first * c..first * c + chunk.len()], bias, c);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c))))
     }
@@ -565,23 +631,48 @@ impl CustomOp3 for BiasSiluGrad {
         let (dz, dbias) = out.split_at_mut(n * c);
         let chunk_len = ROWS_PER_TASK * c;
         for_chunks_summing(dz, chunk_len, dbias, |k, chunk, sums| {
-            let at = k * chunk_len;
-            let (z, g) = (&z[at..at + chunk.len()], &g[at..at + chunk.len()]);
-            for ((d_row, z_row), g_row) in chunk
-                .chunks_exact_mut(c)
-                .zip(z.chunks_exact(c))
-                .zip(g.chunks_exact(c))
-            {
-                let (d_row, z_row, g_row, sums) =
-                    (&mut d_row[..c], &z_row[..c], &g_row[..c], &mut sums[..c]);
-                for j in 0..c {
-                    let d = g_row[j] * silu_and_slope(z_row[j] + bias[j]).1;
-                    d_row[j] = d;
-                    sums[j] += d;
-                }
-            }
+            let at = k * chunk_len..k * chunk_len + chunk.len();
+            bias_silu_grad_rows(chunk, sums, &z[at.clone()], &g[at], bias, c);
         });
         Ok((CpuStorage::F32(out), Shape::from((n + 1, c))))
+    }
+}
+
+wide_kernel! {
+    /// Rows of [`BiasSilu`]: `out = silu(z + bias)`, rows of `c`.
+    fn bias_silu_rows / bias_silu_rows_portable(out: &mut [f32], z: &[f32], bias: &[f32], c: usize) {
+        for (o_row, z_row) in out.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+            for ((o, &z), &b) in o_row.iter_mut().zip(z_row).zip(bias) {
+                *o = silu_and_slope(z + b).0;
+            }
+        }
+    }
+}
+
+wide_kernel! {
+    /// Rows of [`BiasSiluGrad`]: `dz = g * silu'(z + bias)` into `dz`, its column sums added
+    /// into `sums`.
+    fn bias_silu_grad_rows / bias_silu_grad_rows_portable(
+        dz: &mut [f32],
+        sums: &mut [f32],
+        z: &[f32],
+        g: &[f32],
+        bias: &[f32],
+        c: usize,
+    ) {
+        for ((d_row, z_row), g_row) in dz
+            .chunks_exact_mut(c)
+            .zip(z.chunks_exact(c))
+            .zip(g.chunks_exact(c))
+        {
+            let (d_row, z_row, g_row, sums, bias) =
+                (&mut d_row[..c], &z_row[..c], &g_row[..c], &mut sums[..c], &bias[..c]);
+            for j in 0..c {
+                let d = g_row[j] * silu_and_slope(z_row[j] + bias[j]).1;
+                d_row[j] = d;
+                sums[j] += d;
+            }
+        }
     }
 }
 
@@ -658,6 +749,93 @@ mod tests {
     use candle_core::{Device, Var};
 
     use crate::testing::{close, values};
+
+    /// Values in about [-6, 6) from a fixed-seed generator (no two equal, no pattern a
+    /// vector lane could line up with).
+    fn scattered(seed: u64, len: usize) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 12.0 - 6.0
+            })
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Each sequence kernel's AVX2 copy (where this CPU runs it) gives its portable copy's
+    /// bits, on rows whose lengths are no multiple of a vector's lanes, with padding slots and
+    /// windows packed several to a row.
+    #[test]
+    fn wide_sequence_kernels_give_the_portable_bits() {
+        let l = 13;
+        // Per slot, the first slot of its row it may see: a row holding a window of 5 then
+        // one of 8, and a row of a padding slot then a window of 12.
+        let first: Vec<u32> = [[0; 5].as_slice(), &[5; 8], &[PADDING], &[1; 12]].concat();
+        let op = SiluAttention {
+            visible: Visible::new(1, &first),
+            scale: 1.0 / 200.0,
+        };
+        let (s, g, bias) = (
+            scattered(1, 2 * l * l),
+            scattered(2, 2 * l * l),
+            scattered(3, 200),
+        );
+        for m in 0..2 {
+            let block = m * l * l..(m + 1) * l * l;
+            let (mut wide, mut portable) = (vec![0f32; l * l], vec![0f32; l * l]);
+            silu_attention_block(&op, m, &mut wide, &s[block.clone()], &bias, l);
+            silu_attention_block_portable(&op, m, &mut portable, &s[block.clone()], &bias, l);
+            assert_eq!(bits(&wide), bits(&portable));
+            assert!(wide.iter().any(|&v| v != 0.0));
+            let (mut sums_wide, mut sums_portable) = (vec![0f32; 200], vec![0f32; 200]);
+            let (ss, gs) = (&s[block.clone()], &g[block]);
+            silu_attention_grad_block(&op, m, &mut wide, &mut sums_wide, ss, gs, &bias, l);
+            silu_attention_grad_block_portable(
+                &op,
+                m,
+                &mut portable,
+                &mut sums_portable,
+                ss,
+                gs,
+                &bias,
+                l,
+            );
+            assert_eq!(bits(&wide), bits(&portable));
+            assert_eq!(bits(&sums_wide), bits(&sums_portable));
+        }
+        let (rows, c) = (7, 37);
+        let (z, g, bias) = (
+            scattered(4, rows * c),
+            scattered(5, rows * c),
+            scattered(6, c),
+        );
+        let (mut wide, mut portable) = (vec![0f32; rows * c], vec![0f32; rows * c]);
+        bias_silu_rows(&mut wide, &z, &bias, c);
+        bias_silu_rows_portable(&mut portable, &z, &bias, c);
+        assert_eq!(bits(&wide), bits(&portable));
+        let (mut sums_wide, mut sums_portable) = (vec![0f32; c], vec![0f32; c]);
+        bias_silu_grad_rows(&mut wide, &mut sums_wide, &z, &g, &bias, c);
+        bias_silu_grad_rows_portable(&mut portable, &mut sums_portable, &z, &g, &bias, c);
+        assert_eq!(bits(&wide), bits(&portable));
+        assert_eq!(bits(&sums_wide), bits(&sums_portable));
+        for len in [1, 7, 8, 29] {
+            let (row, g) = (scattered(7, len), scattered(8, len));
+            let (mut wide, mut portable) = (vec![0f32; len], vec![0f32; len]);
+            causal_softmax_row(&mut wide, &row, 0.125);
+            causal_softmax_row_portable(&mut portable, &row, 0.125);
+            assert_eq!(bits(&wide), bits(&portable));
+            let p = wide.clone();
+            causal_softmax_grad_row(&mut wide, &p, &g, 0.125);
+            causal_softmax_grad_row_portable(&mut portable, &p, &g, 0.125);
+            assert_eq!(bits(&wide), bits(&portable));
+        }
+    }
 
     /// Layer norm: values and the gradients of x, gamma and beta equal the generic ops'.
     #[test]
