@@ -123,13 +123,7 @@ mod tests {
     }
 
     fn bits(t: &Tensor) -> Vec<u32> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
+        crate::testing::bits(&crate::testing::values(t))
     }
 
     /// The product and both gradients are candle's bit for bit, for the layouts the towers use:

@@ -190,17 +190,13 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    use crate::testing::values;
-
-    fn uniform(rng: &mut Xoshiro256PlusPlus, len: usize) -> Vec<f32> {
-        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
+    use crate::testing::{uniform, values};
 
     /// `u` `[n, d]` and `v` `[c, d]`, uniform in [-1, 1), and the generator for more values.
     fn random_inputs(seed: u64, n: usize, c: usize, d: usize) -> (Var, Var, Xoshiro256PlusPlus) {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut var = |rows: usize| {
-            let values = uniform(&mut rng, rows * d);
+            let values = uniform(&mut rng, rows * d, 1.0);
             Var::from_tensor(&Tensor::from_vec(values, (rows, d), &Device::Cpu).unwrap()).unwrap()
         };
         let (u, v) = (var(n), var(c));
@@ -230,7 +226,7 @@ mod tests {
     fn matches_generic(with_exclusions: bool) {
         let (n, c, d) = (BLOCK_ROWS * 2 + 37, 53, 16);
         let (u, v, mut rng) = random_inputs(7, n, c, d);
-        let column_bias = uniform(&mut rng, c);
+        let column_bias = uniform(&mut rng, c, 1.0);
         // Columns hold items 10..10+c with item 12 twice (columns 2 and 7): a row whose target
         // is 12 and label column 2 has column 7 masked.
         let mut column_items: Vec<u32> = (10..10 + c as u32).collect();

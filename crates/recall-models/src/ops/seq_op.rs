@@ -748,31 +748,18 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    use crate::testing::{close, values};
+    use rand::SeedableRng;
+    use rand_xoshiro::Xoshiro256PlusPlus;
 
-    /// Values in about [-6, 6) from a fixed-seed generator (no two equal, no pattern a
-    /// vector lane could line up with).
-    fn scattered(seed: u64, len: usize) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 12.0 - 6.0
-            })
-            .collect()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
+    use crate::testing::{bits, close, uniform, values};
 
     /// Each sequence kernel's AVX2 copy (where this CPU runs it) gives its portable copy's
     /// bits, on rows whose lengths are no multiple of a vector's lanes, with padding slots and
     /// windows packed several to a row.
     #[test]
     fn wide_sequence_kernels_give_the_portable_bits() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut scattered = |len: usize| uniform(&mut rng, len, 6.0);
         let l = 13;
         // Per slot, the first slot of its row it may see: a row holding a window of 5 then
         // one of 8, and a row of a padding slot then a window of 12.
@@ -781,11 +768,7 @@ mod tests {
             visible: Visible::new(1, &first),
             scale: 1.0 / 200.0,
         };
-        let (s, g, bias) = (
-            scattered(1, 2 * l * l),
-            scattered(2, 2 * l * l),
-            scattered(3, 200),
-        );
+        let (s, g, bias) = (scattered(2 * l * l), scattered(2 * l * l), scattered(200));
         for m in 0..2 {
             let block = m * l * l..(m + 1) * l * l;
             let (mut wide, mut portable) = (vec![0f32; l * l], vec![0f32; l * l]);
@@ -810,11 +793,7 @@ mod tests {
             assert_eq!(bits(&sums_wide), bits(&sums_portable));
         }
         let (rows, c) = (7, 37);
-        let (z, g, bias) = (
-            scattered(4, rows * c),
-            scattered(5, rows * c),
-            scattered(6, c),
-        );
+        let (z, g, bias) = (scattered(rows * c), scattered(rows * c), scattered(c));
         let (mut wide, mut portable) = (vec![0f32; rows * c], vec![0f32; rows * c]);
         bias_silu_rows(&mut wide, &z, &bias, c);
         bias_silu_rows_portable(&mut portable, &z, &bias, c);
@@ -825,7 +804,7 @@ mod tests {
         assert_eq!(bits(&wide), bits(&portable));
         assert_eq!(bits(&sums_wide), bits(&sums_portable));
         for len in [1, 7, 8, 29] {
-            let (row, g) = (scattered(7, len), scattered(8, len));
+            let (row, g) = (scattered(len), scattered(len));
             let (mut wide, mut portable) = (vec![0f32; len], vec![0f32; len]);
             causal_softmax_row(&mut wide, &row, 0.125);
             causal_softmax_row_portable(&mut portable, &row, 0.125);
@@ -970,7 +949,7 @@ mod tests {
             .build()
             .unwrap();
         let (y, a, b) = pool.install(run);
-        [y, a, b].concat().iter().map(|x| x.to_bits()).collect()
+        bits(&[y, a, b].concat())
     }
 
     /// HSTU's projection tail: values and the gradients of z and the bias equal candle's
