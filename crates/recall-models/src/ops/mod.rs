@@ -18,3 +18,54 @@ pub mod seq_op;
 pub fn fused_kernels(device: &candle_core::Device) -> bool {
     device.is_cpu()
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use crate::testing::{bits, values};
+
+    /// The vendored candle's backward pass (`vendor/candle-core/PATCHED.md`) stores the first
+    /// gradient reaching a tensor and adds the later ones, where upstream added every one into
+    /// zeros. A tensor read once gets exactly its one gradient; one read several times (directly,
+    /// through a transposed and a narrowed view, subtracted, broadcast) gets their sum.
+    #[test]
+    fn the_backward_pass_sums_every_gradient_a_tensor_receives() {
+        let dev = Device::Cpu;
+        let x0 = [[0.5f32, -1.0, 2.0], [1.5, 0.25, -3.0]];
+        let x = Var::from_tensor(&Tensor::new(&x0, &dev).unwrap()).unwrap();
+        let bias = Var::from_tensor(&Tensor::new(&[0.1f32, 0.2, 0.3], &dev).unwrap()).unwrap();
+        let (t, b) = (x.as_tensor(), bias.as_tensor());
+
+        // Read once: d sum(exp(x)) / dx = exp(x), bit for bit.
+        let grads = t.exp().unwrap().sum_all().unwrap().backward().unwrap();
+        let expected = values(&t.exp().unwrap());
+        assert_eq!(bits(&values(grads.get(t).unwrap())), bits(&expected));
+
+        // Read five times: y = sum(2x) + sum(3 x^T) + sum(x[:, :2]) - sum(x^2) + sum(x + bias).
+        let y = [
+            (t * 2.0).unwrap().sum_all().unwrap(),
+            (t.t().unwrap() * 3.0).unwrap().sum_all().unwrap(),
+            t.narrow(1, 0, 2).unwrap().sum_all().unwrap(),
+            t.sqr().unwrap().sum_all().unwrap().neg().unwrap(),
+            t.broadcast_add(b).unwrap().sum_all().unwrap(),
+        ]
+        .into_iter()
+        .reduce(|a, b| (a + b).unwrap())
+        .unwrap();
+        let grads = y.backward().unwrap();
+        let dx = grads.get(t).unwrap().to_vec2::<f32>().unwrap();
+        for (i, row) in x0.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let want = 2.0 + 3.0 + if j < 2 { 1.0 } else { 0.0 } - 2.0 * v + 1.0;
+                assert!(
+                    (dx[i][j] - want).abs() < 1e-6,
+                    "dx[{i}][{j}] {} for {want}",
+                    dx[i][j]
+                );
+            }
+        }
+        // The bias is read once, broadcast over two rows.
+        assert_eq!(values(grads.get(b).unwrap()), vec![2.0, 2.0, 2.0]);
+    }
+}
