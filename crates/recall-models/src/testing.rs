@@ -23,3 +23,9 @@ pub(crate) fn uniform(rng: &mut Xoshiro256PlusPlus, len: usize, bound: f32) -> V
 pub(crate) fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
 }
+
+/// [`close`], or a panic at the caller's line that shows both.
+#[track_caller]
+pub(crate) fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+    assert!(close(a, b, tol), "{a:?} vs {b:?}");
+}

@@ -751,7 +751,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    use crate::testing::{bits, close, uniform, values};
+    use crate::testing::{assert_close, bits, uniform, values};
 
     /// Each sequence kernel's AVX2 copy (where this CPU runs it) gives its portable copy's
     /// bits, on rows whose lengths are no multiple of a vector's lanes, with padding slots and
@@ -859,7 +859,7 @@ mod tests {
             all
         };
         for (a, b) in run(true).iter().zip(&run(false)) {
-            assert!(close(a, b, 1e-3), "{a:?} vs {b:?}");
+            assert_close(a, b, 1e-3);
         }
     }
 
@@ -867,30 +867,11 @@ mod tests {
     /// rows, and its gradient equals the generic ops'.
     #[test]
     fn causal_softmax_masks_the_future_and_padding() {
-        let dev = Device::Cpu;
         let (b, h, l) = (2, 2, 4);
-        let s = Var::from_tensor(
-            &Tensor::from_vec(
-                (0..b * h * l * l)
-                    .map(|k| ((k * 5 % 13) as f32 - 6.0) / 4.0)
-                    .collect::<Vec<_>>(),
-                (b * h, l, l),
-                &dev,
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let (s, w) = scores_and_weights(b * h, l);
         // Row 0: one window of 4 slots; row 1: two padding slots, then a window of 2.
         let pad = PADDING;
         let first = [0, 0, 0, 0, pad, pad, 2, 2];
-        let w = Tensor::from_vec(
-            (0..b * h * l * l)
-                .map(|k| (k % 7) as f32 - 3.0)
-                .collect::<Vec<_>>(),
-            (b * h, l, l),
-            &dev,
-        )
-        .unwrap();
         let run = |fused: bool| {
             let f = if fused {
                 causal_softmax
@@ -907,18 +888,8 @@ mod tests {
             (values(&p), values(g.get(s.as_tensor()).unwrap()))
         };
         let (fused, generic) = (run(true), run(false));
-        assert!(
-            close(&fused.0, &generic.0, 1e-5),
-            "{:?} vs {:?}",
-            fused.0,
-            generic.0
-        );
-        assert!(
-            close(&fused.1, &generic.1, 1e-4),
-            "{:?} vs {:?}",
-            fused.1,
-            generic.1
-        );
+        assert_close(&fused.0, &generic.0, 1e-5);
+        assert_close(&fused.1, &generic.1, 1e-4);
         let p = &fused.0;
         // Sequence 0, head 0, query 1: keys 0 and 1 only, summing to 1.
         let row = &p[l..2 * l];
@@ -928,6 +899,17 @@ mod tests {
         assert!(block[..2 * l].iter().all(|&v| v == 0.0));
         assert_eq!(&block[2 * l..3 * l], &[0.0, 0.0, 1.0, 0.0]);
     }
+    /// Attention scores for `n` blocks of `l x l` as a variable (both signs, neighbours
+    /// unequal), and the weights `w` of the loss `sum(p * w)` whose gradient the tests compare.
+    fn scores_and_weights(n: usize, l: usize) -> (Var, Tensor) {
+        let dev = Device::Cpu;
+        let at = |f: fn(usize) -> f32| {
+            Tensor::from_vec((0..n * l * l).map(f).collect::<Vec<_>>(), (n, l, l), &dev).unwrap()
+        };
+        let scores = Var::from_tensor(&at(|k| ((k * 5 % 13) as f32 - 6.0) / 4.0)).unwrap();
+        (scores, at(|k| (k % 7) as f32 - 3.0))
+    }
+
     /// The values of `y`, and the gradients of `sum(y * w)` for the two inputs `a` and `b`.
     fn weighted_grads(y: &Tensor, w: &Tensor, a: &Var, b: &Var) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let g = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
@@ -987,15 +969,10 @@ mod tests {
         let (fused, generic) = (run(true), run(false));
         // The row chunks run in parallel: one thread or two give the same bits.
         assert_eq!(bits_on(1, || run(true)), bits_on(2, || run(true)));
-        assert!(close(&fused.0, &generic.0, 1e-5));
-        assert!(close(&fused.1, &generic.1, 1e-5));
+        assert_close(&fused.0, &generic.0, 1e-5);
+        assert_close(&fused.1, &generic.1, 1e-5);
         // Summed over 549 rows: the tolerance scales with the sum's magnitude.
-        assert!(
-            close(&fused.2, &generic.2, 1e-3),
-            "{:?} vs {:?}",
-            fused.2,
-            generic.2
-        );
+        assert_close(&fused.2, &generic.2, 1e-3);
         // By hand: silu(0) = 0 with slope 1/2; far below zero the value and slope vanish.
         let z0 = values(z.as_tensor());
         let k = (0..n).find(|&r| z0[r * c + 2] == 0.0).unwrap();
@@ -1009,17 +986,7 @@ mod tests {
     fn silu_attention_matches_generic_ops_and_masks() {
         let dev = Device::Cpu;
         let (b, h, l, max_len) = (2, 2, 4, 6);
-        let s = Var::from_tensor(
-            &Tensor::from_vec(
-                (0..b * h * l * l)
-                    .map(|k| ((k * 5 % 13) as f32 - 6.0) / 4.0)
-                    .collect::<Vec<_>>(),
-                (b * h, l, l),
-                &dev,
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let (s, w) = scores_and_weights(b * h, l);
         let bias = Var::from_tensor(
             &Tensor::from_vec(vec![0.3f32, -0.2, 0.5, 0.1, -0.4, 0.7], max_len, &dev).unwrap(),
         )
@@ -1027,14 +994,6 @@ mod tests {
         // Row 0: windows of 3 and 1 slots; row 1: two padding slots, then a window of 2.
         let pad = PADDING;
         let first = [0, 0, 0, 3, pad, pad, 2, 2];
-        let w = Tensor::from_vec(
-            (0..b * h * l * l)
-                .map(|k| (k % 7) as f32 - 3.0)
-                .collect::<Vec<_>>(),
-            (b * h, l, l),
-            &dev,
-        )
-        .unwrap();
         let run = |fused: bool| {
             let f = if fused {
                 silu_attention
@@ -1047,24 +1006,9 @@ mod tests {
         let (fused, generic) = (run(true), run(false));
         // One task per attention block: one thread or two give the same bits.
         assert_eq!(bits_on(1, || run(true)), bits_on(2, || run(true)));
-        assert!(
-            close(&fused.0, &generic.0, 1e-5),
-            "{:?} vs {:?}",
-            fused.0,
-            generic.0
-        );
-        assert!(
-            close(&fused.1, &generic.1, 1e-4),
-            "{:?} vs {:?}",
-            fused.1,
-            generic.1
-        );
-        assert!(
-            close(&fused.2, &generic.2, 1e-4),
-            "{:?} vs {:?}",
-            fused.2,
-            generic.2
-        );
+        assert_close(&fused.0, &generic.0, 1e-5);
+        assert_close(&fused.1, &generic.1, 1e-4);
+        assert_close(&fused.2, &generic.2, 1e-4);
         let p = &fused.0;
         let silu = |x: f32| x / (1.0 + (-x).exp());
         // Row 0, head 0, query 1 sees keys 0 and 1 (distances 1 and 0), nothing later.
