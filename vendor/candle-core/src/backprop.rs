@@ -717,7 +717,9 @@ impl GradStore {
     // is stored as it is (made contiguous where it is a strided view, as the sum upstream made
     // was); later ones are added to it. Upstream's `or_insert` followed by `add` filled a
     // zeroed tensor and added into a fresh one for every edge of the graph, most of which have
-    // a single consumer.
+    // a single consumer. That `add` also refused a gradient of another shape, dtype or device
+    // than its tensor (an op's faulty backward); the first gradient is checked the same way,
+    // with the same errors.
     fn accumulate(
         &mut self,
         tensor: &Tensor,
@@ -730,6 +732,19 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
+                tensor.same_shape_binary_op(grad, "add")?;
+                if tensor.dtype() != grad.dtype() {
+                    return Err(Error::DTypeMismatchBinaryOp {
+                        lhs: tensor.dtype(),
+                        rhs: grad.dtype(),
+                        op: "add",
+                    }
+                    .bt());
+                }
+                let (lhs, rhs) = (tensor.device().location(), grad.device().location());
+                if lhs != rhs {
+                    return Err(Error::DeviceMismatchBinaryOp { lhs, rhs, op: "add" }.bt());
+                }
                 entry.insert(grad.contiguous()?);
             }
         }

@@ -68,4 +68,51 @@ mod tests {
         // The bias is read once, broadcast over two rows.
         assert_eq!(values(grads.get(b).unwrap()), vec![2.0, 2.0, 2.0]);
     }
+
+    /// An identity whose backward returns its gradient's first row only: the faulty backward
+    /// of a custom op.
+    struct FirstRowGrad;
+
+    impl candle_core::CustomOp1 for FirstRowGrad {
+        fn name(&self) -> &'static str {
+            "first-row-grad"
+        }
+
+        fn cpu_fwd(
+            &self,
+            storage: &candle_core::CpuStorage,
+            layout: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            let x = super::kernel::contiguous(storage, layout, self.name())?;
+            Ok((
+                candle_core::CpuStorage::F32(x.to_vec()),
+                layout.shape().clone(),
+            ))
+        }
+
+        fn bwd(
+            &self,
+            _: &Tensor,
+            _: &Tensor,
+            grad: &Tensor,
+        ) -> candle_core::Result<Option<Tensor>> {
+            Ok(Some(grad.narrow(0, 0, 1)?))
+        }
+    }
+
+    /// A gradient of another shape than its tensor is refused, as upstream's sum into zeros
+    /// refused it, also when it is the first (and only) gradient the tensor receives.
+    #[test]
+    fn the_backward_pass_refuses_a_gradient_of_another_shape() {
+        let x = Var::from_tensor(&Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap())
+            .unwrap();
+        let y = x.as_tensor().apply_op1(FirstRowGrad).unwrap();
+        let err = y.sum_all().unwrap().backward().unwrap_err().to_string();
+        assert!(
+            err.contains("shape mismatch in add")
+                && err.contains("[2, 2]")
+                && err.contains("[1, 2]"),
+            "{err}"
+        );
+    }
 }
