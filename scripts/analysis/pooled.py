@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Two models of the same pipeline, pooled over its runs (seeds): each test user's value
-averaged over the runs, from the evaluate stage's per-user files, the paired difference with a
+"""Two models of the same pipeline, pooled over its runs (seeds): each user's value
+averaged over the runs, from the evaluate stage's per-user files (test, or with `--split valid`
+the validation split: what choices are made on), the paired difference with a
 bootstrap interval over users, and (unfiltered view) random's exact expectation beside them.
 Needs pyarrow.
 
@@ -27,21 +28,21 @@ import pyarrow.parquet as pq
 from evaluated_run import FIRST_ITEM, bootstrap, random_hit
 
 
-def per_user(run, model, group, view, metric):
-    split = "test" if group == "all" else f"test_{group}"
-    t = pq.read_table(f"{run}/evaluate/{model}/per_user_{split}_{view}.parquet").to_pydict()
+def per_user(run, model, split, group, view, metric):
+    name = split if group == "all" else f"{split}_{group}"
+    t = pq.read_table(f"{run}/evaluate/{model}/per_user_{name}_{view}.parquet").to_pydict()
     return dict(zip(t["user_row"], t[metric]))
 
 
-def random_expectation(run, group, k):
-    """Each test row's chance of a hit in `k` random items of the whole catalogue."""
+def random_expectation(run, split, group, k):
+    """Each row's chance of a hit in `k` random items of the whole catalogue."""
     enc = f"{run}/encode"
     features = json.load(open(f"{enc}/features.json"))
     n_items = features["item_table_size"]
     first_cold = n_items - features["stats"]["cold_items"]
     seqs = pq.read_table(f"{enc}/sequences.parquet", columns=["user_idx", "items"]).to_pydict()
     items_of = dict(zip(seqs["user_idx"], seqs["items"]))
-    rows = pq.read_table(f"{enc}/test.parquet").to_pydict()
+    rows = pq.read_table(f"{enc}/{split}.parquet").to_pydict()
     truth = [{items_of[u][p]} for u, p in zip(rows["user_idx"], rows["position"])]
     row_of = {u: r for r, u in enumerate(rows["user_idx"])}
     try:
@@ -59,19 +60,19 @@ def random_expectation(run, group, k):
     return out
 
 
-def raw_users(run):
-    """Each test row's raw user id."""
+def raw_users(run, split):
+    """Each row's raw user id."""
     enc = f"{run}/encode"
     vocab = pq.read_table(f"{enc}/vocab_user_id.parquet").to_pydict()
     raw_of = dict(zip(vocab["index"], vocab["raw"]))
-    return [raw_of[u] for u in pq.read_table(f"{enc}/test.parquet").column("user_idx").to_pylist()]
+    return [raw_of[u] for u in pq.read_table(f"{enc}/{split}.parquet").column("user_idx").to_pylist()]
 
 
-def rekeyed(values, from_run, to_run):
-    """`values` keyed by `from_run`'s test rows, keyed instead by `to_run`'s rows of the same
+def rekeyed(values, from_run, to_run, split):
+    """`values` keyed by `from_run`'s rows of `split`, keyed instead by `to_run`'s rows of the same
     users (by raw id); users `to_run` lacks are dropped."""
-    row_of = {raw: r for r, raw in enumerate(raw_users(to_run))}
-    raw = raw_users(from_run)
+    row_of = {raw: r for r, raw in enumerate(raw_users(to_run, split))}
+    raw = raw_users(from_run, split)
     return {row_of[raw[u]]: v for u, v in values.items() if raw[u] in row_of}
 
 
@@ -99,6 +100,8 @@ def pooled(values):
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--split", default="test", choices=["test", "valid"],
+                   help="valid: the validation split (runs evaluated with `[evaluate] validation = true`)")
     p.add_argument("--group", default="all", choices=["all", "cold", "warm"])
     p.add_argument("--view", default="none", choices=["none", "all", "recent"])
     p.add_argument("--metric", default="hit_rate@50")
@@ -116,9 +119,9 @@ def main():
     values = {label: {} for label in labels}
     for g, runs in enumerate(groups):
         for label, m, source in ((labels[0], a.model_a, runs), (labels[1], a.model_b, against or runs)):
-            rows = pooled([per_user(run, m, a.group, a.view, a.metric) for run in source])
+            rows = pooled([per_user(run, m, a.split, a.group, a.view, a.metric) for run in source])
             if source is not runs:
-                rows = rekeyed(rows, source[0], runs[0])
+                rows = rekeyed(rows, source[0], runs[0], a.split)
             for u, v in rows.items():
                 values[label][(g, u)] = v
     name_a, name_b = labels
@@ -126,19 +129,19 @@ def main():
     mean = lambda d: sum(d[u] for u in users) / len(users)
     if len(groups) > 1:
         # One user's queries at several cuts are not independent: resample users whole.
-        raw = {g: raw_users(runs[0]) for g, runs in enumerate(groups)}
+        raw = {g: raw_users(runs[0], a.split) for g, runs in enumerate(groups)}
         cluster_of = {(g, u): raw[g][u] for g, u in users}
         interval = lambda d: cluster_bootstrap(dict(zip(users, d)), cluster_of)
         print(f"{len(set(cluster_of.values()))} distinct users over the {len(groups)} encodings; intervals resample users whole")
     else:
         interval = bootstrap
     lo, hi = interval([values[name_b][u] - values[name_a][u] for u in users])
-    print(f"{a.group} targets, {a.view} view, {a.metric}, {len(users)} users, {len(groups)} encodings x {len(groups[0])} runs: "
+    print(f"{a.split}, {a.group} targets, {a.view} view, {a.metric}, {len(users)} users, {len(groups)} encodings x {len(groups[0])} runs: "
           f"{name_a} {mean(values[name_a]):.4f}, {name_b} {mean(values[name_b]):.4f}, "
           f"difference {mean(values[name_b]) - mean(values[name_a]):+.4f} (95 % CI {lo:+.4f} to {hi:+.4f})")
     if a.view == "none" and a.metric.startswith("hit_rate@") and not a.against:
         k = int(a.metric.split("@")[1])
-        expect = {(g, u): e for g, runs in enumerate(groups) for u, e in random_expectation(runs[0], a.group, k).items()}
+        expect = {(g, u): e for g, runs in enumerate(groups) for u, e in random_expectation(runs[0], a.split, a.group, k).items()}
         for m in (name_a, name_b):
             lo, hi = interval([values[m][u] - expect[u] for u in users])
             e = sum(expect[u] for u in users) / len(users)
