@@ -732,19 +732,13 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
+                // The checks of `Tensor::add`, in its order: shape, then (`binary_impl`)
+                // device and dtype.
                 tensor.same_shape_binary_op(grad, "add")?;
-                if tensor.dtype() != grad.dtype() {
-                    return Err(Error::DTypeMismatchBinaryOp {
-                        lhs: tensor.dtype(),
-                        rhs: grad.dtype(),
-                        op: "add",
-                    }
-                    .bt());
-                }
-                let (lhs, rhs) = (tensor.device().location(), grad.device().location());
-                if lhs != rhs {
-                    return Err(Error::DeviceMismatchBinaryOp { lhs, rhs, op: "add" }.bt());
-                }
+                let (lhs, rhs) = (tensor.storage(), grad.storage());
+                lhs.same_device(&rhs, "add")?;
+                lhs.same_dtype(&rhs, "add")?;
+                drop((lhs, rhs));
                 entry.insert(grad.contiguous()?);
             }
         }
