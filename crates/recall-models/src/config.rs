@@ -465,6 +465,12 @@ pub struct HstuConfig {
     pub max_len: Option<usize>,
     /// An item tower on the candidate side, as SASRec's.
     pub item: Option<ItemTowerConfig>,
+    /// Each block's output projection starts at zero, so the stack starts as the identity and
+    /// the item embeddings reach the final norm undiluted; otherwise (the default) it starts
+    /// as torch's `Linear`, and each block adds a draw of about 0.3 per dimension (bias
+    /// included) to a stream whose items start at `init_std`, which deep stacks train out of
+    /// slowly or after a plateau (MEASUREMENTS.md, "Eight blocks").
+    pub identity_init: bool,
 }
 
 /// Every key of every kind, as a pipeline file spells them: what a `model = { ... }` table is
@@ -512,6 +518,8 @@ struct RawModelConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     blocks: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    identity_init: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     heads: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_len: Option<usize>,
@@ -540,7 +548,7 @@ const POOLED_KEYS: [&str; 8] = [
 ];
 const ITEM_TOWER_KEYS: [&str; 3] = ["item_tower", "item_features", "item_id_dropout"];
 const SASREC_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "ffn_width"];
-const HSTU_KEYS: [&str; 3] = ["blocks", "heads", "max_len"];
+const HSTU_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "identity_init"];
 
 impl ModelKind {
     /// The keys a `model = { ... }` table of this kind may have (besides `kind`).
@@ -714,6 +722,7 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 heads: raw.heads.unwrap_or(1),
                 max_len: raw.max_len,
                 item: raw.item_side(kind)?,
+                identity_init: raw.identity_init.unwrap_or(false),
             }),
         })
     }
@@ -744,6 +753,8 @@ impl From<ModelConfig> for RawModelConfig {
                 raw.heads = Some(c.heads);
                 raw.max_len = c.max_len;
                 raw.set_item(c.item.as_ref());
+                // Left out when off, so a file without the key reads back as it was written.
+                raw.identity_init = c.identity_init.then_some(true);
             }
         }
         raw
@@ -1312,6 +1323,8 @@ mod tests {
     fn model_configs_round_trip_with_their_own_keys() {
         for v in [
             serde_json::json!({ "kind": "sasrec", "blocks": 3, "max_len": 50 }),
+            serde_json::json!({ "kind": "hstu", "blocks": 8, "identity_init": true }),
+            serde_json::json!({ "kind": "hstu", "blocks": 4, "identity_init": false }),
             serde_json::json!({ "kind": "youtubednn", "embedding_dim": 8, "user_tower": [8], "recent_items": 5 }),
             serde_json::json!({ "kind": "dssm", "item_tower": [32, 64], "batch_norm": true }),
         ] {
@@ -1427,6 +1440,7 @@ mod tests {
             ("user_tower", serde_json::json!([8])),
             ("example_age", serde_json::json!(false)),
             ("batch_norm", serde_json::json!(true)),
+            ("identity_init", serde_json::json!(true)),
         ] {
             let mut table = serde_json::json!({ "kind": "sasrec" });
             table[key] = value;

@@ -71,10 +71,12 @@ pub struct HstuEncoder {
 
 impl HstuEncoder {
     /// A freshly initialised encoder (`spec.ffn` is not used: the block has no feed-forward
-    /// net).
+    /// net); `identity_init` starts each block's output projection at zero
+    /// (`HstuConfig::identity_init`).
     pub fn new(
         spec: SequenceSpec,
         init_std: f32,
+        identity_init: bool,
         rng: &mut impl Rng,
         device: &Device,
         params: &mut Params,
@@ -89,12 +91,21 @@ impl HstuEncoder {
             // Zero: every distance starts alike, as without a bias.
             let bias = Var::from_tensor(&Tensor::zeros(spec.max_len, DType::F32, device)?)?;
             params.push((name(RELATIVE_BIAS), bias.clone()));
+            let attention_norm = Norm::new(&name(ATTENTION_NORM), d, device, params)?;
+            let output = Linear::new(&name(OUTPUT), d, d, rng, device, params)?;
+            if identity_init {
+                // Drawn and then zeroed, so every other tensor starts as it would without
+                // the option (the same random draws in the same order).
+                for (_, var) in &params[params.len() - 2..] {
+                    var.set(&var.zeros_like()?)?;
+                }
+            }
             blocks.push(Block {
                 input_norm,
                 uvqk,
                 relative_bias: bias.as_tensor().clone(),
-                attention_norm: Norm::new(&name(ATTENTION_NORM), d, device, params)?,
-                output: Linear::new(&name(OUTPUT), d, d, rng, device, params)?,
+                attention_norm,
+                output,
             });
         }
         let final_norm = Norm::new(FINAL_NORM, d, device, params)?;
@@ -233,7 +244,7 @@ mod tests {
         let dev = Device::Cpu;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut params = Params::new();
-        let encoder = HstuEncoder::new(spec, 0.5, &mut rng, &dev, &mut params).unwrap();
+        let encoder = HstuEncoder::new(spec, 0.5, false, &mut rng, &dev, &mut params).unwrap();
         // A non-zero position bias, so that the test exercises it.
         for (name, var) in &params {
             if name.ends_with(RELATIVE_BIAS) {
@@ -263,7 +274,7 @@ mod tests {
         let dev = Device::Cpu;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let (mut hstu_params, mut sasrec_params) = (Params::new(), Params::new());
-        let hstu = HstuEncoder::new(spec, 0.5, &mut rng, &dev, &mut hstu_params).unwrap();
+        let hstu = HstuEncoder::new(spec, 0.5, false, &mut rng, &dev, &mut hstu_params).unwrap();
         let sasrec = SequenceEncoder::new(spec, 0.5, &mut rng, &dev, &mut sasrec_params).unwrap();
         for (layout, params) in [
             (hstu.describe(), hstu_params),
@@ -328,30 +339,37 @@ mod tests {
         assert_packing_changes_nothing(&encoder, &table, spec.dim, spec.side);
     }
 
-    /// Causality: changing the items after a position changes nothing at it or before it,
-    /// and changing an earlier item does change it (the blocks do read the history).
-    #[test]
-    fn a_position_never_sees_later_items() {
-        let dev = Device::Cpu;
-        let spec = SequenceSpec {
+    /// Width 8, two heads, windows of up to 10 items, no side features, no dropout.
+    fn small_spec(blocks: usize) -> SequenceSpec {
+        SequenceSpec {
             dim: 8,
-            blocks: 2,
+            blocks,
             heads: 2,
             max_len: 10,
             ffn: 8,
             side: 0,
             dropout: 0.0,
-        };
+        }
+    }
+
+    /// The encoder's output rows for one window, every position's flattened in order.
+    fn encode_window(encoder: &HstuEncoder, items: &Gathered, window: &[u32]) -> Vec<f32> {
+        let layout = Padded::packed([window], encoder.spec.max_len);
+        values(
+            &encoder
+                .forward(items, &layout, None, &mut Pass::Infer)
+                .unwrap(),
+        )
+    }
+
+    /// Causality: changing the items after a position changes nothing at it or before it,
+    /// and changing an earlier item does change it (the blocks do read the history).
+    #[test]
+    fn a_position_never_sees_later_items() {
+        let spec = small_spec(2);
         let (encoder, table) = encoder(spec, 5);
-        let items = table.gather(0..40u32, &dev).unwrap();
-        let run = |window: &[u32]| {
-            let layout = Padded::packed([window], spec.max_len);
-            values(
-                &encoder
-                    .forward(&items, &layout, None, &mut Pass::Infer)
-                    .unwrap(),
-            )
-        };
+        let items = table.gather(0..40u32, &Device::Cpu).unwrap();
+        let run = |window: &[u32]| encode_window(&encoder, &items, window);
         let base = [3u32, 9, 14, 22, 7, 30, 18];
         let mut later = base;
         later[5] = 33;
@@ -365,5 +383,54 @@ mod tests {
         // Position 4 moves when position 1 changes.
         assert_ne!(&a[4 * 8..5 * 8], &c[4 * 8..5 * 8]);
         assert_eq!(&a[..8], &c[..8]);
+    }
+
+    /// `identity_init` zeroes the blocks' output projections and nothing else (every other
+    /// tensor is drawn as without it), so a fresh stack is the identity: a position reads its
+    /// own item alone, and changing an earlier item changes nothing at it.
+    #[test]
+    fn identity_init_starts_every_block_as_the_identity() {
+        let dev = Device::Cpu;
+        let spec = small_spec(3);
+        let fresh = |identity_init: bool| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+            let mut params = Params::new();
+            let encoder =
+                HstuEncoder::new(spec, 0.5, identity_init, &mut rng, &dev, &mut params).unwrap();
+            (
+                encoder,
+                params,
+                SparseTable::new(40, spec.dim, 0.5, &mut rng),
+            )
+        };
+        let (plain, plain_params, _) = fresh(false);
+        let (identity, identity_params, table) = fresh(true);
+        let output_prefix = |name: &str| name.contains(&format!(".{OUTPUT}."));
+        let mut zeroed = 0;
+        for ((name, a), (_, b)) in plain_params.iter().zip(&identity_params) {
+            let (a, b) = (values(a.as_tensor()), values(b.as_tensor()));
+            if output_prefix(name) {
+                assert!(b.iter().all(|&v| v == 0.0), "{name} is not zero");
+                assert!(
+                    a.iter().any(|&v| v != 0.0),
+                    "{name} drawn as zero without the option"
+                );
+                zeroed += 1;
+            } else {
+                assert_eq!(a, b, "{name} differs");
+            }
+        }
+        assert_eq!(zeroed, 2 * spec.blocks);
+
+        let items = table.gather(0..40u32, &dev).unwrap();
+        let run = |encoder: &HstuEncoder, window: &[u32]| encode_window(encoder, &items, window);
+        let base = [3u32, 9, 14, 22, 7];
+        let mut earlier = base;
+        earlier[1] = 25;
+        assert_eq!(
+            run(&identity, &base)[4 * 8..],
+            run(&identity, &earlier)[4 * 8..]
+        );
+        assert_ne!(run(&plain, &base)[4 * 8..], run(&plain, &earlier)[4 * 8..]);
     }
 }

@@ -280,7 +280,15 @@ impl TwoTower {
                 let std = config.common().init_std;
                 let encoder: Arc<dyn WindowEncoder> = match config.kind() {
                     ModelKind::Hstu => {
-                        Arc::new(HstuEncoder::new(sequence, std, rng, device, &mut params)?)
+                        let identity_init = config.hstu().is_some_and(|c| c.identity_init);
+                        Arc::new(HstuEncoder::new(
+                            sequence,
+                            std,
+                            identity_init,
+                            rng,
+                            device,
+                            &mut params,
+                        )?)
                     }
                     _ => Arc::new(SequenceEncoder::new(
                         sequence,
