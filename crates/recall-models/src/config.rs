@@ -467,9 +467,10 @@ pub struct HstuConfig {
     pub item: Option<ItemTowerConfig>,
     /// Each block's output projection starts at zero, so the stack starts as the identity and
     /// the item embeddings reach the final norm undiluted; otherwise (the default) it starts
-    /// as torch's `Linear`, and each block adds a draw of about 0.3 per dimension (bias
-    /// included) to a stream whose items start at `init_std`, which deep stacks train out of
-    /// slowly or after a plateau (MEASUREMENTS.md, "Eight blocks").
+    /// as torch's `Linear`, and each block adds its draws (about 0.3 per dimension by an
+    /// estimate from the widths) to a stream whose items start at `init_std`. At 8 blocks on
+    /// ML-1M it shortened a seed's plateau at the start but slowed the first epochs of both
+    /// seeds and ended behind 6 blocks without it (MEASUREMENTS.md, "Eight blocks").
     pub identity_init: bool,
 }
 
