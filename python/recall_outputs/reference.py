@@ -241,7 +241,9 @@ class ExportedModel:
         eps, heads, max_len = encoder["layer_norm_eps"], encoder["heads"], encoder["max_len"]
         window = window or [PADDING]
         n = len(window)
-        x = t["item_embedding"][window] + t[encoder["positions"]][max_len - n :]
+        # `input_scale` is absent from layouts written before it existed: 1.
+        scale = encoder.get("input_scale", 1.0)
+        x = scale * t["item_embedding"][window] + t[encoder["positions"]][max_len - n :]
         if encoder.get("side"):
             x = x + side @ t[encoder["side"]["weight"]].T + t[encoder["side"]["bias"]]
         values = {"x": x}

@@ -449,6 +449,9 @@ pub struct SasrecConfig {
     /// `item_id_dropout`): cold items get vectors from their features. Default none: the
     /// item table, shared with the history.
     pub item: Option<ItemTowerConfig>,
+    /// Multiplies each history item's embedding before the positions are added. Default 1;
+    /// the published SASRec and HSTU code multiply by sqrt(embedding_dim) (8 at width 64).
+    pub input_scale: f32,
 }
 
 /// `kind = "hstu"`.
@@ -465,6 +468,8 @@ pub struct HstuConfig {
     pub max_len: Option<usize>,
     /// An item tower on the candidate side, as SASRec's.
     pub item: Option<ItemTowerConfig>,
+    /// As SASRec's `input_scale`.
+    pub input_scale: f32,
     /// Each block's output projection starts at zero, so the stack starts as the identity and
     /// the item embeddings reach the final norm undiluted; otherwise (the default) it starts
     /// as torch's `Linear`, and each block adds its draws (about 0.3 per dimension by an
@@ -521,6 +526,8 @@ struct RawModelConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     identity_init: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    input_scale: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     heads: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_len: Option<usize>,
@@ -548,8 +555,8 @@ const POOLED_KEYS: [&str; 8] = [
     "example_age",
 ];
 const ITEM_TOWER_KEYS: [&str; 3] = ["item_tower", "item_features", "item_id_dropout"];
-const SASREC_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "ffn_width"];
-const HSTU_KEYS: [&str; 4] = ["blocks", "heads", "max_len", "identity_init"];
+const SASREC_KEYS: [&str; 5] = ["blocks", "heads", "max_len", "ffn_width", "input_scale"];
+const HSTU_KEYS: [&str; 5] = ["blocks", "heads", "max_len", "identity_init", "input_scale"];
 
 impl ModelKind {
     /// The keys a `model = { ... }` table of this kind may have (besides `kind`).
@@ -586,6 +593,22 @@ impl RawModelConfig {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// `input_scale`, 1 unless set; a scale that is not a positive finite number is refused.
+    fn input_scale(&self) -> Result<f32, String> {
+        match self.input_scale {
+            None => Ok(1.0),
+            Some(s) if s.is_finite() && s > 0.0 => Ok(s),
+            Some(s) => Err(format!(
+                "`input_scale` = {s} is not a positive number (the published code's is sqrt(embedding_dim), 8 at width 64)"
+            )),
+        }
+    }
+
+    /// Left out at 1, so a file without the key reads back as it was written.
+    fn set_input_scale(&mut self, scale: f32) {
+        self.input_scale = (scale != 1.0).then_some(scale);
     }
 
     fn common(&self) -> Common {
@@ -716,6 +739,7 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 max_len: raw.max_len,
                 ffn_width: raw.ffn_width,
                 item: raw.item_side(kind)?,
+                input_scale: raw.input_scale()?,
             }),
             ModelKind::Hstu => ModelConfig::Hstu(HstuConfig {
                 common: raw.common(),
@@ -724,6 +748,7 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 max_len: raw.max_len,
                 item: raw.item_side(kind)?,
                 identity_init: raw.identity_init.unwrap_or(false),
+                input_scale: raw.input_scale()?,
             }),
         })
     }
@@ -748,6 +773,7 @@ impl From<ModelConfig> for RawModelConfig {
                 raw.max_len = c.max_len;
                 raw.ffn_width = c.ffn_width;
                 raw.set_item(c.item.as_ref());
+                raw.set_input_scale(c.input_scale);
             }
             ModelConfig::Hstu(c) => {
                 raw.blocks = Some(c.blocks);
@@ -756,6 +782,7 @@ impl From<ModelConfig> for RawModelConfig {
                 raw.set_item(c.item.as_ref());
                 // Left out when off, so a file without the key reads back as it was written.
                 raw.identity_init = c.identity_init.then_some(true);
+                raw.set_input_scale(c.input_scale);
             }
         }
         raw
@@ -1326,6 +1353,8 @@ mod tests {
             serde_json::json!({ "kind": "sasrec", "blocks": 3, "max_len": 50 }),
             serde_json::json!({ "kind": "hstu", "blocks": 8, "identity_init": true }),
             serde_json::json!({ "kind": "hstu", "blocks": 4, "identity_init": false }),
+            serde_json::json!({ "kind": "hstu", "input_scale": 8.0 }),
+            serde_json::json!({ "kind": "sasrec", "input_scale": 1.0 }),
             serde_json::json!({ "kind": "youtubednn", "embedding_dim": 8, "user_tower": [8], "recent_items": 5 }),
             serde_json::json!({ "kind": "dssm", "item_tower": [32, 64], "batch_norm": true }),
         ] {
@@ -1453,6 +1482,25 @@ mod tests {
                 "{err}"
             );
         }
+        // An input scale that is not a positive number is refused, naming the key; a pooled
+        // kind has none.
+        for scale in [0.0, -8.0] {
+            let err = serde_json::from_value::<ModelConfig>(
+                serde_json::json!({ "kind": "sasrec", "input_scale": scale }),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("`input_scale`"), "{err}");
+        }
+        let err = serde_json::from_value::<ModelConfig>(
+            serde_json::json!({ "kind": "youtubednn", "input_scale": 8.0 }),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`input_scale` is not a key of kind \"youtubednn\""),
+            "{err}"
+        );
         // A sequence kind takes an item tower only with its widths, ending at embedding_dim.
         let err = serde_json::from_value::<ModelConfig>(
             serde_json::json!({ "kind": "sasrec", "item_id_dropout": 0.3 }),

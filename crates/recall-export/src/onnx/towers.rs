@@ -523,9 +523,18 @@ impl<'a> Tower<'a> {
         }
         let history = self.history(len);
         let items = self.weight("item_embedding")?;
-        let x = self
+        let mut x = self
             .g
             .node("Gather", &[&items, &history], vec![int("axis", 0)]);
+        // Absent from layouts written before the option existed: 1, and no node.
+        let scale = encoder
+            .get("input_scale")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0) as f32;
+        if scale != 1.0 {
+            let scale = self.g.f32s("input_scale", &[], &[scale]);
+            x = self.op("Mul", &[&x, &scale]);
+        }
         let (_, positions) = self.tensor(text(encoder, "positions")?)?;
         let newest_rows = &positions[(max_len - len) * dim..max_len * dim];
         let positions = self.g.f32s("positions.newest", &[len, dim], newest_rows);

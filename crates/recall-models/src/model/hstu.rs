@@ -21,8 +21,8 @@ use rand::Rng;
 
 use crate::error::Result;
 use crate::model::sequence::{
-    Linear, Norm, SequenceSpec, WindowInputs, dropout, heads_apart, heads_together, position_table,
-    steps,
+    Linear, Norm, SequenceSpec, WindowInputs, dropout, heads_apart, heads_together, linear_names,
+    position_table, steps,
 };
 use crate::model::sparse::Gathered;
 use crate::model::tower::{Params, Pass};
@@ -95,8 +95,10 @@ impl HstuEncoder {
             let output = Linear::new(&name(OUTPUT), d, d, rng, device, params)?;
             if identity_init {
                 // Drawn and then zeroed, so every other tensor starts as it would without
-                // the option (the same random draws in the same order).
-                for (_, var) in &params[params.len() - 2..] {
+                // the option (the same random draws in the same order). Found by name, so
+                // a change to what `Linear::new` registers cannot zero another tensor.
+                let (weight, bias) = linear_names(&name(OUTPUT));
+                for (_, var) in params.iter().filter(|(n, _)| *n == weight || *n == bias) {
                     var.set(&var.zeros_like()?)?;
                 }
             }
@@ -144,6 +146,7 @@ impl WindowEncoder for HstuEncoder {
         let (b, l, d, h) = (windows.rows(), windows.len, self.spec.dim, self.spec.heads);
         let inputs = WindowInputs {
             positions: &self.positions,
+            input_scale: self.spec.input_scale,
             side: self.side.as_ref(),
             identity: &self.identity,
         };
@@ -270,6 +273,7 @@ mod tests {
             ffn: 8,
             side: 3,
             dropout: 0.0,
+            input_scale: 1.0,
         };
         let dev = Device::Cpu;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
@@ -334,6 +338,7 @@ mod tests {
             ffn: 8,
             side: 3,
             dropout: 0.0,
+            input_scale: 1.0,
         };
         let (encoder, table) = encoder(spec, 11);
         assert_packing_changes_nothing(&encoder, &table, spec.dim, spec.side);
@@ -349,6 +354,7 @@ mod tests {
             ffn: 8,
             side: 0,
             dropout: 0.0,
+            input_scale: 1.0,
         }
     }
 
@@ -383,6 +389,36 @@ mod tests {
         // Position 4 moves when position 1 changes.
         assert_ne!(&a[4 * 8..5 * 8], &c[4 * 8..5 * 8]);
         assert_eq!(&a[..8], &c[..8]);
+    }
+
+    /// `input_scale` multiplies the history's item rows and nothing else: the encoder with
+    /// scale 3 over a table reads what the same draws at scale 1 read over the table times 3
+    /// (and something else over the table itself).
+    #[test]
+    fn input_scale_multiplies_the_item_rows() {
+        let dev = Device::Cpu;
+        let plain_spec = small_spec(2);
+        let scaled_spec = SequenceSpec {
+            input_scale: 3.0,
+            ..plain_spec
+        };
+        let (plain, table) = encoder(plain_spec, 9);
+        let (scaled, _) = encoder(scaled_spec, 9);
+        let weights = values(&table.to_tensor(&dev).unwrap());
+        let tripled = SparseTable::from_weights(40, 8, weights.iter().map(|v| 3.0 * v).collect());
+        let (items, tripled) = (
+            table.gather(0..40u32, &dev).unwrap(),
+            tripled.gather(0..40u32, &dev).unwrap(),
+        );
+        let window = [3u32, 9, 14, 22, 7];
+        let (a, b) = (
+            encode_window(&scaled, &items, &window),
+            encode_window(&plain, &tripled, &window),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} against {y}");
+        }
+        assert_ne!(a, encode_window(&plain, &items, &window));
     }
 
     /// `identity_init` zeroes the blocks' output projections and nothing else (every other

@@ -193,11 +193,13 @@ impl TwoTower {
         let item_in = d + fd * item_features.len() + item_dense;
         // The sequence kinds' blocks and heads (HSTU has no feed-forward net: its width is unused).
         let blocks = match config {
-            ModelConfig::Sasrec(c) => Some((c.blocks, c.heads, c.ffn_width.unwrap_or(d))),
-            ModelConfig::Hstu(c) => Some((c.blocks, c.heads, d)),
+            ModelConfig::Sasrec(c) => {
+                Some((c.blocks, c.heads, c.ffn_width.unwrap_or(d), c.input_scale))
+            }
+            ModelConfig::Hstu(c) => Some((c.blocks, c.heads, d, c.input_scale)),
             _ => None,
         };
-        let sequence_spec = if let Some((blocks, heads, ffn)) = blocks {
+        let sequence_spec = if let Some((blocks, heads, ffn, input_scale)) = blocks {
             let max_len = config.history_len(data.max_len);
             if max_len > data.max_len {
                 return Err(recall_core::Error::config(
@@ -218,6 +220,7 @@ impl TwoTower {
                 // The user's side inputs (no history pooling): ids, features, dense values.
                 side: user_in - d * pooled - fd * history_features.len(),
                 dropout: common.dropout,
+                input_scale,
             })
         } else {
             None

@@ -35,6 +35,9 @@ pub struct SequenceSpec {
     /// Width of the user side features added to every position (0: none).
     pub side: usize,
     pub dropout: f32,
+    /// Multiplies each history item's row before its position is added (the model
+    /// configuration's `input_scale`).
+    pub input_scale: f32,
 }
 
 // Checkpoint names of the encoder's parts: `new` registers them, `describe` lists them.
@@ -187,11 +190,12 @@ pub(crate) mod steps {
             "max_len": spec.max_len,
             "layer_norm_eps": crate::ops::seq_op::LN_EPS,
             "positions": positions,
+            "input_scale": spec.input_scale,
             "side": side,
             "blocks": blocks,
             "final_norm": { "weight": norm_weight, "bias": norm_bias },
             "computation": format!(
-                "x[t] = item_embedding[window[t]] + positions[max_len - L + t] for the window's L items, \
+                "x[t] = input_scale * item_embedding[window[t]] + positions[max_len - L + t] for the window's L items, \
                  oldest first (row max_len - 1 is the newest item's position), plus side W^T + b on every \
                  position when `side` is set (the side parts concatenated); then each block's `steps` in \
                  order ({block_computation}); the user vector is final_norm(x) at the newest position, then \
@@ -235,6 +239,8 @@ pub(crate) fn dropout(x: Tensor, pass: &mut Pass<'_>) -> Result<Tensor> {
 /// (counted from its window's newest item), plus the projected user side features.
 pub(crate) struct WindowInputs<'a> {
     pub positions: &'a Tensor,
+    /// Multiplies each item row (`SequenceSpec::input_scale`).
+    pub input_scale: f32,
     pub side: Option<&'a Linear>,
     /// Ones of the model width (the fused bias op's identity slope).
     pub identity: &'a Tensor,
@@ -259,8 +265,14 @@ impl WindowInputs<'_> {
         }
         let slots = windows.ids.len();
         let position_rows = Tensor::from_vec(windows.position_rows(max_len), slots, dev)?;
-        let x = (items.lookup(&windows.ids, &[slots], dev)?
-            + self.positions.index_select(&position_rows, 0)?)?;
+        let rows = items.lookup(&windows.ids, &[slots], dev)?;
+        // Skipped at 1, so a model without the option runs the graph it always did.
+        let rows = if self.input_scale == 1.0 {
+            rows
+        } else {
+            rows.affine(self.input_scale as f64, 0.0)?
+        };
+        let x = (rows + self.positions.index_select(&position_rows, 0)?)?;
         Ok(match (self.side, side) {
             (Some(project), Some(s)) => {
                 let owners = Tensor::from_slice(&windows.owners, slots, dev)?;
@@ -465,6 +477,7 @@ impl WindowEncoder for SequenceEncoder {
         let (b, l, d, h) = (windows.rows(), windows.len, self.spec.dim, self.spec.heads);
         let inputs = WindowInputs {
             positions: &self.positions,
+            input_scale: self.spec.input_scale,
             side: self.side.as_ref(),
             identity: &self.identity,
         };
@@ -550,6 +563,7 @@ mod tests {
             ffn: 8,
             side: 3,
             dropout: 0.0,
+            input_scale: 1.0,
         };
         let mut params = Params::new();
         let encoder = SequenceEncoder::new(spec, 0.5, &mut rng, &dev, &mut params).unwrap();
