@@ -475,7 +475,9 @@ pub struct HstuConfig {
     /// as torch's `Linear`, and each block adds its draws (about 0.3 per dimension by an
     /// estimate from the widths) to a stream whose items start at `init_std`. At 8 blocks on
     /// ML-1M it shortened a seed's plateau at the start but slowed the first epochs of both
-    /// seeds and ended behind 6 blocks without it (MEASUREMENTS.md, "Eight blocks").
+    /// seeds and ended behind 6 blocks without it (MEASUREMENTS.md, "Eight blocks"); at 6
+    /// blocks it put a seed that had none on a plateau (MEASUREMENTS.md, "The published
+    /// code's sqrt(dim) input scale").
     pub identity_init: bool,
 }
 
