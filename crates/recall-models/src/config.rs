@@ -1344,6 +1344,13 @@ impl TrainConfig {
 mod tests {
     use super::{LrSchedule, ModelConfig, TrainConfig};
 
+    /// The error a `model = { ... }` table is refused with, as the user reads it.
+    fn refusal(table: serde_json::Value) -> String {
+        serde_json::from_value::<ModelConfig>(table)
+            .unwrap_err()
+            .to_string()
+    }
+
     fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).unwrap()
     }
@@ -1476,9 +1483,7 @@ mod tests {
         ] {
             let mut table = serde_json::json!({ "kind": "sasrec" });
             table[key] = value;
-            let err = serde_json::from_value::<ModelConfig>(table)
-                .unwrap_err()
-                .to_string();
+            let err = refusal(table);
             assert!(
                 err.contains(&format!("`{key}` is not a key of kind \"sasrec\"")),
                 "{err}"
@@ -1487,28 +1492,16 @@ mod tests {
         // An input scale that is not a positive number is refused, naming the key; a pooled
         // kind has none.
         for scale in [0.0, -8.0] {
-            let err = serde_json::from_value::<ModelConfig>(
-                serde_json::json!({ "kind": "sasrec", "input_scale": scale }),
-            )
-            .unwrap_err()
-            .to_string();
+            let err = refusal(serde_json::json!({ "kind": "sasrec", "input_scale": scale }));
             assert!(err.contains("`input_scale`"), "{err}");
         }
-        let err = serde_json::from_value::<ModelConfig>(
-            serde_json::json!({ "kind": "youtubednn", "input_scale": 8.0 }),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(serde_json::json!({ "kind": "youtubednn", "input_scale": 8.0 }));
         assert!(
             err.contains("`input_scale` is not a key of kind \"youtubednn\""),
             "{err}"
         );
         // A sequence kind takes an item tower only with its widths, ending at embedding_dim.
-        let err = serde_json::from_value::<ModelConfig>(
-            serde_json::json!({ "kind": "sasrec", "item_id_dropout": 0.3 }),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(serde_json::json!({ "kind": "sasrec", "item_id_dropout": 0.3 }));
         assert!(
             err.contains("`item_id_dropout`") && err.contains("item_tower"),
             "{err}"
@@ -1531,18 +1524,11 @@ mod tests {
         let again: ModelConfig =
             serde_json::from_value(serde_json::to_value(&tower).unwrap()).unwrap();
         assert_eq!(again, tower);
-        let err = serde_json::from_value::<ModelConfig>(
-            serde_json::json!({ "kind": "youtubednn", "item_tower": [64], "blocks": 2 }),
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            refusal(serde_json::json!({ "kind": "youtubednn", "item_tower": [64], "blocks": 2 }));
         assert!(err.contains("not a key of kind \"youtubednn\""), "{err}");
         // HSTU's block has no feed-forward net, and it trains as SASRec does.
-        let err = serde_json::from_value::<ModelConfig>(
-            serde_json::json!({ "kind": "hstu", "ffn_width": 64 }),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(serde_json::json!({ "kind": "hstu", "ffn_width": 64 }));
         assert!(
             err.contains("`ffn_width` is not a key of kind \"hstu\""),
             "{err}"
