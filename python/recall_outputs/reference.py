@@ -295,7 +295,10 @@ class ExportedModel:
                 p = np.exp(scores - scores.max(axis=1, keepdims=True))
                 weights = p / p.sum(axis=1, keepdims=True)
             elif step["weighting"] == "silu":
-                z = scores + self.tensors[step["relative_bias"]][np.where(visible, distance, 0)]
+                bias = self.tensors[step["relative_bias"]]
+                if "bias_bucket" in step:  # a bucketed bias: each distance's bucket
+                    bias = bias[np.asarray(step["bias_bucket"])]
+                z = scores + bias[np.where(visible, distance, 0)]
                 weights = np.where(visible, z / (1.0 + np.exp(-z)), 0.0) / step["divide_by"]
             else:
                 raise ValueError(f"unknown attention weighting {step['weighting']!r}")

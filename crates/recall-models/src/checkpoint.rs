@@ -17,7 +17,8 @@
 //! and, with user features, `sequence.side.*` (their projection, added at every position).
 //! HSTU: `hstu.position_embedding` as SASRec's, per block `i` `hstu.<i>.input.ln_*`,
 //! `hstu.<i>.uvqk.weight` `[4 dim, dim]` and `.bias` (gate, values, queries, keys stacked),
-//! `hstu.<i>.relative_bias` `[max_len]` (entry `d`: a key `d` positions before its query),
+//! `hstu.<i>.relative_bias` `[max_len]` (entry `d`: a key `d` positions before its query; with
+//! `bias_buckets`, `[bias_buckets]`, the layout's `bias_bucket` naming each distance's entry),
 //! `hstu.<i>.attention.ln_*`, `hstu.<i>.output.*`, `hstu.final.ln_*`, `hstu.side.*`. The
 //! exported `tensors.json` layout spells out each kind's computation.
 

@@ -479,6 +479,13 @@ pub struct HstuConfig {
     /// blocks it put a seed that had none on a plateau (MEASUREMENTS.md, "The published
     /// code's sqrt(dim) input scale").
     pub identity_init: bool,
+    /// How many learned values each block's relative position bias has. Absent (the
+    /// default): one per distance up to `max_len`, as generative-recommenders' position bias.
+    /// `n` (1 to `max_len - 1`): T5's buckets (Raffel et al. 2020), distances below `n / 2`
+    /// one each and longer ones `n - n / 2` logarithmically wider ones up to `max_len`, so a
+    /// rarely seen long distance shares its value with its neighbours; 1 gives every distance
+    /// the same value (the bias then carries no position).
+    pub bias_buckets: Option<usize>,
 }
 
 /// Every key of every kind, as a pipeline file spells them: what a `model = { ... }` table is
@@ -528,6 +535,8 @@ struct RawModelConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     identity_init: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    bias_buckets: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     input_scale: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     heads: Option<usize>,
@@ -558,7 +567,14 @@ const POOLED_KEYS: [&str; 8] = [
 ];
 const ITEM_TOWER_KEYS: [&str; 3] = ["item_tower", "item_features", "item_id_dropout"];
 const SASREC_KEYS: [&str; 5] = ["blocks", "heads", "max_len", "ffn_width", "input_scale"];
-const HSTU_KEYS: [&str; 5] = ["blocks", "heads", "max_len", "identity_init", "input_scale"];
+const HSTU_KEYS: [&str; 6] = [
+    "blocks",
+    "heads",
+    "max_len",
+    "identity_init",
+    "input_scale",
+    "bias_buckets",
+];
 
 impl ModelKind {
     /// The keys a `model = { ... }` table of this kind may have (besides `kind`).
@@ -605,6 +621,17 @@ impl RawModelConfig {
             Some(s) => Err(format!(
                 "`input_scale` = {s} is not a positive number (the published code's is sqrt(embedding_dim), 8 at width 64)"
             )),
+        }
+    }
+
+    /// Whether a count fits `max_len` is checked where the model is built (the encode stage's
+    /// `max_len` is the default).
+    fn bias_buckets(&self) -> Result<Option<usize>, String> {
+        match self.bias_buckets {
+            Some(0) => Err(
+                "`bias_buckets` = 0: the relative position bias needs at least one value (1 gives every distance the same; leave the key out for one per distance)".into(),
+            ),
+            n => Ok(n),
         }
     }
 
@@ -751,6 +778,7 @@ impl TryFrom<RawModelConfig> for ModelConfig {
                 item: raw.item_side(kind)?,
                 identity_init: raw.identity_init.unwrap_or(false),
                 input_scale: raw.input_scale()?,
+                bias_buckets: raw.bias_buckets()?,
             }),
         })
     }
@@ -785,6 +813,7 @@ impl From<ModelConfig> for RawModelConfig {
                 // Left out when off, so a file without the key reads back as it was written.
                 raw.identity_init = c.identity_init.then_some(true);
                 raw.set_input_scale(c.input_scale);
+                raw.bias_buckets = c.bias_buckets;
             }
         }
         raw
@@ -1363,6 +1392,7 @@ mod tests {
             serde_json::json!({ "kind": "hstu", "blocks": 8, "identity_init": true }),
             serde_json::json!({ "kind": "hstu", "blocks": 4, "identity_init": false }),
             serde_json::json!({ "kind": "hstu", "input_scale": 8.0 }),
+            serde_json::json!({ "kind": "hstu", "bias_buckets": 32 }),
             serde_json::json!({ "kind": "sasrec", "input_scale": 1.0 }),
             serde_json::json!({ "kind": "youtubednn", "embedding_dim": 8, "user_tower": [8], "recent_items": 5 }),
             serde_json::json!({ "kind": "dssm", "item_tower": [32, 64], "batch_norm": true }),
@@ -1480,6 +1510,7 @@ mod tests {
             ("example_age", serde_json::json!(false)),
             ("batch_norm", serde_json::json!(true)),
             ("identity_init", serde_json::json!(true)),
+            ("bias_buckets", serde_json::json!(32)),
         ] {
             let mut table = serde_json::json!({ "kind": "sasrec" });
             table[key] = value;
@@ -1495,6 +1526,8 @@ mod tests {
             let err = refusal(serde_json::json!({ "kind": "sasrec", "input_scale": scale }));
             assert!(err.contains("`input_scale`"), "{err}");
         }
+        let err = refusal(serde_json::json!({ "kind": "hstu", "bias_buckets": 0 }));
+        assert!(err.contains("`bias_buckets` = 0"), "{err}");
         let err = refusal(serde_json::json!({ "kind": "youtubednn", "input_scale": 8.0 }));
         assert!(
             err.contains("`input_scale` is not a key of kind \"youtubednn\""),

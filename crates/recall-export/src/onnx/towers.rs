@@ -710,8 +710,35 @@ impl<'a> Tower<'a> {
                 self.g.node("Softmax", &[&scores], vec![int("axis", -1)])
             }
             "silu" => {
-                // bias[t, s] = relative_bias[t - s] (0 where s > t; masked out anyway).
+                // bias[t, s] = relative_bias[t - s], or relative_bias[bias_bucket[t - s]] for a
+                // bucketed bias (0 where s > t; masked out anyway).
                 let (_, relative) = self.tensor(text(step, "relative_bias")?)?;
+                let relative: Vec<f32> = match step.get("bias_bucket") {
+                    None => relative.to_vec(),
+                    Some(buckets) => {
+                        let buckets = buckets
+                            .as_array()
+                            .ok_or_else(|| bad("`bias_bucket` is not a list"))?;
+                        buckets
+                            .iter()
+                            .map(|b| {
+                                b.as_u64()
+                                    .and_then(|b| relative.get(b as usize).copied())
+                                    .ok_or_else(|| {
+                                        bad(format!(
+                                            "`bias_bucket` entry {b} is not a bucket of the bias"
+                                        ))
+                                    })
+                            })
+                            .collect::<Result<_, _>>()?
+                    }
+                };
+                if relative.len() < len {
+                    return Err(bad(format!(
+                        "the relative bias spans {} distances, the window {len}",
+                        relative.len()
+                    )));
+                }
                 let bias: Vec<f32> = (0..len * len)
                     .map(|i| {
                         let (t, s) = (i / len, i % len);

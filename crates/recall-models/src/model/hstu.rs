@@ -49,7 +49,8 @@ struct Block {
     input_norm: Norm,
     /// Gate, values, queries and keys in one product (`[4 dim, dim]`), SiLU after.
     uvqk: Linear,
-    /// `[max_len]`: entry `d` is added to the score of a key `d` slots before its query.
+    /// `[max_len]`, or `[buckets]` read through `HstuEncoder::bias_bucket`: the value a key
+    /// `d` slots before its query adds to its score.
     relative_bias: Tensor,
     attention_norm: Norm,
     output: Linear,
@@ -67,21 +68,76 @@ pub struct HstuEncoder {
     side: Option<Linear>,
     /// Activation slopes of the fused bias op (identity) for `dim` outputs.
     identity: Tensor,
+    /// `[max_len]` (u32): each distance's entry of a bucketed bias (`HstuOptions::bias_buckets`).
+    bias_bucket: Option<Tensor>,
+}
+
+/// What an HSTU tower has beyond a sequence tower's shape (`HstuConfig`'s own keys).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HstuOptions {
+    /// Each block's output projection starts at zero (`HstuConfig::identity_init`).
+    pub identity_init: bool,
+    /// The relative bias's values per block, `None` for one per distance
+    /// (`HstuConfig::bias_buckets`).
+    pub bias_buckets: Option<usize>,
+}
+
+/// The bucket of each distance `0..span` when a relative bias has `buckets` values (at most
+/// `span - 1`), T5's scheme: distances below `buckets / 2` have one each, longer ones share
+/// the other buckets, each logarithmically wider than the one before, the last reaching
+/// `span - 1`. One bucket holds every distance.
+pub(crate) fn distance_buckets(buckets: usize, span: usize) -> Vec<u32> {
+    let exact = buckets / 2;
+    if exact == 0 {
+        return vec![0; span];
+    }
+    let wide = buckets - exact;
+    let growth = (span as f64 / exact as f64).ln();
+    (0..span)
+        .map(|d| {
+            if d < exact {
+                return d as u32;
+            }
+            let step = ((d as f64 / exact as f64).ln() / growth * wide as f64) as usize;
+            (exact + step.min(wide - 1)) as u32
+        })
+        .collect()
 }
 
 impl HstuEncoder {
     /// A freshly initialised encoder (`spec.ffn` is not used: the block has no feed-forward
-    /// net); `identity_init` starts each block's output projection at zero
-    /// (`HstuConfig::identity_init`).
+    /// net). A bucket count not under `spec.max_len` is an error naming `model.bias_buckets`.
     pub fn new(
         spec: SequenceSpec,
         init_std: f32,
-        identity_init: bool,
+        options: HstuOptions,
         rng: &mut impl Rng,
         device: &Device,
         params: &mut Params,
     ) -> Result<Self> {
         let d = spec.dim;
+        let bias_len = match options.bias_buckets {
+            Some(n) if n >= spec.max_len => {
+                return Err(recall_core::Error::config(
+                    "model.bias_buckets",
+                    format!(
+                        "{n} is not fewer than the distances the bias spans (max_len = {}): lower it, or leave the key out for one value per distance",
+                        spec.max_len
+                    ),
+                )
+                .into());
+            }
+            Some(n) => n,
+            None => spec.max_len,
+        };
+        let bias_bucket = match options.bias_buckets {
+            Some(n) => Some(Tensor::from_vec(
+                distance_buckets(n, spec.max_len),
+                spec.max_len,
+                device,
+            )?),
+            None => None,
+        };
         let positions = position_table(POSITIONS, spec, init_std, rng, device, params)?;
         let mut blocks = Vec::with_capacity(spec.blocks);
         for i in 0..spec.blocks {
@@ -89,11 +145,11 @@ impl HstuEncoder {
             let input_norm = Norm::new(&name(INPUT_NORM), d, device, params)?;
             let uvqk = Linear::new(&name(UVQK), d, 4 * d, rng, device, params)?;
             // Zero: every distance starts alike, as without a bias.
-            let bias = Var::from_tensor(&Tensor::zeros(spec.max_len, DType::F32, device)?)?;
+            let bias = Var::from_tensor(&Tensor::zeros(bias_len, DType::F32, device)?)?;
             params.push((name(RELATIVE_BIAS), bias.clone()));
             let attention_norm = Norm::new(&name(ATTENTION_NORM), d, device, params)?;
             let output = Linear::new(&name(OUTPUT), d, d, rng, device, params)?;
-            if identity_init {
+            if options.identity_init {
                 // Drawn and then zeroed, so every other tensor starts as it would without
                 // the option (the same random draws in the same order). Found by name, so
                 // a change to what `Linear::new` registers cannot zero another tensor.
@@ -123,6 +179,7 @@ impl HstuEncoder {
             final_norm,
             side,
             identity: Tensor::ones(d, DType::F32, device)?,
+            bias_bucket,
         })
     }
 
@@ -162,7 +219,11 @@ impl WindowEncoder for HstuEncoder {
             let split = |k: usize| heads_apart(&part(k)?, b, l, h);
             let (v, q, k) = (split(1)?, split(2)?, split(3)?);
             let scores = matmul(&q, &k.t()?)?;
-            let weights = silu_attention(&scores, &block.relative_bias, h, &windows.first, scale)?;
+            let bias = match &self.bias_bucket {
+                Some(bucket) => block.relative_bias.index_select(bucket, 0)?,
+                None => block.relative_bias.clone(),
+            };
+            let weights = silu_attention(&scores, &bias, h, &windows.first, scale)?;
             let attended = heads_together(&matmul(&weights, &v)?, b, l, h)?;
             let gated = (block.attention_norm.forward(&attended)? * part(0)?)?;
             let o = block
@@ -174,19 +235,23 @@ impl WindowEncoder for HstuEncoder {
     }
 
     fn describe(&self) -> serde_json::Value {
+        let bias_bucket = self
+            .bias_bucket
+            .as_ref()
+            .and_then(|b| b.to_vec1::<u32>().ok());
         let blocks = (0..self.spec.blocks)
             .map(|i| {
                 let name = |part: &str| block_part(i, part);
+                let mut weighting = serde_json::json!({ "weighting": "silu",
+                    "relative_bias": name(RELATIVE_BIAS), "divide_by": self.spec.max_len });
+                if let Some(bucket) = &bias_bucket {
+                    weighting["bias_bucket"] = serde_json::json!(bucket);
+                }
                 vec![
                     steps::layer_norm("x", "h", &name(INPUT_NORM)),
                     steps::linear("h", "uvqk", &name(UVQK), "silu"),
                     steps::split("uvqk", &["u", "v", "q", "k"]),
-                    steps::attention(
-                        ["q", "k", "v"],
-                        "a",
-                        serde_json::json!({ "weighting": "silu",
-                            "relative_bias": name(RELATIVE_BIAS), "divide_by": self.spec.max_len }),
-                    ),
+                    steps::attention(["q", "k", "v"], "a", weighting),
                     steps::layer_norm("a", "a", &name(ATTENTION_NORM)),
                     steps::join("mul", "a", "u", "g"),
                     steps::linear("g", "o", &name(OUTPUT), "identity"),
@@ -202,7 +267,8 @@ impl WindowEncoder for HstuEncoder {
             FINAL_NORM,
             blocks,
             "per block: [u | v | q | k] = silu(LN_input(x) W_uvqk^T + b); per head A[t, s] = \
-             silu(q_t . k_s + relative_bias[t - s]) / max_len for s <= t, else 0; a = A v, heads \
+             silu(q_t . k_s + relative_bias[t - s]) / max_len for s <= t, else 0 (with \
+             bias_bucket: relative_bias[bias_bucket[t - s]]); a = A v, heads \
              concatenated; x = x + (LN_attention(a) * u) W_o^T + b_o",
         )
     }
@@ -218,7 +284,7 @@ impl WindowEncoder for HstuEncoder {
         }
         if name.ends_with(RELATIVE_BIAS) {
             return Some(format!(
-                "nn.Parameter([{first}]) (entry d is added to the score of a key d positions before its query; generative-recommenders' position bias, causal half)"
+                "nn.Parameter([{first}]) (entry d, or with the layout's bias_bucket entry bias_bucket[d], is added to the score of a key d positions before its query; generative-recommenders' position bias, causal half)"
             ));
         }
         if let Some(part) = name.rsplit('.').next().and_then(|l| l.strip_prefix("ln_")) {
@@ -247,7 +313,15 @@ mod tests {
         let dev = Device::Cpu;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut params = Params::new();
-        let encoder = HstuEncoder::new(spec, 0.5, false, &mut rng, &dev, &mut params).unwrap();
+        let encoder = HstuEncoder::new(
+            spec,
+            0.5,
+            HstuOptions::default(),
+            &mut rng,
+            &dev,
+            &mut params,
+        )
+        .unwrap();
         // A non-zero position bias, so that the test exercises it.
         for (name, var) in &params {
             if name.ends_with(RELATIVE_BIAS) {
@@ -278,7 +352,15 @@ mod tests {
         let dev = Device::Cpu;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let (mut hstu_params, mut sasrec_params) = (Params::new(), Params::new());
-        let hstu = HstuEncoder::new(spec, 0.5, false, &mut rng, &dev, &mut hstu_params).unwrap();
+        let hstu = HstuEncoder::new(
+            spec,
+            0.5,
+            HstuOptions::default(),
+            &mut rng,
+            &dev,
+            &mut hstu_params,
+        )
+        .unwrap();
         let sasrec = SequenceEncoder::new(spec, 0.5, &mut rng, &dev, &mut sasrec_params).unwrap();
         for (layout, params) in [
             (hstu.describe(), hstu_params),
@@ -421,6 +503,23 @@ mod tests {
         assert_ne!(a, encode_window(&plain, &items, &window));
     }
 
+    /// An encoder with `options`, its parameters and a 40-item table, all drawn from `seed`.
+    fn drawn(
+        spec: SequenceSpec,
+        seed: u64,
+        options: HstuOptions,
+    ) -> (HstuEncoder, Params, SparseTable) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut params = Params::new();
+        let encoder =
+            HstuEncoder::new(spec, 0.5, options, &mut rng, &Device::Cpu, &mut params).unwrap();
+        (
+            encoder,
+            params,
+            SparseTable::new(40, spec.dim, 0.5, &mut rng),
+        )
+    }
+
     /// `identity_init` zeroes the blocks' output projections and nothing else (every other
     /// tensor is drawn as without it), so a fresh stack is the identity: a position reads its
     /// own item alone, and changing an earlier item changes nothing at it.
@@ -429,15 +528,11 @@ mod tests {
         let dev = Device::Cpu;
         let spec = small_spec(3);
         let fresh = |identity_init: bool| {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
-            let mut params = Params::new();
-            let encoder =
-                HstuEncoder::new(spec, 0.5, identity_init, &mut rng, &dev, &mut params).unwrap();
-            (
-                encoder,
-                params,
-                SparseTable::new(40, spec.dim, 0.5, &mut rng),
-            )
+            let options = HstuOptions {
+                identity_init,
+                ..HstuOptions::default()
+            };
+            drawn(spec, 3, options)
         };
         let (plain, plain_params, _) = fresh(false);
         let (identity, identity_params, table) = fresh(true);
@@ -468,5 +563,117 @@ mod tests {
             run(&identity, &earlier)[4 * 8..]
         );
         assert_ne!(run(&plain, &base)[4 * 8..], run(&plain, &earlier)[4 * 8..]);
+    }
+
+    /// T5's buckets: one per distance below half the count, then wider ones in order, the
+    /// last at the longest distance; one bucket holds every distance.
+    #[test]
+    fn distances_fall_into_ordered_buckets() {
+        let b = distance_buckets(32, 200);
+        assert_eq!(b.len(), 200);
+        assert_eq!(&b[..16], &(0..16).collect::<Vec<u32>>()[..]);
+        assert!(b.windows(2).all(|w| w[0] <= w[1]), "{b:?}");
+        assert_eq!(b[199], 31);
+        // Wider with distance: the last bucket spans more distances than the first wide one.
+        let width = |k: u32| b.iter().filter(|&&x| x == k).count();
+        assert!(width(31) > width(16), "{} against {}", width(31), width(16));
+        assert_eq!(distance_buckets(1, 12), vec![0; 12]);
+        let two = distance_buckets(2, 12);
+        assert_eq!((two[0], two[1], two[11]), (0, 1, 1));
+        let small = distance_buckets(6, 10);
+        assert_eq!(&small[..3], &[0, 1, 2]);
+        assert_eq!(small[9], 5);
+    }
+
+    /// A bucketed bias is the per-distance bias its buckets spell out: the encoder with 4
+    /// buckets computes, forward, what an encoder of the same draws computes with each
+    /// distance's value copied from its bucket, and the gradient of a bucket is the sum of its
+    /// distances' gradients.
+    #[test]
+    fn a_bucketed_bias_reads_and_learns_as_its_distances() {
+        let dev = Device::Cpu;
+        let spec = small_spec(2);
+        let build = |bias_buckets: Option<usize>| {
+            let options = HstuOptions {
+                bias_buckets,
+                ..HstuOptions::default()
+            };
+            drawn(spec, 21, options)
+        };
+        let (bucketed, bucketed_params, table) = build(Some(4));
+        let (plain, plain_params, _) = build(None);
+        let bucket = distance_buckets(4, spec.max_len);
+        for ((name, a), (_, b)) in bucketed_params.iter().zip(&plain_params) {
+            if name.ends_with(RELATIVE_BIAS) {
+                assert_eq!(a.dims(), &[4]);
+                let own: Vec<f32> = (0..4).map(|k| 0.4 * k as f32 - 0.7).collect();
+                a.set(&Tensor::from_vec(own.clone(), 4, &dev).unwrap())
+                    .unwrap();
+                let spelled: Vec<f32> = bucket.iter().map(|&k| own[k as usize]).collect();
+                b.set(&Tensor::from_vec(spelled, spec.max_len, &dev).unwrap())
+                    .unwrap();
+            } else {
+                assert_eq!(
+                    values(a.as_tensor()),
+                    values(b.as_tensor()),
+                    "{name} differs"
+                );
+            }
+        }
+        let items = table.gather(0..40u32, &dev).unwrap();
+        let window = [3u32, 9, 14, 22, 7, 30, 18, 5, 11];
+        let layout = Padded::packed([&window[..]], spec.max_len);
+        let out = |encoder: &HstuEncoder| {
+            encoder
+                .forward(&items, &layout, None, &mut Pass::Infer)
+                .unwrap()
+        };
+        let (a, b) = (out(&bucketed), out(&plain));
+        for (x, y) in values(&a).iter().zip(&values(&b)) {
+            assert!((x - y).abs() < 1e-6, "{x} against {y}");
+        }
+        let loss = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap();
+        let (ga, gb) = (loss(&a).backward().unwrap(), loss(&b).backward().unwrap());
+        let mut checked = 0;
+        for ((name, a), (_, b)) in bucketed_params.iter().zip(&plain_params) {
+            if !name.ends_with(RELATIVE_BIAS) {
+                continue;
+            }
+            let (ga, gb) = (values(ga.get(a).unwrap()), values(gb.get(b).unwrap()));
+            let mut summed = vec![0f32; 4];
+            for (d, &k) in bucket.iter().enumerate() {
+                summed[k as usize] += gb[d];
+            }
+            assert!(summed.iter().any(|g| g.abs() > 1e-6), "{name}: no gradient");
+            for (x, y) in ga.iter().zip(&summed) {
+                assert!((x - y).abs() < 1e-5, "{name}: {x} against {y}");
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, spec.blocks);
+    }
+
+    /// A bucket count that is not fewer than the distances is refused naming the key.
+    #[test]
+    fn too_many_buckets_are_refused_naming_the_key() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let options = HstuOptions {
+            bias_buckets: Some(10),
+            ..HstuOptions::default()
+        };
+        let err = HstuEncoder::new(
+            small_spec(1),
+            0.5,
+            options,
+            &mut rng,
+            &Device::Cpu,
+            &mut Params::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("model.bias_buckets") && err.contains("max_len = 10"),
+            "{err}"
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::config::{ModelConfig, ModelKind};
 use crate::data::EncodedData;
 pub use crate::data::UserRows;
 use crate::error::Result;
-use crate::model::hstu::HstuEncoder;
+use crate::model::hstu::{HstuEncoder, HstuOptions};
 use crate::model::input_op::InputPlan;
 use crate::model::item_tower::ItemTower;
 use crate::model::pooled::PooledTower;
@@ -283,11 +283,17 @@ impl TwoTower {
                 let std = config.common().init_std;
                 let encoder: Arc<dyn WindowEncoder> = match config.kind() {
                     ModelKind::Hstu => {
-                        let identity_init = config.hstu().is_some_and(|c| c.identity_init);
+                        let options =
+                            config
+                                .hstu()
+                                .map_or_else(HstuOptions::default, |c| HstuOptions {
+                                    identity_init: c.identity_init,
+                                    bias_buckets: c.bias_buckets,
+                                });
                         Arc::new(HstuEncoder::new(
                             sequence,
                             std,
-                            identity_init,
+                            options,
                             rng,
                             device,
                             &mut params,

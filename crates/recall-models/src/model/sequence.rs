@@ -143,7 +143,8 @@ pub(crate) mod steps {
     /// over the positions up to the query's, heads concatenated into `out`. `weighting`:
     /// `{ weighting: "softmax", scale }` (softmax of the scaled scores), or
     /// `{ weighting: "silu", relative_bias, divide_by }` (silu(score + relative_bias[t - s]) /
-    /// divide_by, 0 for later positions).
+    /// divide_by, 0 for later positions; with `bias_bucket`, a list of each distance's entry,
+    /// relative_bias[bias_bucket[t - s]]).
     pub fn attention(qkv: [&str; 3], out: &str, weighting: Value) -> Value {
         let mut step =
             json!({ "op": "attention", "q": qkv[0], "k": qkv[1], "v": qkv[2], "out": out });
