@@ -68,8 +68,9 @@ pub struct HstuEncoder {
     side: Option<Linear>,
     /// Activation slopes of the fused bias op (identity) for `dim` outputs.
     identity: Tensor,
-    /// `[max_len]` (u32): each distance's entry of a bucketed bias (`HstuOptions::bias_buckets`).
-    bias_bucket: Option<Tensor>,
+    /// Each distance's entry of a bucketed bias (`HstuOptions::bias_buckets`): as the layout
+    /// lists it, and as the `[max_len]` u32 index the forward pass gathers with.
+    bias_bucket: Option<(Vec<u32>, Tensor)>,
 }
 
 /// What an HSTU tower has beyond a sequence tower's shape (`HstuConfig`'s own keys).
@@ -116,7 +117,7 @@ impl HstuEncoder {
         params: &mut Params,
     ) -> Result<Self> {
         let d = spec.dim;
-        let bias_len = match options.bias_buckets {
+        let (bias_len, bias_bucket) = match options.bias_buckets {
             Some(n) if n >= spec.max_len => {
                 return Err(recall_core::Error::config(
                     "model.bias_buckets",
@@ -127,16 +128,12 @@ impl HstuEncoder {
                 )
                 .into());
             }
-            Some(n) => n,
-            None => spec.max_len,
-        };
-        let bias_bucket = match options.bias_buckets {
-            Some(n) => Some(Tensor::from_vec(
-                distance_buckets(n, spec.max_len),
-                spec.max_len,
-                device,
-            )?),
-            None => None,
+            Some(n) => {
+                let bucket = distance_buckets(n, spec.max_len);
+                let index = Tensor::from_vec(bucket.clone(), spec.max_len, device)?;
+                (n, Some((bucket, index)))
+            }
+            None => (spec.max_len, None),
         };
         let positions = position_table(POSITIONS, spec, init_std, rng, device, params)?;
         let mut blocks = Vec::with_capacity(spec.blocks);
@@ -220,7 +217,7 @@ impl WindowEncoder for HstuEncoder {
             let (v, q, k) = (split(1)?, split(2)?, split(3)?);
             let scores = matmul(&q, &k.t()?)?;
             let bias = match &self.bias_bucket {
-                Some(bucket) => block.relative_bias.index_select(bucket, 0)?,
+                Some((_, index)) => block.relative_bias.index_select(index, 0)?,
                 None => block.relative_bias.clone(),
             };
             let weights = silu_attention(&scores, &bias, h, &windows.first, scale)?;
@@ -235,16 +232,12 @@ impl WindowEncoder for HstuEncoder {
     }
 
     fn describe(&self) -> serde_json::Value {
-        let bias_bucket = self
-            .bias_bucket
-            .as_ref()
-            .and_then(|b| b.to_vec1::<u32>().ok());
         let blocks = (0..self.spec.blocks)
             .map(|i| {
                 let name = |part: &str| block_part(i, part);
                 let mut weighting = serde_json::json!({ "weighting": "silu",
                     "relative_bias": name(RELATIVE_BIAS), "divide_by": self.spec.max_len });
-                if let Some(bucket) = &bias_bucket {
+                if let Some((bucket, _)) = &self.bias_bucket {
                     weighting["bias_bucket"] = serde_json::json!(bucket);
                 }
                 vec![
