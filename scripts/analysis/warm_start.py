@@ -40,18 +40,19 @@ def curve(model: pathlib.Path) -> list:
 
 
 def first_best(points: list) -> int:
-    """Index of the earliest maximum of a curve of (seconds, value)."""
+    """Index of the earliest maximum of a curve of (x, value) points."""
     return max(range(len(points)), key=lambda i: (points[i][1], -i))
 
 
 def averaged(curves: list) -> list:
-    """Mean value at each validation while at least MIN_SHARE of the curves reach it."""
+    """(validation number, mean value) at each validation while at least MIN_SHARE of the
+    curves reach it: a curve's shape, for `first_best`."""
     out = []
     for i in range(max(map(len, curves))):
         values = [c[i][1] for c in curves if len(c) > i]
         if len(values) < MIN_SHARE * len(curves):
             break
-        out.append(statistics.mean(values))
+        out.append((i + 1, statistics.mean(values)))
     return out
 
 
@@ -92,12 +93,13 @@ def main() -> None:
     if len(pairs) > 1:
         warm_mean = averaged([w for w, _, _ in pairs])
         scratch_mean = averaged([s for _, s, _ in pairs])
-        s_index = max(range(len(scratch_mean)), key=lambda i: (scratch_mean[i], -i))
-        at = next((i for i, v in enumerate(warm_mean) if v >= scratch_mean[s_index]), None)
-        reach = "never" if at is None else f"at validation {at + 1}, ratio {(at + 1) / (s_index + 1):.2f}"
+        s_at, s_best = scratch_mean[first_best(scratch_mean)]
+        w_best = warm_mean[first_best(warm_mean)][1]
+        at = next((n for n, v in warm_mean if v >= s_best), None)
+        reach = "never" if at is None else f"at validation {at}, ratio {at / s_at:.2f}"
         print(
-            f"averaged over the {len(pairs)} pairs: scratch's maximum {scratch_mean[s_index]:.4f} at "
-            f"validation {s_index + 1}, warm's {max(warm_mean):.4f}; the warm curve reaches scratch's "
+            f"averaged over the {len(pairs)} pairs: scratch's maximum {s_best:.4f} at "
+            f"validation {s_at}, warm's {w_best:.4f}; the warm curve reaches scratch's "
             f"maximum {reach}"
         )
 
